@@ -1,0 +1,431 @@
+"""FastCGI 1.0 as pure code: bytes in, events out; calls in, bytes out.
+
+Nothing here touches a socket, so every rule of the specification is tested with
+plain byte strings. The I/O layers (worker, client) feed what they read into a
+connection object and send what it hands back.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+FCGI_VERSION_1 = 1
+HEADER = struct.Struct("!BBHHBx")
+HEADER_LEN = HEADER.size  # 8
+
+FCGI_BEGIN_REQUEST = 1
+FCGI_ABORT_REQUEST = 2
+FCGI_END_REQUEST = 3
+FCGI_PARAMS = 4
+FCGI_STDIN = 5
+FCGI_STDOUT = 6
+FCGI_STDERR = 7
+FCGI_DATA = 8
+FCGI_GET_VALUES = 9
+FCGI_GET_VALUES_RESULT = 10
+FCGI_UNKNOWN_TYPE = 11
+FCGI_MAXTYPE = FCGI_UNKNOWN_TYPE
+
+FCGI_NULL_REQUEST_ID = 0
+
+FCGI_RESPONDER = 1
+FCGI_AUTHORIZER = 2
+FCGI_FILTER = 3
+
+FCGI_KEEP_CONN = 1
+
+FCGI_REQUEST_COMPLETE = 0
+FCGI_CANT_MPX_CONN = 1
+FCGI_OVERLOADED = 2
+FCGI_UNKNOWN_ROLE = 3
+
+# 65535 would be legal, but strict readers (php-fpm's among them) refuse a record
+# whose content plus padding exceeds 65535; 65528 is the largest multiple of 8
+# below it, so our records never need padding when they are full.
+MAX_CONTENT = 65528
+
+# A request's params may legitimately hold values over 64 KiB (long cookies,
+# query strings), but not without bound: past this a peer is hostile or broken.
+DEFAULT_PARAMS_LIMIT = 8 * 1024 * 1024
+
+BEGIN_BODY = struct.Struct("!HB5x")
+END_BODY = struct.Struct("!IB3x")
+_PADDING = bytes(8)
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol; the connection cannot be trusted any further."""
+
+
+# --- encoding -------------------------------------------------------------------
+
+
+def encode_record(rtype: int, request_id: int, content: bytes = b"") -> bytes:
+    """One record, padded so that the next header starts on an 8-byte boundary."""
+    length = len(content)
+    if length > 65535:
+        raise ValueError(f"record content of {length} bytes exceeds 65535")
+    padding = -length & 7
+    return b"".join(
+        (HEADER.pack(FCGI_VERSION_1, rtype, request_id, length, padding), content, _PADDING[:padding])
+    )
+
+
+def encode_stream(rtype: int, request_id: int, data: bytes) -> bytes:
+    """`data` as records of at most MAX_CONTENT bytes (no end-of-stream record).
+
+    Empty data gives no record: an empty record would end the stream.
+    """
+    if len(data) <= MAX_CONTENT:
+        return encode_record(rtype, request_id, data) if data else b""
+    view = memoryview(data)
+    return b"".join(
+        encode_record(rtype, request_id, bytes(view[i : i + MAX_CONTENT]))
+        for i in range(0, len(data), MAX_CONTENT)
+    )
+
+
+def _encode_length(n: int) -> bytes:
+    if n < 128:
+        return bytes((n,))
+    if n > 0x7FFFFFFF:
+        raise ValueError(f"name-value length {n} does not fit in 31 bits")
+    return struct.pack("!I", n | 0x80000000)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+def encode_params(pairs) -> bytes:
+    """Name-value pairs (a mapping or an iterable of pairs) as one byte string."""
+    items = pairs.items() if hasattr(pairs, "items") else pairs
+    out = []
+    for name, value in items:
+        name, value = _as_bytes(name), _as_bytes(value)
+        out += (_encode_length(len(name)), _encode_length(len(value)), name, value)
+    return b"".join(out)
+
+
+def decode_params(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The name-value pairs of a complete PARAMS (or GET_VALUES) stream.
+
+    Every length is checked against what is left of the body, so a length that
+    claims gigabytes is an error, not an allocation.
+    """
+    pairs = []
+    pos, end = 0, len(body)
+    while pos < end:
+        name_len, pos = _decode_length(body, pos)
+        value_len, pos = _decode_length(body, pos)
+        if pos + name_len + value_len > end:
+            raise ProtocolError(
+                f"name-value pair claims {name_len}+{value_len} bytes, {end - pos} left"
+            )
+        name = body[pos : pos + name_len]
+        pos += name_len
+        pairs.append((name, body[pos : pos + value_len]))
+        pos += value_len
+    return pairs
+
+
+def _decode_length(body: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(body):
+        raise ProtocolError("name-value pair truncated in its length")
+    first = body[pos]
+    if first < 128:
+        return first, pos + 1
+    if pos + 4 > len(body):
+        raise ProtocolError("name-value pair truncated in its 4-byte length")
+    return struct.unpack_from("!I", body, pos)[0] & 0x7FFFFFFF, pos + 4
+
+
+def encode_end_request(request_id: int, app_status: int = 0, protocol_status: int = FCGI_REQUEST_COMPLETE) -> bytes:
+    return encode_record(FCGI_END_REQUEST, request_id, END_BODY.pack(app_status & 0xFFFFFFFF, protocol_status))
+
+
+def encode_begin_request(request_id: int, role: int = FCGI_RESPONDER, keep_conn: bool = False) -> bytes:
+    return encode_record(FCGI_BEGIN_REQUEST, request_id, BEGIN_BODY.pack(role, FCGI_KEEP_CONN if keep_conn else 0))
+
+
+# --- record framing -------------------------------------------------------------
+
+
+class RecordReader:
+    """Cuts a byte stream into (type, request_id, content) records."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        buf = self._buf
+        buf += data
+        records = []
+        pos, end = 0, len(buf)
+        while end - pos >= HEADER_LEN:
+            version, rtype, request_id, length, padding = HEADER.unpack_from(buf, pos)
+            if version != FCGI_VERSION_1:
+                raise ProtocolError(f"unsupported FastCGI version {version} (record type {rtype})")
+            total = HEADER_LEN + length + padding
+            if end - pos < total:
+                break
+            start = pos + HEADER_LEN
+            records.append((rtype, request_id, bytes(buf[start : start + length])))
+            pos += total
+        if pos:
+            del buf[:pos]
+        return records
+
+
+# --- events ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBegun:
+    request_id: int
+    role: int
+    keep_conn: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ParamsReceived:
+    request_id: int
+    params: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StdinReceived:
+    request_id: int
+    data: bytes  # b"" marks the end of stdin
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    request_id: int
+    data: bytes  # b"" marks the end of the data stream
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAborted:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """Client side: one stream record or the end of a request."""
+
+    request_id: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    ended: bool = False
+    app_status: int = 0
+    protocol_status: int = FCGI_REQUEST_COMPLETE
+
+
+# --- the application side -------------------------------------------------------
+
+
+class ServerConnection:
+    """The application's side of one transport connection.
+
+    It does not multiplex: one request at a time, as FCGI_MPXS_CONNS=0 tells the
+    web server; a second BEGIN_REQUEST while one is active gets FCGI_CANT_MPX_CONN.
+    """
+
+    def __init__(
+        self,
+        max_conns: int = 1,
+        max_reqs: int = 1,
+        roles: frozenset[int] = frozenset({FCGI_RESPONDER}),
+        params_limit: int = DEFAULT_PARAMS_LIMIT,
+    ) -> None:
+        self._reader = RecordReader()
+        self._values = {
+            b"FCGI_MAX_CONNS": str(max_conns).encode(),
+            b"FCGI_MAX_REQS": str(max_reqs).encode(),
+            b"FCGI_MPXS_CONNS": b"0",
+        }
+        self._roles = roles
+        self._params_limit = params_limit
+        self._output = bytearray()
+        self.request_id: int | None = None  # the active request
+        self.keep_conn = False
+        self._params: list[bytes] | None = None
+        self._params_size = 0
+        self._stdin_open = False
+        self._data_open = False
+
+    # incoming
+
+    def feed(self, data: bytes) -> list:
+        events = []
+        for rtype, request_id, content in self._reader.feed(data):
+            if request_id == FCGI_NULL_REQUEST_ID:
+                self._management_record(rtype, content)
+            elif rtype == FCGI_BEGIN_REQUEST:
+                event = self._begin(request_id, content)
+                if event is not None:
+                    events.append(event)
+            elif request_id != self.request_id:
+                raise ProtocolError(f"record type {rtype} for request {request_id}, which is not active")
+            else:
+                event = self._request_record(rtype, request_id, content)
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def take_output(self) -> bytes:
+        """Records the protocol answered on its own (management, rejections)."""
+        out = bytes(self._output)
+        self._output.clear()
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet a whole record (a truncated record at EOF)."""
+        return self._reader.buffered
+
+    def _management_record(self, rtype: int, content: bytes) -> None:
+        if rtype == FCGI_GET_VALUES:
+            asked = decode_params(content)
+            answer = {name: self._values[name] for name, _ in asked if name in self._values}
+            self._output += encode_record(FCGI_GET_VALUES_RESULT, 0, encode_params(answer))
+        else:
+            self._output += encode_record(FCGI_UNKNOWN_TYPE, 0, bytes((rtype,)) + bytes(7))
+
+    def _begin(self, request_id: int, content: bytes) -> RequestBegun | None:
+        if len(content) < BEGIN_BODY.size:
+            raise ProtocolError(f"BEGIN_REQUEST body of {len(content)} bytes, expected 8")
+        role, flags = BEGIN_BODY.unpack_from(content)
+        keep_conn = bool(flags & FCGI_KEEP_CONN)
+        if self.request_id is not None:
+            if request_id == self.request_id:
+                raise ProtocolError(f"BEGIN_REQUEST for request {request_id}, which is already active")
+            self._output += encode_end_request(request_id, 0, FCGI_CANT_MPX_CONN)
+            return None
+        if role not in self._roles:
+            self._output += encode_end_request(request_id, 0, FCGI_UNKNOWN_ROLE)
+            self.keep_conn = keep_conn
+            return None
+        self.request_id = request_id
+        self.keep_conn = keep_conn
+        self._params, self._params_size = [], 0
+        self._stdin_open = True
+        self._data_open = role == FCGI_FILTER
+        return RequestBegun(request_id, role, keep_conn)
+
+    def _request_record(self, rtype: int, request_id: int, content: bytes):
+        if rtype == FCGI_PARAMS:
+            return self._params_record(request_id, content)
+        if rtype == FCGI_STDIN:
+            if not self._stdin_open:
+                raise ProtocolError(f"STDIN for request {request_id} after its end")
+            if self._params is not None:
+                raise ProtocolError(f"STDIN for request {request_id} before its params ended")
+            self._stdin_open = bool(content)
+            return StdinReceived(request_id, content)
+        if rtype == FCGI_DATA:
+            if not self._data_open:
+                raise ProtocolError(f"DATA for request {request_id}, which takes none")
+            self._data_open = bool(content)
+            return DataReceived(request_id, content)
+        if rtype == FCGI_ABORT_REQUEST:
+            return RequestAborted(request_id)
+        raise ProtocolError(f"record type {rtype} is not one a web server sends (request {request_id})")
+
+    def _params_record(self, request_id: int, content: bytes) -> ParamsReceived | None:
+        if self._params is None:
+            raise ProtocolError(f"PARAMS for request {request_id} after its end")
+        if content:
+            self._params_size += len(content)
+            if self._params_size > self._params_limit:
+                raise ProtocolError(f"params of request {request_id} exceed {self._params_limit} bytes")
+            self._params.append(content)
+            return None
+        pairs = decode_params(b"".join(self._params))
+        self._params = None
+        # Duplicate names: the last one wins, as when a web server overrides a default.
+        params = {name.decode("latin-1"): value.decode("latin-1") for name, value in pairs}
+        return ParamsReceived(request_id, params)
+
+    # outgoing
+
+    def stdout(self, request_id: int, data: bytes) -> bytes:
+        return encode_stream(FCGI_STDOUT, request_id, data)
+
+    def stderr(self, request_id: int, data: bytes) -> bytes:
+        return encode_stream(FCGI_STDERR, request_id, data)
+
+    def end_request(
+        self, request_id: int, app_status: int = 0, protocol_status: int = FCGI_REQUEST_COMPLETE
+    ) -> bytes:
+        """Ends both output streams and the request; the connection may then take another."""
+        if request_id == self.request_id:
+            self.request_id = None
+            self._params = None
+            self._stdin_open = self._data_open = False
+        return b"".join(
+            (
+                encode_record(FCGI_STDOUT, request_id),
+                encode_record(FCGI_STDERR, request_id),
+                encode_end_request(request_id, app_status, protocol_status),
+            )
+        )
+
+
+# --- the web server side (tests, probes, health checks) ---------------------------
+
+
+class ClientConnection:
+    """The web server's side: builds requests, turns response records into events."""
+
+    def __init__(self) -> None:
+        self._reader = RecordReader()
+
+    def request(
+        self,
+        request_id: int,
+        params,
+        stdin: bytes = b"",
+        role: int = FCGI_RESPONDER,
+        keep_conn: bool = False,
+    ) -> bytes:
+        body = encode_params(params)
+        return b"".join(
+            (
+                encode_begin_request(request_id, role, keep_conn),
+                encode_stream(FCGI_PARAMS, request_id, body),
+                encode_record(FCGI_PARAMS, request_id),
+                encode_stream(FCGI_STDIN, request_id, stdin),
+                encode_record(FCGI_STDIN, request_id),
+            )
+        )
+
+    def get_values(self, names) -> bytes:
+        return encode_record(FCGI_GET_VALUES, 0, encode_params({name: b"" for name in names}))
+
+    def feed(self, data: bytes) -> list:
+        events = []
+        for rtype, request_id, content in self._reader.feed(data):
+            if rtype == FCGI_STDOUT:
+                events.append(ResponseReceived(request_id, stdout=content))
+            elif rtype == FCGI_STDERR:
+                events.append(ResponseReceived(request_id, stderr=content))
+            elif rtype == FCGI_END_REQUEST:
+                if len(content) < END_BODY.size:
+                    raise ProtocolError(f"END_REQUEST body of {len(content)} bytes, expected 8")
+                app_status, protocol_status = END_BODY.unpack_from(content)
+                events.append(ResponseReceived(request_id, ended=True, app_status=app_status,
+                                               protocol_status=protocol_status))
+            elif rtype in (FCGI_GET_VALUES_RESULT, FCGI_UNKNOWN_TYPE):
+                events.append((rtype, content))
+            else:
+                raise ProtocolError(f"record type {rtype} is not one an application sends")
+        return events
