@@ -6,3 +6,12 @@ is never imported from here.
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `fcgikit.accept` without importing the worker for every `import fcgikit`.
+    if name == "accept":
+        from .worker import accept
+
+        return accept
+    raise AttributeError(f"module 'fcgikit' has no attribute {name!r}")

@@ -1,0 +1,211 @@
+"""One transport connection from the web server, between select() and the app.
+
+Reading is non-blocking until a request's params are complete (a slow or
+broken peer never holds the worker); after that the request's stdin is pulled
+from the socket on demand, with a timeout, while the app runs.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import deque
+
+from ..fastcgi import (
+    ParamsReceived,
+    ProtocolError,
+    RequestAborted,
+    RequestBegun,
+    ServerConnection,
+    StdinReceived,
+)
+from .log import log
+from .request import Request
+
+RECV_SIZE = 256 * 1024
+# nginx's own fastcgi_send_timeout / fastcgi_read_timeout default to 60 s: past
+# that nginx has given up on the request too, so the worker may as well.
+IO_TIMEOUT = 60.0
+# Connections one child keeps open (idle kept-alive ones included); reported as
+# FCGI_MAX_CONNS and enforced by closing the longest-idle connection.
+MAX_CONNS = 256
+
+
+class ClientGone(ConnectionError):
+    """The web server closed the connection (or aborted the request) before stdin ended."""
+
+
+class PeerClosed(Exception):
+    """The peer closed the connection between records."""
+
+
+def describe_peer(addr) -> str:
+    if isinstance(addr, tuple):
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"unix:{addr}" if addr else "unix"
+
+
+def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
+    """Kernel timeouts on a blocking socket: no extra poll() per recv/send as settimeout() costs."""
+    timeval = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+class Connection:
+    __slots__ = ("sock", "peer", "proto", "events", "begun", "request", "gone", "closed", "fd", "_recv", "_sendall")
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.proto = ServerConnection(max_conns=MAX_CONNS, max_reqs=1)
+        self.events: deque = deque()
+        self.begun: RequestBegun | None = None
+        self.request: Request | None = None  # the one being served
+        self.gone = False  # the peer went away while a request was being served
+        self.closed = False
+        self._recv = sock.recv
+        self._sendall = sock.sendall
+
+    # --- receiving ---------------------------------------------------------------
+
+    def receive(self, flags: int = 0) -> None:
+        """One recv() fed to the protocol. Raises PeerClosed, ProtocolError, OSError."""
+        data = self._recv(RECV_SIZE, flags)
+        if not data:
+            raise PeerClosed()
+        events = self.proto.feed(data)
+        out = self.proto.take_output()
+        if out:
+            self._sendall(out)
+        if events:
+            self.events.extend(events)
+
+    @property
+    def mid_request(self) -> bool:
+        """Whether a close now cuts something off (a request begun or a record half read)."""
+        return self.begun is not None or self.proto.buffered > 0
+
+    def next_request(self) -> Request | None:
+        """The next request whose params are complete, from events already received."""
+        events = self.events
+        while events:
+            event = events.popleft()
+            kind = type(event)
+            if kind is RequestBegun:
+                self.begun = event
+            elif kind is ParamsReceived:
+                keep_conn = self.begun.keep_conn if self.begun else False
+                self.request = Request(self, event.request_id, event.params, keep_conn)
+                return self.request
+            elif kind is RequestAborted:
+                # Aborted before the app saw it: nothing to undo, just answer.
+                self.begun = None
+                self.send(self.proto.end_request(event.request_id))
+        return None
+
+    def pull_stdin(self, request_id: int) -> bytes:
+        """The next piece of stdin (b"" at its end), reading the socket when none is queued."""
+        events = self.events
+        while True:
+            while events:
+                event = events.popleft()
+                kind = type(event)
+                if kind is StdinReceived:
+                    return event.data
+                if kind is RequestAborted:
+                    self.went_away("the web server aborted the request")
+                    raise ClientGone("the web server aborted the request")
+            if self.gone:
+                raise ClientGone("the web server closed the connection")
+            try:
+                self.receive()
+            except PeerClosed:
+                self.went_away("the web server closed the connection before the request body ended")
+            except BlockingIOError:
+                self.went_away(f"no request body data for {IO_TIMEOUT:.0f}s")
+            except (OSError, ProtocolError) as exc:
+                self.went_away(f"reading the request body failed: {exc}")
+
+    def peer_closed(self) -> bool:
+        """Whether the web server has closed the connection, without consuming anything."""
+        if self.gone or self.closed:
+            return True
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self.went_away(f"connection error: {exc}")
+            return True
+        if not data:
+            self.went_away("the web server closed the connection")
+            return True
+        return False
+
+    # --- sending -----------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        if self.gone:
+            return
+        try:
+            self._sendall(data)
+        except BlockingIOError:
+            self.went_away(f"the web server read nothing for {IO_TIMEOUT:.0f}s")
+        except OSError as exc:
+            self.went_away(f"sending failed: {exc.strerror or exc}")
+
+    def send_stdout(self, request_id: int, data: bytes) -> None:
+        self.send(self.proto.stdout(request_id, data))
+
+    def send_stderr(self, request_id: int, data: bytes) -> None:
+        self.send(self.proto.stderr(request_id, data))
+
+    def end_request(self, request: Request) -> None:
+        """The rest of the output and END_REQUEST, in one sendall when the body was small."""
+        self.request = None
+        self.begun = None
+        if self.gone:
+            return
+        rid = request.request_id
+        proto = self.proto
+        if not request.stdin.at_eof:
+            # The next request's records follow this one's stdin: read past it.
+            # The response goes first, so the client is not kept waiting.
+            request.stdout.flush()
+            try:
+                request.stdin.discard_rest()
+            except ClientGone:
+                return
+        parts = []
+        if request.stdout.pending:
+            parts.append(proto.stdout(rid, request.stdout.take()))
+        if request.stderr.pending:
+            parts.append(proto.stderr(rid, request.stderr.take()))
+        parts.append(proto.end_request(rid, request.app_status))
+        self.send(b"".join(parts) if len(parts) > 1 else parts[0])
+
+    @property
+    def reusable(self) -> bool:
+        return not (self.gone or self.closed) and self.proto.keep_conn
+
+    # --- ending ------------------------------------------------------------------
+
+    def went_away(self, reason: str) -> None:
+        """Marks the connection dead and logs it once; the request runs on, writing nowhere."""
+        if self.gone:
+            return
+        self.gone = True
+        request = self.request
+        where = f" during {request.method} {request.uri}" if request is not None else ""
+        log(f"{self.peer}: {reason}{where}")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass

@@ -1,0 +1,355 @@
+"""The worker's loop: one child process, one request at a time, many connections.
+
+The child waits on the listening socket and on every idle kept-alive connection
+at once and serves whichever is ready. A libfcgi-style child instead sits on one
+connection until the web server closes it, so nginx's `keepalive` pool of N
+connections in front of fewer children stalls; this loop does not.
+
+`RequestLoop` yields requests; `serve()` (handler per request, for WSGI) and
+`accept()` (libfcgi's `while (FCGI_Accept() >= 0)` as a for loop) both drive it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import select
+import signal
+import socket
+import threading
+import time
+
+from ..fastcgi import ProtocolError
+from .connection import MAX_CONNS, Connection, PeerClosed, describe_peer, set_io_timeouts
+from .log import log
+
+EXIT_OK = 0
+EXIT_APP_LOAD_ERROR = 4
+FCGI_LISTENSOCK_FILENO = 0
+
+HEARTBEAT_INTERVAL = 1.0  # also the longest an idle child sleeps in poll()
+
+
+class StopNow(BaseException):
+    """SIGINT/SIGQUIT in the child: unwind out of whatever runs, app included."""
+
+
+class _Poller:
+    """epoll where there is one, poll() elsewhere; only readability matters here."""
+
+    def __init__(self) -> None:
+        if hasattr(select, "epoll"):
+            self._impl = select.epoll()
+            self._flag = select.EPOLLIN
+            self._scale = 1.0
+        else:
+            self._impl = select.poll()
+            self._flag = select.POLLIN
+            self._scale = 1000.0
+
+    def register(self, fd: int) -> None:
+        self._impl.register(fd, self._flag)
+
+    def unregister(self, fd: int) -> None:
+        try:
+            self._impl.unregister(fd)
+        except (KeyError, OSError, ValueError):
+            pass
+
+    def wait(self, timeout: float) -> list:
+        return self._impl.poll(timeout * self._scale)
+
+    def close(self) -> None:
+        if hasattr(self._impl, "close"):
+            self._impl.close()
+
+
+def parse_allowed_addrs(allowed) -> frozenset[str] | None:
+    """FCGI_WEB_SERVER_ADDRS semantics: None or empty means anyone; else a set of IPs."""
+    if not allowed:
+        return None
+    if isinstance(allowed, str):
+        allowed = allowed.split(",")
+    addrs = set()
+    for addr in allowed:
+        addr = addr.strip()
+        if addr:
+            addrs.add(_normalize_ip(addr))
+    return frozenset(addrs) or None
+
+
+def _normalize_ip(addr: str) -> str:
+    try:
+        ip = ipaddress.ip_address(addr.strip("[]"))
+    except ValueError:
+        return addr
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def is_allowed(allowed: frozenset[str] | None, addr) -> bool:
+    """Unix-socket peers have no address and are always allowed, as in libfcgi."""
+    if allowed is None or not isinstance(addr, tuple):
+        return True
+    return _normalize_ip(addr[0]) in allowed
+
+
+class RequestLoop:
+    """Iterating yields one `Request` at a time; the next iteration finishes it.
+
+    After the loop, `exit_status` is what the child should exit with.
+    """
+
+    def __init__(self, listen_sock: socket.socket, *, slot=None, max_requests: int = 0,
+                 allowed_addrs=None, stop_exception: type[BaseException] = StopNow) -> None:
+        self.listen_sock = listen_sock
+        self.slot = slot
+        self.max_requests = max_requests or 0
+        self.allowed = parse_allowed_addrs(allowed_addrs)
+        self.stop_exception = stop_exception
+        self.served = 0
+        self.stopping = False  # SIGTERM, or max_requests reached: finish and return
+        self.stop_now = False  # SIGINT/SIGQUIT
+        self.exit_status = EXIT_OK
+        self.conns: dict[int, Connection] = {}
+        self._poller: _Poller | None = None
+        self._wake_r = self._wake_w = -1
+        self._saved_signals: dict | None = None
+        self._saved_wakeup = -1
+        self._next_heartbeat = 0.0
+        self._accept_error_logged = False
+
+    def __iter__(self):
+        return self._requests()
+
+    # --- the loop ----------------------------------------------------------------
+
+    def _requests(self):
+        self._setup()
+        try:
+            poller, conns, listen_fd, wake_fd = self._poller, self.conns, self.listen_sock.fileno(), self._wake_r
+            while not self.stopping:
+                for fd, _ in poller.wait(HEARTBEAT_INTERVAL):
+                    if fd == listen_fd:
+                        self._accept()
+                    elif fd == wake_fd:
+                        self._drain_wakeup()
+                    else:
+                        conn = conns.get(fd)
+                        if conn is not None:
+                            yield from self._serve_connection(conn)
+                    if self.stopping:
+                        break
+                self._heartbeat_if_due()
+        finally:
+            self._teardown()
+
+    def _serve_connection(self, conn: Connection):
+        try:
+            conn.receive()
+        except PeerClosed:
+            self._close(conn, "closed the connection mid-request" if conn.mid_request else None)
+            return
+        except ProtocolError as exc:
+            self._close(conn, f"protocol error: {exc}")
+            return
+        except BlockingIOError:
+            return  # readable, then not: nothing arrived after all
+        except OSError as exc:
+            self._close(conn, f"connection error: {exc.strerror or exc}")
+            return
+        request = conn.next_request()
+        while request is not None:
+            self._started(request)
+            try:
+                yield request
+            finally:
+                self._finished(conn, request)
+            if not conn.reusable:
+                self._close(conn)
+                return
+            if self.stopping:
+                return
+            request = conn.next_request()
+
+    def _started(self, request) -> None:
+        if self.slot is not None:
+            self.slot.request_started(request.method, request.uri)
+
+    def _finished(self, conn: Connection, request) -> None:
+        if self.stop_now:
+            return
+        request.finish()
+        self.served += 1
+        if self.slot is not None:
+            self.slot.request_finished()
+        if self.max_requests and self.served >= self.max_requests:
+            self.stopping = True
+
+    def _heartbeat_if_due(self) -> None:
+        if self.slot is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT_INTERVAL
+            self.slot.heartbeat()
+
+    # --- connections -------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            sock, addr = self.listen_sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another child took it
+        except OSError as exc:
+            if not self._accept_error_logged:  # EMFILE and friends: say it once, back off
+                log(f"accept failed: {exc}")
+                self._accept_error_logged = True
+            time.sleep(0.05)
+            return
+        peer = describe_peer(addr)
+        if not is_allowed(self.allowed, addr):
+            log(f"{peer}: refused, not in FCGI_WEB_SERVER_ADDRS")
+            sock.close()
+            return
+        sock.setblocking(True)
+        set_io_timeouts(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Headers and END_REQUEST sometimes leave in separate writes; Nagle
+            # plus delayed ACK would hold the second one for 40 ms.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(sock, peer)
+        self.conns[conn.fd] = conn
+        self._poller.register(conn.fd)
+        if len(self.conns) > MAX_CONNS:
+            self._close(next(iter(self.conns.values())))  # the longest-idle one
+
+    def _close(self, conn: Connection, reason: str | None = None) -> None:
+        if reason and not conn.gone:
+            log(f"{conn.peer}: {reason}")
+        self.conns.pop(conn.fd, None)
+        self._poller.unregister(conn.fd)
+        conn.close()
+
+    # --- setup and signals -------------------------------------------------------
+
+    def _setup(self) -> None:
+        self.listen_sock.setblocking(False)  # children race for each connection
+        self._poller = _Poller()
+        self._poller.register(self.listen_sock.fileno())
+        if threading.current_thread() is threading.main_thread():
+            self._install_signals()
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller.register(self._wake_r)
+        self._saved_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        handlers = {
+            signal.SIGTERM: self._on_graceful,
+            signal.SIGHUP: self._on_graceful,
+            signal.SIGINT: self._on_stop_now,
+            signal.SIGQUIT: self._on_stop_now,
+            signal.SIGCHLD: signal.SIG_DFL,  # not the manager's handler: the app may run subprocesses
+            signal.SIGTTIN: signal.SIG_IGN,
+            signal.SIGTTOU: signal.SIG_IGN,
+        }
+        self._saved_signals = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+
+    def _on_graceful(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _on_stop_now(self, signum, frame) -> None:
+        self.stopping = self.stop_now = True
+        raise self.stop_exception()
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _teardown(self) -> None:
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        if self._saved_signals is not None:
+            for signum, handler in self._saved_signals.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(self._saved_wakeup)
+            self._saved_signals = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
+
+
+def serve(listen_sock: socket.socket, handler, *, slot=None, max_requests: int = 0, allowed_addrs=None) -> int:
+    """Serves FastCGI requests on `listen_sock` with `handler(request) -> app status`.
+
+    Returns the child's exit status: 0 after SIGTERM (the current request done),
+    SIGINT/SIGQUIT (at once) or `max_requests` requests.
+    """
+    loop = RequestLoop(listen_sock, slot=slot, max_requests=max_requests, allowed_addrs=allowed_addrs)
+    requests = iter(loop)
+    try:
+        for request in requests:
+            try:
+                request.app_status = handler(request) or 0
+            except Exception as exc:  # the handler's own safety net failed: keep serving
+                log(f"handler failed on {request.method} {request.uri}: {exc!r}")
+                request.abort("the handler raised; response dropped")
+    except StopNow:
+        pass
+    finally:
+        requests.close()
+    return loop.exit_status
+
+
+def listening_socket_on_fd0() -> socket.socket | None:
+    """fd 0 as a socket when it is one that listens (FCGI_LISTENSOCK_FILENO), else None."""
+    try:
+        sock = socket.socket(fileno=FCGI_LISTENSOCK_FILENO)
+    except OSError:
+        return None
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return sock
+    except OSError:
+        pass
+    sock.detach()  # not ours to close: fd 0 stays what it was
+    return None
+
+
+def accept(listen_sock: socket.socket | None = None, *, max_requests: int = 0, allowed_addrs=None, slot=None):
+    """Yields requests, as libfcgi's `while (FCGI_Accept() >= 0)` loop does.
+
+        for request in fcgikit.accept():
+            request.stdout.write(b"Content-Type: text/plain\\r\\n\\r\\nhello\\n")
+
+    Each request is finished when the loop asks for the next one. Without
+    `listen_sock` it uses fd 0 (how spawn-fcgi and fcgikit.spawn hand the socket
+    over) and FCGI_WEB_SERVER_ADDRS from the environment. SIGTERM ends the loop
+    after the current request; SIGINT/SIGQUIT exit at once.
+    """
+    if listen_sock is None:
+        listen_sock = listening_socket_on_fd0()
+        if listen_sock is None:
+            raise RuntimeError(
+                "fd 0 is not a listening socket: run this program under fcgikit.spawn or spawn-fcgi, "
+                "or pass accept() a listening socket"
+            )
+    if allowed_addrs is None:
+        allowed_addrs = os.environ.get("FCGI_WEB_SERVER_ADDRS")
+    loop = RequestLoop(listen_sock, slot=slot, max_requests=max_requests, allowed_addrs=allowed_addrs,
+                       stop_exception=_exit_now)
+    yield from loop
+
+
+def _exit_now() -> SystemExit:
+    return SystemExit(0)
