@@ -1,0 +1,147 @@
+"""`python3 -m bench`: run the scenarios, print and write the results, exit non-zero on trouble."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import report
+from .runner import FULL, QUICK, ScenarioResult, Settings, check_answer, measure, run_scenario
+from .scenarios import BENCH_DIR, SCENARIOS, STACK_SCENARIOS, Paths, Scenario, select
+from .servers import become_subreaper
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1 s warm-up and 1 s per concurrency (CI)")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this scenario (or every scenario starting with NAME); repeatable")
+    parser.add_argument("--containers", metavar="URL",
+                        help="run the HTTP scenarios against a running `fcgikit up` stack at URL")
+    parser.add_argument("--duration", type=int, metavar="S", help="seconds measured per concurrency")
+    parser.add_argument("--warmup", type=int, metavar="S", help="seconds of warm-up per scenario")
+    parser.add_argument("--connections", metavar="N,N", help="concurrencies to measure (default 16,64)")
+    parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results",
+                        help="where the markdown and JSON reports go (default bench/results)")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    base = QUICK if args.quick else FULL
+    changes = {}
+    if args.duration:
+        changes["measure_s"] = args.duration
+    if args.warmup is not None:
+        changes["warmup_s"] = args.warmup
+    if args.connections:
+        changes["concurrencies"] = tuple(int(n) for n in args.connections.split(","))
+    return dataclasses.replace(base, **changes)
+
+
+def machine_description() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, load average at start {load}"
+
+
+def nginx_version() -> str:
+    try:
+        done = subprocess.run(["nginx", "-v"], capture_output=True, text=True)
+        return done.stderr.strip().split("/", 1)[-1]
+    except OSError:
+        return "not installed"
+
+
+def run_stack_scenario(scenario: Scenario, base_url: str, settings: Settings, work_dir: Path) -> ScenarioResult:
+    """--containers: no server or nginx of ours; the stack's nginx answers, memory is not sampled."""
+    result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
+    url = base_url.rstrip("/") + scenario.workload.path
+    try:
+        check_answer(url, scenario.workload, attempts=2)
+    except RuntimeError as exc:
+        result.status, result.reason = "skipped", f"the stack does not serve this: {exc}"
+        return result
+    try:
+        result.runs = measure(url, scenario.workload, settings, work_dir / f"{scenario.name}.lua")
+    except Exception as exc:
+        result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Settings) -> list[dict]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fcgikit-bench-") as work:
+        paths = Paths(work_dir=Path(work))
+        for scenario in scenarios:
+            print(f"bench: {scenario.name} ...", end=" ", flush=True)
+            if args.containers:
+                result = run_stack_scenario(scenario, args.containers, settings, paths.work_dir)
+            else:
+                result = run_scenario(scenario, settings, paths)
+            print(progress_line(result), flush=True)
+            results.append(dict(dataclasses.asdict(result), errors=result.errors))
+    return results
+
+
+def progress_line(result: ScenarioResult) -> str:
+    if result.status != "ok":
+        return f"{result.status.upper()}: {result.reason}"
+    figures = ", ".join(f"c{run['connections']}: {run['requests_per_s']:.0f} req/s" for run in result.runs)
+    return f"{figures}; errors {result.errors}"
+
+
+def write_reports(results_dir: Path, stem: str, meta: dict, results: list[dict]) -> tuple[Path, Path]:
+    ratio_rows = report.ratios(results, meta["concurrencies"])
+    memory = report.memory_check(results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
+    payload = {"meta": meta, "scenarios": results, "ratios": ratio_rows, "memory": memory,
+               "problems": report.problems(results)}
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    md_path.write_text(report.markdown_report(meta, results, ratio_rows, memory))
+    print()
+    print(report.results_table(results))
+    print(report.ratios_text(ratio_rows, memory))
+    return md_path, json_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    catalogue = STACK_SCENARIOS if args.containers else SCENARIOS
+    if args.list:
+        for scenario in catalogue:
+            print(f"{scenario.name:24} {scenario.title}")
+        return 0
+    try:
+        scenarios = select(catalogue, args.only)
+    except ValueError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    settings = settings_from(args)
+    become_subreaper()
+    started, clock = datetime.now(timezone.utc), time.monotonic()
+    meta = {"mode": "containers" if args.containers else ("quick" if args.quick else "full"),
+            "started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(),
+            "nginx": nginx_version(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
+            "warmup_s": settings.warmup_s, "measure_s": settings.measure_s,
+            "concurrencies": list(settings.concurrencies)}
+    results = run_all(scenarios, args, settings)
+    meta["seconds"] = round(time.monotonic() - clock, 1)
+    md_path, json_path = write_reports(args.results_dir, meta["mode"], meta, results)
+    trouble = report.problems(results)
+    for line in trouble:
+        print(f"bench: problem: {line}", file=sys.stderr)
+    print(f"bench: {len(results)} scenarios in {meta['seconds']:.0f} s; reports: {md_path}, {json_path}")
+    return 1 if trouble else 0

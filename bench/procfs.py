@@ -1,0 +1,99 @@
+"""Peak memory of a server's process tree, sampled from /proc while the load runs.
+
+A server is a set of root pids (the process we started, plus any it reported, such as
+spawn-fcgi's children, which it orphans) and every descendant of them, including short
+lived ones like the CGI programs a gateway forks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def parent_map() -> dict[int, int]:
+    """pid -> ppid for every process now alive."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # it exited while we looked
+        # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+        fields = stat[stat.rindex(b")") + 2:].split()
+        parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def process_tree(roots: set[int], parents: dict[int, int]) -> set[int]:
+    """The roots that are alive and all their descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, todo = set(), [pid for pid in roots if pid in parents]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(children.get(pid, ()))
+    return tree
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of one process, 0 when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+@dataclass
+class MemoryPeak:
+    """The largest sums seen so far; `manager_pid` is left out of the per-child maximum."""
+
+    manager_pid: int | None = None
+    total_bytes: int = 0
+    max_child_bytes: int = 0
+    max_processes: int = 0
+
+    def add_sample(self, rss_by_pid: dict[int, int]) -> None:
+        self.total_bytes = max(self.total_bytes, sum(rss_by_pid.values()))
+        children = [rss for pid, rss in rss_by_pid.items() if pid != self.manager_pid]
+        self.max_child_bytes = max([self.max_child_bytes, *children])
+        self.max_processes = max(self.max_processes, len(rss_by_pid))
+
+
+@dataclass
+class RssSampler:
+    """Samples the tree under `roots()` every `interval` seconds in a thread until stopped."""
+
+    roots: callable
+    peak: MemoryPeak
+    interval: float = 0.1
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def sample_once(self) -> None:
+        tree = process_tree(set(self.roots()), parent_map())
+        self.peak.add_sample({pid: rss_bytes(pid) for pid in tree})
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample_once()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

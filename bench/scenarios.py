@@ -1,0 +1,230 @@
+"""What the benchmark runs: workloads, servers and the scenarios pairing them (pure data).
+
+Every Python server runs the same WSGI app (apps/hello_wsgi.py), both C managers run the
+same libfcgi program (apps/hello.c), both CGI gateways run the same scripts
+(apps/www/cgi-bin/), and nginx's config is the same for all of them but for the upstream
+(see nginxconf.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+APPS_DIR = BENCH_DIR / "apps"
+WWW_DIR = APPS_DIR / "www"
+HOST = "127.0.0.1"
+PROCESSES = 2  # every server runs two workers: one per core of the reference machine
+
+HELLO_BODY = b"Hello, world!\n"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One kind of request and the answer that proves the server ran the right app."""
+
+    path: str
+    method: str = "GET"
+    body_size: int = 0
+    expect_body: bytes | None = HELLO_BODY
+    expect_length: int | None = None
+
+    def check(self, status: int, body: bytes) -> str | None:
+        """Why this answer is wrong, or None when it is right."""
+        if status != 200:
+            return f"{self.method} {self.path} answered {status}: {body[:300]!r}"
+        if self.expect_body is not None and body != self.expect_body:
+            return f"{self.method} {self.path} answered {body[:300]!r}, expected {self.expect_body!r}"
+        if self.expect_length is not None and len(body) != self.expect_length:
+            return f"{self.method} {self.path} answered {len(body)} bytes, expected {self.expect_length}"
+        return None
+
+
+CEILING = Workload("/ceiling")
+HELLO = Workload("/")
+ECHO_64K = Workload("/echo", "POST", 64 * 1024, expect_body=None, expect_length=64 * 1024)
+BIG_1MIB = Workload("/big", expect_body=None, expect_length=1 << 20)
+CGI_PY = Workload("/cgi-bin/hello.py")
+CGI_SH = Workload("/cgi-bin/hello.sh")
+CGI_WSGI = Workload("/cgi-bin/hello_wsgi.py")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a run finds its files; `c_hello` is compiled into the run's work dir."""
+
+    work_dir: Path
+    apps_dir: Path = APPS_DIR
+    www_dir: Path = WWW_DIR
+
+    @property
+    def c_hello(self) -> Path:
+        return self.work_dir / "hello-fcgi"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.work_dir / "server.pid"
+
+
+def python_module_missing(module: str) -> str | None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:
+        found = False
+    return None if found else f"python module {module} is not importable yet"
+
+
+def program_missing(program: str) -> str | None:
+    return None if shutil.which(program) else f"{program} is not installed (run ./setup.sh)"
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to start one FastCGI server on a port; `None` command means nginx alone."""
+
+    name: str
+    ours: bool
+    requires_modules: tuple[str, ...] = ()
+    requires_programs: tuple[str, ...] = ()
+    needs_c_hello: bool = False
+    writes_pidfile: bool = False  # spawn-fcgi: its children outlive it, their pids are in the file
+    argv: object = None  # callable(port, paths) -> list[str]
+
+    def missing(self) -> str | None:
+        """Why this server cannot run here, or None."""
+        for module in self.requires_modules:
+            if reason := python_module_missing(module):
+                return reason
+        for program in self.requires_programs + (("gcc",) if self.needs_c_hello else ()):
+            if reason := program_missing(program):
+                return reason
+        return None
+
+    def command(self, port: int, paths: Paths) -> list[str] | None:
+        return self.argv(port, paths) if self.argv else None
+
+
+def pool_flags(port: int) -> list[str]:
+    """spawn-fcgi's flags, which fcgikit.serve, .spawn and .cgi take too (-n: foreground)."""
+    return ["-n", "-a", HOST, "-p", str(port), "-F", str(PROCESSES)]
+
+
+NGINX_ONLY = Server("nginx", ours=False)
+SERVE = Server(
+    "fcgikit.serve", ours=True, requires_modules=("fcgikit.serve",),
+    argv=lambda port, p: [sys.executable, "-m", "fcgikit.serve", *pool_flags(port), "hello_wsgi:app"],
+)
+FLUP = Server(
+    "flup", ours=False, requires_modules=("flup.server.fcgi_fork",),
+    argv=lambda port, p: [sys.executable, str(p.apps_dir / "run_flup.py"), HOST, str(port), str(PROCESSES)],
+)
+UWSGI = Server(
+    "uwsgi", ours=False, requires_programs=("uwsgi",),
+    argv=lambda port, p: ["uwsgi", "--fastcgi-socket", f"{HOST}:{port}", "--wsgi-file",
+                          str(p.apps_dir / "hello_wsgi.py"), "--callable", "app", "--master",
+                          "--processes", str(PROCESSES), "--disable-logging", "--die-on-term"],
+)
+FCGIKIT_SPAWN = Server(
+    "fcgikit.spawn", ours=True, requires_modules=("fcgikit.spawn.__main__",), needs_c_hello=True,
+    argv=lambda port, p: [sys.executable, "-m", "fcgikit.spawn", *pool_flags(port), "--", str(p.c_hello)],
+)
+SPAWN_FCGI = Server(
+    "spawn-fcgi", ours=False, requires_programs=("spawn-fcgi",), needs_c_hello=True, writes_pidfile=True,
+    argv=lambda port, p: ["spawn-fcgi", "-a", HOST, "-p", str(port), "-F", str(PROCESSES),
+                          "-P", str(p.pidfile), "--", str(p.c_hello)],
+)
+FCGIKIT_CGI = Server(
+    "fcgikit.cgi", ours=True, requires_modules=("fcgikit.cgi.__main__",),
+    argv=lambda port, p: [sys.executable, "-m", "fcgikit.cgi", *pool_flags(port), "--root", str(p.www_dir)],
+)
+FCGIWRAP = Server(
+    "fcgiwrap", ours=False, requires_programs=("fcgiwrap",),
+    argv=lambda port, p: ["fcgiwrap", "-c", str(PROCESSES), "-s", f"tcp:{HOST}:{port}"],
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    server: Server
+    workload: Workload
+    keep_conn: bool = False  # nginx: upstream keepalive + fastcgi_keep_conn on
+
+    @property
+    def ours(self) -> bool:
+        return self.server.ours
+
+
+SCENARIOS = [
+    Scenario("nginx-return", "nginx `return 200` itself (the ceiling)", NGINX_ONLY, CEILING),
+    Scenario("serve-hello", "fcgikit.serve, WSGI hello", SERVE, HELLO),
+    Scenario("serve-hello-keepconn", "fcgikit.serve, WSGI hello, fastcgi_keep_conn", SERVE, HELLO, keep_conn=True),
+    Scenario("flup-hello", "flup prefork, WSGI hello", FLUP, HELLO),
+    Scenario("uwsgi-hello", "uWSGI FastCGI mode, WSGI hello", UWSGI, HELLO),
+    Scenario("spawn-c-hello", "fcgikit.spawn + libfcgi C hello", FCGIKIT_SPAWN, HELLO),
+    Scenario("spawn-fcgi-c-hello", "spawn-fcgi + libfcgi C hello", SPAWN_FCGI, HELLO),
+    Scenario("cgi-py-hello", "fcgikit.cgi, Python CGI hello", FCGIKIT_CGI, CGI_PY),
+    Scenario("fcgiwrap-py-hello", "fcgiwrap, Python CGI hello", FCGIWRAP, CGI_PY),
+    Scenario("cgi-sh-hello", "fcgikit.cgi, shell CGI hello", FCGIKIT_CGI, CGI_SH),
+    Scenario("fcgiwrap-sh-hello", "fcgiwrap, shell CGI hello", FCGIWRAP, CGI_SH),
+    Scenario("cgi-wsgi-hello", "fcgikit.cgi, the WSGI hello app as a CGI script", FCGIKIT_CGI, CGI_WSGI),
+    Scenario("serve-post64k", "fcgikit.serve, 64 KiB POST echoed", SERVE, ECHO_64K),
+    Scenario("flup-post64k", "flup prefork, 64 KiB POST echoed", FLUP, ECHO_64K),
+    Scenario("uwsgi-post64k", "uWSGI FastCGI mode, 64 KiB POST echoed", UWSGI, ECHO_64K),
+    Scenario("serve-1mib", "fcgikit.serve, 1 MiB response", SERVE, BIG_1MIB),
+    Scenario("flup-1mib", "flup prefork, 1 MiB response", FLUP, BIG_1MIB),
+    Scenario("uwsgi-1mib", "uWSGI FastCGI mode, 1 MiB response", UWSGI, BIG_1MIB),
+]
+
+# --containers: the same HTTP requests against a running `fcgikit up` stack, whatever app it serves,
+# so only the status (and for the echo, the length) is checked.
+STACK_SCENARIOS = [
+    Scenario("stack-hello", "stack: GET / (WSGI workers)", NGINX_ONLY, Workload("/", expect_body=None)),
+    Scenario("stack-post64k", "stack: 64 KiB POST to /echo", NGINX_ONLY, ECHO_64K),
+    Scenario("stack-cgi-sh", "stack: shell CGI script", NGINX_ONLY, Workload("/cgi-bin/hello.sh", expect_body=None)),
+]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """ours / peer in requests per second; `target` is the ratio to reach, None if informative."""
+
+    ours: str
+    peer: str
+    target: float | None
+    what: str
+
+
+COMPARISONS = [
+    Comparison("serve-hello", "flup-hello", 2.0, "fcgikit.serve vs flup"),
+    Comparison("serve-hello", "uwsgi-hello", 1.0, "fcgikit.serve vs uWSGI"),
+    Comparison("serve-hello", "cgi-wsgi-hello", 20.0, "FastCGI worker vs fork-CGI, same app"),
+    Comparison("cgi-py-hello", "fcgiwrap-py-hello", 0.9, "fcgikit.cgi vs fcgiwrap, Python script"),
+    Comparison("cgi-sh-hello", "fcgiwrap-sh-hello", 0.9, "fcgikit.cgi vs fcgiwrap, shell script"),
+    Comparison("spawn-c-hello", "spawn-fcgi-c-hello", 0.95, "fcgikit.spawn vs spawn-fcgi, same C program"),
+    Comparison("serve-hello-keepconn", "serve-hello", None, "fcgikit.serve with keep_conn vs without"),
+    Comparison("serve-post64k", "flup-post64k", None, "64 KiB POST: fcgikit.serve vs flup"),
+    Comparison("serve-post64k", "uwsgi-post64k", None, "64 KiB POST: fcgikit.serve vs uWSGI"),
+    Comparison("serve-1mib", "flup-1mib", None, "1 MiB response: fcgikit.serve vs flup"),
+    Comparison("serve-1mib", "uwsgi-1mib", None, "1 MiB response: fcgikit.serve vs uWSGI"),
+    Comparison("serve-hello", "nginx-return", None, "fcgikit.serve vs the nginx ceiling"),
+]
+
+# The memory target: one fcgikit.serve child with the hello app stays under this RSS.
+CHILD_RSS_TARGET = ("serve-hello", 25 * 1024 * 1024)
+
+
+def select(scenarios: list[Scenario], only: list[str] | None) -> list[Scenario]:
+    """The scenarios named in `only` (exact names or prefixes such as "serve"), in list order."""
+    if not only:
+        return list(scenarios)
+    chosen = [s for s in scenarios if any(s.name == o or s.name.startswith(o) for o in only)]
+    unknown = [o for o in only if not any(s.name == o or s.name.startswith(o) for s in scenarios)]
+    if unknown:
+        raise ValueError(f"no scenario named {', '.join(unknown)}; known: {', '.join(s.name for s in scenarios)}")
+    return chosen
