@@ -1,0 +1,96 @@
+"""The test bed itself: hosts reachable over real SSH, each with an engine of its own."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.hosts.bed import BASE_IMAGE, TestBed
+
+pytestmark = [pytest.mark.multihost, pytest.mark.docker]
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    with TestBed(hosts=2, workdir=tmp_path_factory.mktemp("bed")) as bed:
+        yield bed
+
+
+def ssh(bed, host, command, *, known_hosts=None, key=None, timeout=30):
+    return subprocess.run(
+        [
+            "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=5",
+            "-o", f"UserKnownHostsFile={known_hosts or bed.known_hosts_path}",
+            "-i", str(key or bed.key_path), f"root@{host.address}", command,
+        ],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_bed_comes_up_within_the_ci_budget(bed):
+    # The whole multihost budget is ~8 minutes; the bed must leave most of it to the tests.
+    assert bed.startup_seconds < 90, f"bed took {bed.startup_seconds:.1f}s"
+    assert len({host.address for host in bed.hosts}) == 2
+
+
+def test_hosts_accept_the_bed_key_and_check_host_keys(bed):
+    host = bed.hosts[0]
+    done = ssh(bed, host, "hostname")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == host.name
+
+
+def test_hosts_refuse_other_keys(bed, tmp_path):
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    done = ssh(bed, bed.hosts[0], "true", key=other)
+    assert done.returncode == 255 and "Permission denied" in done.stderr
+
+
+def test_unknown_host_key_is_refused_by_strict_checking(bed, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    done = ssh(bed, bed.hosts[0], "true", known_hosts=empty)
+    assert done.returncode == 255 and "Host key verification failed" in done.stderr
+
+
+def test_each_host_runs_its_own_engine_and_published_ports_cross_hosts(bed):
+    worker, edge = bed.hosts
+    save = subprocess.Popen(["docker", "save", BASE_IMAGE], stdout=subprocess.PIPE)
+    load = subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={bed.known_hosts_path}",
+         "-i", str(bed.key_path), f"root@{worker.address}", "docker load"],
+        stdin=save.stdout, capture_output=True, text=True, timeout=120,
+    )
+    save.wait()
+    assert load.returncode == 0, load.stderr
+    assert BASE_IMAGE not in bed.exec(edge, "docker images --format '{{.Repository}}:{{.Tag}}'")
+
+    # Published on the worker host's private address, reached from the edge host:
+    # the connection must arrive from the edge's own address (the allow-list relies on it).
+    run = ssh(bed, worker, (
+        f"docker run -d --name echo-peer -p {worker.address}:9000:9000 {BASE_IMAGE} python3 -c "
+        "'import socket; s=socket.create_server((\"0.0.0.0\", 9000)); c,a=s.accept(); c.sendall(a[0].encode()); c.close()'"
+    ))
+    assert run.returncode == 0, run.stderr
+    seen = ""
+    deadline = time.monotonic() + 20
+    while not seen and time.monotonic() < deadline:
+        probe = bed.exec(edge, f"python3 -c 'import socket; print(socket.create_connection((\"{worker.address}\", 9000)).recv(64).decode())' || true")
+        seen = probe.strip()
+        time.sleep(0.3)
+    assert seen == edge.address, bed.exec(worker, "docker logs echo-peer 2>&1; tail -20 /var/log/dockerd.log")
+
+
+def test_cut_off_host_is_unreachable_until_reconnected(bed):
+    host = bed.hosts[1]
+    bed.cut_off(host)
+    try:
+        with pytest.raises(OSError):
+            socket.create_connection((host.address, 22), timeout=2).close()
+    finally:
+        bed.reconnect(host)
+    assert ssh(bed, host, "true").returncode == 0
