@@ -1,0 +1,117 @@
+"""What a freshly forked child does: shed the manager's state, then exec the
+program with the socket on fd 0, or run the callable worker."""
+
+import os
+import signal
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+
+from .options import PoolConfig
+from .policy import EXIT_EXEC_FAILED
+
+FCGI_LISTENSOCK_FILENO = 0
+
+# Signals the manager catches, and the two Python itself ignores: all go back to
+# their defaults so the child (or the exec'd program) starts as from a shell.
+MANAGER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1)
+PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+@dataclass
+class ChildContext:
+    """What a callable child gets: the shared socket, its scoreboard slot, its
+    (already jittered) request limit, and the web server addresses it may accept
+    connections from (None: any)."""
+
+    listen_sock: socket.socket
+    slot: object
+    max_requests: int
+    allowed_addrs: list[str] | None
+
+
+def reset_signals() -> None:
+    """Undo the manager's signal setup; called in the child while signals are blocked."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
+    for signum in MANAGER_SIGNALS + PYTHON_IGNORED:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def drop_privileges(config: PoolConfig) -> None:
+    identity = config.identity
+    if identity.gid is not None:
+        if identity.user is not None:
+            os.initgroups(identity.user, identity.gid)
+        else:
+            os.setgroups([identity.gid])
+        os.setgid(identity.gid)
+    if identity.uid is not None:
+        os.setuid(identity.uid)
+
+
+def program_environment(config: PoolConfig, max_requests: int) -> dict[str, str]:
+    env = dict(os.environ)
+    if config.allowed_addrs:
+        env["FCGI_WEB_SERVER_ADDRS"] = ",".join(config.allowed_addrs)
+    if max_requests:
+        # php-cgi recycles itself after this many requests; others ignore it.
+        env["PHP_FCGI_MAX_REQUESTS"] = str(max_requests)
+    return env
+
+
+def exec_program(argv: list[str], listen_sock: socket.socket, env: dict[str, str]) -> None:
+    """Replace this process with the FastCGI program, the socket on fd 0."""
+    os.dup2(listen_sock.fileno(), FCGI_LISTENSOCK_FILENO, inheritable=True)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 1024)
+    os.execvpe(argv[0], argv, env)
+
+
+def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
+              max_requests: int, manager_fds: list[int]) -> None:
+    """The body of a forked child. Never returns: the process ends with _exit."""
+    code = 1
+    try:
+        for fd in manager_fds:
+            os.close(fd)
+        slot.attach(os.getpid())
+        reset_signals()
+        if config.directory:
+            os.chdir(config.directory)
+        drop_privileges(config)
+        if callable(target):
+            allowed = list(config.allowed_addrs) if config.allowed_addrs else None
+            context = ChildContext(listen_sock, slot, max_requests, allowed)
+            code = _run_callable(target, context)
+        else:
+            code = EXIT_EXEC_FAILED
+            exec_program(list(target), listen_sock, program_environment(config, max_requests))
+    except BaseException:
+        print(f"fcgikit.spawn[{os.getpid()}]: child failed:", file=sys.stderr)
+        traceback.print_exc()
+    finally:
+        _flush_stdio()
+        os._exit(code)
+
+
+def _run_callable(target, context: ChildContext) -> int:
+    try:
+        result = target(context)
+    except SystemExit as leaving:
+        result = leaving.code
+    if result is None:
+        return 0
+    return result if isinstance(result, int) else 1
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass

@@ -1,0 +1,429 @@
+"""The resident manager: bind once, pre-fork, supervise (gunicorn's arbiter shape).
+
+Signal handlers only queue the signal; set_wakeup_fd wakes the main loop, which
+dispatches to handle_<signal>, reaps every child that ended (unknown ones too:
+as PID 1 in a container it inherits orphans), kills children stuck in one
+request, keeps the pool at its size, and writes the status report.
+"""
+
+import logging
+import os
+import select
+import signal
+import socket
+import time
+from dataclasses import dataclass
+
+from . import report as status_report
+from .child import MANAGER_SIGNALS, run_child
+from .options import PoolConfig
+from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, describe_exit, exit_code,
+                     jittered_max_requests)
+from .scoreboard import SLOT_BUSY, Scoreboard, Slot
+from .sockets import bound_description, remove_unix_socket
+
+log = logging.getLogger("fcgikit.spawn")
+
+LOOP_INTERVAL = 0.25  # seconds between passes when nothing wakes the loop
+STATUS_INTERVAL = 1.0
+FAST_STOP_GRACE = 2.0  # after SIGINT/SIGQUIT, children get this long before SIGKILL
+EXIT_CRASH_LOOP = 1
+
+SIGNAL_METHODS = {
+    signal.SIGHUP: "handle_hup",
+    signal.SIGTERM: "handle_term",
+    signal.SIGINT: "handle_int",
+    signal.SIGQUIT: "handle_quit",
+    signal.SIGTTIN: "handle_ttin",
+    signal.SIGTTOU: "handle_ttou",
+    signal.SIGCHLD: "handle_chld",
+}
+
+
+@dataclass
+class ChildRecord:
+    pid: int
+    slot: Slot
+    generation: int
+    started: float  # time.monotonic(), shared by every process on Linux
+    started_wall: float
+    retire_deadline: float | None = None
+    killed: bool = False  # we sent SIGKILL (timeout or grace over)
+    slow_counted: int = 0  # request number last counted as slow
+
+    @property
+    def retiring(self) -> bool:
+        return self.retire_deadline is not None
+
+
+class Manager:
+    """Supervises the children of one pool. Constructing it changes nothing;
+    run() installs the signal handlers and owns the process until the pool stops."""
+
+    def __init__(self, config: PoolConfig, target, listener: socket.socket, pool_name: str,
+                 ready_fd: int | None = None):
+        self.config = config
+        self.target = target
+        self.runs_python = callable(target)
+        self.listener = listener
+        self.listen = bound_description(listener)
+        self.unix_inode = os.stat(config.socket_path).st_ino if config.socket_path else None
+        self.pool_name = pool_name
+        self.ready_fd = ready_fd
+        self.children: dict[int, ChildRecord] = {}
+        self.target_size = config.children
+        self.generation = 1
+        self.signal_queue: list[int] = []
+        self.counters = status_report.PoolCounters()
+        self.boot_failures = BootFailures()
+        self.stop_mode: str | None = None  # None, "draining" or "stopping"
+        self.stop_deadline = 0.0
+        self.exit_status = 0
+        self.pool_full = False
+        self.status_dirty = True
+        self.status_written_at = 0.0
+        self.start_wall = time.time()
+        self.scoreboard: Scoreboard | None = None
+        self.wakeup_fds: tuple[int, int] | None = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def run(self) -> int:
+        self.setup()
+        try:
+            self.spawn_missing()
+            self.announce_ready()
+            while not self.finished():
+                self.one_pass()
+        finally:
+            self.teardown()
+        return self.exit_status
+
+    def setup(self) -> None:
+        self.scoreboard = Scoreboard()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self.wakeup_fds = (read_fd, write_fd)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        for signum in SIGNAL_METHODS:
+            signal.signal(signum, self.queue_signal)
+        if self.config.pidfile:
+            with open(self.config.pidfile, "w") as out:
+                out.write(f"{os.getpid()}\n")
+        log.info("pool %s listening on %s, %d children, manager pid %d",
+                 self.pool_name, self.listen, self.target_size, os.getpid())
+        if self.config.timeout and not self.runs_python:
+            log.info("--timeout applies to Python workers only; %s keeps no scoreboard",
+                     self.pool_name)
+
+    def announce_ready(self) -> None:
+        """Tell the launching process (no -n) that the pool is up; it then exits 0."""
+        if self.ready_fd is not None:
+            os.write(self.ready_fd, f"{os.getpid()}\n".encode())
+            os.close(self.ready_fd)
+            self.ready_fd = None
+
+    def one_pass(self) -> None:
+        self.sleep()
+        self.dispatch_signals()
+        self.reap_children()
+        if self.stop_mode is None:
+            self.murder_hung_children()
+            self.manage_pool()
+        self.kill_overdue()
+        self.sample_pool()
+        self.write_status_if_due()
+
+    def finished(self) -> bool:
+        return self.stop_mode is not None and not self.children
+
+    def teardown(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for fd in self.wakeup_fds or ():
+            os.close(fd)
+        self.close_listener()
+        if self.config.pidfile:
+            try:
+                os.unlink(self.config.pidfile)
+            except FileNotFoundError:
+                pass
+        self.stop_mode = self.stop_mode or "stopping"
+        self.write_status(final=True)
+        log.info("pool %s stopped (exit status %d)", self.pool_name, self.exit_status)
+
+    def close_listener(self) -> None:
+        if self.listener.fileno() == -1:
+            return
+        self.listener.close()
+        remove_unix_socket(self.listener, self.config.socket_path, self.unix_inode)
+
+    # -- signals ------------------------------------------------------------
+
+    def queue_signal(self, signum, frame) -> None:
+        # Runs between two bytecodes of the loop: only note the signal.
+        self.signal_queue.append(signum)
+
+    def sleep(self) -> None:
+        read_fd = self.wakeup_fds[0]
+        if self.signal_queue:
+            timeout = 0.0
+        else:
+            timeout = LOOP_INTERVAL
+        try:
+            ready, _, _ = select.select([read_fd], [], [], timeout)
+        except InterruptedError:
+            return
+        if ready:
+            try:
+                while os.read(read_fd, 512):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def dispatch_signals(self) -> None:
+        while self.signal_queue:
+            signum = self.signal_queue.pop(0)
+            getattr(self, SIGNAL_METHODS[signum])()
+            self.status_dirty = True
+
+    def handle_chld(self) -> None:
+        pass  # the loop reaps on every pass
+
+    def handle_ttin(self) -> None:
+        if self.stop_mode is None:
+            self.target_size = min(self.target_size + 1, self.scoreboard.size // 2)
+            log.info("SIGTTIN: pool size %d", self.target_size)
+
+    def handle_ttou(self) -> None:
+        if self.stop_mode is None:
+            self.target_size = max(self.target_size - 1, 1)
+            log.info("SIGTTOU: pool size %d", self.target_size)
+
+    def handle_hup(self) -> None:
+        """Replace every child: the new ones start first, so the socket is always served."""
+        if self.stop_mode is not None:
+            return
+        old = self.current_children()
+        self.generation += 1
+        log.info("SIGHUP: starting generation %d, retiring %d children", self.generation, len(old))
+        for _ in range(self.target_size):
+            self.spawn_child()
+        for child in old:
+            self.retire(child)
+
+    def handle_term(self) -> None:
+        self.begin_stop("draining", self.config.graceful_timeout, "SIGTERM")
+
+    def handle_int(self) -> None:
+        self.begin_stop("stopping", FAST_STOP_GRACE, "SIGINT")
+
+    def handle_quit(self) -> None:
+        self.begin_stop("stopping", FAST_STOP_GRACE, "SIGQUIT")
+
+    def begin_stop(self, mode: str, grace: float, why: str) -> None:
+        if self.stop_mode == "stopping" or self.stop_mode == mode:
+            return
+        log.info("%s: %s %d children (grace %gs)", why, mode, len(self.children), grace)
+        self.stop_mode = mode
+        self.stop_deadline = time.monotonic() + grace
+        self.close_listener()  # once the children are gone, connections are refused
+        for child in self.children.values():
+            self.send(child, self.stop_signal(fast=mode == "stopping"))
+            child.retire_deadline = self.stop_deadline
+
+    def fail(self, reason: str, status: int) -> None:
+        """Stop the pool because respawning cannot help."""
+        log.error("giving up: %s", reason)
+        self.exit_status = status
+        self.begin_stop("stopping", FAST_STOP_GRACE, "failure")
+
+    # -- children -----------------------------------------------------------
+
+    def current_children(self) -> list[ChildRecord]:
+        """Children that count towards the pool size (not retiring), oldest first."""
+        alive = [c for c in self.children.values() if not c.retiring]
+        return sorted(alive, key=lambda c: c.started)
+
+    def stop_signal(self, fast: bool) -> int:
+        if self.runs_python:
+            return signal.SIGINT if fast else signal.SIGTERM
+        return signal.SIGTERM if fast else self.config.exec_stop_signal
+
+    def send(self, child: ChildRecord, signum: int) -> None:
+        try:
+            os.kill(child.pid, signum)
+        except ProcessLookupError:
+            pass  # already dead, reaped on the next pass
+
+    def spawn_child(self) -> ChildRecord | None:
+        slot = self.scoreboard.claim()
+        if slot is None:
+            log.error("no free scoreboard slot; not starting a child")
+            return None
+        max_requests = jittered_max_requests(self.config.max_requests)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGER_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as error:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            self.scoreboard.release(slot)
+            log.error("fork failed: %s", error)
+            return None
+        if pid == 0:
+            run_child(self.config, self.target, self.listener, slot, max_requests,
+                      list(self.wakeup_fds))
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        child = ChildRecord(pid, slot, self.generation, time.monotonic(), time.time())
+        self.children[pid] = child
+        self.status_dirty = True
+        log.info("started child %d (slot %d, generation %d)", pid, slot.index, self.generation)
+        return child
+
+    def spawn_missing(self) -> None:
+        missing = self.target_size - len(self.current_children())
+        if self.boot_failures.count:
+            missing = min(missing, 1)  # while backing off, one attempt at a time
+        for _ in range(missing):
+            self.spawn_child()
+
+    def retire(self, child: ChildRecord) -> None:
+        """Ask a child to finish its request and leave; SIGKILL if it overstays."""
+        if child.retiring:
+            return
+        child.retire_deadline = time.monotonic() + self.config.graceful_timeout
+        self.send(child, self.stop_signal(fast=False))
+
+    def reap_children(self) -> None:
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                log.debug("reaped orphan %d (%s)", pid, describe_exit(wait_status))
+                continue
+            self.child_ended(child, wait_status)
+
+    def child_ended(self, child: ChildRecord, wait_status: int) -> None:
+        self.status_dirty = True
+        if self.runs_python:
+            self.counters.accepted_conn += child.slot.snapshot().requests
+        self.scoreboard.release(child.slot)
+        how = describe_exit(wait_status)
+        if child.retiring or child.killed or self.stop_mode is not None:
+            log.info("child %d %s", child.pid, how)
+            return
+        code = exit_code(wait_status)
+        if code == 0 and self.config.max_requests:
+            log.info("child %d recycled after its requests (%s)", child.pid, how)
+        else:
+            log.warning("child %d %s; replacing it", child.pid, how)
+            self.counters.restarts += 1
+        verdict = self.boot_failures.child_exited(child.started, time.monotonic(), how, code)
+        if verdict:
+            self.fail(verdict, EXIT_APP_LOAD_ERROR if code == EXIT_APP_LOAD_ERROR else EXIT_CRASH_LOOP)
+
+    def manage_pool(self) -> None:
+        now = time.monotonic()
+        current = self.current_children()
+        for child in current:
+            self.boot_failures.child_alive(child.started, now)
+        excess = len(current) - self.target_size
+        for child in current[:max(excess, 0)]:
+            log.info("retiring child %d (pool size %d)", child.pid, self.target_size)
+            self.retire(child)
+        if excess < 0 and now >= self.boot_failures.next_spawn_at():
+            self.spawn_missing()
+
+    def murder_hung_children(self) -> None:
+        """SIGKILL a Python worker busy in one request longer than --timeout."""
+        if not self.config.timeout or not self.runs_python:
+            return
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            snap = child.slot.snapshot()
+            stuck_for = now - snap.request_started
+            if child.killed or snap.state != SLOT_BUSY or stuck_for <= self.config.timeout:
+                continue
+            log.error("child %d stuck %.1fs in %s %s (--timeout %g): killing it",
+                      child.pid, stuck_for, snap.method, snap.uri, self.config.timeout)
+            child.killed = True
+            self.counters.timeouts += 1
+            self.send(child, signal.SIGKILL)
+
+    def kill_overdue(self) -> None:
+        """SIGKILL retiring children whose grace period is over."""
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.retiring and not child.killed and now >= child.retire_deadline:
+                log.warning("child %d still running after its grace period: SIGKILL", child.pid)
+                child.killed = True
+                self.send(child, signal.SIGKILL)
+
+    # -- figures and the status report -------------------------------------
+
+    def sample_pool(self) -> None:
+        queue = status_report.listen_queue(self.listener) if self.listener.fileno() != -1 else None
+        if queue:
+            self.counters.max_listen_queue = max(self.counters.max_listen_queue, queue[0])
+        full = self.pool_is_full(queue)
+        if full and not self.pool_full:
+            self.counters.max_children_reached += 1
+            self.status_dirty = True
+        self.pool_full = full
+        if self.runs_python:
+            self.count_slow_requests()
+
+    def pool_is_full(self, queue) -> bool:
+        """No child free for the next connection: all busy, or connections waiting."""
+        current = self.current_children()
+        if self.runs_python and current:
+            return all(c.slot.snapshot().state == SLOT_BUSY for c in current)
+        return bool(queue and queue[0] > 0)
+
+    def count_slow_requests(self) -> None:
+        now = time.monotonic()
+        for child in self.children.values():
+            snap = child.slot.snapshot()
+            if (snap.state == SLOT_BUSY and snap.requests != child.slow_counted
+                    and now - snap.request_started > self.config.slow_request_time):
+                child.slow_counted = snap.requests
+                self.counters.slow_requests += 1
+                log.warning("slow request in child %d: %s %s", child.pid, snap.method, snap.uri)
+
+    def build_status(self) -> dict:
+        now_mono, now_wall = time.monotonic(), time.time()
+        rows = [
+            status_report.child_status(
+                c.pid, c.slot.index, c.generation, c.started_wall, now_wall, c.retiring,
+                c.slot.snapshot() if self.runs_python else None, now_mono)
+            for c in sorted(self.children.values(), key=lambda c: c.slot.index)
+        ]
+        queue = status_report.listen_queue(self.listener) if self.listener.fileno() != -1 else None
+        state = {None: "running"}.get(self.stop_mode, self.stop_mode)
+        return status_report.build_status(
+            pool=self.pool_name, manager_pid=os.getpid(), state=state, listen=self.listen,
+            start_time=self.start_wall, now_wall=now_wall, generation=self.generation,
+            target=self.target_size, rows=rows, counters=self.counters, queue=queue,
+            scoreboard=self.runs_python)
+
+    def write_status_if_due(self) -> None:
+        if self.status_dirty or time.monotonic() - self.status_written_at >= STATUS_INTERVAL:
+            self.write_status()
+
+    def write_status(self, final: bool = False) -> None:
+        self.status_dirty = False
+        self.status_written_at = time.monotonic()
+        if not self.config.status_file:
+            return
+        report = self.build_status()
+        if final:
+            report["state"] = "stopped"
+        try:
+            status_report.write_status(self.config.status_file, report)
+        except OSError as error:
+            log.warning("cannot write status file %s: %s", self.config.status_file, error)

@@ -1,0 +1,87 @@
+"""Supervision decisions that need no I/O: respawn backoff, crash-loop verdicts,
+max-requests jitter, and how to describe a child's end."""
+
+import os
+import random
+import signal
+
+EXIT_BOOT_ERROR = 3  # a worker could not start (gunicorn's WORKER_BOOT_ERROR)
+EXIT_APP_LOAD_ERROR = 4  # the app could not be loaded: respawning cannot help
+EXIT_EXEC_FAILED = 127  # exec of the program failed in the child (as a shell says)
+
+BOOT_PERIOD = 1.0  # a child that ends sooner than this after its fork "died at boot"
+MAX_BOOT_FAILURES = 5  # consecutive boot deaths before the manager gives up
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+JITTER_FRACTION = 10  # max-requests N becomes N .. N + N // 10
+
+
+def respawn_delay(boot_failures: int) -> float:
+    """Seconds to wait before the next spawn after `boot_failures` boot deaths in a row."""
+    if boot_failures <= 0:
+        return 0.0
+    return min(BACKOFF_FIRST * 2 ** (boot_failures - 1), BACKOFF_MAX)
+
+
+def jittered_max_requests(max_requests: int, rng: random.Random | None = None) -> int:
+    """max_requests plus up to a tenth more, so children do not all recycle at once."""
+    if max_requests <= 0:
+        return 0
+    rng = rng or random
+    return max_requests + rng.randint(0, max_requests // JITTER_FRACTION)
+
+
+def describe_exit(wait_status: int) -> str:
+    """'exited with status 1' or 'killed by SIGKILL' from a waitpid status."""
+    if os.WIFSIGNALED(wait_status):
+        number = os.WTERMSIG(wait_status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"killed by {name}"
+    return f"exited with status {os.waitstatus_to_exitcode(wait_status)}"
+
+
+def exit_code(wait_status: int) -> int | None:
+    """The exit status, or None when the child was killed by a signal."""
+    return None if os.WIFSIGNALED(wait_status) else os.WEXITSTATUS(wait_status)
+
+
+class BootFailures:
+    """Counts children that die at boot, in a row, and says when to give up.
+
+    The count starts again once a child forked after the last boot death has
+    lived through BOOT_PERIOD; an old healthy child does not reset it, so one
+    slot crash-looping beside healthy ones still backs off.
+    """
+
+    def __init__(self, limit: int = MAX_BOOT_FAILURES, boot_period: float = BOOT_PERIOD):
+        self.limit = limit
+        self.boot_period = boot_period
+        self.count = 0
+        self.last_failure_at = float("-inf")
+        self.last_reason = ""
+
+    def child_exited(self, started_at: float, ended_at: float, description: str,
+                     code: int | None) -> str | None:
+        """Record an unexpected exit; returns why the manager must stop, or None."""
+        if code == EXIT_APP_LOAD_ERROR:
+            return f"the app could not load: a child {description}"
+        if ended_at - started_at >= self.boot_period:
+            return None
+        self.count += 1
+        self.last_failure_at = ended_at
+        self.last_reason = description
+        if self.count >= self.limit:
+            return (f"children die at boot: {self.count} in a row ended within "
+                    f"{self.boot_period:g}s of starting, the last {description}")
+        return None
+
+    def child_alive(self, started_at: float, now: float) -> None:
+        """A running child; it proves the program boots if it came after the last failure."""
+        if started_at > self.last_failure_at and now - started_at >= self.boot_period:
+            self.count = 0
+
+    def next_spawn_at(self) -> float:
+        return self.last_failure_at + respawn_delay(self.count)

@@ -1,0 +1,157 @@
+"""The scoreboard: one fixed-size record per child in anonymous shared memory.
+
+The manager creates it before the first fork, so every child inherits the same
+pages. A child writes only its own slot; the manager reads all of them. Each
+record carries a sequence number (a seqlock): the writer makes it odd while it
+writes and even when done, and a reader retries until it sees the same even
+number before and after, so it never reports a half-written URI.
+"""
+
+import mmap
+import struct
+import time
+from dataclasses import dataclass
+
+SLOT_FREE = 0
+SLOT_IDLE = 1
+SLOT_BUSY = 2
+STATE_NAMES = {SLOT_FREE: "free", SLOT_IDLE: "idle", SLOT_BUSY: "busy"}
+
+_SEQ = struct.Struct("=Q")
+# seq, pid, state, requests, request_started (monotonic), last_seen (monotonic),
+# heartbeats, method, uri
+_RECORD = struct.Struct("=QqIQddQ16s440s")
+SLOT_SIZE = 512
+assert _RECORD.size <= SLOT_SIZE
+URI_MAX = 440
+
+# The pool never uses more than half of this, so a reload (old and new children
+# side by side) always finds free slots.
+SCOREBOARD_SLOTS = 1024
+
+
+@dataclass(frozen=True)
+class SlotSnapshot:
+    pid: int
+    state: int
+    requests: int
+    request_started: float
+    last_seen: float
+    heartbeats: int
+    method: str
+    uri: str
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state, "unknown")
+
+
+def _cut(text: str, size: int) -> bytes:
+    return text.encode("utf-8", "replace")[:size]
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+class Slot:
+    """A child's view of its own record; the methods are what a worker calls."""
+
+    def __init__(self, memory: mmap.mmap, index: int):
+        self.index = index
+        self._memory = memory
+        self._offset = index * SLOT_SIZE
+
+    def _fields(self) -> list:
+        return list(_RECORD.unpack_from(self._memory, self._offset))
+
+    def _store(self, fields: list) -> None:
+        seq = fields[0]
+        _SEQ.pack_into(self._memory, self._offset, seq + 1)  # odd: writing
+        fields[0] = seq + 1
+        _RECORD.pack_into(self._memory, self._offset, *fields)
+        _SEQ.pack_into(self._memory, self._offset, seq + 2)  # even: stable
+
+    def reset(self, pid: int = 0, state: int = SLOT_IDLE) -> None:
+        now = time.monotonic()
+        seq = self._fields()[0]
+        self._store([seq, pid, state, 0, 0.0, now, 0, b"", b""])
+
+    def attach(self, pid: int) -> None:
+        """Called by the child first thing after fork: the slot is now its own."""
+        fields = self._fields()
+        fields[1] = pid
+        fields[5] = time.monotonic()
+        self._store(fields)
+
+    def request_started(self, method: str, uri: str) -> None:
+        fields = self._fields()
+        now = time.monotonic()
+        fields[2] = SLOT_BUSY
+        fields[3] += 1
+        fields[4] = now
+        fields[5] = now
+        fields[7] = _cut(method, 16)
+        fields[8] = _cut(uri, URI_MAX)
+        self._store(fields)
+
+    def request_finished(self) -> None:
+        fields = self._fields()
+        fields[2] = SLOT_IDLE
+        fields[5] = time.monotonic()
+        self._store(fields)
+
+    def heartbeat(self) -> None:
+        fields = self._fields()
+        fields[5] = time.monotonic()
+        fields[6] += 1
+        self._store(fields)
+
+    def snapshot(self, attempts: int = 100) -> SlotSnapshot:
+        fields = self._fields()
+        for _ in range(attempts):
+            before = _SEQ.unpack_from(self._memory, self._offset)[0]
+            fields = self._fields()
+            if before % 2 == 0 and fields[0] == before:
+                break
+        _, pid, state, requests, started, seen, beats, method, uri = fields
+        return SlotSnapshot(pid, state, requests, started, seen, beats, _text(method), _text(uri))
+
+
+class NullSlot:
+    """Stands in for a slot where there is no scoreboard (a worker run alone)."""
+
+    index = -1
+
+    def request_started(self, method: str, uri: str) -> None:
+        pass
+
+    def request_finished(self) -> None:
+        pass
+
+    def heartbeat(self) -> None:
+        pass
+
+
+class Scoreboard:
+    """All slots, in memory shared with every child forked after it was made."""
+
+    def __init__(self, slots: int = SCOREBOARD_SLOTS):
+        self.size = slots
+        # mmap(-1, ...) is MAP_SHARED | MAP_ANONYMOUS: shared across fork, no file.
+        self._memory = mmap.mmap(-1, slots * SLOT_SIZE)
+        self._in_use: set[int] = set()
+
+    def claim(self) -> Slot | None:
+        """A free slot, reset and marked idle; None when every slot is taken."""
+        for index in range(self.size):
+            if index not in self._in_use:
+                self._in_use.add(index)
+                slot = Slot(self._memory, index)
+                slot.reset()
+                return slot
+        return None
+
+    def release(self, slot: Slot) -> None:
+        slot.reset(state=SLOT_FREE)
+        self._in_use.discard(slot.index)
