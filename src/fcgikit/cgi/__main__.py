@@ -1,0 +1,80 @@
+"""python3 -m fcgikit.cgi [pool flags] --root DIR --timeout S --max-procs N [--user USER]
+
+The fork-CGI gateway: fcgikit.spawn's manager (same bind and pool flags)
+pre-forks gateway processes, each a fcgikit.worker serving the CGI handler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+
+from ..spawn import add_pool_arguments, run_manager
+from .gateway import Gateway, make_config
+from .slots import Slots, Unlimited, make_slot_dir
+
+DEFAULT_QUEUE_TIMEOUT = 10.0
+# The manager kills a gateway process busy in one request past its --timeout; a
+# gateway waiting for its program must outlive the program's own deadline, so
+# that the client gets our 504 (and the program's group is killed by us).
+MANAGER_GRACE = 10.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m fcgikit.cgi",
+        description="FastCGI gateway that runs CGI/1.1 programs, one process per request. "
+                    "--timeout S is the time a program may run (then its process group is killed, 504).")
+    add_pool_arguments(parser)
+    cgi = parser.add_argument_group("CGI")
+    cgi.add_argument("--root", metavar="DIR",
+                     help="only executable files under DIR run (default: each request's DOCUMENT_ROOT)")
+    cgi.add_argument("--max-procs", type=int, default=0, metavar="N",
+                     help="at most N programs at once across the pool (0: no limit)")
+    cgi.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT, metavar="S",
+                     help=f"how long a request waits for a --max-procs slot before 503 (default {DEFAULT_QUEUE_TIMEOUT:g})")
+    cgi.add_argument("--user", dest="cgi_user", metavar="USER",
+                     help="when the gateway runs as root, programs run as USER (default nobody)")
+    return parser
+
+
+def make_child(gateway: Gateway):
+    def child(ctx) -> int:
+        from ..worker import serve
+
+        # A program that exits before reading its whole body must give us EPIPE,
+        # not kill the gateway (the manager restores SIGPIPE's default in children).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        return serve(ctx.listen_sock, gateway, slot=ctx.slot, max_requests=ctx.max_requests,
+                     allowed_addrs=ctx.allowed_addrs)
+    return child
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
+    if options.max_procs < 0:
+        sys.exit("--max-procs: must be 0 (no limit) or more")
+    program_timeout = options.timeout or 0.0
+    try:
+        config = make_config(options.root, program_timeout, options.queue_timeout, options.cgi_user)
+    except (KeyError, ValueError) as exc:
+        sys.exit(f"fcgikit.cgi: --user: {exc}")
+    if program_timeout:
+        options.timeout = program_timeout + options.queue_timeout + MANAGER_GRACE
+    slot_dir = make_slot_dir(options.max_procs) if options.max_procs else None
+    slots = Slots(slot_dir, options.max_procs) if slot_dir else Unlimited()
+    creator = os.getpid()
+    try:
+        return run_manager(options, make_child(Gateway(config, slots)))
+    finally:
+        # Without -n, the launching process returns at once while the daemonized
+        # manager (another pid) goes on using the slots: only the manager removes them.
+        if slot_dir and (options.foreground or os.getpid() != creator):
+            shutil.rmtree(slot_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The FastCGI handler: one request -> resolve, check limits, run the program, relay."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+from dataclasses import dataclass
+
+from .environ import build_environ
+from .process import REASONS_FOR_CLIENT, ProgramRun, RunAs, spawn, start_failure_status
+from .resolve import Refused, real_root, resolve_script
+from .response import error_response
+from .slots import Unlimited
+
+
+@dataclass
+class GatewayConfig:
+    root: str | None          # real path of --root; None: each request's DOCUMENT_ROOT
+    timeout: float            # seconds a program may run (0: no limit)
+    queue_timeout: float      # seconds a request waits for a --max-procs slot before 503
+    run_as: RunAs | None      # whom programs run as (only when the gateway is root)
+
+
+def run_as_for(user: str | None) -> RunAs | None:
+    """The account for programs: `user` when we are root (never root itself), else nobody's business."""
+    if os.geteuid() != 0:
+        return None
+    account = pwd.getpwnam(user or "nobody")
+    if account.pw_uid == 0:
+        raise ValueError(f"--user {user}: programs must not run as root")
+    groups = os.getgrouplist(account.pw_name, account.pw_gid)
+    return RunAs(account.pw_uid, account.pw_gid, tuple(g for g in groups if g != 0))
+
+
+class Gateway:
+    """`handler(request) -> app status`, as fcgikit.worker.serve() calls it."""
+
+    def __init__(self, config: GatewayConfig, slots=None, log=None) -> None:
+        self.config = config
+        self.slots = slots or Unlimited()
+        self.log = log or sys.stderr
+
+    def __call__(self, request) -> int:
+        try:
+            script = resolve_script(request.params, self.config.root)
+        except Refused as refused:
+            return self.refuse(request, refused.status, refused.reason)
+        env = build_environ(request.params, script)
+        with self.slots.slot(self.config.queue_timeout) as got_slot:
+            if not got_slot:
+                return self.refuse(request, 503, f"{script.script_name}: no free --max-procs slot")
+            return self.run(request, script, env)
+
+    def run(self, request, script, env) -> int:
+        try:
+            proc = spawn(script, env, self.config.run_as)
+        except OSError as exc:
+            status = start_failure_status(exc)
+            return self.refuse(request, status, f"{script.filename}: cannot execute: {exc.strerror or exc}")
+        outcome = ProgramRun(request, script, proc, self.config.timeout, self.log).run()
+        if outcome.exit_status and outcome.status:
+            self.say(f"{script.script_name}: exited with status {outcome.exit_status}")
+        return 0
+
+    def refuse(self, request, status: int, reason: str) -> int:
+        """Answers with `status` and nothing run; the reason goes to the logs only."""
+        self.say(f"{status}: {reason}")
+        request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error")))
+        return 0
+
+    def say(self, text: str) -> None:
+        self.log.write(f"fcgikit.cgi[{os.getpid()}]: {text}\n")
+        self.log.flush()
+
+
+def make_config(root: str | None, timeout: float, queue_timeout: float, user: str | None) -> GatewayConfig:
+    return GatewayConfig(real_root(root) if root else None, timeout, queue_timeout, run_as_for(user))

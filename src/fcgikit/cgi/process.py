@@ -1,0 +1,282 @@
+"""Running one CGI program: fork/exec (no shell), body in, response out, at the same time.
+
+The program's stdin is written non-blocking and only when the pipe has room,
+while its stdout and stderr are read in the same poll loop, so a program that
+prints more than a pipe holds before it reads its input cannot deadlock us
+(fcgiwrap writes the whole body first and does). The program gets its own
+process group, so a timeout kills it together with everything it forked.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from .resolve import Script
+from .response import BadResponse, ResponseParser, error_response
+
+CHUNK = 64 * 1024
+MAX_STDERR_LINE = 4096
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The unprivileged account programs run as when the gateway is root."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+
+
+@dataclass
+class Outcome:
+    status: int              # HTTP status the client got (0 if the response was cut short)
+    reason: str = ""         # why the gateway answered itself, or cut the response
+    exit_status: int | None = None
+
+
+def spawn(script: Script, env: dict[bytes, bytes], run_as: RunAs | None) -> subprocess.Popen:
+    """Starts the program directly (argv[0] is its path), in its own process group."""
+    kwargs = {}
+    if run_as is not None:
+        kwargs = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+    return subprocess.Popen(
+        [os.fsencode(script.filename)], executable=os.fsencode(script.filename), env=env,
+        cwd=os.fsencode(script.directory), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, bufsize=0, close_fds=True, process_group=0, restore_signals=True,
+        **kwargs)
+
+
+def content_length(params: dict[str, str]) -> int | None:
+    """How many body bytes the program gets; None: all of FCGI_STDIN (no CONTENT_LENGTH)."""
+    value = params.get("CONTENT_LENGTH", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+class ProgramRun:
+    """Relays one request to one running program and its answer back."""
+
+    def __init__(self, request, script: Script, proc: subprocess.Popen, timeout: float, log=None) -> None:
+        self.request = request
+        self.script = script
+        self.proc = proc
+        self.deadline = time.monotonic() + timeout if timeout > 0 else None
+        self.log = log or sys.stderr
+        self.parser = ResponseParser(nph=script.is_nph)
+        self.body_left = content_length(request.params)
+        self.pending = b""          # body bytes read from FastCGI, not yet taken by the program
+        self.stderr_tail = b""
+        self.selector = selectors.PollSelector()
+        self.open_streams = 0
+
+    # -- the loop ---------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        try:
+            self.register()
+            outcome = self.relay()
+        except BadResponse as exc:
+            outcome = self.fail(502, f"invalid response: {exc}")
+        except OSError as exc:     # the web server went away (ClientGone) while we read the body
+            self.kill_group()
+            outcome = Outcome(0, f"lost the web server: {exc}")
+        except BaseException:      # SIGINT/SIGQUIT unwinding the worker: take the program along
+            self.kill_group()
+            raise
+        finally:
+            self.selector.close()
+            self.close_pipes()
+        outcome.exit_status = self.reap()
+        self.flush_stderr_tail()
+        return outcome
+
+    def register(self) -> None:
+        for pipe, handler in ((self.proc.stdout, self.on_stdout), (self.proc.stderr, self.on_stderr)):
+            self.selector.register(pipe, selectors.EVENT_READ, handler)
+            self.open_streams += 1
+        if self.body_left == 0:
+            self.close_stdin()
+        else:
+            os.set_blocking(self.proc.stdin.fileno(), False)
+            self.selector.register(self.proc.stdin, selectors.EVENT_WRITE, self.on_stdin_writable)
+
+    def relay(self) -> Outcome:
+        while self.open_streams:
+            events = self.wait()
+            if events is None:
+                return self.time_out()
+            for key, _ in events:
+                key.data()
+        return self.finish()
+
+    def wait(self):
+        """Ready streams; sends buffered output first if we are about to block. None: timed out."""
+        remaining = None if self.deadline is None else self.deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return None
+        events = self.selector.select(0)
+        if events:
+            return events
+        if self.request.stdout.pending:
+            self.request.stdout.flush()
+            if self.request.client_gone():
+                raise ConnectionAbortedError("the web server closed the connection")
+        return self.selector.select(remaining) or (None if remaining is not None else [])
+
+    # -- the three pipes ------------------------------------------------------
+
+    def on_stdout(self) -> None:
+        data = os.read(self.proc.stdout.fileno(), CHUNK)
+        if not data:
+            self.selector.unregister(self.proc.stdout)
+            self.open_streams -= 1
+            return
+        out = self.parser.feed(data)
+        if out:
+            self.request.stdout.write(out)
+
+    def on_stderr(self) -> None:
+        data = os.read(self.proc.stderr.fileno(), CHUNK)
+        if not data:
+            self.selector.unregister(self.proc.stderr)
+            self.open_streams -= 1
+            return
+        *lines, self.stderr_tail = (self.stderr_tail + data).split(b"\n")
+        if len(self.stderr_tail) > MAX_STDERR_LINE:
+            lines.append(self.stderr_tail)
+            self.stderr_tail = b""
+        for line in lines:
+            self.log_program_line(line)
+
+    def on_stdin_writable(self) -> None:
+        if not self.pending:
+            self.pending = self.read_body()
+            if not self.pending:
+                self.close_stdin()
+                return
+        try:
+            written = os.write(self.proc.stdin.fileno(), self.pending)
+        except BrokenPipeError:
+            # The program exited (or closed stdin) without reading its whole body: fine for CGI.
+            self.close_stdin()
+            return
+        except BlockingIOError:
+            return
+        self.pending = self.pending[written:]
+
+    def read_body(self) -> bytes:
+        size = CHUNK if self.body_left is None else min(CHUNK, self.body_left)
+        if size == 0:
+            return b""
+        data = self.request.stdin.read1(size)
+        if self.body_left is not None:
+            self.body_left -= len(data)
+        return data
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin.closed:
+            return
+        try:
+            self.selector.unregister(self.proc.stdin)
+        except (KeyError, ValueError):
+            pass
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.pending = b""
+
+    # -- endings --------------------------------------------------------------
+
+    def finish(self) -> Outcome:
+        """stdout and stderr are closed: the response is complete, or never came."""
+        try:
+            tail = self.parser.close()
+        except BadResponse as exc:
+            return self.fail(502, f"invalid response: {exc}")
+        if tail:
+            self.request.stdout.write(tail)
+        return Outcome(self.parser.status)
+
+    def time_out(self) -> Outcome:
+        return self.fail(504, "timed out: killed the program's process group")
+
+    def fail(self, status: int, reason: str) -> Outcome:
+        """Kills the program; answers `status` if no header was sent yet, else cuts the response."""
+        self.kill_group()
+        self.log_gateway_line(reason)
+        if self.parser.headers_done:
+            return Outcome(0, reason + " (after the headers: response cut short)")
+        self.request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error")))
+        return Outcome(status, reason)
+
+    def kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:   # a setuid program: at least the leader
+            self.proc.kill()
+
+    def reap(self) -> int:
+        """The program's exit status; kills its group if it lingers after closing its output."""
+        remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+        try:
+            return self.proc.wait(remaining)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            return self.proc.wait()
+
+    def close_pipes(self) -> None:
+        self.close_stdin()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    # -- logging --------------------------------------------------------------
+
+    def flush_stderr_tail(self) -> None:
+        if self.stderr_tail:
+            self.log_program_line(self.stderr_tail)
+            self.stderr_tail = b""
+        try:
+            self.request.stderr.flush()
+        except OSError:
+            pass
+
+    def log_program_line(self, line: bytes) -> None:
+        tagged = b"[" + os.fsencode(self.script.script_name) + b"] " + line.rstrip(b"\r") + b"\n"
+        self.log.write(tagged.decode("latin-1"))
+        self.log.flush()
+        try:
+            self.request.stderr.write(tagged)
+        except (OSError, ValueError):
+            pass
+
+    def log_gateway_line(self, text: str) -> None:
+        self.log.write(f"fcgikit.cgi: {self.script.script_name}: {text}\n")
+        self.log.flush()
+        try:
+            self.request.stderr.write(f"fcgikit.cgi: {self.script.script_name}: {text}\n".encode("latin-1", "replace"))
+        except (OSError, ValueError):
+            pass
+
+
+# What the client is told; the details (paths, errno) stay in the logs.
+REASONS_FOR_CLIENT = {
+    403: "the program may not run",
+    404: "no such program",
+    502: "the program did not give a valid CGI response",
+    503: "too many programs running, try again later",
+    504: "the program took too long",
+}
+
+
+def start_failure_status(exc: OSError) -> int:
+    """Status for a program that could not start: permission problems are 403, the rest 502."""
+    return 403 if exc.errno in (errno.EACCES, errno.EPERM) else 502

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Not a CGI response: no header block.
+echo "<html>just html</html>"
