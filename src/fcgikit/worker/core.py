@@ -252,6 +252,9 @@ class RequestLoop:
             signal.SIGHUP: self._on_graceful,
             signal.SIGINT: self._on_stop_now,
             signal.SIGQUIT: self._on_stop_now,
+            # EPIPE from send() is how a vanished client is noticed; the default
+            # action would kill the child instead (a manager resets it before fork).
+            signal.SIGPIPE: signal.SIG_IGN,
             signal.SIGCHLD: signal.SIG_DFL,  # not the manager's handler: the app may run subprocesses
             signal.SIGTTIN: signal.SIG_IGN,
             signal.SIGTTOU: signal.SIG_IGN,

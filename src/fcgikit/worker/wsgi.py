@@ -209,7 +209,8 @@ class WSGIResponse:
             # The whole body is known: it leaves with END_REQUEST, in one sendall.
             body = b"".join(result)
             stdout = request.stdout
-            stdout.write(self._head())
+            if not self.headers_sent:
+                stdout.write(self._head())
             if body:
                 stdout.write(body)
             return

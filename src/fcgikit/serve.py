@@ -1,0 +1,60 @@
+"""`python3 -m fcgikit.serve [pool flags] MODULE:APP`: the manager running WSGI workers.
+
+The pool flags are fcgikit.spawn's (spawn-fcgi's -a/-p/-s/-F/... plus supervision).
+Each child loads the app itself, after fork: an app that cannot be imported
+makes the child exit with EXIT_APP_LOAD_ERROR and one line saying why, and the
+manager stops instead of respawning it forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .worker import EXIT_APP_LOAD_ERROR, AppLoadError, load_app, serve, wsgi_handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .spawn import add_pool_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="python3 -m fcgikit.serve",
+        description="Serve a WSGI app over FastCGI with a pool of pre-forked workers.",
+    )
+    add_pool_arguments(parser)
+    parser.add_argument("--chdir", metavar="DIR",
+                        help="change to DIR before loading the app (it is importable from there)")
+    parser.add_argument("app", metavar="MODULE:APP",
+                        help="the WSGI app, e.g. apps.hello_wsgi:application (MODULE alone: its "
+                             "'application' or 'app')")
+    return parser
+
+
+def make_child(app_spec: str, directory: str | None):
+    """The callable the manager runs in each forked child."""
+
+    def run_wsgi_child(ctx) -> int:
+        if directory:
+            os.chdir(directory)
+        try:
+            app = load_app(app_spec)
+        except AppLoadError as exc:
+            print(f"fcgikit.serve[{os.getpid()}]: {exc}", file=sys.stderr, flush=True)
+            return EXIT_APP_LOAD_ERROR
+        return serve(ctx.listen_sock, wsgi_handler(app), slot=ctx.slot,
+                     max_requests=ctx.max_requests, allowed_addrs=ctx.allowed_addrs)
+
+    return run_wsgi_child
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .spawn import run_manager
+
+    options = build_parser().parse_args(argv)
+    directory = os.path.abspath(options.chdir) if options.chdir else None
+    return run_manager(options, make_child(options.app, directory))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

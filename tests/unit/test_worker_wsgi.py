@@ -1,0 +1,295 @@
+"""WSGI on a fake request: environ, start_response/exc_info, headers, body, errors."""
+
+import sys
+
+import pytest
+
+from fcgikit.fastcgi.client import parse_cgi_response
+from fcgikit.worker.wsgi import (
+    FileWrapper,
+    HeaderError,
+    build_environ,
+    render_headers,
+    url_scheme,
+    wsgi_handler,
+)
+
+from .worker_fakes import make_request
+
+NGINX_PARAMS = {
+    "QUERY_STRING": "a=1&b=%C3%A9",
+    "REQUEST_METHOD": "GET",
+    "CONTENT_TYPE": "",
+    "CONTENT_LENGTH": "",
+    "SCRIPT_NAME": "/shop/cart",
+    "REQUEST_URI": "/shop/cart?a=1&b=%C3%A9",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REQUEST_SCHEME": "http",
+    "SERVER_NAME": "localhost",
+    "SERVER_PORT": "8080",
+    "HTTP_HOST": "localhost",
+    "HTTP_X_CAF\u00c9": "caf\u00c3\u00a9",  # latin-1 decoded UTF-8, as WSGI wants
+}
+
+
+def run(app, params=None, stdin_chunks=()):
+    request, conn = make_request(dict(NGINX_PARAMS, **(params or {})), stdin_chunks)
+    status = wsgi_handler(app)(request)
+    request.finish(status)
+    return status, conn
+
+
+def test_environ_from_stock_nginx_params_routes_the_whole_path():
+    environ = build_environ(dict(NGINX_PARAMS), None, None)
+    assert environ["SCRIPT_NAME"] == "" and environ["PATH_INFO"] == "/shop/cart"
+    assert environ["QUERY_STRING"] == "a=1&b=%C3%A9"
+    assert "CONTENT_LENGTH" not in environ and "CONTENT_TYPE" not in environ
+    assert environ["wsgi.version"] == (1, 0) and environ["wsgi.url_scheme"] == "http"
+    assert environ["wsgi.multiprocess"] and not environ["wsgi.multithread"] and not environ["wsgi.run_once"]
+    assert all(type(k) is str for k in environ)
+
+
+def test_environ_keeps_script_name_and_path_info_when_nginx_sends_both():
+    environ = build_environ(dict(NGINX_PARAMS, SCRIPT_NAME="/shop", PATH_INFO="/cart"), None, None)
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("/shop", "/cart")
+
+
+def test_environ_root_script_name_becomes_empty():
+    environ = build_environ(dict(NGINX_PARAMS, SCRIPT_NAME="/", PATH_INFO="/x"), None, None)
+    assert (environ["SCRIPT_NAME"], environ["PATH_INFO"]) == ("", "/x")
+
+
+def test_environ_fills_what_pep_3333_requires():
+    environ = build_environ({}, None, None)
+    for key in ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",
+                "SERVER_PROTOCOL"):
+        assert key in environ
+
+
+@pytest.mark.parametrize(
+    "params, scheme",
+    [
+        ({}, "http"),
+        ({"HTTPS": "on"}, "https"),
+        ({"HTTPS": "1"}, "https"),
+        ({"HTTPS": "off", "REQUEST_SCHEME": "http"}, "http"),
+        ({"REQUEST_SCHEME": "https"}, "https"),
+        ({"REQUEST_SCHEME": "gopher"}, "http"),
+    ],
+)
+def test_url_scheme(params, scheme):
+    assert url_scheme(params) == scheme
+
+
+def test_render_headers_puts_the_status_line_in_a_cgi_status_header():
+    head = render_headers("404 Not Found", [("Content-Type", "text/plain"), ("X-A", "b")])
+    assert head == b"Status: 404 Not Found\r\nContent-Type: text/plain\r\nX-A: b\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "status, headers",
+    [
+        ("200", []),
+        ("OK", []),
+        (b"200 OK", []),
+        ("200 OK", [("X-Evil", "a\r\nSet-Cookie: x=1")]),
+        ("200 OK\r\nX: y", []),
+        ("200 OK", [("X-Bad", "\u20ac")]),
+    ],
+)
+def test_render_headers_refuses_what_cannot_be_sent(status, headers):
+    with pytest.raises((HeaderError, TypeError)):
+        render_headers(status, headers)
+
+
+def test_render_headers_refuses_non_str_values():
+    with pytest.raises(TypeError):
+        render_headers("200 OK", [("X", b"bytes")])
+
+
+def test_list_response_is_sent_once_with_end_request():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"hello ", b"world"]
+
+    status, conn = run(app)
+    assert status == 0
+    assert conn.stdout_sends == []  # nothing before END_REQUEST
+    assert parse_cgi_response(conn.stdout) == (200, [("Content-Type", "text/plain")], b"hello world")
+
+
+def test_generator_blocks_are_sent_as_they_come_and_close_is_called():
+    events = []
+
+    class Body:
+        def __iter__(self):
+            yield b""
+            events.append("first")
+            yield b"one"
+            yield b"two"
+
+        def close(self):
+            events.append("closed")
+
+    def app(environ, start_response):
+        start_response("201 Created", [])
+        return Body()
+
+    _, conn = run(app)
+    assert conn.stdout_sends[0] == b"Status: 201 Created\r\n\r\none"
+    assert conn.stdout_sends[1] == b"two"
+    assert events == ["first", "closed"]
+
+
+def test_empty_generator_still_sends_headers():
+    def app(environ, start_response):
+        start_response("204 No Content", [])
+        return iter(())
+
+    _, conn = run(app)
+    assert conn.stdout == b"Status: 204 No Content\r\n\r\n"
+
+
+def test_write_callable_sends_immediately():
+    def app(environ, start_response):
+        write = start_response("200 OK", [("X", "1")])
+        write(b"early ")
+        return [b"late"]
+
+    _, conn = run(app)
+    assert conn.stdout_sends == [b"Status: 200 OK\r\nX: 1\r\n\r\nearly "]
+    assert conn.stdout.endswith(b"early late")
+
+
+def test_start_response_twice_without_exc_info_is_an_error_500():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        start_response("200 OK", [])
+        return [b""]
+
+    status, conn = run(app)
+    assert status == 1 and parse_cgi_response(conn.stdout)[0] == 500
+
+
+def test_exc_info_before_headers_sent_replaces_the_response():
+    def app(environ, start_response):
+        start_response("200 OK", [("X-First", "1")])
+        try:
+            raise ValueError("oops")
+        except ValueError:
+            start_response("503 Service Unavailable", [("X-Second", "1")], sys.exc_info())
+        return [b"sorry"]
+
+    _, conn = run(app)
+    assert parse_cgi_response(conn.stdout) == (503, [("X-Second", "1")], b"sorry")
+
+
+def test_exc_info_after_headers_sent_reraises_and_cuts_the_response():
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"partial")
+        try:
+            raise KeyError("late")
+        except KeyError:
+            start_response("500 Oops", [], sys.exc_info())
+        return [b"never"]
+
+    status, conn = run(app)
+    assert status == 1
+    assert conn.ended == []  # no END_REQUEST: the web server sees the response fail
+    assert conn.gone
+
+
+def test_app_exception_gives_500_and_logs_the_traceback(capfd):
+    def app(environ, start_response):
+        raise RuntimeError("kaboom")
+
+    status, conn = run(app)
+    assert status == 1
+    code, _, body = parse_cgi_response(conn.stdout)
+    assert code == 500 and body == b"Internal Server Error\n"
+    assert b"RuntimeError: kaboom" in conn.stderr
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "kaboom" in err and "GET /shop/cart" in err
+
+
+def test_exception_after_start_response_but_before_body_still_gives_500():
+    def app(environ, start_response):
+        start_response("200 OK", [("X", "1")])
+
+        def body():
+            raise RuntimeError("in the iterable")
+            yield b""
+
+        return body()
+
+    _, conn = run(app)
+    assert parse_cgi_response(conn.stdout)[0] == 500
+
+
+def test_str_body_is_an_app_error():
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return ["text, not bytes"]
+
+    _, conn = run(app)
+    assert parse_cgi_response(conn.stdout)[0] == 500
+
+
+def test_wsgi_input_streams_the_body_and_errors_go_to_fcgi_stderr(capfd):
+    seen = {}
+
+    def app(environ, start_response):
+        seen["first"] = environ["wsgi.input"].read(3)
+        seen["rest"] = environ["wsgi.input"].read()
+        environ["wsgi.errors"].write("note to the log\n")
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    _, conn = run(app, {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "6"}, [b"abc", b"def"])
+    assert seen == {"first": b"abc", "rest": b"def"}
+    assert conn.stderr == b"note to the log\n"
+    assert "note to the log" in capfd.readouterr().err
+
+
+def test_a_client_that_went_away_stops_the_iterable():
+    produced = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        for i in range(100):
+            produced.append(i)
+            yield b"block"
+
+    request, conn = make_request(dict(NGINX_PARAMS))
+    original = conn.send_stdout
+
+    def send_then_fail(rid, data):
+        original(rid, data)
+        conn.went_away("sending failed: Broken pipe")
+
+    conn.send_stdout = send_then_fail
+    wsgi_handler(app)(request)
+    assert produced == [0]
+    assert conn.reasons == ["sending failed: Broken pipe"]
+
+
+def test_file_wrapper_reads_blocks_and_closes(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    with open(path, "rb") as handle:
+        wrapper = FileWrapper(handle, 4)
+        assert list(wrapper) == [b"xxxx", b"xxxx", b"xx"]
+        wrapper.close()
+        assert handle.closed
+
+
+def test_file_wrapper_through_the_app():
+    import io
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"file body"))
+
+    _, conn = run(app)
+    assert parse_cgi_response(conn.stdout)[2] == b"file body"
