@@ -1,0 +1,127 @@
+"""Running the CGI gateway (ours and fcgiwrap) for the integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from fcgikit.fastcgi.client import fcgi_request
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "cgi-bin"
+
+
+def world_readable_tree() -> Path:
+    """A temp dir every user can enter: programs run as nobody when the tests run as root."""
+    path = Path(tempfile.mkdtemp(prefix="fcgikit-cgi-test-"))
+    path.chmod(0o755)
+    return path
+
+
+def copy_scripts(docroot: Path) -> Path:
+    """tests/cgi-bin copied to DOCROOT/cgi-bin (so the checkout's location does not matter)."""
+    target = docroot / "cgi-bin"
+    shutil.copytree(SCRIPTS, target)
+    target.chmod(0o755)
+    return target
+
+
+def wait_for_unix_socket(path: str, process: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n{read(log)}")
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(path)
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {path} within {timeout}s:\n{read(log)}")
+
+
+def read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+class Process:
+    """A gateway process on a Unix socket in `workdir`, its stderr in a log file."""
+
+    def __init__(self, argv: list[str], workdir: Path, name: str) -> None:
+        self.socket = str(workdir / f"{name}.sock")
+        self.log_path = workdir / f"{name}.log"
+        self.argv = [arg.replace("{socket}", self.socket) for arg in argv]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Process":
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=log, start_new_session=True)
+        wait_for_unix_socket(self.socket, self.process, self.log_path)
+        os.chmod(self.socket, 0o666)
+        return self
+
+    def log(self) -> str:
+        return read(self.log_path)
+
+    def request(self, params: dict, stdin: bytes = b"", timeout: float = 20.0):
+        return fcgi_request(self.socket, params, stdin=stdin, timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the whole tree
+            self.process.wait()
+
+    def __enter__(self) -> "Process":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def our_gateway(workdir: Path, root: Path, *extra: str, children: int = 3) -> Process:
+    argv = [sys.executable, "-m", "fcgikit.cgi", "-n", "-s", "{socket}", "-M", "0666",
+            "-F", str(children), "--root", str(root), *extra]
+    return Process(argv, workdir, "fcgikit-cgi")
+
+
+def fcgiwrap(workdir: Path, children: int = 2) -> Process:
+    binary = shutil.which("fcgiwrap") or "/usr/sbin/fcgiwrap"
+    # -f: the program's stderr goes over FastCGI, as ours does.
+    return Process([binary, "-f", "-c", str(children), "-s", "unix:{socket}"], workdir, "fcgiwrap")
+
+
+def params_for(root: Path, script_name: str, query: str = "", method: str = "GET", **extra: str) -> dict:
+    """The params nginx's usual config sends for /cgi-bin/NAME under document root `root.parent`."""
+    docroot = str(root.parent)
+    return {
+        "GATEWAY_INTERFACE": "CGI/1.1", "SERVER_SOFTWARE": "test", "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "localhost", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1",
+        "REQUEST_METHOD": method, "QUERY_STRING": query, "REQUEST_URI": script_name,
+        "DOCUMENT_ROOT": docroot, "SCRIPT_NAME": script_name,
+        "SCRIPT_FILENAME": docroot + script_name, "CONTENT_TYPE": "", "CONTENT_LENGTH": "",
+        **extra,
+    }
+
+
+def pid_is_gone(pid: int) -> bool:
+    """No such process, or only its zombie (dead, waiting for whoever adopted it to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")

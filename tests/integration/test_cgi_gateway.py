@@ -1,0 +1,233 @@
+"""python3 -m fcgikit.cgi as a real process, driven by a FastCGI client (what nginx
+would send, and what nginx would never send): confinement, timeout, max-procs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .cgi_support import copy_scripts, our_gateway, params_for, pid_is_gone, world_readable_tree
+
+pytestmark = pytest.mark.integration
+
+# Files that would create the marker if they ever ran.
+TOUCH = "#!/bin/sh\ntouch '{marker}'\nprintf 'Content-Type: text/plain\\n\\nran\\n'\n"
+HOSTILE_NAMES = [
+    "touch-marker.sh;touch x",
+    "$(touch-marker.sh)",
+    "`touch-marker.sh`",
+    "touch-marker.sh\ntouch x",
+    "touch-marker.sh|sh",
+]
+
+
+@pytest.fixture(scope="module")
+def tree():
+    """DOCROOT/cgi-bin with the test scripts, hostile file names, a symlink out, and a marker dir."""
+    top = world_readable_tree()
+    docroot = top / "www"
+    docroot.mkdir()
+    docroot.chmod(0o755)
+    root = copy_scripts(docroot)
+    markers = top / "markers"
+    markers.mkdir()
+    markers.chmod(0o777)
+    outside = top / "outside"
+    outside.mkdir()
+    outside.chmod(0o755)
+    evil = outside / "evil.sh"
+    evil.write_text(TOUCH.format(marker=markers / "evil"))
+    evil.chmod(0o755)
+    (root / "escape.sh").symlink_to(evil)
+    (root / "escape-dir").symlink_to(outside)
+    for index, name in enumerate(HOSTILE_NAMES):
+        path = root / name
+        path.write_text(TOUCH.format(marker=markers / f"hostile-{index}"))
+        path.chmod(0o755)
+    plain = root / "not-executable.sh"
+    plain.write_text(TOUCH.format(marker=markers / "plain"))
+    plain.chmod(0o644)
+    (root / "whoami.sh").write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nuid=%s\\n' \"$(id -u)\"\n")
+    (root / "whoami.sh").chmod(0o755)
+    yield root, markers
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def gateway(tree):
+    root, _ = tree
+    workdir = root.parent.parent
+    with our_gateway(workdir, root, "--timeout", "3", "--max-procs", "2", "--queue-timeout", "1.5",
+                     children=4) as gw:
+        yield gw
+
+
+def http(response):
+    return response.http()
+
+
+def assert_nothing_ran(markers: Path, gateway) -> None:
+    assert list(markers.iterdir()) == [], f"a refused program ran!\n{gateway.log()}"
+
+
+def test_positive_control_the_marker_script_does_run(tree, gateway):
+    root, markers = tree
+    params = params_for(root, "/cgi-bin/touch-marker.sh", MARKER_FILE=str(markers / "control"))
+    status, _, body = http(gateway.request(params))
+    assert (status, body) == (200, b"touched\n"), gateway.log()
+    assert (markers / "control").exists()
+    (markers / "control").unlink()
+
+
+@pytest.mark.parametrize("script_filename, script_name", [
+    ("{root}/../../../bin/sh", "/cgi-bin/../../../bin/sh"),     # .. segments
+    ("{root}/%2e%2e/%2e%2e/%2e%2e/bin/sh", "/cgi-bin/%2e%2e/%2e%2e/%2e%2e/bin/sh"),   # never decoded
+    ("{root}/%2e%2e%2f%2e%2e%2f%2e%2e%2fbin%2fsh", "/cgi-bin/%2e%2e%2f%2e%2e%2f%2e%2e%2fbin%2fsh"),
+    ("/bin/sh", "/cgi-bin/sh"),                                   # outside the root altogether
+    ("{root}/escape.sh", "/cgi-bin/escape.sh"),                   # symlink out of the root
+    ("{root}/escape-dir/evil.sh", "/cgi-bin/escape-dir/evil.sh"),  # through a symlinked directory
+    ("{root}/not-executable.sh", "/cgi-bin/not-executable.sh"),
+    ("{root}", "/cgi-bin/"),                                      # a directory
+    ("", "/cgi-bin/../../../bin/sh"),                             # no SCRIPT_FILENAME: DOCUMENT_ROOT+SCRIPT_NAME
+    ("", "/cgi-bin/escape.sh"),
+] + [("{root}/" + name, "/cgi-bin/" + name) for name in HOSTILE_NAMES])
+def test_traversal_and_injection_are_refused_and_run_nothing(tree, gateway, script_filename, script_name):
+    root, markers = tree
+    params = params_for(root, script_name, method="POST", MARKER_FILE=str(markers / "ran"))
+    params["SCRIPT_FILENAME"] = script_filename.format(root=root)
+    if not params["SCRIPT_FILENAME"]:
+        del params["SCRIPT_FILENAME"]
+    body = f"touch {markers}/shell\n".encode()      # what /bin/sh would do with its stdin
+    params["CONTENT_LENGTH"] = str(len(body))
+    status, _, text = http(gateway.request(params, stdin=body))
+    assert status in (403, 404), (status, text, gateway.log())
+    assert str(root).encode() not in text     # the client learns no path
+    time.sleep(0.1)
+    assert_nothing_ran(markers, gateway)
+
+
+def test_programs_run_as_nobody_when_the_gateway_is_root(tree, gateway):
+    if os.geteuid() != 0:
+        pytest.skip("the gateway changes user only when it runs as root")
+    root, _ = tree
+    status, _, body = http(gateway.request(params_for(root, "/cgi-bin/whoami.sh")))
+    assert (status, body) == (200, b"uid=65534\n"), gateway.log()
+
+
+def test_timeout_kills_the_program_and_its_grandchild_while_others_are_served(tree, gateway):
+    root, _ = tree
+    result = {}
+
+    def run_loop():
+        started = time.monotonic()
+        result["response"] = gateway.request(params_for(root, "/cgi-bin/loop.sh"), timeout=30)
+        result["elapsed"] = time.monotonic() - started
+
+    looping = threading.Thread(target=run_loop)
+    looping.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    status, _, body = http(gateway.request(params_for(root, "/cgi-bin/env.sh", "during=loop")))
+    assert status == 200 and b"query=during=loop" in body
+    assert time.monotonic() - started < 1.5, "the gateway did not serve others while a program looped"
+    assert looping.is_alive(), "loop.sh ended before the timeout"
+    looping.join(30)
+    response = result["response"]
+    status, _, body = http(response)
+    assert status == 504, (response.stdout, gateway.log())
+    assert 2.9 <= result["elapsed"] < 9, result["elapsed"]
+    grandchild = int(response.stderr.split(b"grandchild=")[1].split()[0])
+    deadline = time.monotonic() + 5
+    while not pid_is_gone(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid_is_gone(grandchild), f"grandchild {grandchild} survived the timeout"
+
+
+def test_max_procs_queues_then_refuses_with_503(tree, gateway):
+    root, _ = tree
+    results = {}
+
+    def request(key, seconds):
+        started = time.monotonic()
+        response = gateway.request(params_for(root, "/cgi-bin/slow.sh", seconds), timeout=30)
+        results[key] = (response.http()[0], time.monotonic() - started)
+
+    # Two slots: two long programs take them; a third request waits, then gives up.
+    holders = [threading.Thread(target=request, args=(f"holder{i}", "2.5")) for i in range(2)]
+    for thread in holders:
+        thread.start()
+    time.sleep(0.3)
+    request("refused", "0")
+    for thread in holders:
+        thread.join(30)
+    assert results["holder0"][0] == results["holder1"][0] == 200, (results, gateway.log())
+    status, elapsed = results["refused"]
+    assert status == 503, (results, gateway.log())
+    assert 1.3 <= elapsed < 4, f"503 should come after the 1.5 s queue timeout, came after {elapsed:.2f}s"
+
+
+def test_max_procs_queued_request_runs_once_a_slot_frees(tree, gateway):
+    root, _ = tree
+    results = {}
+
+    def request(key, seconds):
+        started = time.monotonic()
+        response = gateway.request(params_for(root, "/cgi-bin/slow.sh", seconds), timeout=30)
+        results[key] = (response.http()[0], time.monotonic() - started)
+
+    holders = [threading.Thread(target=request, args=(f"holder{i}", "1")) for i in range(2)]
+    for thread in holders:
+        thread.start()
+    time.sleep(0.3)
+    request("queued", "0")
+    for thread in holders:
+        thread.join(30)
+    status, elapsed = results["queued"]
+    assert status == 200, (results, gateway.log())
+    assert elapsed >= 0.5, f"the third program should have waited for a slot ({elapsed:.2f}s)"
+
+
+def test_no_header_block_is_502_with_the_reason_logged(tree, gateway):
+    root, _ = tree
+    response = gateway.request(params_for(root, "/cgi-bin/no-header.sh"))
+    assert response.http()[0] == 502
+    assert b"invalid response" in response.stderr
+    assert "no-header.sh: invalid response" in gateway.log()
+
+
+def test_stderr_lines_are_tagged_with_the_script(tree, gateway):
+    root, _ = tree
+    response = gateway.request(params_for(root, "/cgi-bin/stderr.sh"))
+    assert response.http()[2] == b"ok\n"
+    assert response.stderr == b"[/cgi-bin/stderr.sh] first complaint\n[/cgi-bin/stderr.sh] second complaint\n"
+    assert "[/cgi-bin/stderr.sh] second complaint" in gateway.log()
+
+
+def test_program_that_exits_before_its_body_is_sent_does_not_wedge_the_gateway(tree, gateway):
+    root, _ = tree
+    body = b"z" * 50_000   # the client sends it all before reading; fits the socket buffers
+    for _ in range(3):
+        params = params_for(root, "/cgi-bin/ignore-stdin.sh", method="POST", CONTENT_LENGTH=str(len(body)))
+        status, _, text = http(gateway.request(params, stdin=body, timeout=10))
+        assert (status, text) == (200, b"I did not read your 50000 bytes\n"), gateway.log()
+    assert http(gateway.request(params_for(root, "/cgi-bin/env.sh")))[0] == 200
+
+
+def test_gateway_environment_does_not_leak(tree):
+    root, _ = tree
+    workdir = root.parent.parent
+    gateway = our_gateway(workdir, root, children=1)
+    gateway.argv[0:0] = ["env", "GATEWAY_SECRET=hunter2"]
+    with gateway:
+        env_dump = root / "dump-env.sh"
+        env_dump.write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\nenv\n")
+        env_dump.chmod(0o755)
+        status, _, body = http(gateway.request(params_for(root, "/cgi-bin/dump-env.sh")))
+        assert status == 200 and b"GATEWAY_INTERFACE=CGI/1.1" in body
+        assert b"hunter2" not in body and b"GATEWAY_SECRET" not in body
+        assert b"PATH=/usr/local/bin:/usr/bin:/bin\n" in body
