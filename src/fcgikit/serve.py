@@ -45,6 +45,7 @@ def make_child(app_spec: str, directory: str | None):
         return serve(ctx.listen_sock, wsgi_handler(app), slot=ctx.slot,
                      max_requests=ctx.max_requests, allowed_addrs=ctx.allowed_addrs)
 
+    run_wsgi_child.__name__ = app_spec  # the pool's name in the manager's log and status
     return run_wsgi_child
 
 

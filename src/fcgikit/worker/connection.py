@@ -141,7 +141,7 @@ class Connection:
             self.went_away(f"connection error: {exc}")
             return True
         if not data:
-            self.went_away("the web server closed the connection")
+            self.went_away("the web server closed the connection (its client went away)")
             return True
         return False
 
@@ -173,12 +173,17 @@ class Connection:
         proto = self.proto
         if not request.stdin.at_eof:
             # The next request's records follow this one's stdin: read past it.
-            # The response goes first, so the client is not kept waiting.
-            request.stdout.flush()
+            # When that means waiting on the socket, the response goes first.
+            if not self._stdin_end_queued():
+                request.stdout.flush()
             try:
                 request.stdin.discard_rest()
             except ClientGone:
                 return
+        # nginx never sends ABORT_REQUEST: when its client leaves, it closes the
+        # connection. Notice it here (one cheap peek), say so once, send nothing.
+        if self.peer_closed():
+            return
         parts = []
         if request.stdout.pending:
             parts.append(proto.stdout(rid, request.stdout.take()))
@@ -186,6 +191,9 @@ class Connection:
             parts.append(proto.stderr(rid, request.stderr.take()))
         parts.append(proto.end_request(rid, request.app_status))
         self.send(b"".join(parts) if len(parts) > 1 else parts[0])
+
+    def _stdin_end_queued(self) -> bool:
+        return any(type(event) is StdinReceived and not event.data for event in self.events)
 
     @property
     def reusable(self) -> bool:

@@ -1,4 +1,8 @@
-"""The worker's log: one line per event on stderr, which the manager or container collects."""
+"""The worker's log: one line per event on stderr, which the manager or container collects.
+
+Same shape as the manager's lines (`time fcgikit.spawn[pid] LEVEL message`), so
+one pool's log reads as one stream.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ import sys
 import time
 
 
-def log(message: str) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+def log(message: str, level: str = "WARNING") -> None:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
     try:
-        sys.stderr.write(f"{stamp} fcgikit.worker[{os.getpid()}]: {message}\n")
+        sys.stderr.write(f"{stamp},{int(now % 1 * 1000):03d} fcgikit.worker[{os.getpid()}] {level} {message}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass  # a closed or broken stderr must not take the worker down

@@ -231,7 +231,7 @@ class WSGIResponse:
         if request.connection_lost:
             return 1  # the client went away and the app noticed; already logged
         text = "".join(traceback.format_exception(*exc_info))
-        log(f"app error on {request.method} {request.uri}:\n{text.rstrip()}")
+        log(f"app error on {request.method} {request.uri}:\n{text.rstrip()}", "ERROR")
         request.stderr.write(f"app error: {exc_info[0].__name__}: {exc_info[1]}".encode("utf-8", "replace"))
         if self.headers_sent:
             request.abort("the app failed after its headers were sent; response cut off")

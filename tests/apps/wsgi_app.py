@@ -1,0 +1,79 @@
+"""The WSGI app the worker's integration tests run (stdlib only)."""
+
+import hashlib
+import os
+import resource
+import time
+from urllib.parse import parse_qs
+
+CHUNK = 64 * 1024
+
+
+def _reply(start_response, text: str, status: str = "200 OK", extra=()):
+    data = text.encode("utf-8")
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
+                            *extra])
+    return [data]
+
+
+def _query(environ) -> dict:
+    return {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+
+
+def echo_request(environ, start_response):
+    """What the app saw: method, paths, query and the X- headers, one per line."""
+    lines = [f"{key}={environ.get(key, '')}" for key in
+             ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "wsgi.url_scheme")]
+    lines += sorted(f"{k}={v}" for k, v in environ.items() if k.startswith("HTTP_X_"))
+    return _reply(start_response, "\n".join(lines) + "\n")
+
+
+def sha256(environ, start_response):
+    """SHA-256 and size of the body, read in pieces, and this process's peak RSS."""
+    digest, size, stream = hashlib.sha256(), 0, environ["wsgi.input"]
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return _reply(start_response, f"{digest.hexdigest()} {size} {peak_kb}\n")
+
+
+def first_chunk(environ, start_response):
+    """Answers (and flushes) as soon as the first piece of the body arrives, then reads the rest."""
+    stream = environ["wsgi.input"]
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    first = stream.read1(CHUNK)
+    write(f"first {len(first)}\n".encode())
+    rest = len(stream.read())
+    return [f"total {len(first) + rest}\n".encode()]
+
+
+def boom(environ, start_response):
+    raise RuntimeError("the test app failed on purpose")
+
+
+def pid(environ, start_response):
+    return _reply(start_response, f"{os.getpid()}\n")
+
+
+def sleep(environ, start_response):
+    seconds = float(_query(environ).get("s", "1"))
+    time.sleep(seconds)
+    return _reply(start_response, f"slept {seconds:g}\n")
+
+
+def numbered(environ, start_response):
+    """/n?i=N answers N: every concurrent response can be checked against its request."""
+    number = _query(environ).get("i", "")
+    return _reply(start_response, f"n={number} pid={os.getpid()}\n")
+
+
+ROUTES = {"/": echo_request, "/sha256": sha256, "/first-chunk": first_chunk, "/boom": boom, "/pid": pid,
+          "/sleep": sleep, "/n": numbered}
+
+
+def app(environ, start_response):
+    route = ROUTES.get(environ["PATH_INFO"])
+    if route is None:
+        return _reply(start_response, "not found\n", "404 Not Found")
+    return route(environ, start_response)

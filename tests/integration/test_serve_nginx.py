@@ -1,0 +1,117 @@
+"""nginx in front of `python3 -m fcgikit.serve` with the test WSGI app: real processes."""
+
+import hashlib
+import os
+import time
+
+import pytest
+import requests
+
+from fcgikit.testing.nginx import Nginx
+
+from .serve_support import fastcgi_location, keepalive_upstream, load, serve_app, summary
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def served(tmp_path):
+    with serve_app(tmp_path, children=2) as served:
+        yield served
+
+
+@pytest.fixture
+def nginx(served):
+    with Nginx(fastcgi_location(served.port, keep_conn=True)) as ngx:
+        yield ngx
+
+
+def context(served, ngx) -> str:
+    return f"\n--- worker log ---\n{served.log()}\n--- nginx error log ---\n{ngx.error_log()}"
+
+
+def test_get_with_query_string_and_request_headers(served, nginx):
+    response = requests.get(nginx.url("/?colour=blue&size=2&q=a%20b"), headers={"X-Trace-Id": "abc-123"}, timeout=10)
+    assert response.status_code == 200, context(served, nginx)
+    lines = response.text.splitlines()
+    assert "REQUEST_METHOD=GET" in lines
+    assert "QUERY_STRING=colour=blue&size=2&q=a%20b" in lines
+    assert "SCRIPT_NAME=" in lines and "PATH_INFO=/" in lines
+    assert "HTTP_X_TRACE_ID=abc-123" in lines
+    assert "wsgi.url_scheme=http" in lines
+
+
+def test_unknown_route_is_the_apps_404(served, nginx):
+    response = requests.get(nginx.url("/no/such/page"), timeout=10)
+    assert response.status_code == 404 and response.text == "not found\n"
+
+
+def test_post_of_10_mb_comes_back_as_its_sha256(served, nginx):
+    body = os.urandom(10 * 1024 * 1024)
+    response = requests.post(nginx.url("/sha256"), data=body, timeout=60)
+    assert response.status_code == 200, context(served, nginx)
+    digest, size, _ = response.text.split()
+    assert digest == hashlib.sha256(body).hexdigest() and int(size) == len(body)
+
+
+def test_app_exception_is_a_500_and_the_worker_goes_on(tmp_path):
+    with serve_app(tmp_path, children=1) as served, Nginx(fastcgi_location(served.port)) as ngx:
+        before = requests.get(ngx.url("/pid"), timeout=10).text
+        failed = requests.get(ngx.url("/boom"), timeout=10)
+        assert failed.status_code == 500 and failed.text == "Internal Server Error\n"
+        after = requests.get(ngx.url("/pid"), timeout=10)
+        assert after.status_code == 200 and after.text == before  # the same child, still serving
+        log = served.wait_for_log("RuntimeError: the test app failed on purpose")
+        assert "Traceback" in log and "app error on GET /boom" in log
+        assert "app error: RuntimeError" in ngx.error_log()  # FCGI_STDERR reached nginx's log
+
+
+def test_2000_requests_50_in_parallel_with_keep_conn(served, nginx):
+    outcomes = load(nginx.url(""), total=2000, parallel=50)
+    assert all(o.ok for o in outcomes), summary(outcomes) + context(served, nginx)
+
+
+def test_keepalive_16_in_front_of_2_children_never_stalls(tmp_path):
+    """libfcgi-style children sit on one kept-alive connection each: with nginx
+    caching 16 connections and only 2 children, requests on the other 14 would wait
+    for a timeout. Ours wait on all their connections at once."""
+    with serve_app(tmp_path, children=2) as served:
+        upstream = keepalive_upstream("workers", served.port, keepalive=16)
+        with Nginx(fastcgi_location(served.port, upstream="workers"), upstream) as ngx:
+            load(ngx.url(""), total=200, parallel=50)  # fill nginx's connection cache first
+            outcomes = load(ngx.url(""), total=2000, parallel=50)
+            assert all(o.ok for o in outcomes), summary(outcomes) + context(served, ngx)
+            slowest = max(o.seconds for o in outcomes)
+            assert slowest < 1.0, summary(outcomes) + context(served, ngx)
+            # Both children took part: neither sat on the connections alone.
+            pids = {o.body.split(b"pid=")[1] for o in outcomes}
+            assert len(pids) == 2, pids
+
+
+def test_a_100_mb_upload_streams_through_in_little_memory(served, nginx):
+    size = 100 * 1024 * 1024
+    chunk = os.urandom(1024 * 1024)
+
+    def body():
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    expected = hashlib.sha256()
+    for _ in range(size // len(chunk)):
+        expected.update(chunk)
+    response = requests.post(nginx.url("/sha256"), data=body(), timeout=120)
+    assert response.status_code == 200, context(served, nginx)
+    digest, got, peak_kb = response.text.split()
+    assert digest == expected.hexdigest() and int(got) == size
+    # Holding the body would need 100 MB; reading it in pieces needs a few.
+    assert int(peak_kb) < 60 * 1024, f"peak RSS {int(peak_kb) // 1024} MB for a 100 MB upload"
+
+
+def test_a_client_that_goes_away_mid_request_is_logged_once_and_costs_nothing_else(served, nginx):
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(nginx.url("/sleep?s=1.0"), timeout=0.3)
+    log = served.wait_for_log("client went away", timeout=10)
+    assert log.count("client went away") == 1, log
+    time.sleep(0.2)
+    response = requests.get(nginx.url("/n?i=7"), timeout=10)
+    assert response.status_code == 200 and response.text.startswith("n=7 ")
