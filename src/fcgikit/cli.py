@@ -1,0 +1,344 @@
+"""The `fcgikit` command: build, up, scale, status, logs, down, test.
+
+Failures the user can act on print one red `error: ...` line (a bad config file:
+one line per problem) and exit 1; the traceback only with --verbose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .deploy.errors import ConfigError, FcgikitError
+from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
+from .deploy.operations import Stack
+from .deploy.plan import Plan
+from .deploy.spec import StackSpec, load_stack_spec, with_app
+
+# Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the status table.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_settings = {"verbose": False}
+DEFAULT_PROJECT = "fcgikit"
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="fcgikit")
+
+
+class FcgikitGroup(click.Group):
+    """Turns failures into one red error line and exit status 1 (130 when interrupted)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except ConfigError as exc:
+            for problem in exc.problems:
+                err.print(f"[red]error:[/] {escape(exc.source)}: {escape(problem)}")
+            _traceback_if_verbose()
+        except FcgikitError as exc:
+            _print_error(str(exc))
+        except KeyboardInterrupt:
+            err.print("[red]error:[/] interrupted")
+            ctx.exit(130)
+        except Exception as exc:  # unexpected: still one line, the traceback only with --verbose
+            hint = "" if _settings["verbose"] else " (--verbose shows the traceback)"
+            _print_error(f"{exc.__class__.__name__}: {exc}{hint}")
+        ctx.exit(1)
+
+
+def _print_error(message: str) -> None:
+    first, _, rest = message.partition("\n")
+    err.print(f"[red]error:[/] {escape(first)}")
+    if rest:  # attached logs, after the one error line
+        err.print(escape(rest), style="dim")
+    _traceback_if_verbose()
+
+
+def _traceback_if_verbose() -> None:
+    if _settings["verbose"]:
+        err.print(escape(traceback.format_exc()), style="dim")
+
+
+# --- shared options ------------------------------------------------------------------------
+
+
+def stack_options(command):
+    options = [
+        click.option("-f", "--file", "spec_file", type=click.Path(dir_okay=False, path_type=Path),
+                     envvar="FCGIKIT_FILE", help="stack file (default: ./fcgikit.yaml, else deploy/fcgikit.yaml)"),
+        click.option("-p", "--project", envvar="FCGIKIT_PROJECT",
+                     help="project name: labels and names of everything started (default: the file's, else fcgikit)"),
+        click.option("--image-prefix", envvar="FCGIKIT_IMAGE_PREFIX", default=DEFAULT_PREFIX, show_default=True,
+                     help="images are PREFIX/fcgi-worker:HASH and PREFIX/nginx:HASH"),
+        click.option("--base", "base_image", envvar="FCGIKIT_BASE_IMAGE", default=DEFAULT_BASE, show_default=True,
+                     help="base image; made with debootstrap when it is missing and cannot be pulled"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def app_option(command):
+    return click.option("--app", metavar="PATH[:MODULE:APP]",
+                        help="serve your own WSGI app: a directory (with the file's MODULE:APP "
+                             "or the one given) or a .py file (callable `app` unless given)")(command)
+
+
+def dry_run_option(command):
+    return click.option("--dry-run", is_flag=True, help="print the plan and the Docker operations; change nothing")(command)
+
+
+def load_stack(spec_file, project, image_prefix, base_image, app=None) -> Stack:
+    spec = load_stack_spec(spec_file or default_spec_file())
+    if app:
+        try:
+            spec = with_app(spec, app)
+        except ValueError as exc:
+            raise FcgikitError(str(exc)) from None
+    name = project or spec.project or DEFAULT_PROJECT
+    _check_project(name)
+    progress = Progress()
+    return Stack(spec, name, names=ImageNames(image_prefix, base_image), say=say_step, progress=progress)
+
+
+def default_spec_file() -> Path:
+    here = Path("fcgikit.yaml")
+    return here if here.is_file() else source_root() / "deploy" / "fcgikit.yaml"
+
+
+def _check_project(name: str) -> None:
+    try:
+        StackSpec.model_validate({"project": name, "services": {"workers": {"app": "x:y"}}})
+    except Exception:
+        raise FcgikitError(f'project name "{name}": use lowercase letters, digits, "-" and "_" (at most 40)') from None
+
+
+def say_step(text: str) -> None:
+    err.print(f"[cyan]•[/] {escape(text)}")
+
+
+class Progress:
+    """Progress of long work (base image, builds): a live line on a terminal, else
+    plain lines, at most one every few seconds per kind of work so CI logs stay short."""
+
+    def __init__(self, interval: float = 5.0):
+        self.interval = interval
+        self.last: dict[str, float] = {}
+        self.status = None
+
+    def __call__(self, text: str) -> None:
+        if err.is_terminal:
+            if self.status is None:
+                self.status = err.status(escape(_shorten(text)))
+                self.status.start()
+            self.status.update(escape(_shorten(text)))
+            return
+        kind = text.split(":", 1)[0]
+        now = time.monotonic()
+        if "Step" in text or now - self.last.get(kind, 0.0) >= self.interval or text.endswith("ready"):
+            self.last[kind] = now
+            err.print(f"  {escape(_shorten(text))}", style="dim")
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _shorten(text: str, width: int = 110) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def finishing_progress(stack: Stack):
+    """Stop the live progress line before printing results."""
+    if isinstance(stack.progress, Progress):
+        stack.progress.stop()
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+@click.group(cls=FcgikitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="tracebacks on errors")
+@click.version_option(package_name="fcgikit")
+def cli(verbose: bool) -> None:
+    """Run FastCGI and CGI programs behind nginx, in containers."""
+    _settings["verbose"] = verbose or bool(os.environ.get("FCGIKIT_VERBOSE"))
+
+
+@cli.command()
+@stack_options
+@app_option
+def build(spec_file, project, image_prefix, base_image, app) -> None:
+    """Build the images (and the base, when missing); tags HASH and latest."""
+    stack = load_stack(spec_file, project, image_prefix, base_image, app)
+    try:
+        built = stack.build(tag_latest=True)
+    finally:
+        finishing_progress(stack)
+    for kind, image in built.items():
+        out.print(f"{image.tag} ({'built' if image.built else 'already there'}; also {image.tag.split(':')[0]}:latest)")
+
+
+@cli.command()
+@stack_options
+@app_option
+@dry_run_option
+def up(spec_file, project, image_prefix, base_image, app, dry_run) -> None:
+    """Build what is missing, start the stack, check it, print its URL."""
+    stack = load_stack(spec_file, project, image_prefix, base_image, app)
+    if dry_run:
+        print_plan(stack.plan_up(build=False))
+        return
+    try:
+        result = stack.up()
+    finally:
+        finishing_progress(stack)
+    if not result.changed:
+        out.print(f"no change: {len(result.plan.wanted)} containers of project {stack.project} are current")
+    out.print(f"{stack.project} is up: [bold]{result.url}[/]")
+
+
+@cli.command()
+@click.argument("assignment", metavar="SERVICE=N")
+@stack_options
+@dry_run_option
+def scale(assignment, spec_file, project, image_prefix, base_image, dry_run) -> None:
+    """Run N containers of SERVICE (workers or cgi) without failing a request."""
+    service, replicas = parse_assignment(assignment)
+    stack = load_stack(spec_file, project, image_prefix, base_image)
+    if dry_run:
+        print_plan(stack.plan_scale(service, replicas, build=False))
+        return
+    try:
+        result = stack.scale(service, replicas)
+    finally:
+        finishing_progress(stack)
+    if not result.changed:
+        out.print(f"no change: {service} already has {replicas} current containers")
+    else:
+        out.print(f"{service}: {replicas} containers; {result.url}")
+
+
+def parse_assignment(assignment: str) -> tuple[str, int]:
+    service, sep, count = assignment.partition("=")
+    if not sep or not count.strip().isdigit():
+        raise click.BadParameter(f'expected SERVICE=N (e.g. workers=4), got "{assignment}"', param_hint="SERVICE=N")
+    if service not in ("workers", "cgi"):
+        raise click.BadParameter(f'"{service}" cannot be scaled; scale workers or cgi', param_hint="SERVICE=N")
+    return service, int(count)
+
+
+@cli.command()
+@stack_options
+@dry_run_option
+def down(spec_file, project, image_prefix, base_image, dry_run) -> None:
+    """Remove every container and network carrying this project's label, nothing else."""
+    stack = load_stack(spec_file, project, image_prefix, base_image)
+    if dry_run:
+        print_plan(stack.plan_down())
+        return
+    plan = stack.down()
+    out.print(f"{stack.project} is down" + ("" if plan.steps else " (nothing was running)"))
+
+
+@cli.command()
+@stack_options
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def status(spec_file, project, image_prefix, base_image, as_json) -> None:
+    """Each container, its health and its pool figures."""
+    stack = load_stack(spec_file, project, image_prefix, base_image)
+    report = stack.status()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    print_status(report)
+
+
+@cli.command()
+@click.argument("service", type=click.Choice(["nginx", "workers", "cgi"]))
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
+@click.option("--file", "spec_file", type=click.Path(dir_okay=False, path_type=Path), envvar="FCGIKIT_FILE",
+              help="stack file (default: ./fcgikit.yaml, else deploy/fcgikit.yaml)")
+@click.option("-p", "--project", envvar="FCGIKIT_PROJECT", help="project name")
+def logs(service, follow, spec_file, project) -> None:
+    """Every container's log of SERVICE, each line prefixed by its container name."""
+    stack = load_stack(spec_file, project, DEFAULT_PREFIX, DEFAULT_BASE)
+    for line in stack.logs(service, follow):
+        click.echo(line)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@app_option
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def test(app, pytest_args) -> None:
+    """Run the Docker integration suite (pytest + testcontainers) against the built images.
+
+    With --app, the stack tests serve your app instead of the example (it must answer GET /).
+    Extra arguments go to pytest.
+    """
+    root = source_root()
+    env = dict(os.environ)
+    if app:
+        env["FCGIKIT_TEST_APP"] = str(Path(app.partition(":")[0]).resolve()) + (
+            ":" + app.partition(":")[2] if ":" in app else "")
+    argv = [sys.executable, "-m", "pytest", "-m", "docker", str(root / "tests" / "integration"), *pytest_args]
+    err.print(f"[cyan]•[/] {escape(' '.join(argv[1:]))}")
+    sys.exit(subprocess.call(argv, cwd=root, env=env))
+
+
+# --- printing ----------------------------------------------------------------------------------
+
+
+def print_plan(plan: Plan) -> None:
+    out.print(f"[bold]plan for project {plan.project}[/] (dry run, nothing changed)")
+    for service, names in plan.placements().items():
+        out.print(f"  {service}: {', '.join(names)}")
+    if plan.changes_nothing:
+        out.print("no change")
+        return
+    for number, step in enumerate(plan.steps, 1):
+        out.print(f"{number:3}. {escape(step.describe())}")
+        out.print(f"     $ {escape(step.docker_command())}", style="dim")
+
+
+def print_status(report: dict) -> None:
+    table = Table(title=f"project {report['project']}: {report['url'] or 'no nginx running'}")
+    for column in ("container", "service", "host", "state", "health", "processes", "busy/idle", "requests", "image"):
+        table.add_column(column)
+    for row in report["containers"]:
+        pool = row.get("pool") or {}
+        busy_idle = f"{_dash(pool.get('busy'))}/{_dash(pool.get('idle'))}" if pool else "-"
+        state_style = "green" if row["state"] == "running" else "red"
+        health_style = {"healthy": "green", "unhealthy": "red"}.get(row["health"], "")
+        table.add_row(
+            row["name"], row["service"], row["host"], f"[{state_style}]{row['state']}[/]",
+            f"[{health_style}]{row['health']}[/]" if health_style else row["health"],
+            _dash(pool.get("processes")), busy_idle, _dash(pool.get("accepted_conn")), row["image"].rsplit("/", 1)[-1],
+        )
+    if not report["containers"]:
+        out.print(f"project {report['project']}: nothing is running")
+        return
+    out.print(table)
+
+
+def _dash(value) -> str:
+    return "-" if value is None else str(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Command lines and container definitions built from the spec (pure, no Docker).
+
+Like Kamal's command builders: they only build, so what would run can be printed
+(`--dry-run`) and asserted exactly in unit tests.
+"""
+
+from __future__ import annotations
+
+from .model import STATUS_FILE, ContainerSpec
+from .spec import FASTCGI_PORT, CgiService, NginxService, WorkersService
+
+# Where the images keep things (see images/fcgi-worker/Dockerfile).
+APP_DIR = "/srv/app"
+CGI_DIR = "/srv/cgi-bin"
+NGINX_PORT = 80
+# Past the request timeout the manager kills a stuck child; give the drain that long and a bit.
+DRAIN_MARGIN = 5
+
+
+def pool_flags(processes: int, timeout: int, max_requests: int = 0) -> list[str]:
+    """The spawn-fcgi style flags every manager (serve, spawn, cgi) shares.
+
+    -n: the manager is the container's main process, so it must not daemonize.
+    A draining child gets as long as a request may take.
+    """
+    flags = ["-n", "-a", "0.0.0.0", "-p", str(FASTCGI_PORT), "-F", str(processes),
+             "--timeout", str(timeout), "--graceful-timeout", str(timeout)]
+    if max_requests:
+        flags += ["--max-requests", str(max_requests)]
+    return flags + ["--status-file", STATUS_FILE]
+
+
+def worker_command(workers: WorkersService) -> list[str]:
+    flags = pool_flags(workers.processes, workers.timeout, workers.max_requests)
+    if workers.program:
+        return ["python3", "-m", "fcgikit.spawn", *flags, "--", *workers.program]
+    return ["python3", "-m", "fcgikit.serve", *flags, workers.app]
+
+
+def cgi_command(cgi: CgiService) -> list[str]:
+    return ["python3", "-m", "fcgikit.cgi", *pool_flags(cgi.processes, cgi.timeout), "--root", CGI_DIR]
+
+
+def nginx_command() -> list[str]:
+    return ["nginx", "-g", "daemon off;"]
+
+
+def probe_command(uri: str = "/") -> list[str]:
+    """Run inside a worker container: one real FastCGI request to its own listener."""
+    return ["python3", "-m", "fcgikit.probe", f"127.0.0.1:{FASTCGI_PORT}", "--uri", uri, "--timeout", "3"]
+
+
+def nginx_reload_commands() -> list[list[str]]:
+    # Test first: a config nginx refuses must fail loudly here, not leave the old one silently.
+    return [["nginx", "-t", "-q"], ["nginx", "-s", "reload"]]
+
+
+def read_status_command() -> list[str]:
+    return ["cat", STATUS_FILE]
+
+
+def worker_container(project: str, host: str, slot: int, image: str, workers: WorkersService) -> ContainerSpec:
+    return ContainerSpec(
+        project=project,
+        service="workers",
+        host=host,
+        slot=slot,
+        image=image,
+        command=tuple(worker_command(workers)),
+        env=tuple(sorted(workers.env.items())),
+        stop_timeout=workers.timeout + DRAIN_MARGIN,
+    )
+
+
+def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiService) -> ContainerSpec:
+    return ContainerSpec(
+        project=project,
+        service="cgi",
+        host=host,
+        slot=slot,
+        image=image,
+        command=tuple(cgi_command(cgi)),
+        env=tuple(sorted(cgi.env.items())),
+        stop_timeout=cgi.timeout + DRAIN_MARGIN,
+    )
+
+
+def nginx_container(project: str, host: str, slot: int, image: str, nginx: NginxService) -> ContainerSpec:
+    return ContainerSpec(
+        project=project,
+        service="nginx",
+        host=host,
+        slot=slot,
+        image=image,
+        command=tuple(nginx_command()),
+        ports=((NGINX_PORT, nginx.port),),
+        stop_timeout=10,
+    )

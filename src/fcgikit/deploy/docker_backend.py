@@ -1,0 +1,214 @@
+"""The thin layer over one host's Docker engine (Docker SDK). No decisions are made here.
+
+Containers and networks are found by the `fcgikit.project` label, never by name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from . import commands
+from .errors import FcgikitError
+from .hosts import Host
+from .model import LABEL_PROJECT, NGINX_CONF_PATH, ContainerSpec, RunningContainer, network_name
+
+LOG_TAIL = 40
+
+
+class ContainerFailed(FcgikitError):
+    """A container did not become ready; the message carries its logs."""
+
+
+@dataclass
+class Engine:
+    """One host's Docker engine, as used for one project."""
+
+    host: Host
+    client: docker.DockerClient
+
+    @classmethod
+    def connect(cls, host: Host) -> Engine:
+        try:
+            client = host.docker_client()
+            client.ping()
+        except docker.errors.DockerException as exc:
+            raise FcgikitError(f"cannot reach the Docker engine of host {host.name}: {exc}") from exc
+        return cls(host, client)
+
+    # --- finding -------------------------------------------------------------------------
+
+    def project_containers(self, project: str) -> list[Container]:
+        return self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+
+    def observe_containers(self, project: str) -> list[RunningContainer]:
+        return [describe_container(c) for c in self.project_containers(project)]
+
+    def project_networks(self, project: str) -> list:
+        return self.client.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"})
+
+    def container(self, name: str) -> Container:
+        return self.client.containers.get(name)
+
+    # --- networks ------------------------------------------------------------------------
+
+    def create_network(self, project: str) -> None:
+        self.client.networks.create(network_name(project), driver="bridge", labels={LABEL_PROJECT: project})
+
+    def remove_network(self, project: str) -> None:
+        for network in self.project_networks(project):
+            network.remove()
+
+    # --- containers ----------------------------------------------------------------------
+
+    def start(self, spec: ContainerSpec, network: str, files: dict[str, str] | None = None) -> Container:
+        """Create, put `files` in (before anything runs), start."""
+        container = self.client.containers.create(
+            spec.image,
+            command=list(spec.command),
+            name=spec.name,
+            labels=spec.labels,
+            environment=dict(spec.env),
+            network=network,
+            ports={f"{port}/tcp": (host_port or None) for port, host_port in spec.ports},
+            detach=True,
+        )
+        if files:
+            container.put_archive("/", _tar_of(files))
+        container.start()
+        return container
+
+    def exec(self, name: str, argv: list[str], user: str | None = None) -> tuple[int, str]:
+        result = self.container(name).exec_run(argv, user=user or "", demux=False)
+        return result.exit_code, (result.output or b"").decode("utf-8", "replace")
+
+    def read_file(self, name: str, path: str) -> str | None:
+        try:
+            stream, _ = self.container(name).get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.next()
+            handle = archive.extractfile(member) if member else None
+            return handle.read().decode() if handle else None
+
+    def write_file(self, name: str, path: str, text: str) -> None:
+        self.container(name).put_archive("/", _tar_of({path: text}))
+
+    def stop_and_remove(self, name: str, timeout: int) -> None:
+        try:
+            container = self.container(name)
+        except docker.errors.NotFound:
+            return
+        if container.status == "running":
+            container.stop(timeout=timeout)
+        container.remove(force=True)
+
+    def logs(self, name: str, tail: int | str = "all") -> str:
+        try:
+            return self.container(name).logs(tail=tail).decode("utf-8", "replace")
+        except docker.errors.NotFound:
+            return "(container is gone)"
+
+    def follow_logs(self, name: str, follow: bool) -> Iterator[str]:
+        stream = self.container(name).logs(stream=True, follow=follow)
+        pending = b""
+        for chunk in stream:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8", "replace")
+        if pending:
+            yield pending.decode("utf-8", "replace")
+
+    def published_port(self, name: str, port: int) -> int | None:
+        container = self.container(name)
+        container.reload()
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+        return int(bindings[0]["HostPort"]) if bindings else None
+
+    def pool_status(self, name: str) -> dict | None:
+        """The manager's status report (JSON), or None when there is none (yet)."""
+        code, output = self.exec(name, commands.read_status_command())
+        if code != 0:
+            return None
+        try:
+            return json.loads(output)
+        except ValueError:
+            return None
+
+    # --- waiting ---------------------------------------------------------------------------
+
+    def wait_answering(self, name: str, timeout: float = 60.0, interval: float = 0.5) -> None:
+        """Until the container's own listener answers a real FastCGI request (probe).
+
+        Gives up early when the container exits; either way the error carries its logs.
+        """
+        deadline = time.monotonic() + timeout
+        last = "no probe ran yet"
+        while time.monotonic() < deadline:
+            container = self.container(name)
+            if container.status not in ("created", "running"):
+                raise self._failure(name, f"exited ({_exit_description(container)}) before it answered")
+            try:
+                code, output = self.exec(name, commands.probe_command())
+            except docker.errors.APIError as exc:  # e.g. the container stopped between the calls
+                code, output = 1, str(exc)
+            if code == 0:
+                return
+            last = output.strip() or f"probe exited {code}"
+            time.sleep(interval)
+        raise self._failure(
+            name, f"did not answer a FastCGI request within {timeout:.0f}s (last probe: {last}); "
+            "hint: is the app importable and listening on 0.0.0.0:9000?"
+        )
+
+    def _failure(self, name: str, what: str) -> ContainerFailed:
+        logs = self.logs(name, tail=LOG_TAIL).rstrip() or "(no output)"
+        return ContainerFailed(f"{name} on {self.host.name} {what}\n--- last {LOG_TAIL} log lines of {name} ---\n{logs}")
+
+
+def describe_container(container: Container) -> RunningContainer:
+    attrs = container.attrs
+    state = attrs.get("State", {})
+    ports = {}
+    for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
+        if bindings:
+            ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
+    return RunningContainer.from_labels(
+        container.id,
+        container.name,
+        container.labels,
+        image=attrs.get("Config", {}).get("Image", ""),
+        state=state.get("Status", "unknown"),
+        health=(state.get("Health") or {}).get("Status", ""),
+        published=ports,
+    )
+
+
+def read_nginx_conf(engine: Engine, name: str) -> str | None:
+    return engine.read_file(name, NGINX_CONF_PATH)
+
+
+def _exit_description(container: Container) -> str:
+    state = container.attrs.get("State", {})
+    return f"status {container.status}, exit code {state.get('ExitCode')}"
+
+
+def _tar_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

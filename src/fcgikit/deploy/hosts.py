@@ -1,0 +1,36 @@
+"""A host: where containers run. The local engine is the single default host.
+
+Planning only looks at a host's name and roles; the Docker operations get their
+client from the host. Multi-host inventories (over SSH) produce more of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import docker
+
+ALL_ROLES = frozenset({"edge", "workers", "cgi"})
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str  # where the host's published ports answer (the URL printed by `up`)
+    roles: frozenset[str] = ALL_ROLES
+    connect: Callable[[], docker.DockerClient] = field(default=docker.from_env, compare=False, repr=False)
+
+    def docker_client(self) -> docker.DockerClient:
+        return self.connect()
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+
+def local_host() -> Host:
+    return Host(name="local", address="127.0.0.1")
+
+
+def hosts_with_role(hosts: list[Host], role: str) -> list[Host]:
+    return [host for host in hosts if host.has_role(role)]

@@ -1,0 +1,99 @@
+"""The plain data planning works on: containers wanted, containers found, labels.
+
+Everything fcgikit starts carries the labels below and is found again by them,
+never by its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+LABEL_PROJECT = "fcgikit.project"
+LABEL_SERVICE = "fcgikit.service"
+LABEL_HOST = "fcgikit.host"
+LABEL_SLOT = "fcgikit.slot"
+LABEL_CONFIG = "fcgikit.config"  # hash of everything that defines the container (image, command, env, ports)
+
+SERVICES = ("workers", "cgi", "nginx")
+SERVICE_ROLE = {"workers": "workers", "cgi": "cgi", "nginx": "edge"}
+# In the container images:
+STATUS_FILE = "/tmp/fcgikit-status.json"
+NGINX_CONF_PATH = "/etc/nginx/nginx.conf"
+
+
+def network_name(project: str) -> str:
+    return f"fcgikit-{project}"
+
+
+def container_name(project: str, service: str, slot: int) -> str:
+    return f"{project}-{service}-{slot}"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """A container as it should run: everything needed to create it."""
+
+    project: str
+    service: str
+    host: str
+    slot: int
+    image: str
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    ports: tuple[tuple[int, int], ...] = ()  # (container port, host port; 0 = any free one)
+    stop_timeout: int = 10
+
+    @property
+    def name(self) -> str:
+        return container_name(self.project, self.service, self.slot)
+
+    @property
+    def config_hash(self) -> str:
+        """Identifies the definition, not the instance: same hash, same container behaviour."""
+        definition = [self.service, self.host, self.image, self.command, self.env, self.ports]
+        return hashlib.sha256(json.dumps(definition).encode()).hexdigest()[:16]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_PROJECT: self.project,
+            LABEL_SERVICE: self.service,
+            LABEL_HOST: self.host,
+            LABEL_SLOT: str(self.slot),
+            LABEL_CONFIG: self.config_hash,
+        }
+
+
+@dataclass(frozen=True)
+class RunningContainer:
+    """A container found on a host by its project label (running or not)."""
+
+    id: str
+    name: str
+    service: str
+    host: str
+    slot: int
+    image: str
+    config_hash: str
+    state: str = "running"  # Docker's State.Status: created, running, exited, ...
+    health: str = ""  # Docker's health status when the image has a HEALTHCHECK
+    published: dict[int, int] = field(default_factory=dict)  # container port -> host port
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @classmethod
+    def from_labels(cls, id: str, name: str, labels: dict[str, str], **observed) -> RunningContainer:
+        return cls(
+            id=id,
+            name=name,
+            service=labels.get(LABEL_SERVICE, ""),
+            host=labels.get(LABEL_HOST, ""),
+            slot=int(labels.get(LABEL_SLOT, "0") or 0),
+            image=observed.pop("image", ""),
+            config_hash=labels.get(LABEL_CONFIG, ""),
+            **observed,
+        )

@@ -1,0 +1,152 @@
+"""nginx.conf for the stack, rendered from the worker and CGI gateway addresses (pure).
+
+Requests for `/` go to the WSGI/FastCGI workers, `/cgi-bin/` to the CGI gateway,
+each through an `upstream` with kept-alive FastCGI connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .spec import Services
+
+WORKERS_UPSTREAM = "fcgikit_workers"
+CGI_UPSTREAM = "fcgikit_cgi"
+# nginx waits a little longer than the manager's own request timeout, so that a
+# stuck request ends with the manager's answer rather than nginx's 504.
+READ_TIMEOUT_MARGIN = 5
+
+# The CGI/1.1 meta-variables, spelled out instead of including Debian's
+# fastcgi_params, so SCRIPT_NAME/PATH_INFO are sent once and mean what we want.
+_COMMON_PARAMS = [
+    ("QUERY_STRING", "$query_string"),
+    ("REQUEST_METHOD", "$request_method"),
+    ("CONTENT_TYPE", "$content_type"),
+    ("CONTENT_LENGTH", "$content_length"),
+    ("REQUEST_URI", "$request_uri"),
+    ("DOCUMENT_URI", "$document_uri"),
+    ("SERVER_PROTOCOL", "$server_protocol"),
+    ("REQUEST_SCHEME", "$scheme"),
+    ("GATEWAY_INTERFACE", "CGI/1.1"),
+    ("SERVER_SOFTWARE", "nginx"),
+    ("REMOTE_ADDR", "$remote_addr"),
+    ("REMOTE_PORT", "$remote_port"),
+    ("SERVER_ADDR", "$server_addr"),
+    ("SERVER_PORT", "$server_port"),
+    ("SERVER_NAME", "$server_name"),
+]
+
+
+def render_nginx_conf(
+    services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = "80", user: str = "www-data",
+    header: str = "Rendered by fcgikit from the containers actually running; do not edit by hand.",
+) -> str:
+    """The whole /etc/nginx/nginx.conf; `workers` and `cgi` are FastCGI addresses (host:port)."""
+    http = _indent(render_http_conf(services, workers, cgi, listen=listen), 1)
+    return _MAIN.format(header=header, user=user, http=http)
+
+
+def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = "80") -> str:
+    """What goes inside `http { }`: limits, upstreams and the server."""
+    nginx = services.nginx
+    parts = [
+        "server_tokens off;",
+        f"client_max_body_size {nginx.client_max_body_size};",
+        "access_log /dev/stdout;",
+        render_upstream(WORKERS_UPSTREAM, workers, nginx.keepalive),
+    ]
+    if services.cgi is not None:
+        parts.append(render_upstream(CGI_UPSTREAM, cgi, nginx.keepalive))
+    server = render_server_conf(services, has_workers=bool(workers), has_cgi=bool(cgi))
+    parts.append(f"server {{\n    listen {listen};\n{_indent(server, 1)}\n}}")
+    return "\n".join(part for part in parts if part)
+
+
+def render_upstream(name: str, addresses: Sequence[str], keepalive: int) -> str:
+    if not addresses:
+        return ""  # nginx refuses an empty upstream; the location answers 503 itself
+    servers = "".join(f"    server {address} max_fails=1 fail_timeout=5s;\n" for address in addresses)
+    return f"upstream {name} {{\n{servers}    keepalive {keepalive};\n}}"
+
+
+def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool) -> str:
+    """What goes inside `server { }` after `listen`: the two locations."""
+    workers = services.workers
+    blocks = [
+        _location("/", WORKERS_UPSTREAM if has_workers else None, _app_params(), services.nginx.connect_timeout,
+                  workers.timeout + READ_TIMEOUT_MARGIN)
+    ]
+    if services.cgi is not None:
+        blocks.append(
+            _location("/cgi-bin/", CGI_UPSTREAM if has_cgi else None, _cgi_params(),
+                      services.nginx.connect_timeout, services.cgi.timeout + READ_TIMEOUT_MARGIN)
+        )
+    return "\n".join(blocks)
+
+
+def _location(path: str, upstream: str | None, params: list[tuple[str, str]], connect: int, read: int) -> str:
+    if upstream is None:
+        return f"location {path} {{\n    return 503;\n}}"
+    lines = [
+        f"fastcgi_pass {upstream};",
+        "fastcgi_keep_conn on;",
+        # Retry on the next worker only when the request never reached an app or the worker
+        # died before answering, and only for idempotent methods: without "non_idempotent"
+        # nginx never replays POST, LOCK or PATCH (stated here on purpose, not left implicit).
+        "fastcgi_next_upstream error timeout;",
+        "fastcgi_next_upstream_tries 3;",
+        f"fastcgi_connect_timeout {connect}s;",
+        f"fastcgi_send_timeout {read}s;",
+        f"fastcgi_read_timeout {read}s;",
+        *(f"fastcgi_param {name} {_quote(value)};" for name, value in params),
+    ]
+    return f"location {path} {{\n" + "".join(f"    {line}\n" for line in lines) + "}"
+
+
+def _app_params() -> list[tuple[str, str]]:
+    # The app is mounted at the root: all of the path is PATH_INFO (PEP 3333).
+    return _COMMON_PARAMS + [("SCRIPT_NAME", ""), ("PATH_INFO", "$uri")]
+
+
+def _cgi_params() -> list[tuple[str, str]]:
+    # The gateway splits /cgi-bin/prog/extra itself (the longest existing prefix is the program).
+    return _COMMON_PARAMS + [("DOCUMENT_ROOT", "/srv"), ("SCRIPT_NAME", "$uri"), ("PATH_INFO", "")]
+
+
+def _quote(value: str) -> str:
+    return '""' if value == "" else value if value.startswith("$") or " " not in value else f'"{value}"'
+
+
+def _indent(text: str, levels: int) -> str:
+    pad = "    " * levels
+    return "\n".join(pad + line if line else line for line in text.splitlines())
+
+
+_MAIN = """\
+# {header}
+user {user};
+worker_processes auto;
+pid /run/nginx.pid;
+error_log /dev/stderr warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+{http}
+}}
+"""
+
+
+def render_compose_nginx_conf() -> str:
+    """The config baked into the nginx image, for compose.yaml: its services by DNS name.
+
+    nginx resolves `workers` once at start, to every replica compose runs then.
+    """
+    from .spec import CgiService, WorkersService
+
+    services = Services(workers=WorkersService(app="hello_wsgi:app"), cgi=CgiService())
+    header = ("For compose.yaml (upstreams by service name); `fcgikit up` writes its own. "
+              "Rendered by fcgikit.deploy.nginxconf.render_compose_nginx_conf().")
+    return render_nginx_conf(services, ["workers:9000"], ["cgi:9000"], header=header)

@@ -1,0 +1,318 @@
+"""up / scale / status / logs / down / build: the plan, executed on the hosts' engines.
+
+Each operation observes (containers found by label), plans (pure, see plan.py),
+and then either prints the plan (dry run) or executes its steps in order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import commands
+from . import images as img
+from .commands import NGINX_PORT
+from .docker_backend import ContainerFailed, Engine, read_nginx_conf
+from .errors import FcgikitError
+from .hosts import Host, local_host
+from .model import LABEL_PROJECT, NGINX_CONF_PATH, RunningContainer
+from .plan import (
+    CheckEndToEnd,
+    CreateNetwork,
+    Observed,
+    Plan,
+    ReloadNginx,
+    RemoveContainer,
+    RemoveNetwork,
+    StartContainer,
+    WaitAnswering,
+    plan_down,
+    plan_up,
+)
+from .spec import StackSpec, with_replicas
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Stack:
+    """One project's stack on its hosts (by default: the local engine)."""
+
+    spec: StackSpec
+    project: str
+    hosts: Sequence[Host] = field(default_factory=lambda: [local_host()])
+    names: img.ImageNames = field(default_factory=img.ImageNames)
+    say: Say = _quiet  # one line per step done
+    progress: Say = _quiet  # transient progress (builds)
+    wait_timeout: float = 60.0
+    _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+
+    # --- engines and observation ----------------------------------------------------------
+
+    def engine(self, host_name: str) -> Engine:
+        if host_name not in self._engines:
+            host = next((h for h in self.hosts if h.name == host_name), None)
+            if host is None:
+                raise FcgikitError(f"no host named {host_name} in this deployment")
+            self._engines[host_name] = Engine.connect(host)
+        return self._engines[host_name]
+
+    def observe(self) -> Observed:
+        containers: list[RunningContainer] = []
+        networks = set()
+        nginx_conf = None
+        for host in self.hosts:
+            engine = self.engine(host.name)
+            found = engine.observe_containers(self.project)
+            containers += found
+            if engine.project_networks(self.project):
+                networks.add(host.name)
+            for c in found:
+                if c.service == "nginx" and c.running and nginx_conf is None:
+                    nginx_conf = read_nginx_conf(engine, c.name)
+        return Observed(tuple(containers), frozenset(networks), nginx_conf)
+
+    # --- images ---------------------------------------------------------------------------
+
+    def build(self, *, tag_latest: bool = False) -> dict[str, img.BuiltImage]:
+        """Build what is missing (the base first); returns kind -> image."""
+        client = self.engine(self._build_host()).client
+        root = img.source_root()
+        base = img.ensure_base(client, self.names, self.progress)
+        extra = ("latest",) if tag_latest else ()
+        built = {}
+        for context in self._contexts(root):
+            built[context.kind] = img.build_image(client, context, self.names, base, self.progress, extra_tags=extra)
+        return built
+
+    def image_tags(self, *, build: bool) -> dict[str, str]:
+        """service -> image tag; builds missing images when `build`, else only computes tags."""
+        if build:
+            built = self.build()
+            tags = {kind: image.tag for kind, image in built.items()}
+        else:
+            tags = self._expected_tags()
+        return {"workers": tags["fcgi-worker"], "cgi": tags["fcgi-worker"], "nginx": tags["nginx"]}
+
+    def _expected_tags(self) -> dict[str, str]:
+        client = self.engine(self._build_host()).client
+        root = img.source_root()
+        base_id = None
+        for candidate in (self.names.base, img.PULLABLE_BASE):
+            if img.image_exists(client, candidate):
+                base_id = img.image_id(client, candidate)
+                break
+        tags = {}
+        for context in self._contexts(root):
+            suffix = context.content_hash(base_id) if base_id else "(hash known once the base exists)"
+            tags[context.kind] = f"{self.names.repository(context.kind)}:{suffix}"
+        return tags
+
+    def _contexts(self, root: Path) -> list[img.BuildContext]:
+        cgi = self.spec.services.cgi
+        worker = img.worker_context(root, self.spec.services.workers.path, cgi.scripts if cgi else None)
+        return [worker, img.nginx_context(root)]
+
+    def _build_host(self) -> str:
+        return self.hosts[0].name
+
+    # --- operations -----------------------------------------------------------------------
+
+    def plan_up(self, *, build: bool = True) -> Plan:
+        return plan_up(self.spec, self.project, self.hosts, self.image_tags(build=build), self.observe())
+
+    def up(self) -> UpResult:
+        plan = self.plan_up(build=True)
+        if plan.changes_nothing:
+            return UpResult(plan, self.url(), changed=False)
+        self.execute(plan)
+        return UpResult(plan, self.url(), changed=True)
+
+    def plan_scale(self, service: str, replicas: int, *, build: bool = True) -> Plan:
+        try:
+            scaled = with_replicas(self.spec, service, replicas)
+        except ValueError as exc:
+            raise FcgikitError(str(exc)) from None
+        return plan_up(scaled, self.project, self.hosts, self.image_tags(build=build), self.observe())
+
+    def scale(self, service: str, replicas: int) -> UpResult:
+        plan = self.plan_scale(service, replicas)
+        if not plan.changes_nothing:
+            self.execute(plan)
+        return UpResult(plan, self.url(), changed=not plan.changes_nothing)
+
+    def plan_down(self) -> Plan:
+        return plan_down(self.project, self.observe())
+
+    def down(self) -> Plan:
+        plan = self.plan_down()
+        self.execute(plan)
+        return plan
+
+    # --- executing a plan ------------------------------------------------------------------
+
+    def execute(self, plan: Plan) -> None:
+        """Run the steps in order. If a new container fails before nginx uses it, the
+        containers this run started are removed again, so the old stack keeps serving."""
+        started: list[tuple[str, str]] = []
+        nginx_touched = False
+        try:
+            for step in plan.steps:
+                self.say(step.describe())
+                self._run(step, started)
+                nginx_touched = nginx_touched or isinstance(step, ReloadNginx) or (
+                    isinstance(step, StartContainer) and step.container.service == "nginx"
+                )
+        except BaseException:
+            if not nginx_touched:
+                for host, name in reversed(started):
+                    self.engine(host).stop_and_remove(name, timeout=5)
+            raise
+
+    def _run(self, step, started: list[tuple[str, str]]) -> None:
+        if isinstance(step, CreateNetwork):
+            self.engine(step.host).create_network(step.project)
+        elif isinstance(step, StartContainer):
+            c = step.container
+            files = {NGINX_CONF_PATH: step.nginx_conf} if step.nginx_conf is not None else None
+            self.engine(c.host).start(c, step.network, files)
+            started.append((c.host, c.name))
+        elif isinstance(step, WaitAnswering):
+            self.engine(step.container.host).wait_answering(step.container.name, timeout=self.wait_timeout)
+        elif isinstance(step, ReloadNginx):
+            self._reload_nginx(step)
+        elif isinstance(step, CheckEndToEnd):
+            self._check_end_to_end(step)
+        elif isinstance(step, RemoveContainer):
+            self.engine(step.container.host).stop_and_remove(step.container.name, step.stop_timeout)
+        elif isinstance(step, RemoveNetwork):
+            self.engine(step.host).remove_network(self.project)
+        else:  # pragma: no cover - a new step type without an executor
+            raise TypeError(f"no executor for {step!r}")
+
+    def _reload_nginx(self, step: ReloadNginx) -> None:
+        engine = self.engine(step.host)
+        engine.write_file(step.container, NGINX_CONF_PATH, step.nginx_conf)
+        for argv in commands.nginx_reload_commands():
+            code, output = engine.exec(step.container, argv)
+            if code != 0:
+                raise FcgikitError(f"{' '.join(argv)} failed in {step.container}: {output.strip()}")
+
+    def _check_end_to_end(self, step: CheckEndToEnd, timeout: float = 20.0) -> None:
+        url = self.url()
+        if url is None:
+            raise FcgikitError(f"{step.container} publishes no port")
+        deadline = time.monotonic() + timeout
+        problem = ""
+        while time.monotonic() < deadline:
+            status, problem = _http_get(url)
+            if status is not None and status < 500:
+                return
+            time.sleep(0.3)
+        logs = self.engine(step.host).logs(step.container, tail=20).rstrip()
+        raise ContainerFailed(f"GET {url} through {step.container} failed: {problem}\n"
+                              f"--- last 20 log lines of {step.container} ---\n{logs}")
+
+    # --- reporting ---------------------------------------------------------------------------
+
+    def url(self) -> str | None:
+        for host in self.hosts:
+            for c in self.engine(host.name).observe_containers(self.project):
+                if c.service == "nginx" and c.running and NGINX_PORT in c.published:
+                    return f"http://{host.address}:{c.published[NGINX_PORT]}/"
+        return None
+
+    def status(self) -> dict:
+        rows = []
+        for host in self.hosts:
+            engine = self.engine(host.name)
+            for c in sorted(engine.observe_containers(self.project), key=_display_order):
+                pool = engine.pool_status(c.name) if c.running and c.service != "nginx" else None
+                rows.append(_status_row(c, pool))
+        return {"project": self.project, "url": self.url(), "containers": rows}
+
+    def logs(self, service: str, follow: bool) -> Iterator[str]:
+        """Every container's log lines for `service`, each prefixed by its container name."""
+        found = [
+            (host.name, c) for host in self.hosts
+            for c in self.engine(host.name).observe_containers(self.project) if c.service == service
+        ]
+        if not found:
+            raise FcgikitError(f'no "{service}" container in project {self.project}')
+        if not follow:
+            for host, c in sorted(found, key=lambda item: item[1].slot):
+                for line in self.engine(host).follow_logs(c.name, follow=False):
+                    yield f"{c.name} | {line}"
+            return
+        yield from _merge_followed(self, found)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    plan: Plan
+    url: str | None
+    changed: bool
+
+
+def _display_order(c: RunningContainer) -> tuple:
+    return ({"nginx": 0, "workers": 1, "cgi": 2}.get(c.service, 3), c.slot)
+
+
+def _status_row(c: RunningContainer, pool: dict | None) -> dict:
+    row = {
+        "name": c.name, "service": c.service, "host": c.host, "state": c.state,
+        "health": c.health or "-", "image": c.image, "published": c.published,
+    }
+    if pool is not None:
+        children = pool.get("children", {})
+        row["pool"] = {
+            "state": pool.get("state"),
+            "processes": children.get("total"),
+            "busy": children.get("busy"),
+            "idle": children.get("idle"),
+            "accepted_conn": pool.get("accepted_conn"),
+            "listen_queue": pool.get("listen_queue"),
+            "restarts": pool.get("restarts"),
+        }
+    return row
+
+
+def _merge_followed(stack: Stack, found: list[tuple[str, RunningContainer]]) -> Iterator[str]:
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump(host: str, name: str) -> None:
+        for line in stack.engine(host).follow_logs(name, follow=True):
+            lines.put(f"{name} | {line}")
+
+    for host, c in found:
+        threading.Thread(target=pump, args=(host, c.name), daemon=True).start()
+    while True:
+        yield lines.get()
+
+
+def _http_get(url: str) -> tuple[int | None, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            response.read()
+            return response.status, f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return exc.code, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return None, str(getattr(exc, "reason", exc))
+
+
+def find_projects(host: Host) -> list[str]:
+    """Projects that have containers on the host (for `fcgikit status --all`)."""
+    engine = Engine.connect(host)
+    labels = {c.labels.get(LABEL_PROJECT) for c in engine.client.containers.list(all=True, filters={"label": LABEL_PROJECT})}
+    return sorted(label for label in labels if label)

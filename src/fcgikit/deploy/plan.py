@@ -1,0 +1,298 @@
+"""Planning: (spec, hosts, what runs now) -> the containers wanted and the steps to get there.
+
+Pure: no Docker, no clock. `fcgikit up`, `scale` and `down` print a plan with
+`--dry-run` and execute the same plan otherwise. The steps are ordered so that no
+request fails: new containers start and answer before nginx is pointed at them,
+and surplus ones are drained only after nginx has stopped sending them requests.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from . import commands
+from .hosts import Host, hosts_with_role
+from .model import SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, network_name
+from .nginxconf import render_nginx_conf
+from .spec import FASTCGI_PORT, StackSpec
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the hosts hold now for one project (found by label)."""
+
+    containers: tuple[RunningContainer, ...] = ()
+    networks: frozenset[str] = frozenset()  # names of hosts that already have the project network
+    nginx_conf: str | None = None  # the conf inside the running nginx container
+
+
+# The steps. Each says what it does, and the docker command that does the same by hand.
+@dataclass(frozen=True)
+class CreateNetwork:
+    host: str
+    name: str
+    project: str
+
+    def describe(self) -> str:
+        return f"create network {self.name} on {self.host}"
+
+    def docker_command(self) -> str:
+        return f"docker network create --label fcgikit.project={self.project} {self.name}"
+
+
+@dataclass(frozen=True)
+class StartContainer:
+    container: ContainerSpec
+    network: str
+    nginx_conf: str | None = None  # written into an nginx container before it starts
+
+    def describe(self) -> str:
+        c = self.container
+        return f"start {c.name} ({c.service}) on {c.host} from {c.image}"
+
+    def docker_command(self) -> str:
+        c = self.container
+        labels = " ".join(f"--label {key}={value}" for key, value in c.labels.items())
+        env = " ".join(f"-e {key}={value}" for key, value in c.env)
+        ports = " ".join(f"-p {host_port or ''}:{port}".replace(" :", " ") for port, host_port in c.ports)
+        options = " ".join(part for part in (labels, env, ports) if part)
+        return f"docker run -d --name {c.name} --network {self.network} {options} {c.image} {_shell(c.command)}"
+
+
+@dataclass(frozen=True)
+class WaitAnswering:
+    container: ContainerSpec
+
+    def describe(self) -> str:
+        return f"wait until {self.container.name} answers a FastCGI request"
+
+    def docker_command(self) -> str:
+        return f"docker exec {self.container.name} {_shell(commands.probe_command())}"
+
+
+@dataclass(frozen=True)
+class ReloadNginx:
+    container: str
+    host: str
+    nginx_conf: str
+
+    def describe(self) -> str:
+        return f"write nginx.conf into {self.container} on {self.host} and reload nginx (no restart)"
+
+    def docker_command(self) -> str:
+        steps = [f"docker cp nginx.conf {self.container}:/etc/nginx/nginx.conf"]
+        steps += [f"docker exec {self.container} {_shell(argv)}" for argv in commands.nginx_reload_commands()]
+        return " && ".join(steps)
+
+
+@dataclass(frozen=True)
+class CheckEndToEnd:
+    host: str
+    container: str
+
+    def describe(self) -> str:
+        return f"send GET / through {self.container} and expect an answer from the app"
+
+    def docker_command(self) -> str:
+        return "curl -fsS http://HOST:PORT/"
+
+
+@dataclass(frozen=True)
+class RemoveContainer:
+    container: RunningContainer
+    stop_timeout: int = 10
+
+    def describe(self) -> str:
+        c = self.container
+        why = "" if c.running else f" ({c.state})"
+        return f"drain and remove {c.name} ({c.service}) on {c.host}{why}"
+
+    def docker_command(self) -> str:
+        return f"docker stop -t {self.stop_timeout} {self.container.name} && docker rm {self.container.name}"
+
+
+@dataclass(frozen=True)
+class RemoveNetwork:
+    host: str
+    name: str
+
+    def describe(self) -> str:
+        return f"remove network {self.name} on {self.host}"
+
+    def docker_command(self) -> str:
+        return f"docker network rm {self.name}"
+
+
+Step = CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | CheckEndToEnd | RemoveContainer | RemoveNetwork
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: str
+    wanted: tuple[ContainerSpec, ...]  # every container once the plan has run (the placements)
+    steps: tuple[Step, ...]
+    nginx_conf: str | None = None
+    kept: tuple[RunningContainer, ...] = field(default=())
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not self.steps
+
+    def placements(self) -> dict[str, list[str]]:
+        """service -> ["name@host", ...], for printing."""
+        result: dict[str, list[str]] = {}
+        for container in self.wanted:
+            result.setdefault(container.service, []).append(f"{container.name}@{container.host}")
+        return result
+
+
+def plan_up(
+    spec: StackSpec, project: str, hosts: Sequence[Host], images: dict[str, str], observed: Observed
+) -> Plan:
+    """Steps that make the hosts run what `spec` describes, reusing every container that is current."""
+    factories = _factories(spec, project, images)
+    keep: list[RunningContainer] = []
+    start: list[ContainerSpec] = []
+    remove: list[RunningContainer] = []
+    for service in SERVICES:
+        found = [c for c in observed.containers if c.service == service]
+        if service in factories:
+            role_hosts = hosts_with_role(list(hosts), SERVICE_ROLE[service])
+            kept, started = _place(_wanted_count(spec, service), role_hosts, factories[service], found)
+        else:
+            kept, started = [], []  # the service left the spec: its containers go
+        keep += kept
+        start += started
+        remove += [c for c in found if c not in kept]
+    wanted = [factories[c.service](c.host, c.slot) for c in keep] + start
+    conf = _render(spec, wanted, {host.name: host for host in hosts})
+    drain = {c.name: _stop_timeout(c, factories) for c in remove}
+    steps = _order_up_steps(project, observed, start, keep, remove, conf, drain)
+    return Plan(project, tuple(wanted), tuple(steps), conf, tuple(keep))
+
+
+def _wanted_count(spec: StackSpec, service: str) -> int:
+    return 1 if service == "nginx" else spec.replicas(service)
+
+
+def _stop_timeout(container: RunningContainer, factories: dict[str, ContainerFactory]) -> int:
+    """How long a drain may take: the request timeout of the service's definition."""
+    factory = factories.get(container.service)
+    return factory(container.host, container.slot).stop_timeout if factory else 35
+
+
+def plan_down(project: str, observed: Observed) -> Plan:
+    """Remove every container and network carrying the project's label: nginx first, so no
+    request is sent to a worker being removed."""
+    order = {"nginx": 0, "cgi": 1, "workers": 2}
+    containers = sorted(observed.containers, key=lambda c: (order.get(c.service, 3), c.host, c.slot))
+    steps: list[Step] = [RemoveContainer(c, 10) for c in containers]
+    steps += [RemoveNetwork(host, network_name(project)) for host in sorted(observed.networks)]
+    return Plan(project, (), tuple(steps))
+
+
+ContainerFactory = Callable[[str, int], ContainerSpec]  # (host, slot) -> the container wanted there
+
+
+def _factories(spec: StackSpec, project: str, images: dict[str, str]) -> dict[str, ContainerFactory]:
+    services = spec.services
+    factories: dict[str, ContainerFactory] = {
+        "workers": lambda host, slot: commands.worker_container(project, host, slot, images["workers"], services.workers)
+    }
+    if services.cgi is not None:
+        factories["cgi"] = lambda host, slot: commands.cgi_container(project, host, slot, images["cgi"], services.cgi)
+    factories["nginx"] = lambda host, slot: commands.nginx_container(project, host, slot, images["nginx"], services.nginx)
+    return factories
+
+
+def _place(
+    count: int, hosts: list[Host], factory: ContainerFactory, found: list[RunningContainer]
+) -> tuple[list[RunningContainer], list[ContainerSpec]]:
+    """Which current containers to keep and which to start, spread evenly over `hosts`."""
+    if not hosts:
+        return [], []
+    current = {host.name: _current_on(host.name, factory, found) for host in hosts}
+    # Hosts that already hold more current containers get the larger shares: fewer moves.
+    ranked = sorted(hosts, key=lambda host: -len(current[host.name]))
+    shares = {host.name: count // len(hosts) + (1 if i < count % len(hosts) else 0) for i, host in enumerate(ranked)}
+    used_slots = {c.slot for c in found}
+    keep: list[RunningContainer] = []
+    start: list[ContainerSpec] = []
+    for host in hosts:
+        keep += current[host.name][: shares[host.name]]
+        for _ in range(shares[host.name] - len(current[host.name][: shares[host.name]])):
+            slot = _free_slot(used_slots)
+            used_slots.add(slot)
+            start.append(factory(host.name, slot))
+    return keep, start
+
+
+def _current_on(host: str, factory: ContainerFactory, found: list[RunningContainer]) -> list[RunningContainer]:
+    """Containers on `host` that run the wanted definition and are not known to be broken."""
+    return sorted(
+        (
+            c for c in found
+            if c.host == host and c.running and c.health != "unhealthy"
+            and c.config_hash == factory(host, c.slot).config_hash
+        ),
+        key=lambda c: c.slot,
+    )
+
+
+def _free_slot(used: set[int]) -> int:
+    slot = 1
+    while slot in used:
+        slot += 1
+    return slot
+
+
+def _render(spec: StackSpec, wanted: list[ContainerSpec], hosts: dict[str, Host]) -> str:
+    def addresses(service: str) -> list[str]:
+        chosen = sorted((c for c in wanted if c.service == service), key=lambda c: (c.host, c.slot))
+        return [upstream_address(c, hosts[c.host]) for c in chosen]
+
+    return render_nginx_conf(spec.services, addresses("workers"), addresses("cgi"))
+
+
+def upstream_address(container: ContainerSpec, host: Host) -> str:
+    """How nginx reaches a worker: by container name on the project network (single host)."""
+    return f"{container.name}:{FASTCGI_PORT}"
+
+
+def _order_up_steps(
+    project: str,
+    observed: Observed,
+    start: list[ContainerSpec],
+    keep: list[RunningContainer],
+    remove: list[RunningContainer],
+    conf: str,
+    drain: dict[str, int],
+) -> list[Step]:
+    network = network_name(project)
+    used_hosts = sorted({c.host for c in start})
+    steps: list[Step] = [CreateNetwork(h, network, project) for h in used_hosts if h not in observed.networks]
+    backends = [c for c in start if c.service != "nginx"]
+    steps += [StartContainer(c, network) for c in backends]
+    steps += [WaitAnswering(c) for c in backends]
+    new_nginx = [c for c in start if c.service == "nginx"]
+    kept_nginx = [c for c in keep if c.service == "nginx"]
+    old_nginx = [c for c in remove if c.service == "nginx"]
+    # An outdated nginx must free its port before the new one can publish it.
+    steps += [RemoveContainer(c, drain[c.name]) for c in old_nginx]
+    steps += [StartContainer(c, network, nginx_conf=conf) for c in new_nginx]
+    reload = bool(kept_nginx) and observed.nginx_conf != conf
+    if reload:
+        steps.append(ReloadNginx(kept_nginx[0].name, kept_nginx[0].host, conf))
+    if new_nginx or reload or backends:
+        edge = (new_nginx or kept_nginx)[0] if (new_nginx or kept_nginx) else None
+        if edge is not None:
+            steps.append(CheckEndToEnd(edge.host, edge.name))
+    steps += [RemoveContainer(c, drain[c.name]) for c in remove if c.service != "nginx"]
+    return steps
+
+
+def _shell(argv: Sequence[str]) -> str:
+    return shlex.join(argv)

@@ -1,0 +1,145 @@
+"""The stack description, `fcgikit.yaml`: what runs, how many, with which limits.
+
+Validated eagerly and strictly (unknown keys are errors) so that a typo is reported
+before anything starts. Relative paths are resolved against the file's directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import load_config_file
+
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+MODULE_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
+
+# Every FastCGI listener in a container listens here; nginx reaches it over the project network.
+FASTCGI_PORT = 9000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NginxService(_Strict):
+    port: int = Field(8080, ge=0, le=65535, description="host port; 0 picks a free one")
+    client_max_body_size: str = Field(
+        "1m", pattern=NGINX_SIZE.pattern, json_schema_extra={"expected": 'a size such as "1m", "512k" or "0"'}
+    )
+    connect_timeout: int = Field(5, ge=1, le=3600, description="seconds to connect to a worker")
+    keepalive: int = Field(16, ge=1, le=10000, description="idle FastCGI connections kept per nginx worker")
+
+
+class WorkersService(_Strict):
+    app: str | None = Field(
+        None, json_schema_extra={"expected": "MODULE:APP, e.g. hello_wsgi:app"}, description="a WSGI app"
+    )
+    program: list[str] | None = Field(
+        None, min_length=1, description="argv of a FastCGI program to run under the manager instead of app"
+    )
+    path: Path | None = Field(None, description="directory holding the app's modules (default: the example apps)")
+    processes: int = Field(4, ge=1, le=256)
+    replicas: int = Field(2, ge=0, le=100)
+    max_requests: int = Field(0, ge=0, description="recycle a process after this many requests; 0 never")
+    timeout: int = Field(30, ge=1, le=3600, description="seconds a request may take")
+    env: dict[str, str] = {}
+
+    @field_validator("app")
+    @classmethod
+    def _module_app(cls, value: str | None) -> str | None:
+        if value is not None and not MODULE_APP.match(value):
+            raise ValueError(f'expected MODULE:APP, e.g. hello_wsgi:app, got "{value}"')
+        return value
+
+    @model_validator(mode="after")
+    def _app_or_program(self) -> WorkersService:
+        if (self.app is None) == (self.program is None):
+            raise ValueError('set exactly one of "app" (a WSGI MODULE:APP) or "program" (a FastCGI program)')
+        return self
+
+
+class CgiService(_Strict):
+    scripts: Path | None = Field(None, description="directory of CGI scripts (default: the example scripts)")
+    processes: int = Field(2, ge=1, le=256)
+    replicas: int = Field(1, ge=0, le=100)
+    timeout: int = Field(30, ge=1, le=3600)
+    env: dict[str, str] = {}
+
+
+class Services(_Strict):
+    nginx: NginxService = NginxService()
+    workers: WorkersService
+    cgi: CgiService | None = None
+
+
+class StackSpec(_Strict):
+    project: str | None = Field(
+        None, json_schema_extra={"expected": "a name of lowercase letters, digits, - and _ (at most 40)"}
+    )
+    services: Services
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, value: str | None) -> str | None:
+        if value is not None and not PROJECT_NAME.match(value):
+            raise ValueError(f'expected lowercase letters, digits, "-" and "_" (at most 40), got "{value}"')
+        return value
+
+    def replicas(self, service: str) -> int:
+        section = getattr(self.services, service)
+        return 0 if section is None else section.replicas if service != "nginx" else 1
+
+
+def load_stack_spec(path: str | Path) -> StackSpec:
+    """Load, validate and resolve relative paths against the file's directory."""
+    path = Path(path)
+    spec: StackSpec = load_config_file(path, StackSpec)
+    return resolve_paths(spec, path.resolve().parent)
+
+
+def resolve_paths(spec: StackSpec, base: Path) -> StackSpec:
+    workers = spec.services.workers
+    if workers.path is not None and not workers.path.is_absolute():
+        workers = workers.model_copy(update={"path": (base / workers.path).resolve()})
+    cgi = spec.services.cgi
+    if cgi is not None and cgi.scripts is not None and not cgi.scripts.is_absolute():
+        cgi = cgi.model_copy(update={"scripts": (base / cgi.scripts).resolve()})
+    services = spec.services.model_copy(update={"workers": workers, "cgi": cgi})
+    return spec.model_copy(update={"services": services})
+
+
+def with_replicas(spec: StackSpec, service: str, replicas: int) -> StackSpec:
+    """The same spec with one service's replica count changed (what `fcgikit scale` asks for)."""
+    section = getattr(spec.services, service, None)
+    if service not in ("workers", "cgi") or section is None:
+        raise ValueError(f'cannot scale "{service}": the stack has no such scalable service')
+    services = spec.services.model_copy(update={service: section.model_copy(update={"replicas": replicas})})
+    return spec.model_copy(update={"services": services})
+
+
+def with_app(spec: StackSpec, app: str) -> StackSpec:
+    """The spec serving the user's own app (`--app PATH[:CALLABLE or MODULE:APP]`).
+
+    PATH a directory: its modules are the app's (with the spec's MODULE:APP, or the one given);
+    PATH a .py file: that module, callable `app` unless another is given.
+    """
+    where, _, name = app.partition(":")
+    path = Path(where).expanduser().resolve()
+    workers = spec.services.workers
+    if path.is_file() and path.suffix == ".py":
+        target = f"{path.stem}:{name or 'app'}"
+        path = path.parent
+    elif path.is_dir():
+        target = name or workers.app
+        if target is None:
+            raise ValueError(f"--app {app}: name the WSGI app as {where}:MODULE:APP (the spec runs a program)")
+    else:
+        raise ValueError(f"--app {app}: {path} is neither a directory nor a .py file")
+    if not MODULE_APP.match(target):
+        raise ValueError(f'--app {app}: expected MODULE:APP after the path, e.g. {where}:myapp:application')
+    updated = workers.model_copy(update={"app": target, "program": None, "path": path})
+    return spec.model_copy(update={"services": spec.services.model_copy(update={"workers": updated})})
