@@ -12,7 +12,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """Bad flags: one line on stderr, exit 2 (argparse would print the usage too)."""
 
     def error(self, message):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"fcgikit.spawn: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ front end (fcgikit.spawn, fcgikit.serve, fcgikit.cgi) calls with its child."""
 import logging
 import os
 import select
+import stat
 import sys
 
 from .manager import Manager
@@ -122,11 +123,12 @@ def _wait_until_ready(read_fd: int) -> int:
 
 
 def _detach_stdio() -> None:
-    """stdin from /dev/null; stdout/stderr too when they are a terminal that will go.
-    Unlike spawn-fcgi, output redirected to a file or pipe is kept: it is the log."""
+    """As spawn-fcgi: stdin, stdout and stderr to /dev/null, so no terminal or pipe
+    is held open by the daemon. Unlike spawn-fcgi, an output redirected to a
+    regular file is kept: it is the log (`2>>/var/log/fcgikit.log`)."""
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     for fd in (1, 2):
-        if os.isatty(fd):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.dup2(null, fd)
     os.close(null)

@@ -47,7 +47,8 @@ class SlotSnapshot:
 
 
 def _cut(text: str, size: int) -> bytes:
-    return text.encode("utf-8", "replace")[:size]
+    # Cut on a character boundary so a long URI does not end in a broken character.
+    return text.encode("utf-8", "replace")[:size].decode("utf-8", "ignore").encode("utf-8")
 
 
 def _text(raw: bytes) -> str:

@@ -1,0 +1,509 @@
+"""fcgikit.spawn against the real thing: a libfcgi C program compiled here, real
+nginx in front, real signals. Every pool binds port 0 on 127.0.0.1 and reports
+its real port in its status file."""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fcgikit.testing.nginx import Nginx
+
+pytestmark = pytest.mark.integration
+
+PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
+
+
+# -- helpers -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hello_fcgi(tmp_path_factory) -> str:
+    """tests/programs/hello_fcgi.c built against Debian's libfcgi-dev."""
+    if not shutil.which("gcc") or not Path("/usr/include/fcgi_stdio.h").exists():
+        pytest.fail("gcc and libfcgi-dev are needed (./setup.sh installs them)")
+    binary = tmp_path_factory.mktemp("hello") / "hello_fcgi"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(PROGRAMS / "hello_fcgi.c"), "-lfcgi"],
+                   check=True)
+    return str(binary)
+
+
+def wait_for(predicate, timeout: float, what: str, log=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- manager log ---\n{log()}")
+        time.sleep(0.02)
+
+
+class Pool:
+    """`python3 -m fcgikit.spawn -n ...` in the foreground, its log in a file."""
+
+    def __init__(self, tmp_path: Path, flags: list[str], program: list[str] | None = None,
+                 command: list[str] | None = None):
+        self.status_path = tmp_path / "status.json"
+        self.log_path = tmp_path / "spawn.log"
+        if self.status_path.exists():
+            self.status_path.unlink()
+        command = command or [sys.executable, "-m", "fcgikit.spawn"]
+        argv = command + ["-n", "--status-file", str(self.status_path)] + flags
+        if program:
+            argv += ["--"] + program
+        self.log_file = open(self.log_path, "wb")
+        self.process = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT,
+                                        cwd=tmp_path)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def status(self) -> dict | None:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def wait_children(self, count: int, timeout: float = 10.0, extra=lambda s: True) -> dict:
+        def ready():
+            status = self.status()
+            return status if (status and status["children"]["total"] == count
+                              and status["children"]["retiring"] == 0 and extra(status)) else None
+        return wait_for(ready, timeout, f"{count} children in the status file", self.log)
+
+    @property
+    def port(self) -> int:
+        return int(self.wait_children_any()["listen"].rsplit(":", 1)[1])
+
+    def wait_children_any(self) -> dict:
+        return wait_for(self.status, 10.0, "the status file", self.log)
+
+    def pids(self) -> set[int]:
+        return {p["pid"] for p in self.status()["processes"] if p["state"] != "retiring"}
+
+    def send(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"manager still running after {timeout}s\n{self.log()}") from None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log_file.close()
+
+
+@pytest.fixture
+def pools(tmp_path):
+    started = []
+
+    def start(flags, program=None, command=None, subdir="pool"):
+        directory = tmp_path / f"{subdir}{len(started)}"
+        directory.mkdir()
+        pool = Pool(directory, flags, program, command)
+        started.append(pool)
+        return pool
+
+    yield start
+    for pool in started:
+        pool.close()
+
+
+def nginx_for(port: int) -> Nginx:
+    return Nginx(f"location / {{ include fastcgi_params; fastcgi_pass 127.0.0.1:{port}; }}")
+
+
+def get(ngx: Nginx, path: str, timeout: float = 15.0) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", ngx.port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def parse_hello(body: str) -> dict[str, str]:
+    # "hello pid=123 requests=4 uri=/x"
+    assert body.startswith("hello "), body
+    return dict(part.split("=", 1) for part in body.split()[1:])
+
+
+class Load:
+    """A bounded client: `threads` threads GET `path` until stopped or `limit` s."""
+
+    def __init__(self, ngx: Nginx, path: str, threads: int = 4, limit: float = 20.0):
+        self.ngx, self.path, self.limit = ngx, path, limit
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.ok: list[dict] = []
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        while not self.stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                status, body = get(self.ngx, self.path)
+                outcome = parse_hello(body) if status == 200 else f"HTTP {status}: {body[:200]}"
+            except Exception as error:  # every failure is counted, none ends the run
+                outcome = f"{type(error).__name__}: {error}"
+            with self.lock:
+                (self.ok if isinstance(outcome, dict) else self.failures).append(outcome)
+
+    def __enter__(self) -> "Load":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.ok) + len(self.failures)
+
+
+# -- nginx in front of a libfcgi program ----------------------------------------
+
+def test_nginx_in_front_of_two_libfcgi_children(pools, hello_fcgi):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2"], [hello_fcgi])
+    status = pool.wait_children(2)
+    with nginx_for(pool.port) as ngx:
+        # 8 requests that each take 200 ms, 8 at a time: both children must serve.
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(get(ngx, f"/hello/{i}?sleep=200")))
+                   for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(results) == 8, ngx.error_log()
+        served = [parse_hello(body) for code, body in results if code == 200]
+        assert len(served) == 8, f"{results}\n{ngx.error_log()}\n{pool.log()}"
+        by_pid = Counter(reply["pid"] for reply in served)
+        assert set(by_pid) == {str(pid) for pid in pool.pids()} and len(by_pid) == 2
+        # Each child counts its own requests: its replies say 1, 2, ... in turn.
+        for pid, count in by_pid.items():
+            numbers = sorted(int(r["requests"]) for r in served if r["pid"] == pid)
+            assert numbers == list(range(1, count + 1))
+        assert {r["uri"] for r in served} == {f"/hello/{i}?sleep=200" for i in range(8)}
+    assert status["pool"] == "hello_fcgi" and status["state"] == "running"
+
+
+def test_kill_9_of_a_child_under_load(pools, hello_fcgi):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2"], [hello_fcgi])
+    pool.wait_children(2)
+    with nginx_for(pool.port) as ngx, Load(ngx, "/load?sleep=5", threads=4) as load:
+        wait_for(lambda: load.count() >= 20, 10, "the load to run")
+        victim = sorted(pool.pids())[0]
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        status = pool.wait_children(2, timeout=5, extra=lambda s: victim not in
+                                    {p["pid"] for p in s["processes"]})
+        refilled_in = time.monotonic() - killed_at
+        assert refilled_in < 1.0, f"pool refilled after {refilled_in:.2f}s\n{pool.log()}"
+        assert status["restarts"] == 1
+        before = load.count()
+        wait_for(lambda: load.count() >= before + 40, 10, "requests after the kill")
+    assert pool.process.poll() is None, pool.log()
+    # Only requests the killed child was serving may fail; everything after succeeds.
+    assert len(load.failures) <= 4, load.failures
+    with nginx_for(pool.port) as ngx:
+        replies = [get(ngx, f"/after/{i}") for i in range(10)]
+    assert all(code == 200 for code, _ in replies), replies
+    assert {parse_hello(body)["pid"] for _, body in replies} <= {str(p) for p in pool.pids()}
+
+
+def test_sighup_under_load_replaces_every_child_and_fails_nothing(pools, hello_fcgi):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2", "--graceful-timeout", "10"], [hello_fcgi])
+    old_pids = pool.wait_children(2) and pool.pids()
+    with nginx_for(pool.port) as ngx, Load(ngx, "/reload?sleep=20", threads=6) as load:
+        wait_for(lambda: load.count() >= 30, 10, "the load to run")
+        pool.send(signal.SIGHUP)
+        status = pool.wait_children(2, timeout=10, extra=lambda s: s["generation"] == 2)
+        before = load.count()
+        wait_for(lambda: load.count() >= before + 30, 10, "requests after the reload")
+    assert load.failures == [], f"{load.failures[:5]}\n{ngx.error_log()}\n{pool.log()}"
+    new_pids = {p["pid"] for p in status["processes"]}
+    assert not new_pids & old_pids, (old_pids, new_pids)
+    assert {p["generation"] for p in status["processes"]} == {2}
+    served_by = {reply["pid"] for reply in load.ok}
+    assert served_by & {str(p) for p in old_pids} and served_by & {str(p) for p in new_pids}
+
+
+def test_sigterm_lets_requests_in_flight_finish_then_exits_0(pools, hello_fcgi):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2", "--graceful-timeout", "10"], [hello_fcgi])
+    pool.wait_children(2)
+    port = pool.port
+    with nginx_for(port) as ngx:
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(get(ngx, f"/slow/{i}?sleep=1500")))
+                   for i in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # both requests are now inside the two children
+        sent_at = time.monotonic()
+        pool.send(signal.SIGTERM)
+        assert pool.wait(15) == 0, pool.log()
+        took = time.monotonic() - sent_at
+        for thread in threads:
+            thread.join(15)
+    assert sorted(code for code, _ in results) == [200, 200], f"{results}\n{pool.log()}"
+    assert took >= 0.7, f"exited after {took:.2f}s, before its requests could finish"
+    assert "draining" in pool.log() and pool.status()["state"] == "stopped"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# -- the pool without nginx ------------------------------------------------------
+
+def test_ttin_and_ttou_change_the_number_of_children(pools, hello_fcgi):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2"], [hello_fcgi])
+    pool.wait_children(2)
+    pool.send(signal.SIGTTIN)
+    status = pool.wait_children(3)
+    assert status["children"]["target"] == 3
+    pool.send(signal.SIGTTOU)
+    pool.wait_children(2)
+    pool.send(signal.SIGTTOU)
+    status = pool.wait_children(1)
+    assert status["children"]["target"] == 1 and len(status["processes"]) == 1
+    pool.send(signal.SIGTTOU)  # never below one child
+    time.sleep(0.3)
+    assert pool.wait_children(1)["children"]["target"] == 1
+
+
+def test_a_program_that_exits_at_once_makes_the_manager_give_up(pools):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2"], [shutil.which("false")])
+    code = pool.wait(20)
+    assert code == 1
+    log = pool.log()
+    assert "giving up: children die at boot" in log and "exited with status 1" in log
+    assert pool.status()["state"] == "stopped"
+
+
+def test_the_status_file_has_the_documented_fields(pools, hello_fcgi):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2", "--pool-name", "hello"], [hello_fcgi])
+    status = pool.wait_children(2)
+    assert {"version", "pool", "manager_pid", "state", "listen", "start_time", "start_since",
+            "generation", "children", "accepted_conn", "listen_queue", "max_listen_queue",
+            "listen_queue_len", "max_children_reached", "restarts", "timeouts", "slow_requests",
+            "processes"} == set(status)
+    assert status["pool"] == "hello" and status["manager_pid"] == pool.process.pid
+    assert status["listen_queue"] == 0 and status["listen_queue_len"] == 1024
+    assert set(status["children"]) == {"target", "total", "busy", "idle", "retiring"}
+    for row in status["processes"]:
+        assert {"pid", "slot", "generation", "state", "start_time", "start_since", "requests",
+                "request", "last_seen_ago"} == set(row)
+    printed = subprocess.run([sys.executable, "-m", "fcgikit.spawn.status", str(pool.status_path)],
+                             capture_output=True, text=True, check=True).stdout
+    assert "pool:                 hello" in printed and "total processes:      2" in printed
+
+
+def test_bad_flags_exit_2_with_one_line_and_bind_nothing(hello_fcgi):
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    for flags in (["-p", str(port), "-F", "0"], ["-p", str(port), "-s", "/tmp/x.sock"],
+                  ["-p", str(port), "--nope"], ["-p", str(port), "-u", "no-such-user-xyz"]):
+        done = subprocess.run([sys.executable, "-m", "fcgikit.spawn", "-n", "-a", "127.0.0.1", *flags,
+                               "--", hello_fcgi], capture_output=True, text=True, timeout=20)
+        assert done.returncode == 2, (flags, done.stderr)
+        assert done.stderr.startswith("fcgikit.spawn: error:") and done.stderr.count("\n") == 1, done.stderr
+        socket.create_server(("127.0.0.1", port)).close()  # still free: nothing was bound
+    missing = subprocess.run([sys.executable, "-m", "fcgikit.spawn", "-n", "-p", str(port), "--",
+                              "/no/such/program"], capture_output=True, text=True, timeout=20)
+    assert missing.returncode == 2 and "program not found" in missing.stderr
+
+
+def test_unix_socket_with_mode_behind_nginx_and_removed_on_exit(pools, hello_fcgi, tmp_path):
+    path = tmp_path / "hello.sock"
+    pool = pools(["-s", str(path), "-M", "0600", "-F", "1"], [hello_fcgi])
+    status = pool.wait_children(1)
+    assert status["listen"] == f"unix:{path}" and status["listen_queue"] is None
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    with Nginx(f"location / {{ include fastcgi_params; fastcgi_pass unix:{path}; }}") as ngx:
+        code, body = get(ngx, "/unix")
+        assert code == 200 and parse_hello(body)["uri"] == "/unix", ngx.error_log()
+    pool.send(signal.SIGTERM)
+    assert pool.wait(10) == 0
+    assert not path.exists()
+
+
+def test_without_n_the_manager_daemonizes_and_writes_its_pid(hello_fcgi, tmp_path):
+    pidfile, status_file, log = tmp_path / "spawn.pid", tmp_path / "status.json", tmp_path / "log"
+    with open(log, "wb") as out:
+        launcher = subprocess.run(
+            [sys.executable, "-m", "fcgikit.spawn", "-a", "127.0.0.1", "-p", "0", "-F", "1",
+             "-P", str(pidfile), "--status-file", str(status_file), "--", hello_fcgi],
+            stdout=subprocess.PIPE, stderr=out, timeout=20)
+    assert launcher.returncode == 0, log.read_text()
+    pid = int(pidfile.read_text())
+    try:
+        assert f"manager started, pid {pid}" in launcher.stdout.decode()
+        os.kill(pid, 0)  # the manager outlived the command that started it
+        assert os.getsid(pid) != os.getsid(0)  # detached into a session of its own
+        wait_for(lambda: status_file.exists(), 5, "the status file")
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pidfile.exists(), 10, "the pid file to go", log.read_text)
+
+
+# -- Python workers (callable children): scoreboard, timeout, recycling ----------
+
+WORKER_SCRIPT = '''
+import argparse, os, signal, socket, sys, time
+from fcgikit.spawn import add_pool_arguments, run_manager
+
+def worker(ctx):
+    """Not FastCGI: one line in ("PATH"), one line out. Enough for the manager."""
+    leaving = []
+    signal.signal(signal.SIGTERM, lambda *_: leaving.append(1))
+    ctx.listen_sock.settimeout(0.1)
+    served = 0
+    while not leaving and (not ctx.max_requests or served < ctx.max_requests):
+        try:
+            conn, _ = ctx.listen_sock.accept()
+        except socket.timeout:
+            ctx.slot.heartbeat()
+            continue
+        with conn:
+            path = conn.makefile().readline().strip()
+            ctx.slot.request_started("GET", path)
+            if path.startswith("/hang"):
+                time.sleep(3600)
+            if path.startswith("/slow"):
+                time.sleep(1.5)
+            served += 1
+            conn.sendall(f"pid={os.getpid()} served={served} max={ctx.max_requests}\\n".encode())
+            ctx.slot.request_finished()
+    return 0
+
+parser = argparse.ArgumentParser()
+add_pool_arguments(parser)
+sys.exit(run_manager(parser.parse_args(), worker))
+'''
+
+
+def ask(port: int, path: str, timeout: float = 10.0) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(path.encode() + b"\n")
+        return conn.makefile().readline().strip()
+
+
+@pytest.fixture
+def python_pool(pools, tmp_path):
+    script = tmp_path / "worker_pool.py"
+    script.write_text(WORKER_SCRIPT)
+
+    def start(flags):
+        return pools(["-a", "127.0.0.1", "-p", "0"] + flags, command=[sys.executable, str(script)])
+    return start
+
+
+def test_timeout_kills_a_python_worker_stuck_in_one_request(python_pool):
+    pool = python_pool(["-F", "2", "--timeout", "1", "--slow-request-time", "0.5"])
+    pool.wait_children(2)
+    port = pool.port
+    hung = socket.create_connection(("127.0.0.1", port))
+    hung.sendall(b"/hang/forever\n")
+    busy = pool.wait_children(2, extra=lambda s: s["children"]["busy"] == 1)
+    row = next(p for p in busy["processes"] if p["state"] == "busy")
+    assert row["request"]["uri"] == "/hang/forever" and row["request"]["method"] == "GET"
+    status = pool.wait_children(2, timeout=6, extra=lambda s: s["timeouts"] == 1
+                                and row["pid"] not in {p["pid"] for p in s["processes"]})
+    assert status["children"]["busy"] == 0 and status["slow_requests"] == 1
+    assert hung.recv(100) == b""  # the stuck request's connection was closed by the kill
+    hung.close()
+    assert f"child {row['pid']} stuck" in pool.log()
+    assert all(ask(port, f"/ok/{i}").startswith("pid=") for i in range(4))
+
+
+def test_max_requests_recycles_python_workers_with_jitter(python_pool):
+    pool = python_pool(["-F", "1", "--max-requests", "20"])
+    first = pool.wait_children(1)["processes"][0]["pid"]
+    replies = [ask(pool.port, f"/r/{i}") for i in range(25)]
+    limit = int(replies[0].split("max=")[1])
+    assert 20 <= limit <= 22
+    pids = [reply.split()[0] for reply in replies]
+    assert pids[:limit] == [f"pid={first}"] * limit and pids[limit] != f"pid={first}"
+    status = pool.wait_children(1, extra=lambda s: s["accepted_conn"] == 25)
+    assert status["restarts"] == 0 and "recycled after its requests" in pool.log()
+
+
+def test_sigterm_drains_a_busy_python_worker(python_pool):
+    pool = python_pool(["-F", "1", "--graceful-timeout", "10"])
+    pool.wait_children(1)
+    port = pool.port
+    result = []
+    thread = threading.Thread(target=lambda: result.append(ask(port, "/slow/drain")))
+    thread.start()
+    pool.wait_children(1, extra=lambda s: s["children"]["busy"] == 1)
+    pool.send(signal.SIGTERM)
+    assert pool.wait(10) == 0, pool.log()
+    thread.join(10)
+    assert result and result[0].startswith("pid="), pool.log()
+
+
+def test_as_pid_1_the_manager_reaps_orphans(pools, hello_fcgi, tmp_path):
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to give the manager a PID namespace")
+    # The program leaves an orphan behind (a subshell's background sleep) before
+    # exec'ing the real FastCGI program; in the new PID namespace the manager is
+    # PID 1 and inherits it. Orphans it failed to reap would stay zombies.
+    wrapper = tmp_path / "leave_orphans.sh"
+    wrapper.write_text(f"#!/bin/sh\n(sleep 0.2 &)\nexec {hello_fcgi}\n")
+    wrapper.chmod(0o755)
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2"], [str(wrapper)],
+                 command=["unshare", "--pid", "--fork", sys.executable, "-m", "fcgikit.spawn"])
+    status = pool.wait_children(2)
+    assert status["manager_pid"] == 1
+    manager = wait_for(lambda: _children_of(pool.process.pid), 5, "the manager in its namespace")[0]
+    os.kill(manager, signal.SIGHUP)  # two more children, two more orphans
+    pool.wait_children(2, extra=lambda s: s["generation"] == 2)
+    time.sleep(1.0)  # the orphans' sleeps are over
+    zombies = [pid for pid in _children_of(manager) if _state(pid) == "Z"]
+    assert zombies == [], f"unreaped: {zombies}\n{pool.log()}"
+    os.kill(manager, signal.SIGTERM)
+    assert pool.wait(10) == 0, pool.log()
+
+
+def _children_of(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

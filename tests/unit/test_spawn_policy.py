@@ -1,0 +1,67 @@
+"""Respawn backoff, crash-loop verdicts, max-requests jitter: pure decisions."""
+
+import random
+import signal
+
+from fcgikit.spawn.policy import (BACKOFF_MAX, EXIT_APP_LOAD_ERROR, BootFailures, describe_exit,
+                                  exit_code, jittered_max_requests, respawn_delay)
+
+
+def test_backoff_doubles_from_a_tenth_of_a_second_and_is_capped():
+    assert [respawn_delay(n) for n in range(5)] == [0.0, 0.1, 0.2, 0.4, 0.8]
+    assert respawn_delay(30) == BACKOFF_MAX == 5.0
+
+
+def test_jitter_stays_within_a_tenth_above_the_limit():
+    rng = random.Random(7)
+    values = {jittered_max_requests(1000, rng) for _ in range(2000)}
+    assert min(values) >= 1000 and max(values) <= 1100
+    assert len(values) > 50  # really spread, not one value
+
+
+def test_jitter_keeps_zero_meaning_never_and_small_limits_exact():
+    assert jittered_max_requests(0) == 0
+    assert {jittered_max_requests(5) for _ in range(50)} == {5}
+
+
+def test_exit_descriptions():
+    assert describe_exit(1 << 8) == "exited with status 1"
+    assert describe_exit(signal.SIGKILL) == "killed by SIGKILL"
+    assert exit_code(3 << 8) == 3 and exit_code(signal.SIGTERM) is None
+
+
+def test_repeated_boot_deaths_give_up_with_the_reason():
+    failures = BootFailures(limit=3, boot_period=1.0)
+    assert failures.child_exited(10.0, 10.1, "exited with status 1", 1) is None
+    assert failures.child_exited(10.2, 10.3, "exited with status 1", 1) is None
+    reason = failures.child_exited(10.4, 10.5, "exited with status 1", 1)
+    assert "3 in a row" in reason and "exited with status 1" in reason
+
+
+def test_backoff_grows_with_each_boot_death():
+    failures = BootFailures()
+    failures.child_exited(0.0, 0.05, "exited with status 1", 1)
+    failures.child_exited(0.1, 0.2, "exited with status 1", 1)
+    assert failures.next_spawn_at() == 0.2 + respawn_delay(2)
+
+
+def test_a_child_dying_after_it_booted_is_not_a_boot_failure():
+    failures = BootFailures(limit=1)
+    assert failures.child_exited(0.0, 60.0, "killed by SIGKILL", None) is None
+    assert failures.count == 0 and failures.next_spawn_at() < 0
+
+
+def test_app_load_error_stops_at_once():
+    reason = BootFailures().child_exited(0.0, 0.1, "exited with status 4", EXIT_APP_LOAD_ERROR)
+    assert reason.startswith("the app could not load")
+
+
+def test_only_a_child_started_after_the_failures_resets_the_count():
+    failures = BootFailures(limit=5, boot_period=1.0)
+    failures.child_exited(5.0, 5.1, "exited with status 1", 1)
+    failures.child_alive(started_at=0.0, now=10.0)  # an old healthy child proves nothing
+    assert failures.count == 1
+    failures.child_alive(started_at=6.0, now=6.5)  # too young yet
+    assert failures.count == 1
+    failures.child_alive(started_at=6.0, now=7.5)
+    assert failures.count == 0
