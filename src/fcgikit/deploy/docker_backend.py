@@ -78,7 +78,7 @@ class Engine:
             labels=spec.labels,
             environment=dict(spec.env),
             network=network,
-            ports={f"{port}/tcp": (host_port or None) for port, host_port in spec.ports},
+            ports={f"{port}/tcp": _binding(spec.bind_address, host_port) for port, host_port in spec.ports},
             detach=True,
         )
         if files:
@@ -201,6 +201,10 @@ def read_nginx_conf(engine: Engine, name: str) -> str | None:
 def _exit_description(container: Container) -> str:
     state = container.attrs.get("State", {})
     return f"status {container.status}, exit code {state.get('ExitCode')}"
+
+
+def _binding(address: str, host_port: int):
+    return (address, host_port or None) if address else (host_port or None)
 
 
 def _tar_of(files: dict[str, str]) -> bytes:

@@ -20,6 +20,9 @@ class Host:
     address: str  # where the host's published ports answer (the URL printed by `up`)
     roles: frozenset[str] = ALL_ROLES
     connect: Callable[[], docker.DockerClient] = field(default=docker.from_env, compare=False, repr=False)
+    # Reached over SSH (an inventory host): its workers publish their FastCGI port on
+    # `address`, and nginx on an edge host reaches them there (see deploy/placement.py).
+    remote: bool = False
 
     def docker_client(self) -> docker.DockerClient:
         return self.connect()

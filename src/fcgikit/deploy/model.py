@@ -44,6 +44,7 @@ class ContainerSpec:
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[tuple[int, int], ...] = ()  # (container port, host port; 0 = any free one)
     stop_timeout: int = 10
+    bind_address: str = ""  # publish `ports` on this host address only ("" = every address)
 
     @property
     def name(self) -> str:
@@ -53,6 +54,8 @@ class ContainerSpec:
     def config_hash(self) -> str:
         """Identifies the definition, not the instance: same hash, same container behaviour."""
         definition = [self.service, self.host, self.image, self.command, self.env, self.ports]
+        if self.bind_address:  # only when set, so single-host hashes stay what they were
+            definition.append(self.bind_address)
         return hashlib.sha256(json.dumps(definition).encode()).hexdigest()[:16]
 
     @property

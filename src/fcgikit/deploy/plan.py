@@ -17,6 +17,7 @@ from . import commands
 from .hosts import Host, hosts_with_role
 from .model import SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, network_name
 from .nginxconf import render_nginx_conf
+from .placement import publish_on_remote_host
 from .spec import FASTCGI_PORT, StackSpec
 
 
@@ -57,7 +58,8 @@ class StartContainer:
         c = self.container
         labels = " ".join(f"--label {key}={value}" for key, value in c.labels.items())
         env = " ".join(f"-e {key}={value}" for key, value in c.env)
-        ports = " ".join(f"-p {host_port or ''}:{port}".replace(" :", " ") for port, host_port in c.ports)
+        bind = f"{c.bind_address}:" if c.bind_address else ""
+        ports = " ".join(f"-p {bind}{host_port or ''}:{port}".replace(" :", " ") for port, host_port in c.ports)
         options = " ".join(part for part in (labels, env, ports) if part)
         return f"docker run -d --name {c.name} --network {self.network} {options} {c.image} {_shell(c.command)}"
 
@@ -153,7 +155,7 @@ def plan_up(
     spec: StackSpec, project: str, hosts: Sequence[Host], images: dict[str, str], observed: Observed
 ) -> Plan:
     """Steps that make the hosts run what `spec` describes, reusing every container that is current."""
-    factories = _factories(spec, project, images)
+    factories = publish_on_remote_host(_factories(spec, project, images), hosts)
     keep: list[RunningContainer] = []
     start: list[ContainerSpec] = []
     remove: list[RunningContainer] = []
@@ -258,7 +260,10 @@ def _render(spec: StackSpec, wanted: list[ContainerSpec], hosts: dict[str, Host]
 
 
 def upstream_address(container: ContainerSpec, host: Host) -> str:
-    """How nginx reaches a worker: by container name on the project network (single host)."""
+    """How nginx reaches a worker: by container name on the project network (single host),
+    or at the address and port it is published on (a remote host)."""
+    if container.bind_address:
+        return f"{container.bind_address}:{container.ports[0][1]}"
     return f"{container.name}:{FASTCGI_PORT}"
 
 
