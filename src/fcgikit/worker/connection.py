@@ -76,7 +76,12 @@ class Connection:
         data = self._recv(RECV_SIZE, flags)
         if not data:
             raise PeerClosed()
-        events = self.proto.feed(data)
+        try:
+            events = self.proto.feed(data)
+        except ProtocolError:
+            # Answers queued before the error (END_REQUEST for a refused role) still go out.
+            self._sendall(self.proto.take_output())
+            raise
         out = self.proto.take_output()
         if out:
             self._sendall(out)
@@ -165,8 +170,13 @@ class Connection:
 
     def end_request(self, request: Request) -> None:
         """The rest of the output and END_REQUEST, in one sendall when the body was small."""
-        self.request = None
-        self.begun = None
+        try:
+            self._end_request(request)
+        finally:
+            self.request = None
+            self.begun = None
+
+    def _end_request(self, request: Request) -> None:
         if self.gone:
             return
         rid = request.request_id

@@ -1,0 +1,242 @@
+"""The worker loop as one real process on a real socket, without the manager:
+idle connections, signals, max_requests, allowed addresses, GET_VALUES, streaming,
+and the accept-loop API through nginx."""
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from fcgikit.fastcgi import (
+    FCGI_AUTHORIZER,
+    FCGI_STDIN,
+    FCGI_UNKNOWN_ROLE,
+    ClientConnection,
+    ResponseReceived,
+    decode_params,
+    encode_record,
+)
+from fcgikit.fastcgi.client import parse_cgi_response
+from fcgikit.testing.nginx import Nginx
+
+from .serve_support import REPO, fastcgi_location
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.contextmanager
+def worker(tmp_path, *args: str, argv=None):
+    """A worker process with a listening socket on fd 0, as spawn-fcgi hands it over."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(argv or [sys.executable, "-m", "tests.apps.one_worker", *args], cwd=REPO,
+                                   stdin=listener.fileno(), stdout=log_file, stderr=subprocess.STDOUT)
+    process.address = listener.getsockname()
+    process.log = log_path.read_text
+    listener.close()
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def params_for(path: str, query: str = "", method: str = "GET", length: int | None = None) -> dict:
+    params = {"REQUEST_METHOD": method, "SCRIPT_NAME": path, "QUERY_STRING": query,
+              "REQUEST_URI": path + ("?" + query if query else ""), "SERVER_NAME": "t", "SERVER_PORT": "80",
+              "SERVER_PROTOCOL": "HTTP/1.1"}
+    if length is not None:
+        params["CONTENT_LENGTH"] = str(length)
+    return params
+
+
+def read_response(sock: socket.socket, client: ClientConnection, request_id: int = 1):
+    """stdout and the END_REQUEST event; None as the end when the worker closed first."""
+    stdout = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(stdout), None
+        for event in client.feed(data):
+            if isinstance(event, ResponseReceived) and event.request_id == request_id:
+                stdout.append(event.stdout)
+                if event.ended:
+                    return b"".join(stdout), event
+
+
+def exchange(sock, params, stdin=b"", keep_conn=True):
+    client = ClientConnection()
+    sock.sendall(client.request(1, params, stdin, keep_conn=keep_conn))
+    return read_response(sock, client)
+
+
+def connect(process) -> socket.socket:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return socket.create_connection(process.address, timeout=5)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_one_child_serves_new_connections_while_kept_ones_idle(tmp_path):
+    with worker(tmp_path) as proc:
+        first = connect(proc)
+        body, end = exchange(first, params_for("/n", "i=1"))
+        assert end is not None and b"n=1 " in body
+        # `first` stays open and idle; a libfcgi child would now ignore everyone else.
+        second = connect(proc)
+        body, end = exchange(second, params_for("/n", "i=2"))
+        assert end is not None and b"n=2 " in body
+        body, end = exchange(first, params_for("/n", "i=3"))  # and the kept one is served again
+        assert end is not None and b"n=3 " in body
+        first.close()
+        second.close()
+
+
+def test_without_keep_conn_the_worker_closes_after_the_response(tmp_path):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        body, end = exchange(sock, params_for("/n", "i=1"), keep_conn=False)
+        assert end is not None and end.app_status == 0
+        assert sock.recv(100) == b""
+
+
+def test_get_values_is_answered_truthfully(tmp_path):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        sock.sendall(ClientConnection().get_values([b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"]))
+        (_, content), = ClientConnection().feed(sock.recv(65536))
+        values = dict(decode_params(content))
+        assert values[b"FCGI_MAX_REQS"] == b"1" and values[b"FCGI_MPXS_CONNS"] == b"0"
+        assert int(values[b"FCGI_MAX_CONNS"]) >= 16
+
+
+def test_unknown_role_is_refused_and_the_worker_goes_on(tmp_path):
+    with worker(tmp_path) as proc:
+        with connect(proc) as sock:
+            client = ClientConnection()
+            sock.sendall(client.request(1, params_for("/"), role=FCGI_AUTHORIZER, keep_conn=True))
+            _, end = read_response(sock, client)
+            assert end is not None and end.protocol_status == FCGI_UNKNOWN_ROLE
+        with connect(proc) as sock:
+            body, end = exchange(sock, params_for("/n", "i=5"))
+            assert b"n=5 " in body
+
+
+def test_the_app_sees_the_body_before_the_client_finished_sending(tmp_path):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        total = 4 * 1024 * 1024
+        client = ClientConnection()
+        full = client.request(1, params_for("/first-chunk", method="POST", length=total), b"", keep_conn=True)
+        head = full[: full.rindex(encode_record(FCGI_STDIN, 1))]
+        sock.sendall(head + encode_record(FCGI_STDIN, 1, b"a" * 1000))
+        first = b""
+        while b"first" not in first:  # the app answered while 99.9% of the body is unsent
+            first += b"".join(e.stdout for e in client.feed(sock.recv(65536)) if isinstance(e, ResponseReceived))
+        assert b"first 1000" in first
+        rest = b"b" * (total - 1000)
+        for i in range(0, len(rest), 65528):
+            sock.sendall(encode_record(FCGI_STDIN, 1, rest[i : i + 65528]))
+        sock.sendall(encode_record(FCGI_STDIN, 1))
+        body, end = read_response(sock, client)
+        assert end is not None and f"total {total}".encode() in first + body
+
+
+def test_sigterm_finishes_the_current_request_then_exits_0(tmp_path):
+    with worker(tmp_path) as proc:
+        idle = connect(proc)
+        exchange(idle, params_for("/n", "i=1"))  # a kept-alive connection left idle
+        result = {}
+        busy = connect(proc)
+        thread = threading.Thread(target=lambda: result.update(r=exchange(busy, params_for("/sleep", "s=0.8"))))
+        thread.start()
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        thread.join(10)
+        body, end = result["r"]
+        assert end is not None and b"slept 0.8" in body  # the request in flight completed
+        assert proc.wait(5) == 0
+        assert idle.recv(100) == b""  # and the idle connection was closed
+
+
+def test_sigint_returns_at_once(tmp_path):
+    with worker(tmp_path) as proc:
+        busy = connect(proc)
+        exchange(busy, params_for("/n", "i=1"))
+        client = ClientConnection()
+        busy.sendall(client.request(1, params_for("/sleep", "s=5"), keep_conn=True))
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(5) == 0
+        assert time.monotonic() - started < 2.0
+        body, end = read_response(busy, client)
+        assert end is None  # no END_REQUEST: it was not finished
+
+
+def test_max_requests_then_exit_0(tmp_path):
+    with worker(tmp_path, "--max-requests", "3") as proc:
+        for i in range(3):
+            with connect(proc) as sock:
+                body, end = exchange(sock, params_for("/n", f"i={i}"))
+                assert end is not None
+        assert proc.wait(5) == 0
+
+
+def test_connections_from_addresses_not_allowed_are_closed_at_once(tmp_path):
+    with worker(tmp_path, "--allow", "10.11.12.13,192.0.2.1") as proc, connect(proc) as sock:
+        sock.sendall(ClientConnection().request(1, params_for("/n", "i=1"), keep_conn=True))
+        try:
+            assert sock.recv(100) == b""
+        except ConnectionResetError:
+            pass  # closed with our request unread: a reset, as good as a close
+        time.sleep(0.2)
+        assert "refused, not in FCGI_WEB_SERVER_ADDRS" in proc.log()
+
+
+def test_allowed_addresses_are_served(tmp_path):
+    with worker(tmp_path, "--allow", "10.11.12.13,127.0.0.1") as proc, connect(proc) as sock:
+        body, end = exchange(sock, params_for("/n", "i=1"))
+        assert end is not None and b"n=1 " in body
+
+
+def test_accept_loop_program_behind_nginx(tmp_path):
+    argv = [sys.executable, str(REPO / "apps" / "hello_accept.py")]
+    with worker(tmp_path, argv=argv) as proc:
+        with Nginx(fastcgi_location(proc.address[1])) as ngx:
+            first = requests.get(ngx.url("/hello?x=1"), timeout=10)
+            second = requests.post(ngx.url("/upload"), data=b"z" * 100_000, timeout=10)
+            assert first.status_code == 200, proc.log() + ngx.error_log()
+            assert "request 1)" in first.text and "GET /hello?x=1" in first.text and "query: x=1" in first.text
+            assert "request 2)" in second.text and "body: 100000 bytes" in second.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+
+
+def test_accept_loop_without_a_socket_on_fd0_says_why(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "apps" / "hello_accept.py")], cwd=REPO,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "fd 0 is not a listening socket" in result.stderr
+
+
+def test_serve_stops_with_exit_4_when_the_app_cannot_load(tmp_path):
+    from fcgikit.testing import free_port
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fcgikit.serve", "-n", "-a", "127.0.0.1", "-p", str(free_port()), "-F", "2",
+         "no_such_module_xyz:app"],
+        cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stderr
+    assert "cannot import 'no_such_module_xyz'" in result.stderr
