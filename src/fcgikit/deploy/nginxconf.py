@@ -12,6 +12,7 @@ from .spec import Services
 
 WORKERS_UPSTREAM = "fcgikit_workers"
 CGI_UPSTREAM = "fcgikit_cgi"
+CGI_ROOT = "/srv"  # in the worker image the scripts are /srv/cgi-bin/NAME, served at /cgi-bin/NAME
 # nginx waits a little longer than the manager's own request timeout, so that a
 # stuck request ends with the manager's answer rather than nginx's 504.
 READ_TIMEOUT_MARGIN = 5
@@ -69,8 +70,11 @@ def render_upstream(name: str, addresses: Sequence[str], keepalive: int) -> str:
     return f"upstream {name} {{\n{servers}    keepalive {keepalive};\n}}"
 
 
-def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool) -> str:
-    """What goes inside `server { }` after `listen`: the two locations."""
+def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool, cgi_root: str = CGI_ROOT) -> str:
+    """What goes inside `server { }` after `listen`: the two locations.
+
+    `cgi_root` is the directory that holds cgi-bin/ where the gateway runs.
+    """
     workers = services.workers
     blocks = [
         _location("/", WORKERS_UPSTREAM if has_workers else None, _app_params(), services.nginx.connect_timeout,
@@ -78,7 +82,7 @@ def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool) 
     ]
     if services.cgi is not None:
         blocks.append(
-            _location("/cgi-bin/", CGI_UPSTREAM if has_cgi else None, _cgi_params(),
+            _location("/cgi-bin/", CGI_UPSTREAM if has_cgi else None, _cgi_params(cgi_root),
                       services.nginx.connect_timeout, services.cgi.timeout + READ_TIMEOUT_MARGIN)
         )
     return "\n".join(blocks)
@@ -108,9 +112,9 @@ def _app_params() -> list[tuple[str, str]]:
     return _COMMON_PARAMS + [("SCRIPT_NAME", ""), ("PATH_INFO", "$uri")]
 
 
-def _cgi_params() -> list[tuple[str, str]]:
+def _cgi_params(cgi_root: str) -> list[tuple[str, str]]:
     # The gateway splits /cgi-bin/prog/extra itself (the longest existing prefix is the program).
-    return _COMMON_PARAMS + [("DOCUMENT_ROOT", "/srv"), ("SCRIPT_NAME", "$uri"), ("PATH_INFO", "")]
+    return _COMMON_PARAMS + [("DOCUMENT_ROOT", cgi_root), ("SCRIPT_NAME", "$uri"), ("PATH_INFO", "")]
 
 
 def _quote(value: str) -> str:

@@ -43,7 +43,7 @@ class WorkersService(_Strict):
     )
     path: Path | None = Field(None, description="directory holding the app's modules (default: the example apps)")
     processes: int = Field(4, ge=1, le=256)
-    replicas: int = Field(2, ge=0, le=100)
+    replicas: int = Field(2, ge=0)
     max_requests: int = Field(0, ge=0, description="recycle a process after this many requests; 0 never")
     timeout: int = Field(30, ge=1, le=3600, description="seconds a request may take")
     env: dict[str, str] = {}
@@ -65,7 +65,7 @@ class WorkersService(_Strict):
 class CgiService(_Strict):
     scripts: Path | None = Field(None, description="directory of CGI scripts (default: the example scripts)")
     processes: int = Field(2, ge=1, le=256)
-    replicas: int = Field(1, ge=0, le=100)
+    replicas: int = Field(1, ge=0)
     timeout: int = Field(30, ge=1, le=3600)
     env: dict[str, str] = {}
 

@@ -1,0 +1,109 @@
+"""The stack file: eager, strict validation with path-qualified errors; paths resolved."""
+
+from pathlib import Path
+
+import pytest
+
+from fcgikit.deploy.errors import ConfigError
+from fcgikit.deploy.spec import load_stack_spec, with_app, with_replicas
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "fcgikit.yaml"
+
+
+def write(tmp_path, text):
+    path = tmp_path / "fcgikit.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path, text):
+    with pytest.raises(ConfigError) as caught:
+        load_stack_spec(write(tmp_path, text))
+    return caught.value.problems
+
+
+def test_the_example_file_is_valid_and_its_paths_resolve():
+    spec = load_stack_spec(EXAMPLE)
+    assert spec.project == "fcgikit"
+    assert spec.services.workers.app == "hello_wsgi:app"
+    assert spec.services.workers.path == EXAMPLE.parent.parent / "apps"
+    assert spec.services.cgi.scripts == EXAMPLE.parent.parent / "apps" / "cgi-bin"
+
+
+def test_minimal_file_gets_defaults(tmp_path):
+    spec = load_stack_spec(write(tmp_path, "services:\n  workers: {app: 'm:app'}\n"))
+    assert spec.services.nginx.port == 8080
+    assert spec.services.workers.replicas == 2
+    assert spec.services.cgi is None
+    assert spec.replicas("cgi") == 0
+
+
+def test_the_issue_example_error(tmp_path):
+    assert problems(tmp_path, "services:\n  workers: {app: 'm:app', replicas: eight}\n") == [
+        'services/workers/replicas: expected an integer >= 0, got "eight"'
+    ]
+
+
+def test_every_problem_is_reported_with_its_path(tmp_path):
+    text = """
+project: Bad Name
+services:
+  nginx: {port: 70000, client_max_body_size: lots, keepalive: 0}
+  workers: {app: 'no-colon', processes: 0, timeout: 0, env: {A: [1]}}
+  cgi: {replicas: -1, scripts: 3, colour: red}
+"""
+    assert problems(tmp_path, text) == [
+        'project: expected lowercase letters, digits, "-" and "_" (at most 40), got "Bad Name"',
+        "services/nginx/port: expected an integer >= 0 and <= 65535, got 70000",
+        'services/nginx/client_max_body_size: expected a size such as "1m", "512k" or "0", got "lots"',
+        "services/nginx/keepalive: expected an integer >= 1 and <= 10000, got 0",
+        'services/workers/app: expected MODULE:APP, e.g. hello_wsgi:app, got "no-colon"',
+        "services/workers/processes: expected an integer >= 1 and <= 256, got 0",
+        "services/workers/timeout: expected an integer >= 1 and <= 3600, got 0",
+        "services/workers/env/A: expected a string, got a list",
+        "services/cgi/scripts: expected a path, got 3",
+        "services/cgi/replicas: expected an integer >= 0, got -1",
+        'services/cgi/colour: unknown key (expected one of: scripts, processes, replicas, timeout, env)',
+    ]
+
+
+def test_app_or_program_exactly_one(tmp_path):
+    assert problems(tmp_path, "services:\n  workers: {replicas: 1}\n") == [
+        'services/workers: set exactly one of "app" (a WSGI MODULE:APP) or "program" (a FastCGI program)'
+    ]
+    assert problems(tmp_path, "services:\n  workers: {app: 'a:b', program: [x]}\n")[0].startswith("services/workers: set exactly one")
+
+
+def test_missing_workers_and_typos_at_top(tmp_path):
+    assert problems(tmp_path, "servics: {}\n") == [
+        "services: required, expected a mapping",
+        'servics: unknown key (did you mean "services"?)',
+    ]
+
+
+def test_not_a_mapping(tmp_path):
+    assert problems(tmp_path, "- a\n- b\n") == ["(top level): expected a mapping, got a list"]
+
+
+def test_with_replicas_changes_only_that_service():
+    spec = load_stack_spec(EXAMPLE)
+    scaled = with_replicas(spec, "workers", 6)
+    assert scaled.services.workers.replicas == 6
+    assert scaled.services.cgi == spec.services.cgi
+    with pytest.raises(ValueError, match="nginx"):
+        with_replicas(spec, "nginx", 2)
+
+
+def test_with_app_file_directory_and_errors(tmp_path):
+    spec = load_stack_spec(EXAMPLE)
+    module = tmp_path / "mysite.py"
+    module.write_text("def application(e, s): pass\n")
+    assert with_app(spec, str(module)).services.workers.app == "mysite:app"
+    served = with_app(spec, f"{module}:application").services.workers
+    assert (served.app, served.path) == ("mysite:application", tmp_path)
+    assert with_app(spec, str(tmp_path)).services.workers.app == "hello_wsgi:app"
+    assert with_app(spec, f"{tmp_path}:pkg.wsgi:application").services.workers.app == "pkg.wsgi:application"
+    with pytest.raises(ValueError, match="neither a directory nor a .py file"):
+        with_app(spec, str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="expected MODULE:APP"):
+        with_app(spec, f"{tmp_path}:nocolon")
