@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from fcgikit.fastcgi.protocol import ProtocolError
 from fcgikit.testing.nginx import Nginx
 
 pytestmark = pytest.mark.integration
@@ -292,6 +294,9 @@ def test_ttin_and_ttou_change_the_number_of_children(pools, hello_fcgi):
     pool.send(signal.SIGTTOU)  # never below one child
     time.sleep(0.3)
     assert pool.wait_children(1)["children"]["target"] == 1
+    pool.send(signal.SIGINT)  # fast stop
+    assert pool.wait(5) == 0, pool.log()
+    assert "SIGINT: stopping 1 children" in pool.log()
 
 
 def test_a_program_that_exits_at_once_makes_the_manager_give_up(pools):
@@ -368,6 +373,62 @@ def test_without_n_the_manager_daemonizes_and_writes_its_pid(hello_fcgi, tmp_pat
     finally:
         os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not pidfile.exists(), 10, "the pid file to go", log.read_text)
+
+
+def fastcgi_get(port: int, uri: str, source: str = "127.0.0.1"):
+    from fcgikit.fastcgi.client import exchange, get_params
+    from fcgikit.fastcgi.protocol import ClientConnection
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0)) as sock:
+        return exchange(sock, ClientConnection(), get_params(uri))
+
+
+def test_allow_admits_only_the_listed_web_servers(pools, hello_fcgi):
+    # libfcgi reads FCGI_WEB_SERVER_ADDRS, which --allow sets, and closes other connections.
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "1", "--allow", "127.0.0.2"], [hello_fcgi])
+    pool.wait_children(1)
+    allowed = fastcgi_get(pool.port, "/allowed", source="127.0.0.2")
+    assert allowed.http()[0] == 200 and b"uri=/allowed" in allowed.http()[2]
+    with pytest.raises((ProtocolError, OSError)):  # closed without an answer
+        fastcgi_get(pool.port, "/refused", source="127.0.0.1")
+    assert fastcgi_get(pool.port, "/again", source="127.0.0.2").http()[0] == 200
+
+
+def test_children_run_as_the_user_given_with_u(pools, hello_fcgi, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only root can change the children's user")
+    public = Path(tempfile.mkdtemp(prefix="fcgikit-spawn-"))  # nobody must reach the program
+    try:
+        public.chmod(0o755)
+        program = public / "hello_fcgi"
+        shutil.copy(hello_fcgi, program)
+        socket_path = public / "hello.sock"
+        pool = pools(["-s", str(socket_path), "-u", "nobody", "-g", "nogroup", "-d", str(public),
+                      "-F", "1"], ["./hello_fcgi"])
+        status = pool.wait_children(1)
+        child = status["processes"][0]["pid"]
+        wait_for(lambda: _uid_of(child) == 65534, 5, "the child to run as nobody", pool.log)
+        owner = socket_path.stat()
+        assert (owner.st_uid, owner.st_gid) == (65534, 65534)  # -U/-G default to -u/-g
+        assert fastcgi_get_unix(socket_path, "/as-nobody").http()[0] == 200
+        assert _uid_of(pool.process.pid) == 0  # the manager keeps its rights to bind/respawn
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
+
+
+def fastcgi_get_unix(path: Path, uri: str):
+    from fcgikit.fastcgi.client import fcgi_request, get_params
+    return fcgi_request(str(path), get_params(uri))
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 # -- Python workers (callable children): scoreboard, timeout, recycling ----------
