@@ -1,0 +1,110 @@
+"""The CLI's failure output: one red `error:` line, non-zero exit, traceback only with --verbose."""
+
+import pytest
+from click.testing import CliRunner
+
+from fcgikit import cli as cli_module
+from fcgikit.cli import cli, parse_assignment
+
+
+@pytest.fixture
+def run():
+    def invoke(*args):
+        return CliRunner().invoke(cli, list(args))
+
+    return invoke
+
+
+def write_spec(tmp_path, text):
+    path = tmp_path / "fcgikit.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_invalid_spec_one_error_line_per_problem_with_its_path(run, tmp_path):
+    spec = write_spec(tmp_path, "services:\n  workers: {app: 'm:app', replicas: eight, replica: 1}\n")
+    for command in (["up"], ["up", "--dry-run"], ["scale", "workers=2"], ["down"], ["status"], ["build"]):
+        result = run(*command, "-f", spec)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.stderr.splitlines() == [
+            f'error: {spec}: services/workers/replicas: expected an integer >= 0, got "eight"',
+            f'error: {spec}: services/workers/replica: unknown key (did you mean "replicas"?)',
+        ]
+        assert "Traceback" not in result.output
+        assert result.stdout == ""
+
+
+def test_missing_spec_file(run, tmp_path):
+    result = run("up", "-f", str(tmp_path / "none.yaml"))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {tmp_path / 'none.yaml'}: cannot read")
+
+
+def test_bad_project_name_is_refused_before_anything(run, tmp_path):
+    spec = write_spec(tmp_path, "services:\n  workers: {app: 'm:app'}\n")
+    result = run("down", "-f", spec, "-p", "Not OK")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == 'error: project name "Not OK": use lowercase letters, digits, "-" and "_" (at most 40)'
+
+
+def test_bad_app_option(run, tmp_path):
+    spec = write_spec(tmp_path, "services:\n  workers: {app: 'm:app'}\n")
+    result = run("up", "-f", spec, "--app", str(tmp_path / "nowhere"))
+    assert result.exit_code == 1
+    assert "is neither a directory nor a .py file" in result.stderr
+
+
+def test_scale_assignment_is_checked(run):
+    result = run("scale", "workers")
+    assert result.exit_code == 2 and "expected SERVICE=N" in result.output
+    result = run("scale", "nginx=3")
+    assert result.exit_code == 2 and "cannot be scaled" in result.output
+    assert parse_assignment("cgi=0") == ("cgi", 0)
+
+
+def test_unexpected_failure_is_one_line_and_traceback_with_verbose(run, tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, "services:\n  workers: {app: 'm:app'}\n")
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("engine on fire")
+
+    monkeypatch.setattr(cli_module, "load_stack", explode)
+    quiet = run("status", "-f", spec)
+    assert quiet.exit_code == 1
+    assert quiet.stderr.splitlines() == ["error: RuntimeError: engine on fire (--verbose shows the traceback)"]
+    loud = run("--verbose", "status", "-f", spec)
+    assert loud.exit_code == 1
+    assert loud.stderr.startswith("error: RuntimeError: engine on fire\n")
+    assert "Traceback (most recent call last)" in loud.stderr
+
+
+def test_failure_with_attached_logs_keeps_one_error_line(run, tmp_path, monkeypatch):
+    from fcgikit.deploy.errors import FcgikitError
+
+    def fail(*args, **kwargs):
+        raise FcgikitError("demo-workers-1 on local did not answer\n--- logs ---\nImportError: no module x")
+
+    monkeypatch.setattr(cli_module, "load_stack", fail)
+    result = run("up", "-f", write_spec(tmp_path, "services:\n  workers: {app: 'm:app'}\n"))
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 1
+    assert [line for line in lines if line.startswith("error:")] == ["error: demo-workers-1 on local did not answer"]
+    assert "ImportError: no module x" in lines
+
+
+def test_help_lists_every_command(run):
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("build", "up", "scale", "status", "logs", "down", "test"):
+        assert f"  {command} " in result.output
+
+
+def test_progress_off_a_terminal_prints_sparse_lines(capsys):
+    progress = cli_module.Progress(interval=60)
+    for n in range(100):
+        progress(f"base: debootstrap [{n}%] Retrieving package-{n}")
+    progress("base: fcgikit/base:bookworm ready")
+    progress("fcgi-worker: Step 1/15 : FROM x")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["  base: debootstrap [0%] Retrieving package-0", "  base: fcgikit/base:bookworm ready",
+                     "  fcgi-worker: Step 1/15 : FROM x"]

@@ -1,0 +1,93 @@
+"""nginx.conf rendering is pure: upstreams from the addresses given, limits from the spec."""
+
+from pathlib import Path
+
+from fcgikit.deploy.nginxconf import render_compose_nginx_conf, render_nginx_conf
+from fcgikit.deploy.spec import CgiService, NginxService, Services, WorkersService
+
+IMAGE_CONF = Path(__file__).resolve().parents[2] / "images" / "nginx" / "nginx.conf"
+
+
+def services(**nginx):
+    return Services(
+        nginx=NginxService(**nginx),
+        workers=WorkersService(app="hello_wsgi:app", timeout=20),
+        cgi=CgiService(timeout=7),
+    )
+
+
+def block(conf: str, opening: str) -> str:
+    """The text of the block that starts with `opening` up to its closing brace."""
+    start = conf.index(opening)
+    depth, index = 0, start
+    while True:
+        char = conf[index]
+        depth += char == "{"
+        depth -= char == "}"
+        index += 1
+        if char == "}" and depth == 0:
+            return conf[start:index]
+
+
+def test_upstreams_list_every_address_with_keepalive():
+    conf = render_nginx_conf(services(keepalive=8), ["a-workers-1:9000", "a-workers-2:9000"], ["a-cgi-1:9000"])
+    workers = block(conf, "upstream fcgikit_workers")
+    assert "server a-workers-1:9000 " in workers and "server a-workers-2:9000 " in workers
+    assert "keepalive 8;" in workers
+    assert "server a-cgi-1:9000 " in block(conf, "upstream fcgikit_cgi")
+
+
+def test_locations_pass_with_kept_connections_and_idempotent_retries_only():
+    conf = render_nginx_conf(services(), ["w:9000"], ["c:9000"])
+    root = block(conf, "location / ")
+    cgi = block(conf, "location /cgi-bin/ ")
+    assert "fastcgi_pass fcgikit_workers;" in root
+    assert "fastcgi_pass fcgikit_cgi;" in cgi
+    for location in (root, cgi):
+        assert "fastcgi_keep_conn on;" in location
+        assert "fastcgi_next_upstream error timeout;" in location
+        assert "non_idempotent" not in location
+
+
+def test_limits_and_timeouts_come_from_the_spec():
+    conf = render_nginx_conf(services(client_max_body_size="25m", connect_timeout=3), ["w:9000"], ["c:9000"])
+    assert "client_max_body_size 25m;" in conf
+    root = block(conf, "location / ")
+    assert "fastcgi_connect_timeout 3s;" in root
+    assert "fastcgi_read_timeout 25s;" in root  # the worker timeout (20) and a margin
+    assert "fastcgi_read_timeout 12s;" in block(conf, "location /cgi-bin/ ")
+
+
+def test_app_at_root_gets_the_whole_path_as_path_info_and_cgi_is_split_by_the_gateway():
+    conf = render_nginx_conf(services(), ["w:9000"], ["c:9000"])
+    root = block(conf, "location / ")
+    assert 'fastcgi_param SCRIPT_NAME "";' in root and "fastcgi_param PATH_INFO $uri;" in root
+    cgi = block(conf, "location /cgi-bin/ ")
+    assert "fastcgi_param DOCUMENT_ROOT /srv;" in cgi and "fastcgi_param SCRIPT_NAME $uri;" in cgi
+
+
+def test_no_containers_means_503_not_an_empty_upstream():
+    conf = render_nginx_conf(services(), [], [])
+    assert "upstream" not in conf
+    assert "return 503;" in block(conf, "location / ")
+    assert "return 503;" in block(conf, "location /cgi-bin/ ")
+
+
+def test_without_cgi_service_there_is_no_cgi_location():
+    no_cgi = Services(workers=WorkersService(app="m:app"))
+    conf = render_nginx_conf(no_cgi, ["w:9000"], [])
+    assert "/cgi-bin/" not in conf and "fcgikit_cgi" not in conf
+
+
+def test_rendering_is_deterministic_and_braces_balance():
+    first = render_nginx_conf(services(), ["w:9000"], ["c:9000"])
+    assert first == render_nginx_conf(services(), ["w:9000"], ["c:9000"])
+    assert first.count("{") == first.count("}")
+
+
+def test_the_image_config_for_compose_is_the_rendered_one():
+    # images/nginx/nginx.conf is checked in for `docker build`; it must not drift from the renderer.
+    assert IMAGE_CONF.read_text() == render_compose_nginx_conf(), (
+        "regenerate: python3 -c 'from fcgikit.deploy.nginxconf import render_compose_nginx_conf as r; "
+        "open(\"images/nginx/nginx.conf\", \"w\").write(r())'"
+    )

@@ -1,0 +1,174 @@
+"""The planner is a pure function: (spec, hosts, what runs) -> placements and ordered steps."""
+
+import dataclasses
+from collections import Counter
+
+from fcgikit.deploy.hosts import Host
+from fcgikit.deploy.model import RunningContainer
+from fcgikit.deploy.plan import (
+    CheckEndToEnd,
+    CreateNetwork,
+    Observed,
+    ReloadNginx,
+    RemoveContainer,
+    RemoveNetwork,
+    StartContainer,
+    WaitAnswering,
+    plan_down,
+    plan_up,
+)
+from fcgikit.deploy.spec import CgiService, NginxService, Services, StackSpec, WorkersService, with_replicas
+
+HOSTS = [Host("local", "127.0.0.1")]
+IMAGES = {"workers": "fk/fcgi-worker:aaa", "cgi": "fk/fcgi-worker:aaa", "nginx": "fk/nginx:bbb"}
+
+
+def stack(workers=2, cgi=1, port=8080) -> StackSpec:
+    return StackSpec(services=Services(
+        nginx=NginxService(port=port),
+        workers=WorkersService(app="hello_wsgi:app", replicas=workers, timeout=30),
+        cgi=CgiService(replicas=cgi) if cgi is not None else None,
+    ))
+
+
+def running(plan, **changes) -> Observed:
+    """What the hosts hold after `plan` ran (every wanted container running)."""
+    containers = tuple(
+        RunningContainer(f"id-{c.name}", c.name, c.service, c.host, c.slot, c.image, c.config_hash, **changes)
+        for c in plan.wanted
+    )
+    return Observed(containers, frozenset(c.host for c in containers), plan.nginx_conf)
+
+
+def kinds(plan):
+    return [type(step).__name__ for step in plan.steps]
+
+
+def names(steps, kind):
+    return [s.container.name for s in steps if isinstance(s, kind)]
+
+
+def test_from_nothing_everything_starts_in_order():
+    plan = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    assert kinds(plan) == ["CreateNetwork"] + ["StartContainer"] * 3 + ["WaitAnswering"] * 3 + [
+        "StartContainer", "CheckEndToEnd"]
+    assert names(plan.steps, StartContainer) == ["demo-workers-1", "demo-workers-2", "demo-cgi-1", "demo-nginx-1"]
+    nginx_start = plan.steps[-2]
+    assert nginx_start.container.ports == ((80, 8080),)
+    assert "server demo-workers-1:9000" in nginx_start.nginx_conf
+    assert "server demo-cgi-1:9000" in nginx_start.nginx_conf
+    assert plan.placements() == {
+        "workers": ["demo-workers-1@local", "demo-workers-2@local"], "cgi": ["demo-cgi-1@local"],
+        "nginx": ["demo-nginx-1@local"],
+    }
+
+
+def test_running_it_again_changes_nothing():
+    first = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    again = plan_up(stack(), "demo", HOSTS, IMAGES, running(first))
+    assert again.changes_nothing
+    assert [c.name for c in again.wanted] == [c.name for c in first.wanted]
+
+
+def test_scale_up_starts_and_waits_before_reloading_and_removes_nothing():
+    first = plan_up(stack(workers=2), "demo", HOSTS, IMAGES, Observed())
+    plan = plan_up(stack(workers=6), "demo", HOSTS, IMAGES, running(first))
+    assert names(plan.steps, StartContainer) == [f"demo-workers-{n}" for n in range(3, 7)]
+    assert kinds(plan) == ["StartContainer"] * 4 + ["WaitAnswering"] * 4 + ["ReloadNginx", "CheckEndToEnd"]
+    reload = plan.steps[8]
+    assert all(f"server demo-workers-{n}:9000" in reload.nginx_conf for n in range(1, 7))
+
+
+def test_scale_down_reloads_nginx_before_draining_the_surplus():
+    six = plan_up(stack(workers=6), "demo", HOSTS, IMAGES, Observed())
+    plan = plan_up(with_replicas(stack(workers=6), "workers", 1), "demo", HOSTS, IMAGES, running(six))
+    assert kinds(plan) == ["ReloadNginx", "CheckEndToEnd"] + ["RemoveContainer"] * 5
+    assert [s.container.name for s in plan.steps[2:]] == [f"demo-workers-{n}" for n in range(2, 7)]
+    assert all(s.stop_timeout == 35 for s in plan.steps[2:])  # the request timeout and a margin
+    assert "demo-workers-2" not in plan.steps[0].nginx_conf
+
+
+def test_a_new_image_replaces_containers_under_new_names_then_retires_the_old():
+    first = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    newer = dict(IMAGES, workers="fk/fcgi-worker:ccc", cgi="fk/fcgi-worker:ccc")
+    plan = plan_up(stack(), "demo", HOSTS, newer, running(first))
+    assert names(plan.steps, StartContainer) == ["demo-workers-3", "demo-workers-4", "demo-cgi-2"]
+    assert names(plan.steps, RemoveContainer) == ["demo-workers-1", "demo-workers-2", "demo-cgi-1"]
+    order = kinds(plan)
+    assert order.index("ReloadNginx") > order.index("WaitAnswering")
+    assert order.index("RemoveContainer") > order.index("ReloadNginx")
+
+
+def test_dead_and_unhealthy_containers_are_replaced():
+    first = plan_up(stack(workers=2, cgi=None), "demo", HOSTS, IMAGES, Observed())
+    observed = running(first)
+    broken = tuple(
+        dataclasses.replace(c, state="exited") if c.name == "demo-workers-1"
+        else dataclasses.replace(c, health="unhealthy") if c.name == "demo-workers-2" else c
+        for c in observed.containers
+    )
+    plan = plan_up(stack(workers=2, cgi=None), "demo", HOSTS, IMAGES, dataclasses.replace(observed, containers=broken))
+    assert names(plan.steps, StartContainer) == ["demo-workers-3", "demo-workers-4"]
+    assert names(plan.steps, RemoveContainer) == ["demo-workers-1", "demo-workers-2"]
+
+
+def test_changed_port_recreates_nginx_after_freeing_the_port():
+    first = plan_up(stack(port=8080), "demo", HOSTS, IMAGES, Observed())
+    plan = plan_up(stack(port=9090), "demo", HOSTS, IMAGES, running(first))
+    assert kinds(plan) == ["RemoveContainer", "StartContainer", "CheckEndToEnd"]
+    assert plan.steps[0].container.name == "demo-nginx-1"
+    assert plan.steps[1].container.name == "demo-nginx-2"
+
+
+def test_a_service_dropped_from_the_spec_is_removed():
+    first = plan_up(stack(cgi=1), "demo", HOSTS, IMAGES, Observed())
+    plan = plan_up(stack(cgi=None), "demo", HOSTS, IMAGES, running(first))
+    assert names(plan.steps, RemoveContainer) == ["demo-cgi-1"]
+    assert "/cgi-bin/" not in plan.nginx_conf
+
+
+def test_nginx_config_drift_is_reloaded_only():
+    first = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    observed = dataclasses.replace(running(first), nginx_conf="edited by hand")
+    assert kinds(plan_up(stack(), "demo", HOSTS, IMAGES, observed)) == ["ReloadNginx", "CheckEndToEnd"]
+
+
+def test_containers_are_spread_evenly_over_hosts_with_the_role():
+    hosts = [Host("edge", "10.0.0.1", frozenset({"edge"})), Host("a", "10.0.0.2", frozenset({"workers", "cgi"})),
+             Host("b", "10.0.0.3", frozenset({"workers"}))]
+    plan = plan_up(stack(workers=5, cgi=1), "demo", hosts, IMAGES, Observed())
+    per_host = Counter((c.service, c.host) for c in plan.wanted)
+    assert per_host == {("workers", "a"): 3, ("workers", "b"): 2, ("cgi", "a"): 1, ("nginx", "edge"): 1}
+    assert {s.host for s in plan.steps if isinstance(s, CreateNetwork)} == {"edge", "a", "b"}
+
+
+def test_down_removes_nginx_first_and_networks_last():
+    first = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    plan = plan_down("demo", running(first))
+    assert names(plan.steps, RemoveContainer)[0] == "demo-nginx-1"
+    assert isinstance(plan.steps[-1], RemoveNetwork) and plan.steps[-1].name == "fcgikit-demo"
+    assert plan_down("demo", Observed()).changes_nothing
+
+
+def test_steps_print_the_docker_commands_they_stand_for():
+    plan = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    commands = [step.docker_command() for step in plan.steps]
+    assert commands[0] == "docker network create --label fcgikit.project=demo fcgikit-demo"
+    assert commands[1].startswith("docker run -d --name demo-workers-1 --network fcgikit-demo --label fcgikit.project=demo")
+    assert "python3 -m fcgikit.serve -n -a 0.0.0.0 -p 9000 -F 4" in commands[1]
+    assert "hello_wsgi:app" in commands[1]
+    assert commands[4] == ("docker exec demo-workers-1 python3 -m fcgikit.probe 127.0.0.1:9000 "
+                           "--uri / --timeout 3")
+    assert "-p 8080:80" in commands[7]
+    assert all(step.describe() for step in plan.steps)
+    wait = next(s for s in plan.steps if isinstance(s, WaitAnswering))
+    assert wait.describe() == "wait until demo-workers-1 answers a FastCGI request"
+    assert isinstance(plan.steps[-1], CheckEndToEnd)
+
+
+def test_reload_command_tests_the_config_first():
+    first = plan_up(stack(workers=1), "demo", HOSTS, IMAGES, Observed())
+    plan = plan_up(stack(workers=2), "demo", HOSTS, IMAGES, running(first))
+    reload = next(s for s in plan.steps if isinstance(s, ReloadNginx))
+    assert reload.docker_command().split(" && ")[1:] == [
+        "docker exec demo-nginx-1 nginx -t -q", "docker exec demo-nginx-1 nginx -s reload"]
