@@ -161,7 +161,8 @@ def test_max_procs_queues_then_refuses_with_503(tree, gateway):
     holders = [threading.Thread(target=request, args=(f"holder{i}", "2.5")) for i in range(2)]
     for thread in holders:
         thread.start()
-    time.sleep(0.3)
+        time.sleep(0.15)   # one connection at a time, so each lands in an idle gateway process
+    time.sleep(0.2)
     request("refused", "0")
     for thread in holders:
         thread.join(30)
@@ -183,7 +184,8 @@ def test_max_procs_queued_request_runs_once_a_slot_frees(tree, gateway):
     holders = [threading.Thread(target=request, args=(f"holder{i}", "1")) for i in range(2)]
     for thread in holders:
         thread.start()
-    time.sleep(0.3)
+        time.sleep(0.15)
+    time.sleep(0.1)
     request("queued", "0")
     for thread in holders:
         thread.join(30)

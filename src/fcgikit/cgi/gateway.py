@@ -66,6 +66,11 @@ class Gateway:
     def refuse(self, request, status: int, reason: str) -> int:
         """Answers with `status` and nothing run; the reason goes to the logs only."""
         self.say(f"{status}: {reason}")
+        try:
+            # First the body: nginx stops sending it once it has our answer (see body.py).
+            request.stdin.discard_rest()
+        except OSError:
+            return 0
         request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error")))
         return 0
 

@@ -18,10 +18,14 @@ import sys
 import time
 from dataclasses import dataclass
 
+from .body import RequestBody
 from .resolve import Script
 from .response import BadResponse, ResponseParser, error_response
 
 CHUNK = 64 * 1024
+# Output held back while the body is still arriving (see body.py); past this, the
+# rest of the body is spooled so the output can go.
+HOLD_LIMIT = 1024 * 1024
 MAX_STDERR_LINE = 4096
 
 
@@ -69,8 +73,10 @@ class ProgramRun:
         self.deadline = time.monotonic() + timeout if timeout > 0 else None
         self.log = log or sys.stderr
         self.parser = ResponseParser(nph=script.is_nph)
-        self.body_left = content_length(request.params)
+        self.body = RequestBody(request.stdin, content_length(request.params))
         self.pending = b""          # body bytes read from FastCGI, not yet taken by the program
+        self.held: list[bytes] = []  # output held back until the body is received
+        self.held_size = 0
         self.stderr_tail = b""
         self.selector = selectors.PollSelector()
         self.open_streams = 0
@@ -79,10 +85,11 @@ class ProgramRun:
 
     def run(self) -> Outcome:
         try:
-            self.register()
-            outcome = self.relay()
-        except BadResponse as exc:
-            outcome = self.fail(502, f"invalid response: {exc}")
+            try:
+                self.register()
+                outcome = self.relay()
+            except BadResponse as exc:
+                outcome = self.fail(502, f"invalid response: {exc}")
         except OSError as exc:     # the web server went away (ClientGone) while we read the body
             self.kill_group()
             outcome = Outcome(0, f"lost the web server: {exc}")
@@ -92,6 +99,7 @@ class ProgramRun:
         finally:
             self.selector.close()
             self.close_pipes()
+            self.body.close()
         outcome.exit_status = self.reap()
         self.flush_stderr_tail()
         return outcome
@@ -100,8 +108,9 @@ class ProgramRun:
         for pipe, handler in ((self.proc.stdout, self.on_stdout), (self.proc.stderr, self.on_stderr)):
             self.selector.register(pipe, selectors.EVENT_READ, handler)
             self.open_streams += 1
-        if self.body_left == 0:
+        if self.body.left == 0:
             self.close_stdin()
+            self.body.discard()
         else:
             os.set_blocking(self.proc.stdin.fileno(), False)
             self.selector.register(self.proc.stdin, selectors.EVENT_WRITE, self.on_stdin_writable)
@@ -123,6 +132,7 @@ class ProgramRun:
         events = self.selector.select(0)
         if events:
             return events
+        self.release_if_received()
         if self.request.stdout.pending:
             self.request.stdout.flush()
             if self.request.client_gone():
@@ -139,7 +149,7 @@ class ProgramRun:
             return
         out = self.parser.feed(data)
         if out:
-            self.request.stdout.write(out)
+            self.emit(out)
 
     def on_stderr(self) -> None:
         data = os.read(self.proc.stderr.fileno(), CHUNK)
@@ -165,19 +175,31 @@ class ProgramRun:
         except BrokenPipeError:
             # The program exited (or closed stdin) without reading its whole body: fine for CGI.
             self.close_stdin()
+            self.body.discard()
             return
         except BlockingIOError:
             return
         self.pending = self.pending[written:]
 
     def read_body(self) -> bytes:
-        size = CHUNK if self.body_left is None else min(CHUNK, self.body_left)
-        if size == 0:
-            return b""
-        data = self.request.stdin.read1(size)
-        if self.body_left is not None:
-            self.body_left -= len(data)
-        return data
+        return self.body.read(CHUNK)
+
+    def emit(self, out: bytes) -> None:
+        """Response bytes for nginx: sent, or held while nginx is still sending the body."""
+        if self.body.received and not self.held:
+            self.request.stdout.write(out)
+            return
+        self.held.append(out)
+        self.held_size += len(out)
+        if self.held_size > HOLD_LIMIT:
+            self.body.spool_rest()
+        self.release_if_received()
+
+    def release_if_received(self) -> None:
+        if self.held and self.body.received:
+            for out in self.held:
+                self.request.stdout.write(out)
+            self.held, self.held_size = [], 0
 
     def close_stdin(self) -> None:
         if self.proc.stdin.closed:
@@ -200,6 +222,8 @@ class ProgramRun:
             tail = self.parser.close()
         except BadResponse as exc:
             return self.fail(502, f"invalid response: {exc}")
+        self.body.discard()
+        self.release_if_received()
         if tail:
             self.request.stdout.write(tail)
         return Outcome(self.parser.status)
@@ -211,6 +235,8 @@ class ProgramRun:
         """Kills the program; answers `status` if no header was sent yet, else cuts the response."""
         self.kill_group()
         self.log_gateway_line(reason)
+        self.body.discard()
+        self.release_if_received()
         if self.parser.headers_done:
             return Outcome(0, reason + " (after the headers: response cut short)")
         self.request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error")))
