@@ -16,19 +16,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import report
-from .runner import FULL, QUICK, ScenarioResult, Settings, check_answer, measure, run_scenario
+from .runner import (FULL, QUICK, LiveScenario, ScenarioResult, Settings, measure_all, start_scenario,
+                     start_stack_scenario, stop_all)
 from .scenarios import BENCH_DIR, SCENARIOS, STACK_SCENARIOS, Paths, Scenario, select
 from .servers import become_subreaper
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1 s warm-up and 1 s per concurrency (CI)")
+    parser.add_argument("--quick", action="store_true", help="1 s warm-up and one 1 s round per concurrency (CI)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this scenario (or every scenario starting with NAME); repeatable")
     parser.add_argument("--containers", metavar="URL",
                         help="run the HTTP scenarios against a running `fcgikit up` stack at URL")
-    parser.add_argument("--duration", type=int, metavar="S", help="seconds measured per concurrency")
+    parser.add_argument("--rounds", type=int, metavar="N", help="rounds over all scenarios (default 4, quick 1)")
+    parser.add_argument("--round-seconds", type=int, metavar="S", help="seconds per wrk run in a round (default 1)")
     parser.add_argument("--warmup", type=int, metavar="S", help="seconds of warm-up per scenario")
     parser.add_argument("--connections", metavar="N,N", help="concurrencies to measure (default 16,64)")
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results",
@@ -40,8 +42,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace) -> Settings:
     base = QUICK if args.quick else FULL
     changes = {}
-    if args.duration:
-        changes["measure_s"] = args.duration
+    if args.rounds:
+        changes["rounds"] = args.rounds
+    if args.round_seconds:
+        changes["round_s"] = args.round_seconds
     if args.warmup is not None:
         changes["warmup_s"] = args.warmup
     if args.connections:
@@ -64,35 +68,47 @@ def nginx_version() -> str:
         return "not installed"
 
 
-def run_stack_scenario(scenario: Scenario, base_url: str, settings: Settings, work_dir: Path) -> ScenarioResult:
-    """--containers: no server or nginx of ours; the stack's nginx answers, memory is not sampled."""
+def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[ScenarioResult, LiveScenario | None]:
+    """The scenario up and answering, or a result saying why it is skipped or failed."""
     result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
-    url = base_url.rstrip("/") + scenario.workload.path
     try:
-        check_answer(url, scenario.workload, attempts=2)
-    except RuntimeError as exc:
-        result.status, result.reason = "skipped", f"the stack does not serve this: {exc}"
-        return result
-    try:
-        result.runs = measure(url, scenario.workload, settings, work_dir / f"{scenario.name}.lua")
-    except Exception as exc:
-        result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
-    return result
+        if args.containers:
+            try:
+                return result, start_stack_scenario(scenario, args.containers, paths)
+            except RuntimeError as exc:
+                result.status, result.reason = "skipped", f"the stack does not serve this: {exc}"
+                return result, None
+        missing = scenario.server.missing()
+        if missing:
+            result.status, result.reason = "skipped", missing
+            return result, None
+        return result, start_scenario(scenario, paths)
+    except Exception as exc:  # one broken server must not end the run
+        result.fail(f"{type(exc).__name__}: {exc}")
+        return result, None
 
 
 def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Settings) -> list[dict]:
-    results = []
+    results, live = [], []
     with tempfile.TemporaryDirectory(prefix="fcgikit-bench-") as work:
         paths = Paths(work_dir=Path(work))
-        for scenario in scenarios:
-            print(f"bench: {scenario.name} ...", end=" ", flush=True)
-            if args.containers:
-                result = run_stack_scenario(scenario, args.containers, settings, paths.work_dir)
-            else:
-                result = run_scenario(scenario, settings, paths)
-            print(progress_line(result), flush=True)
-            results.append(dict(dataclasses.asdict(result), errors=result.errors))
-    return results
+        try:
+            for scenario in scenarios:
+                print(f"bench: starting {scenario.name} ...", end=" ", flush=True)
+                result, running = start(scenario, args, paths)
+                print("up" if running else f"{result.status.upper()}: {result.reason}", flush=True)
+                if running:
+                    live.append(running)
+                    result = running.result
+                results.append(result)
+            measure_all(live, settings, progress=lambda text: print(text, flush=True))
+            for running in live:
+                running.finish()
+        finally:
+            stop_all(live)
+    for result in results:
+        print(f"bench: {result.name}: {progress_line(result)}")
+    return [dict(dataclasses.asdict(result), errors=result.errors) for result in results]
 
 
 def progress_line(result: ScenarioResult) -> str:
@@ -135,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"mode": "containers" if args.containers else ("quick" if args.quick else "full"),
             "started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(),
             "nginx": nginx_version(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
-            "warmup_s": settings.warmup_s, "measure_s": settings.measure_s,
+            "warmup_s": settings.warmup_s, "measure_s": settings.measure_s, "rounds": settings.rounds,
             "concurrencies": list(settings.concurrencies)}
     results = run_all(scenarios, args, settings)
     meta["seconds"] = round(time.monotonic() - clock, 1)

@@ -8,8 +8,7 @@ lived ones like the CGI programs a gateway forks.
 from __future__ import annotations
 
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -68,32 +67,3 @@ class MemoryPeak:
         children = [rss for pid, rss in rss_by_pid.items() if pid != self.manager_pid]
         self.max_child_bytes = max([self.max_child_bytes, *children])
         self.max_processes = max(self.max_processes, len(rss_by_pid))
-
-
-@dataclass
-class RssSampler:
-    """Samples the tree under `roots()` every `interval` seconds in a thread until stopped."""
-
-    roots: callable
-    peak: MemoryPeak
-    interval: float = 0.1
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def sample_once(self) -> None:
-        tree = process_tree(set(self.roots()), parent_map())
-        self.peak.add_sample({pid: rss_bytes(pid) for pid in tree})
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.sample_once()
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()

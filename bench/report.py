@@ -105,8 +105,9 @@ def markdown_report(meta: dict, results: list[dict], ratio_rows: list[dict], mem
     lines = [f"# fcgikit benchmark ({meta['mode']})", "",
              f"- when: {meta['started']} UTC, {meta['seconds']:.0f} s",
              f"- machine: {meta['machine']}",
-             f"- load: wrk, {meta['warmup_s']} s warm-up then {meta['measure_s']} s per concurrency "
-             f"({', '.join(map(str, meta['concurrencies']))} connections); nginx {meta['nginx']}, 1 worker process",
+             f"- load: wrk, {meta['warmup_s']} s warm-up, then {meta['measure_s']} s per concurrency "
+             f"({', '.join(map(str, meta['concurrencies']))} connections) in {meta['rounds']} interleaved rounds; "
+             f"nginx {meta['nginx']}, 1 worker process",
              f"- command: `{meta['command']}`", "",
              "## Results", "", results_table(results), "## Ours / peer", "", ratios_text(ratio_rows, memory)]
     trouble = problems(results)

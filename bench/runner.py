@@ -1,7 +1,15 @@
-"""Runs one scenario: its server, nginx in front, a correctness check, warm-up, then wrk."""
+"""Runs the scenarios: each server with nginx in front, a correctness check, warm-up, then wrk.
+
+Every selected scenario is started first and stays up for the whole run; the measuring
+then goes round the scenarios several times, a short wrk run each, and adds the rounds
+up. The machine is shared and its load comes and goes, so measuring scenario A for the
+whole of one minute and its peer B during the next would compare two machines; with
+interleaved rounds each side sees the same mix of quiet and busy moments.
+"""
 
 from __future__ import annotations
 
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -10,7 +18,7 @@ from pathlib import Path
 
 from . import wrk
 from .nginxconf import render_http_conf, render_server_conf
-from .procfs import MemoryPeak, RssSampler
+from .procfs import MemoryPeak, process_tree, parent_map, rss_bytes
 from .scenarios import HOST, Paths, Scenario, Workload
 from .servers import RunningServer
 
@@ -18,12 +26,17 @@ from .servers import RunningServer
 @dataclass(frozen=True)
 class Settings:
     warmup_s: int
-    measure_s: int
+    round_s: int  # one wrk run, per scenario and concurrency, per round
+    rounds: int
     concurrencies: tuple[int, ...] = (16, 64)
 
+    @property
+    def measure_s(self) -> int:
+        return self.round_s * self.rounds
 
-FULL = Settings(warmup_s=2, measure_s=4)
-QUICK = Settings(warmup_s=1, measure_s=1)
+
+FULL = Settings(warmup_s=2, round_s=1, rounds=4)
+QUICK = Settings(warmup_s=1, round_s=1, rounds=1)
 
 
 @dataclass
@@ -38,13 +51,15 @@ class ScenarioResult:
     max_child_rss_bytes: int | None = None
     max_processes: int | None = None
     nginx_errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
     @property
     def errors(self) -> int:
         """Every failed request and every error nginx logged: the harness wants zero."""
         failed = sum(run["non_2xx_3xx"] + run["socket_errors"] for run in self.runs)
         return failed + len(self.nginx_errors)
+
+    def fail(self, reason: str) -> None:
+        self.status, self.reason = "failed", reason
 
 
 def fetch(url: str, workload: Workload, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -74,28 +89,21 @@ def check_answer(url: str, workload: Workload, attempts: int = 20) -> None:
     raise RuntimeError(reason)
 
 
-def measure(url: str, workload: Workload, settings: Settings, script: Path) -> list[dict]:
-    """Warm up at the highest concurrency, then measure each concurrency in turn."""
-    script.write_text(wrk.render_script(workload.method, workload.body_size))
-    wrk.run_wrk(url, str(script), connections=max(settings.concurrencies), seconds=settings.warmup_s)
-    runs = []
-    for connections in settings.concurrencies:
-        result = wrk.run_wrk(url, str(script), connections=connections, seconds=settings.measure_s)
-        runs.append(summarise_run(connections, result))
-    return runs
-
-
-def summarise_run(connections: int, result: wrk.WrkResult) -> dict:
+def combine_rounds(connections: int, rounds: list[wrk.WrkResult]) -> dict:
+    """One concurrency's figures over all rounds: totals for throughput and errors, the
+    median round for latency (a round hit by someone else's burst does not set it)."""
+    requests = sum(r.requests for r in rounds)
+    seconds = sum(r.duration_us for r in rounds) / 1e6
     return {
         "connections": connections,
-        "requests_per_s": round(result.requests_per_s, 1),
-        "p50_ms": result.p50_us / 1000,
-        "p99_ms": result.p99_us / 1000,
-        "max_ms": result.max_us / 1000,
-        "requests": result.requests,
-        "non_2xx_3xx": result.non_2xx_3xx,
-        "socket_errors": result.socket_errors,
-        "wrk": result.as_dict(),
+        "requests_per_s": round(requests / seconds, 1) if seconds else 0.0,
+        "p50_ms": statistics.median(r.p50_us for r in rounds) / 1000,
+        "p99_ms": statistics.median(r.p99_us for r in rounds) / 1000,
+        "max_ms": max(r.max_us for r in rounds) / 1000,
+        "requests": requests,
+        "non_2xx_3xx": sum(r.non_2xx_3xx for r in rounds),
+        "socket_errors": sum(r.socket_errors for r in rounds),
+        "rounds_requests_per_s": [round(r.requests_per_s, 1) for r in rounds],
     }
 
 
@@ -105,52 +113,130 @@ def error_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if any(level in line for level in levels)]
 
 
-def run_scenario(scenario: Scenario, settings: Settings, paths: Paths) -> ScenarioResult:
-    result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
-    started = time.monotonic()
-    missing = scenario.server.missing()
-    if missing:
-        result.status, result.reason = "skipped", missing
-        return result
-    try:
-        run_with_server(scenario, settings, paths, result)
-    except Exception as exc:  # reported per scenario: one broken server must not end the run
-        result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
-    result.seconds = round(time.monotonic() - started, 1)
-    return result
+class LiveScenario:
+    """A scenario whose server and nginx are up, with its wrk rounds so far."""
+
+    def __init__(self, scenario: Scenario, url: str, script: Path, result: ScenarioResult,
+                 server: RunningServer | None = None, ngx=None) -> None:
+        self.scenario, self.url, self.script, self.result = scenario, url, script, result
+        self.server, self.ngx = server, ngx
+        self.rounds: dict[int, list[wrk.WrkResult]] = {}
+        self.memory = MemoryPeak(manager_pid=server.process.pid if server else None)
+        script.write_text(wrk.render_script(scenario.workload.method, scenario.workload.body_size))
+
+    def root_pids(self) -> set[int]:
+        if self.server:
+            return self.server.root_pids()
+        return {self.ngx.process.pid} if self.ngx else set()
+
+    def load(self, connections: int, seconds: int) -> wrk.WrkResult:
+        return wrk.run_wrk(self.url, str(self.script), connections=connections, seconds=seconds)
+
+    def measure(self, connections: int, seconds: int) -> None:
+        self.rounds.setdefault(connections, []).append(self.load(connections, seconds))
+
+    def finish(self) -> None:
+        """Figures into the result; a server that died under load fails the scenario."""
+        result = self.result
+        result.runs = [combine_rounds(c, rounds) for c, rounds in self.rounds.items()]
+        if self.server or self.ngx:
+            result.peak_rss_bytes, result.max_child_rss_bytes = self.memory.total_bytes, self.memory.max_child_bytes
+            result.max_processes = self.memory.max_processes
+        if self.ngx:
+            result.nginx_errors = error_lines(self.ngx.error_log())[:20]
+        if self.server and not self.server.alive():
+            result.fail(f"{self.scenario.server.name} died under load:\n{self.server.log_tail()}")
 
 
-def run_with_server(scenario: Scenario, settings: Settings, paths: Paths, result: ScenarioResult) -> None:
+def start_scenario(scenario: Scenario, paths: Paths) -> LiveScenario:
+    """The scenario's server (if any) and an nginx in front, answering correctly."""
     from fcgikit.testing import free_port
     from fcgikit.testing.nginx import Nginx
 
-    server = None
-    port = free_port()
-    if scenario.server.command(port, paths) is not None:
-        server = RunningServer(scenario.server, port, paths).start()
+    result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
+    port, server, ngx = free_port(), None, None
     try:
-        http_conf = render_http_conf(f"{HOST}:{port}", scenario.keep_conn)
-        server_conf = render_server_conf(str(paths.www_dir), scenario.keep_conn)
-        with Nginx(server_conf, http_conf, workers=1, log_level="warn") as ngx:
-            run_under_nginx(scenario, settings, paths, result, ngx, server)
+        if scenario.server.command(port, paths) is not None:
+            server = RunningServer(scenario.server, port, paths)
+            server.start()
+        ngx = Nginx(render_server_conf(str(paths.www_dir), scenario.keep_conn),
+                    render_http_conf(f"{HOST}:{port}", scenario.keep_conn), workers=1, log_level="warn")
+        ngx.start()
+        url = ngx.url(scenario.workload.path)
+        try:
+            check_answer(url, scenario.workload)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n--- nginx error log:\n{ngx.error_log()[-2000:]}"
+                               f"\n--- server log:\n{server.log_tail() if server else ''}") from None
+    except BaseException:
+        stop_processes([ngx] if ngx else [], [server] if server else [])
+        raise
+    return LiveScenario(scenario, url, paths.work_dir / f"{scenario.name}.lua", result, server, ngx)
+
+
+def start_stack_scenario(scenario: Scenario, base_url: str, paths: Paths) -> LiveScenario:
+    """--containers: the stack's nginx answers; no server of ours, no memory figures."""
+    result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
+    url = base_url.rstrip("/") + scenario.workload.path
+    check_answer(url, scenario.workload, attempts=2)
+    return LiveScenario(scenario, url, paths.work_dir / f"{scenario.name}.lua", result)
+
+
+def stop_all(live: list[LiveScenario]) -> None:
+    stop_processes([s.ngx for s in live if s.ngx], [s.server for s in live if s.server])
+
+
+def stop_processes(nginxes: list, servers: list[RunningServer]) -> None:
+    """nginx first (it holds the connections), then every server at once, each given
+    the same grace period rather than one after the other."""
+    for ngx in nginxes:
+        ngx.stop()
+    for server in servers:
+        server.terminate()
+    deadline = time.monotonic() + 3.0
+    for server in servers:
+        server.wait_stopped(deadline)
+
+
+def sample_memory(live: list[LiveScenario]) -> None:
+    """One /proc pass for every live scenario's process tree."""
+    parents = parent_map()
+    for scenario in live:
+        tree = process_tree(scenario.root_pids(), parents)
+        scenario.memory.add_sample({pid: rss_bytes(pid) for pid in tree})
+
+
+def measure_all(live: list[LiveScenario], settings: Settings, progress=print) -> None:
+    """Warm each scenario up, then go round them all `settings.rounds` times."""
+    import threading
+
+    stop = threading.Event()
+
+    def sampler() -> None:
+        while not stop.is_set():
+            sample_memory(live)
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=sampler, name="rss-sampler", daemon=True)
+    thread.start()
+    try:
+        for scenario in live:
+            run_guarded(scenario, lambda s=scenario: s.load(max(settings.concurrencies), settings.warmup_s))
+        for number in range(1, settings.rounds + 1):
+            progress(f"bench: round {number}/{settings.rounds}")
+            for scenario in live:
+                for connections in settings.concurrencies:
+                    run_guarded(scenario, lambda s=scenario, c=connections: s.measure(c, settings.round_s))
     finally:
-        if server:
-            server.stop()
+        stop.set()
+        thread.join()
 
 
-def run_under_nginx(scenario, settings, paths, result, ngx, server) -> None:
-    url = ngx.url(scenario.workload.path)
+def run_guarded(scenario: LiveScenario, action) -> None:
+    """A wrk failure fails that scenario only; the others go on."""
+    if scenario.result.status != "ok":
+        return
     try:
-        check_answer(url, scenario.workload)
-    except RuntimeError as exc:
-        raise RuntimeError(f"{exc}\n--- nginx error log:\n{ngx.error_log()[-2000:]}"
-                           f"\n--- server log:\n{server.log_tail() if server else ''}") from None
-    peak = MemoryPeak(manager_pid=server.process.pid if server else None)
-    roots = server.root_pids if server else (lambda: {ngx.process.pid})
-    with RssSampler(roots, peak):
-        result.runs = measure(url, scenario.workload, settings, paths.work_dir / f"{scenario.name}.lua")
-    result.peak_rss_bytes, result.max_child_rss_bytes = peak.total_bytes, peak.max_child_bytes
-    result.max_processes = peak.max_processes
-    result.nginx_errors = error_lines(ngx.error_log())[:20]
-    if server and not server.alive():
-        raise RuntimeError(f"{scenario.server.name} died under load:\n{server.log_tail()}")
+        action()
+    except Exception as exc:
+        scenario.result.fail(f"{type(exc).__name__}: {exc}")

@@ -65,9 +65,8 @@ class Paths:
     def c_hello(self) -> Path:
         return self.work_dir / "hello-fcgi"
 
-    @property
-    def pidfile(self) -> Path:
-        return self.work_dir / "server.pid"
+    def pidfile(self, port: int) -> Path:
+        return self.work_dir / f"server-{port}.pid"
 
 
 def python_module_missing(module: str) -> str | None:
@@ -135,7 +134,7 @@ FCGIKIT_SPAWN = Server(
 SPAWN_FCGI = Server(
     "spawn-fcgi", ours=False, requires_programs=("spawn-fcgi",), needs_c_hello=True, writes_pidfile=True,
     argv=lambda port, p: ["spawn-fcgi", "-a", HOST, "-p", str(port), "-F", str(PROCESSES),
-                          "-P", str(p.pidfile), "--", str(p.c_hello)],
+                          "-P", str(p.pidfile(port)), "--", str(p.c_hello)],
 )
 FCGIKIT_CGI = Server(
     "fcgikit.cgi", ours=True, requires_modules=("fcgikit.cgi.__main__",),

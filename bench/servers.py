@@ -43,11 +43,12 @@ class RunningServer:
         self.paths = paths
         self.log_path = paths.work_dir / f"{server.name}-{port}.log"
         self.process: subprocess.Popen | None = None
+        self._orphans: set[int] = set()
 
     def start(self, timeout: float = 20.0) -> "RunningServer":
         if self.server.needs_c_hello:
             compile_c_hello(self.paths)
-        self.paths.pidfile.unlink(missing_ok=True)
+        self.paths.pidfile(self.port).unlink(missing_ok=True)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(APPS_DIR), os.environ.get("PYTHONPATH")])))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.server.command(self.port, self.paths), cwd=APPS_DIR, env=env,
@@ -83,7 +84,7 @@ class RunningServer:
         if not self.server.writes_pidfile:
             return set()
         try:
-            return {int(word) for word in self.paths.pidfile.read_text().split()}
+            return {int(word) for word in self.paths.pidfile(self.port).read_text().split()}
         except (OSError, ValueError):
             return set()
 
@@ -94,18 +95,26 @@ class RunningServer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, grace: float = 3.0) -> None:
-        orphans = self.pidfile_pids()
+        self.terminate()
+        self.wait_stopped(time.monotonic() + grace)
+
+    def terminate(self) -> None:
+        """SIGTERM to the server's process group and to the orphans it left (spawn-fcgi's)."""
+        self._orphans = self.pidfile_pids()
         if self.process:
             signal_group(self.process.pid, signal.SIGTERM)
-        for pid in orphans:
+        for pid in self._orphans:
             signal_pid(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and (self.process.poll() is None or any(map(pid_alive, orphans))):
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Waits until `deadline` (time.monotonic()) for a clean exit, then SIGKILLs what is left."""
+        if self.process is None:
+            return
+        while time.monotonic() < deadline and (self.process.poll() is None or any(map(pid_alive, self._orphans))):
             time.sleep(0.05)
-        if self.process:
-            signal_group(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        for pid in orphans:
+        signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        for pid in self._orphans:
             signal_pid(pid, signal.SIGKILL)
             reap(pid)
 
