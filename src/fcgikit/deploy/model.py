@@ -15,6 +15,7 @@ LABEL_SERVICE = "fcgikit.service"
 LABEL_HOST = "fcgikit.host"
 LABEL_SLOT = "fcgikit.slot"
 LABEL_CONFIG = "fcgikit.config"  # hash of everything that defines the container (image, command, env, ports)
+LABEL_STOP_TIMEOUT = "fcgikit.stop-timeout"  # seconds a drain may take, for whoever stops it later
 
 SERVICES = ("workers", "cgi", "nginx")
 SERVICE_ROLE = {"workers": "workers", "cgi": "cgi", "nginx": "edge"}
@@ -66,6 +67,7 @@ class ContainerSpec:
             LABEL_HOST: self.host,
             LABEL_SLOT: str(self.slot),
             LABEL_CONFIG: self.config_hash,
+            LABEL_STOP_TIMEOUT: str(self.stop_timeout),
         }
 
 
@@ -83,6 +85,7 @@ class RunningContainer:
     state: str = "running"  # Docker's State.Status: created, running, exited, ...
     health: str = ""  # Docker's health status when the image has a HEALTHCHECK
     published: dict[int, int] = field(default_factory=dict)  # container port -> host port
+    stop_timeout: int = 10
 
     @property
     def running(self) -> bool:
@@ -98,5 +101,6 @@ class RunningContainer:
             slot=int(labels.get(LABEL_SLOT, "0") or 0),
             image=observed.pop("image", ""),
             config_hash=labels.get(LABEL_CONFIG, ""),
+            stop_timeout=int(labels.get(LABEL_STOP_TIMEOUT, "10") or 10),
             **observed,
         )

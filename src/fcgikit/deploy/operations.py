@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,17 +168,25 @@ class Stack:
         started: list[tuple[str, str]] = []
         nginx_touched = False
         try:
-            for step in plan.steps:
-                self.say(step.describe())
-                self._run(step, started)
-                nginx_touched = nginx_touched or isinstance(step, ReloadNginx) or (
-                    isinstance(step, StartContainer) and step.container.service == "nginx"
-                )
+            for batch in _batches(plan.steps):
+                for step in batch:
+                    self.say(step.describe())
+                self._run_batch(batch, started)
+                nginx_touched = nginx_touched or any(_touches_nginx(step) for step in batch)
         except BaseException:
             if not nginx_touched:
                 for host, name in reversed(started):
                     self.engine(host).stop_and_remove(name, timeout=5)
             raise
+
+    def _run_batch(self, batch: list, started: list[tuple[str, str]]) -> None:
+        if len(batch) == 1:
+            self._run(batch[0], started)
+            return
+        # Draining containers are independent of each other: stop them all at once.
+        with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
+            for future in [pool.submit(self._run, step, started) for step in batch]:
+                future.result()
 
     def _run(self, step, started: list[tuple[str, str]]) -> None:
         if isinstance(step, CreateNetwork):
@@ -255,6 +264,24 @@ class Stack:
                     yield f"{c.name} | {line}"
             return
         yield from _merge_followed(self, found)
+
+
+def _batches(steps) -> list[list]:
+    """Consecutive removals of FastCGI containers form one batch; every other step is alone."""
+    def drains_backend(step) -> bool:
+        return isinstance(step, RemoveContainer) and step.container.service != "nginx"
+
+    batches: list[list] = []
+    for step in steps:
+        if drains_backend(step) and batches and drains_backend(batches[-1][0]):
+            batches[-1].append(step)
+        else:
+            batches.append([step])
+    return batches
+
+
+def _touches_nginx(step) -> bool:
+    return isinstance(step, ReloadNginx) or (isinstance(step, StartContainer) and step.container.service == "nginx")
 
 
 @dataclass(frozen=True)

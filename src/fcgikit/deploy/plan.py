@@ -181,9 +181,10 @@ def _wanted_count(spec: StackSpec, service: str) -> int:
 
 
 def _stop_timeout(container: RunningContainer, factories: dict[str, ContainerFactory]) -> int:
-    """How long a drain may take: the request timeout of the service's definition."""
+    """How long a drain may take: the request timeout of the service's definition, else
+    what the container was started with."""
     factory = factories.get(container.service)
-    return factory(container.host, container.slot).stop_timeout if factory else 35
+    return factory(container.host, container.slot).stop_timeout if factory else container.stop_timeout
 
 
 def plan_down(project: str, observed: Observed) -> Plan:
@@ -191,7 +192,7 @@ def plan_down(project: str, observed: Observed) -> Plan:
     request is sent to a worker being removed."""
     order = {"nginx": 0, "cgi": 1, "workers": 2}
     containers = sorted(observed.containers, key=lambda c: (order.get(c.service, 3), c.host, c.slot))
-    steps: list[Step] = [RemoveContainer(c, 10) for c in containers]
+    steps: list[Step] = [RemoveContainer(c, c.stop_timeout) for c in containers]
     steps += [RemoveNetwork(host, network_name(project)) for host in sorted(observed.networks)]
     return Plan(project, (), tuple(steps))
 
