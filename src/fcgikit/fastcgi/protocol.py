@@ -130,6 +130,47 @@ def decode_params(body: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
+_LENGTH4 = struct.Struct("!I")
+
+
+def decode_params_text(body: bytes) -> dict[str, str]:
+    """A complete PARAMS stream as a dict of latin-1 strings; duplicates: the last wins.
+
+    The same checks as decode_params, in one pass with one decode: this runs for
+    every request, and it was the worker's largest cost per request.
+    """
+    text = body.decode("latin-1")  # latin-1 maps byte offsets 1:1 onto str offsets
+    result = {}
+    pos, end = 0, len(body)
+    unpack = _LENGTH4.unpack_from
+    while pos < end:
+        name_len = body[pos]
+        if name_len < 128:
+            pos += 1
+        elif pos + 4 <= end:
+            name_len = unpack(body, pos)[0] & 0x7FFFFFFF
+            pos += 4
+        else:
+            raise ProtocolError("name-value pair truncated in its 4-byte length")
+        if pos >= end:
+            raise ProtocolError("name-value pair truncated in its length")
+        value_len = body[pos]
+        if value_len < 128:
+            pos += 1
+        elif pos + 4 <= end:
+            value_len = unpack(body, pos)[0] & 0x7FFFFFFF
+            pos += 4
+        else:
+            raise ProtocolError("name-value pair truncated in its 4-byte length")
+        middle = pos + name_len
+        stop = middle + value_len
+        if stop > end:
+            raise ProtocolError(f"name-value pair claims {name_len}+{value_len} bytes, {end - pos} left")
+        result[text[pos:middle]] = text[middle:stop]
+        pos = stop
+    return result
+
+
 def _decode_length(body: bytes, pos: int) -> tuple[int, int]:
     if pos >= len(body):
         raise ProtocolError("name-value pair truncated in its length")
@@ -349,10 +390,10 @@ class ServerConnection:
                 raise ProtocolError(f"params of request {request_id} exceed {self._params_limit} bytes")
             self._params.append(content)
             return None
-        pairs = decode_params(b"".join(self._params))
+        chunks = self._params
         self._params = None
         # Duplicate names: the last one wins, as when a web server overrides a default.
-        params = {name.decode("latin-1"): value.decode("latin-1") for name, value in pairs}
+        params = decode_params_text(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         return ParamsReceived(request_id, params)
 
     # outgoing
