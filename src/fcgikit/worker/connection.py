@@ -54,12 +54,14 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 
 class Connection:
-    __slots__ = ("sock", "peer", "proto", "events", "begun", "request", "gone", "closed", "fd", "_recv", "_sendall")
+    __slots__ = ("sock", "addr", "proto", "events", "begun", "request", "gone", "closed", "registered", "fd",
+                 "_recv", "_sendall")
 
-    def __init__(self, sock: socket.socket, peer: str) -> None:
+    def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.peer = peer
+        self.addr = addr
+        self.registered = False  # under the loop's poll()
         self.proto = ServerConnection(max_conns=MAX_CONNS, max_reqs=1)
         self.events: deque = deque()
         self.begun: RequestBegun | None = None
@@ -68,6 +70,10 @@ class Connection:
         self.closed = False
         self._recv = sock.recv
         self._sendall = sock.sendall
+
+    @property
+    def peer(self) -> str:
+        return describe_peer(self.addr)
 
     # --- receiving ---------------------------------------------------------------
 

@@ -11,16 +11,18 @@ connections in front of fewer children stalls; this loop does not.
 
 from __future__ import annotations
 
+import _socket
 import ipaddress
 import os
 import select
 import signal
 import socket
+import struct
 import threading
 import time
 
 from ..fastcgi import ProtocolError
-from .connection import MAX_CONNS, Connection, PeerClosed, describe_peer, set_io_timeouts
+from .connection import IO_TIMEOUT, MAX_CONNS, Connection, PeerClosed, describe_peer, set_io_timeouts
 from .log import log
 
 EXIT_OK = 0
@@ -41,14 +43,18 @@ class _Poller:
         if hasattr(select, "epoll"):
             self._impl = select.epoll()
             self._flag = select.EPOLLIN
+            # Children share the listening socket: wake one idle child per new
+            # connection, not all of them (the thundering herd).
+            self._exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
             self._scale = 1.0
         else:
             self._impl = select.poll()
             self._flag = select.POLLIN
+            self._exclusive = 0
             self._scale = 1000.0
 
-    def register(self, fd: int) -> None:
-        self._impl.register(fd, self._flag)
+    def register(self, fd: int, exclusive: bool = False) -> None:
+        self._impl.register(fd, self._flag | (self._exclusive if exclusive else 0))
 
     def unregister(self, fd: int) -> None:
         try:
@@ -119,6 +125,9 @@ class RequestLoop:
         self._saved_wakeup = -1
         self._next_heartbeat = 0.0
         self._accept_error_logged = False
+        self._raw_accept = None
+        self._family = socket.AF_INET
+        self._options_inherited: bool | None = False
 
     def __iter__(self):
         return self._requests()
@@ -132,7 +141,11 @@ class RequestLoop:
             while not self.stopping:
                 for fd, _ in poller.wait(HEARTBEAT_INTERVAL):
                     if fd == listen_fd:
-                        self._accept()
+                        conn = self._accept()
+                        if conn is not None:
+                            # nginx sends the request right after connecting: read
+                            # it now rather than after another trip through poll().
+                            yield from self._serve_connection(conn, fresh=True)
                     elif fd == wake_fd:
                         self._drain_wakeup()
                     else:
@@ -145,17 +158,18 @@ class RequestLoop:
         finally:
             self._teardown()
 
-    def _serve_connection(self, conn: Connection):
+    def _serve_connection(self, conn: Connection, fresh: bool = False):
         try:
-            conn.receive()
+            conn.receive(socket.MSG_DONTWAIT if fresh else 0)
+        except BlockingIOError:
+            self._keep(conn)  # readable, then not, or a new connection with nothing sent yet
+            return
         except PeerClosed:
             self._close(conn, "closed the connection mid-request" if conn.mid_request else None)
             return
         except ProtocolError as exc:
             self._close(conn, f"protocol error: {exc}")
             return
-        except BlockingIOError:
-            return  # readable, then not: nothing arrived after all
         except OSError as exc:
             self._close(conn, f"connection error: {exc.strerror or exc}")
             return
@@ -172,6 +186,7 @@ class RequestLoop:
             if self.stopping:
                 return
             request = conn.next_request()
+        self._keep(conn)
 
     def _started(self, request) -> None:
         if self.slot is not None:
@@ -197,49 +212,82 @@ class RequestLoop:
 
     # --- connections -------------------------------------------------------------
 
-    def _accept(self) -> None:
+    def _accept(self) -> Connection | None:
         try:
-            sock, addr = self.listen_sock.accept()
+            fd, addr = self._raw_accept()  # no Python socket wrapper: a hot path
         except (BlockingIOError, InterruptedError):
-            return  # another child took it
+            return None  # another child took it
         except OSError as exc:
             if not self._accept_error_logged:  # EMFILE and friends: say it once, back off
                 log(f"accept failed: {exc}")
                 self._accept_error_logged = True
             time.sleep(0.05)
-            return
-        peer = describe_peer(addr)
+            return None
         if not is_allowed(self.allowed, addr):
-            log(f"{peer}: refused, not in FCGI_WEB_SERVER_ADDRS")
-            sock.close()
-            return
-        sock.setblocking(True)
+            log(f"{describe_peer(addr)}: refused, not in FCGI_WEB_SERVER_ADDRS")
+            os.close(fd)
+            return None
+        sock = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
+        if not self._options_inherited:
+            if self._options_inherited is None:
+                self._options_inherited = self._check_inherited(sock)
+            if not self._options_inherited:
+                self._set_connection_options(sock)
+        conn = Connection(sock, addr)
+        self.conns[fd] = conn
+        if len(self.conns) > MAX_CONNS:
+            self._close(next(iter(self.conns.values())))  # the longest-idle one
+        return conn
+
+    def _set_connection_options(self, sock) -> None:
         set_io_timeouts(sock)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if self._family != socket.AF_UNIX:
             # Headers and END_REQUEST sometimes leave in separate writes; Nagle
             # plus delayed ACK would hold the second one for 40 ms.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(sock, peer)
-        self.conns[conn.fd] = conn
-        self._poller.register(conn.fd)
-        if len(self.conns) > MAX_CONNS:
-            self._close(next(iter(self.conns.values())))  # the longest-idle one
+
+    def _keep(self, conn: Connection) -> None:
+        """An open connection with nothing to serve now goes back under poll()."""
+        if not conn.registered and not conn.closed:
+            self._poller.register(conn.fd)
+            conn.registered = True
 
     def _close(self, conn: Connection, reason: str | None = None) -> None:
         if reason and not conn.gone:
             log(f"{conn.peer}: {reason}")
         self.conns.pop(conn.fd, None)
-        self._poller.unregister(conn.fd)
+        if conn.registered:
+            self._poller.unregister(conn.fd)
         conn.close()
 
     # --- setup and signals -------------------------------------------------------
 
     def _setup(self) -> None:
-        self.listen_sock.setblocking(False)  # children race for each connection
+        listen_sock = self.listen_sock
+        listen_sock.setblocking(False)  # children race for each connection
+        self._raw_accept = listen_sock._accept
+        self._family = listen_sock.family
+        self._options_inherited = self._set_inherited_options(listen_sock)
         self._poller = _Poller()
-        self._poller.register(self.listen_sock.fileno())
+        self._poller.register(listen_sock.fileno(), exclusive=True)
         if threading.current_thread() is threading.main_thread():
             self._install_signals()
+
+    def _set_inherited_options(self, listen_sock) -> bool | None:
+        """Set the connection options once on the listening socket: Linux copies
+        them into every TCP connection it accepts, saving three system calls per
+        connection. None: not known yet (the first connection tells)."""
+        if self._family == socket.AF_UNIX:
+            return False  # Unix connections are not cloned from the listener
+        try:
+            self._set_connection_options(listen_sock)
+        except OSError:
+            return False
+        return None
+
+    def _check_inherited(self, sock) -> bool:
+        timeval = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+        return struct.unpack("ll", timeval)[0] == int(IO_TIMEOUT)
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
