@@ -17,6 +17,7 @@ from .gateway import Gateway, make_config
 from .slots import Slots, Unlimited, make_slot_dir
 
 DEFAULT_QUEUE_TIMEOUT = 10.0
+DEFAULT_PROGRAM_USER = "nobody"
 # The manager kills a gateway process busy in one request past its --timeout; a
 # gateway waiting for its program must outlive the program's own deadline, so
 # that the client gets our 504 (and the program's group is killed by us).
@@ -41,6 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def choose_program_user(options) -> None:
+    """As root, the gateway processes, and so the programs they start, run as --user.
+
+    The manager binds the socket as root and its children drop to the user (the
+    pool's -u) before serving: no request is ever handled by root, and the per-
+    request fork needs no setuid (so it stays on subprocess's fast vfork path).
+    """
+    if os.geteuid() != 0:
+        if options.cgi_user:
+            print(f"fcgikit.cgi: not root: --user {options.cgi_user} ignored, programs run as "
+                  "the gateway's own user", file=sys.stderr)
+        return
+    user = options.cgi_user or DEFAULT_PROGRAM_USER
+    if options.user and options.cgi_user and options.user != options.cgi_user:
+        sys.exit(f"fcgikit.cgi: -u {options.user} and --user {options.cgi_user} disagree; give one")
+    options.user = options.user or user
+
+
 def make_child(gateway: Gateway):
     def child(ctx) -> int:
         from ..worker import serve
@@ -57,11 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     if options.max_procs < 0:
         sys.exit("--max-procs: must be 0 (no limit) or more")
+    choose_program_user(options)
     program_timeout = options.timeout or 0.0
-    try:
-        config = make_config(options.root, program_timeout, options.queue_timeout, options.cgi_user)
-    except (KeyError, ValueError) as exc:
-        sys.exit(f"fcgikit.cgi: --user: {exc}")
+    config = make_config(options.root, program_timeout, options.queue_timeout)
     if program_timeout:
         options.timeout = program_timeout + options.queue_timeout + MANAGER_GRACE
     slot_dir = make_slot_dir(options.max_procs) if options.max_procs else None

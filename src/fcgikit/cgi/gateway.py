@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import pwd
 import sys
 from dataclasses import dataclass
 
 from .environ import build_environ
-from .process import REASONS_FOR_CLIENT, ProgramRun, RunAs, spawn, start_failure_status
+from .process import REASONS_FOR_CLIENT, ProgramRun, spawn, start_failure_status
 from .resolve import Refused, real_root, resolve_script
 from .response import error_response
 from .slots import Unlimited
@@ -19,18 +18,6 @@ class GatewayConfig:
     root: str | None          # real path of --root; None: each request's DOCUMENT_ROOT
     timeout: float            # seconds a program may run (0: no limit)
     queue_timeout: float      # seconds a request waits for a --max-procs slot before 503
-    run_as: RunAs | None      # whom programs run as (only when the gateway is root)
-
-
-def run_as_for(user: str | None) -> RunAs | None:
-    """The account for programs: `user` when we are root (never root itself), else nobody's business."""
-    if os.geteuid() != 0:
-        return None
-    account = pwd.getpwnam(user or "nobody")
-    if account.pw_uid == 0:
-        raise ValueError(f"--user {user}: programs must not run as root")
-    groups = os.getgrouplist(account.pw_name, account.pw_gid)
-    return RunAs(account.pw_uid, account.pw_gid, tuple(g for g in groups if g != 0))
 
 
 class Gateway:
@@ -54,7 +41,7 @@ class Gateway:
 
     def run(self, request, script, env) -> int:
         try:
-            proc = spawn(script, env, self.config.run_as)
+            proc = spawn(script, env)
         except OSError as exc:
             status = start_failure_status(exc)
             return self.refuse(request, status, f"{script.filename}: cannot execute: {exc.strerror or exc}")
@@ -79,5 +66,5 @@ class Gateway:
         self.log.flush()
 
 
-def make_config(root: str | None, timeout: float, queue_timeout: float, user: str | None) -> GatewayConfig:
-    return GatewayConfig(real_root(root) if root else None, timeout, queue_timeout, run_as_for(user))
+def make_config(root: str | None, timeout: float, queue_timeout: float) -> GatewayConfig:
+    return GatewayConfig(real_root(root) if root else None, timeout, queue_timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import selectors
 import signal
 import subprocess
@@ -23,19 +24,14 @@ from .resolve import Script
 from .response import BadResponse, ResponseParser, error_response
 
 CHUNK = 64 * 1024
+# Output waits this long for more before it is sent on its own: a program that is
+# about to exit then leaves in one write with END_REQUEST; one that streams slowly
+# is delayed by no more than this.
+FLUSH_DELAY = 0.02
 # Output held back while the body is still arriving (see body.py); past this, the
 # rest of the body is spooled so the output can go.
 HOLD_LIMIT = 1024 * 1024
 MAX_STDERR_LINE = 4096
-
-
-@dataclass(frozen=True)
-class RunAs:
-    """The unprivileged account programs run as when the gateway is root."""
-
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
 
 
 @dataclass
@@ -45,16 +41,16 @@ class Outcome:
     exit_status: int | None = None
 
 
-def spawn(script: Script, env: dict[bytes, bytes], run_as: RunAs | None) -> subprocess.Popen:
-    """Starts the program directly (argv[0] is its path), in its own process group."""
-    kwargs = {}
-    if run_as is not None:
-        kwargs = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
+def spawn(script: Script, env: dict[bytes, bytes]) -> subprocess.Popen:
+    """Starts the program directly (argv[0] is its path), in its own process group.
+
+    No user switch happens here: the gateway process itself already runs as the
+    unprivileged user (see __main__), which keeps subprocess on its vfork path.
+    """
     return subprocess.Popen(
         [os.fsencode(script.filename)], executable=os.fsencode(script.filename), env=env,
         cwd=os.fsencode(script.directory), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, bufsize=0, close_fds=True, process_group=0, restore_signals=True,
-        **kwargs)
+        stderr=subprocess.PIPE, bufsize=0, close_fds=True, process_group=0, restore_signals=True)
 
 
 def content_length(params: dict[str, str]) -> int | None:
@@ -125,19 +121,35 @@ class ProgramRun:
         return self.finish()
 
     def wait(self):
-        """Ready streams; sends buffered output first if we are about to block. None: timed out."""
-        remaining = None if self.deadline is None else self.deadline - time.monotonic()
-        if remaining is not None and remaining <= 0:
-            return None
-        events = self.selector.select(0)
-        if events:
+        """Ready streams ([] if none yet), or None once the deadline passed.
+
+        Output is sent before we block, but only after FLUSH_DELAY without news:
+        a program about to exit then costs one write, together with END_REQUEST.
+        """
+        events = self.poll(0)
+        if events is None or events:
             return events
         self.release_if_received()
         if self.request.stdout.pending:
-            self.request.stdout.flush()
-            if self.request.client_gone():
-                raise ConnectionAbortedError("the web server closed the connection")
-        return self.selector.select(remaining) or (None if remaining is not None else [])
+            events = self.poll(FLUSH_DELAY)
+            if events is None or events:
+                return events
+            self.send_output()
+        return self.poll(None)
+
+    def poll(self, at_most: float | None):
+        """select() bounded by the deadline; None when the deadline has passed."""
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return None
+        if at_most is not None:
+            left = at_most if left is None else min(left, at_most)
+        return self.selector.select(left)
+
+    def send_output(self) -> None:
+        self.request.stdout.flush()
+        if self.request.client_gone():
+            raise ConnectionAbortedError("the web server closed the connection")
 
     # -- the three pipes ------------------------------------------------------
 
@@ -253,11 +265,9 @@ class ProgramRun:
     def reap(self) -> int:
         """The program's exit status; kills its group if it lingers after closing its output."""
         remaining = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-        try:
-            return self.proc.wait(remaining)
-        except subprocess.TimeoutExpired:
+        if not exited_within(self.proc, remaining):
             self.kill_group()
-            return self.proc.wait()
+        return self.proc.wait()
 
     def close_pipes(self) -> None:
         self.close_stdin()
@@ -291,6 +301,29 @@ class ProgramRun:
             self.request.stderr.write(f"fcgikit.cgi: {self.script.script_name}: {text}\n".encode("latin-1", "replace"))
         except (OSError, ValueError):
             pass
+
+
+def exited_within(proc: subprocess.Popen, timeout: float | None) -> bool:
+    """Waits for the program to exit, at most `timeout` s (None: no limit), without reaping it.
+
+    A pidfd wakes us the moment it exits (Popen.wait(timeout) polls with sleeps).
+    """
+    if proc.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):   # not Linux >= 5.3: Popen's polling wait
+        try:
+            proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        return bool(poller.poll(None if timeout is None else timeout * 1000))
+    finally:
+        os.close(pidfd)
 
 
 # What the client is told; the details (paths, errno) stay in the logs.
