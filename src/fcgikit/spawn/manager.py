@@ -139,6 +139,7 @@ class Manager:
         return self.stop_mode is not None and not self.children
 
     def teardown(self) -> None:
+        self.kill_remaining()
         signal.set_wakeup_fd(-1)
         for fd in self.wakeup_fds or ():
             os.close(fd)
@@ -151,6 +152,17 @@ class Manager:
         self.stop_mode = self.stop_mode or "stopping"
         self.write_status(final=True)
         log.info("pool %s stopped (exit status %d)", self.pool_name, self.exit_status)
+
+    def kill_remaining(self) -> None:
+        """Only after an error in the loop itself: leave no child behind."""
+        for child in self.children.values():
+            self.send(child, signal.SIGKILL)
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.children.pop(pid)
 
     def close_listener(self) -> None:
         if self.listener.fileno() == -1:
@@ -166,10 +178,7 @@ class Manager:
 
     def sleep(self) -> None:
         read_fd = self.wakeup_fds[0]
-        if self.signal_queue:
-            timeout = 0.0
-        else:
-            timeout = LOOP_INTERVAL
+        timeout = 0.0 if self.signal_queue else LOOP_INTERVAL
         try:
             ready, _, _ = select.select([read_fd], [], [], timeout)
         except InterruptedError:
