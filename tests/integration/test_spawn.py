@@ -321,6 +321,10 @@ def test_the_status_file_has_the_documented_fields(pools, hello_fcgi):
     for row in status["processes"]:
         assert {"pid", "slot", "generation", "state", "start_time", "start_since", "requests",
                 "request", "last_seen_ago"} == set(row)
+    # Rewritten every second even when nothing changes.
+    later = wait_for(lambda: (s := pool.status()) and s["start_since"] >= status["start_since"] + 1 and s,
+                     4, "a newer report", pool.log)
+    assert later["children"]["total"] == 2
     printed = subprocess.run([sys.executable, "-m", "fcgikit.spawn.status", str(pool.status_path)],
                              capture_output=True, text=True, check=True).stdout
     assert "pool:                 hello" in printed and "total processes:      2" in printed

@@ -3,8 +3,9 @@
 import random
 import signal
 
-from fcgikit.spawn.policy import (BACKOFF_MAX, EXIT_APP_LOAD_ERROR, BootFailures, describe_exit,
-                                  exit_code, jittered_max_requests, respawn_delay)
+from fcgikit.spawn.policy import (BACKOFF_MAX, EXIT_APP_LOAD_ERROR, IDLE_SILENCE_MIN, BootFailures,
+                                  describe_exit, exit_code, hung_reason, jittered_max_requests,
+                                  respawn_delay)
 
 
 def test_backoff_doubles_from_a_tenth_of_a_second_and_is_capped():
@@ -65,3 +66,26 @@ def test_only_a_child_started_after_the_failures_resets_the_count():
     assert failures.count == 1
     failures.child_alive(started_at=6.0, now=7.5)
     assert failures.count == 0
+
+
+def test_a_request_running_past_the_timeout_is_hung():
+    assert hung_reason(True, request_started=100.0, last_seen=100.0, heartbeats=5, now=130.5,
+                       timeout=30) == "busy in one request for 30.5s"
+    assert hung_reason(True, 100.0, 100.0, 5, now=129.0, timeout=30) is None
+    assert hung_reason(True, 100.0, 100.0, 5, now=1e6, timeout=0) is None  # --timeout off
+
+
+def test_a_heartbeating_worker_silent_while_idle_is_hung():
+    assert hung_reason(False, 0.0, last_seen=100.0, heartbeats=3, now=131.0, timeout=30).startswith(
+        "no heartbeat for 31.0s")
+    assert hung_reason(False, 0.0, last_seen=100.0, heartbeats=3, now=120.0, timeout=30) is None
+
+
+def test_idle_silence_is_never_judged_on_less_than_the_minimum():
+    # --timeout 1 must not kill an idle worker between two heartbeats a second apart.
+    assert hung_reason(False, 0.0, 100.0, 3, now=100.0 + IDLE_SILENCE_MIN - 0.5, timeout=1) is None
+    assert hung_reason(False, 0.0, 100.0, 3, now=100.0 + IDLE_SILENCE_MIN + 0.5, timeout=1) is not None
+
+
+def test_a_worker_that_never_heartbeats_is_judged_on_requests_only():
+    assert hung_reason(False, 0.0, last_seen=0.0, heartbeats=0, now=1e6, timeout=30) is None

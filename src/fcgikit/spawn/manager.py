@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import report as status_report
 from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
-from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, describe_exit, exit_code,
+from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, describe_exit, exit_code, hung_reason,
                      jittered_max_requests)
 from .scoreboard import SLOT_BUSY, Scoreboard, Slot
 from .sockets import bound_description, remove_unix_socket
@@ -349,17 +349,19 @@ class Manager:
             self.spawn_missing()
 
     def murder_hung_children(self) -> None:
-        """SIGKILL a Python worker busy in one request longer than --timeout."""
+        """SIGKILL a Python worker stuck in one request, or silent, past --timeout."""
         if not self.config.timeout or not self.runs_python:
             return
         now = time.monotonic()
-        for child in list(self.children.values()):
+        for child in self.children.values():
             snap = child.slot.snapshot()
-            stuck_for = now - snap.request_started
-            if child.killed or snap.state != SLOT_BUSY or stuck_for <= self.config.timeout:
+            reason = hung_reason(snap.state == SLOT_BUSY, snap.request_started, snap.last_seen,
+                                 snap.heartbeats, now, self.config.timeout)
+            if child.killed or reason is None:
                 continue
-            log.error("child %d stuck %.1fs in %s %s (--timeout %g): killing it",
-                      child.pid, stuck_for, snap.method, snap.uri, self.config.timeout)
+            what = f" ({snap.method} {snap.uri})" if snap.state == SLOT_BUSY else ""
+            log.error("child %d stuck: %s%s, over --timeout %g: killing it",
+                      child.pid, reason, what, self.config.timeout)
             child.killed = True
             self.counters.timeouts += 1
             self.send(child, signal.SIGKILL)

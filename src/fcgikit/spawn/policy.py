@@ -14,6 +14,9 @@ MAX_BOOT_FAILURES = 5  # consecutive boot deaths before the manager gives up
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 JITTER_FRACTION = 10  # max-requests N becomes N .. N + N // 10
+# A worker that heartbeats (ours do, every second while idle) and then falls
+# silent outside a request is hung too; never judged on less silence than this.
+IDLE_SILENCE_MIN = 10.0
 
 
 def respawn_delay(boot_failures: int) -> float:
@@ -29,6 +32,25 @@ def jittered_max_requests(max_requests: int, rng: random.Random | None = None) -
         return 0
     rng = rng or random
     return max_requests + rng.randint(0, max_requests // JITTER_FRACTION)
+
+
+def hung_reason(busy: bool, request_started: float, last_seen: float, heartbeats: int,
+                now: float, timeout: float) -> str | None:
+    """Why a worker counts as hung under --timeout, or None.
+
+    Busy: one request has run longer than the timeout. Idle: a worker that has
+    sent heartbeats has given no sign of life for max(timeout, IDLE_SILENCE_MIN).
+    A worker that never heartbeats is judged on its requests only.
+    """
+    if timeout <= 0:
+        return None
+    if busy:
+        running = now - request_started
+        return f"busy in one request for {running:.1f}s" if running > timeout else None
+    silent = now - last_seen
+    if heartbeats and silent > max(timeout, IDLE_SILENCE_MIN):
+        return f"no heartbeat for {silent:.1f}s while idle"
+    return None
 
 
 def describe_exit(wait_status: int) -> str:
