@@ -102,3 +102,44 @@ def test_abort_drops_the_connection_without_end_request():
     request.abort("cut off")
     request.finish()
     assert conn.ended == [] and conn.reasons == ["cut off"]
+
+
+def test_large_read_across_many_pieces_keeps_the_overshoot():
+    pieces = [bytes([i]) * 1000 for i in range(50)]
+    request, conn = make_request(stdin_chunks=list(pieces))
+    data = b"".join(pieces)
+    assert request.stdin.read(25_500) == data[:25_500]
+    assert conn.pulls == 26
+    assert request.stdin.read(10) == data[25_500:25_510]
+    assert request.stdin.read() == data[25_510:]
+
+
+def test_many_small_reads_give_back_the_body_exactly():
+    data = bytes(range(256)) * 300
+    request, _ = make_request(stdin_chunks=[data[i : i + 7000] for i in range(0, len(data), 7000)])
+    got = []
+    while piece := request.stdin.read(333):
+        got.append(piece)
+    assert b"".join(got) == data
+
+
+@pytest.mark.parametrize("limit", [None, 1, 5, 9, 10, 11, 100])
+def test_readline_across_pieces_with_and_without_limit(limit):
+    pieces = [b"abc", b"defg", b"hi\njk", b"l\n", b"", b"tail"]
+    data = b"abcdefghi\njkl\ntail"
+    request, _ = make_request(stdin_chunks=[p for p in pieces if p])
+    lines = []
+    while line := (request.stdin.readline(limit) if limit else request.stdin.readline()):
+        lines.append(line)
+        if limit:
+            assert len(line) <= limit
+        assert line.count(b"\n") <= 1 and (b"\n" not in line or line.endswith(b"\n"))
+    assert b"".join(lines) == data
+
+
+def test_read1_returns_at_most_one_piece():
+    request, conn = make_request(stdin_chunks=[b"12345", b"678"])
+    assert request.stdin.read1(100) == b"12345"
+    assert request.stdin.read1(2) == b"67"
+    assert request.stdin.read1() == b"8"
+    assert request.stdin.read1() == b""

@@ -262,13 +262,13 @@ def test_a_client_that_went_away_stops_the_iterable():
             yield b"block"
 
     request, conn = make_request(dict(NGINX_PARAMS))
-    original = conn.send_stdout
+    original = conn.send_stream
 
-    def send_then_fail(rid, data):
-        original(rid, data)
+    def send_then_fail(*args):
+        original(*args)
         conn.went_away("sending failed: Broken pipe")
 
-    conn.send_stdout = send_then_fail
+    conn.send_stream = send_then_fail
     wsgi_handler(app)(request)
     assert produced == [0]
     assert conn.reasons == ["sending failed: Broken pipe"]

@@ -1,5 +1,6 @@
 """A fake connection for the worker's Request: stdin from a list, output recorded."""
 
+from fcgikit.fastcgi import FCGI_STDOUT
 from fcgikit.worker.connection import ClientGone
 from fcgikit.worker.request import Request
 
@@ -23,11 +24,10 @@ class FakeConnection:
             raise ClientGone("the web server closed the connection")
         return b""
 
-    def send_stdout(self, request_id, data):
-        self.stdout_sends.append(data)
-
-    def send_stderr(self, request_id, data):
-        self.stderr_sends.append(data)
+    def send_stream(self, rtype, request_id, chunks, size):
+        data = b"".join(chunks)
+        assert len(data) == size
+        (self.stdout_sends if rtype == FCGI_STDOUT else self.stderr_sends).append(data)
 
     def peer_closed(self):
         return self.gone

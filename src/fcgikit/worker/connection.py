@@ -12,6 +12,11 @@ import struct
 from collections import deque
 
 from ..fastcgi import (
+    FCGI_STDERR,
+    FCGI_STDOUT,
+    FCGI_VERSION_1,
+    HEADER,
+    MAX_CONTENT,
     ParamsReceived,
     ProtocolError,
     RequestAborted,
@@ -26,6 +31,12 @@ RECV_SIZE = 256 * 1024
 # nginx's own fastcgi_send_timeout / fastcgi_read_timeout default to 60 s: past
 # that nginx has given up on the request too, so the worker may as well.
 IO_TIMEOUT = 60.0
+# Output pieces at least this big are framed in place (record headers around
+# memoryview slices, one sendmsg) instead of being copied into records.
+ZERO_COPY_MIN = 32 * 1024
+IOV_MAX = 1024
+_PADDING = bytes(8)
+
 # Connections one child keeps open (idle kept-alive ones included); reported as
 # FCGI_MAX_CONNS and enforced by closing the longest-idle connection.
 MAX_CONNS = 256
@@ -168,11 +179,36 @@ class Connection:
         except OSError as exc:
             self.went_away(f"sending failed: {exc.strerror or exc}")
 
-    def send_stdout(self, request_id: int, data: bytes) -> None:
-        self.send(self.proto.stdout(request_id, data))
+    def send_stream(self, rtype: int, request_id: int, chunks: list[bytes], size: int) -> None:
+        if size <= MAX_CONTENT:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.send(self.proto.stdout(request_id, data) if rtype == FCGI_STDOUT
+                      else self.proto.stderr(request_id, data))
+        else:
+            self.send_buffers(stream_buffers(rtype, request_id, chunks))
 
-    def send_stderr(self, request_id: int, data: bytes) -> None:
-        self.send(self.proto.stderr(request_id, data))
+    def send_buffers(self, buffers: list) -> None:
+        """sendall() for a list of buffers, without joining them first."""
+        if self.gone:
+            return
+        sendmsg = self.sock.sendmsg
+        try:
+            while buffers:
+                sent = sendmsg(buffers[:IOV_MAX])
+                done = 0
+                for buf in buffers:
+                    size = len(buf)
+                    if sent < size:
+                        break
+                    sent -= size
+                    done += 1
+                buffers = buffers[done:]
+                if sent:
+                    buffers[0] = memoryview(buffers[0])[sent:]
+        except BlockingIOError:
+            self.went_away(f"the web server read nothing for {IO_TIMEOUT:.0f}s")
+        except OSError as exc:
+            self.went_away(f"sending failed: {exc.strerror or exc}")
 
     def end_request(self, request: Request) -> None:
         """The rest of the output and END_REQUEST, in one sendall when the body was small."""
@@ -200,11 +236,19 @@ class Connection:
         # connection. Notice it here (one cheap peek), say so once, send nothing.
         if self.peer_closed():
             return
+        stdout, stderr = request.stdout, request.stderr
+        if stdout.pending > MAX_CONTENT or stderr.pending > MAX_CONTENT:
+            buffers = stream_buffers(FCGI_STDOUT, rid, stdout.take_chunks())
+            buffers += stream_buffers(FCGI_STDERR, rid, stderr.take_chunks())
+            buffers.append(proto.end_request(rid, request.app_status))
+            self.send_buffers(buffers)
+            return
+        # The usual case: the whole response and END_REQUEST in one small sendall.
         parts = []
-        if request.stdout.pending:
-            parts.append(proto.stdout(rid, request.stdout.take()))
-        if request.stderr.pending:
-            parts.append(proto.stderr(rid, request.stderr.take()))
+        if stdout.pending:
+            parts.append(proto.stdout(rid, stdout.take()))
+        if stderr.pending:
+            parts.append(proto.stderr(rid, stderr.take()))
         parts.append(proto.end_request(rid, request.app_status))
         self.send(b"".join(parts) if len(parts) > 1 else parts[0])
 
@@ -233,3 +277,39 @@ class Connection:
                 self.sock.close()
             except OSError:
                 pass
+
+
+def stream_buffers(rtype: int, request_id: int, chunks: list[bytes]) -> list:
+    """Stream records for `chunks` as a list of buffers for sendmsg().
+
+    Small chunks are joined into records; big ones are framed in place, so a
+    1 MiB body is never copied on its way to the kernel.
+    """
+    buffers: list = []
+    small: list[bytes] = []
+    for chunk in chunks:
+        if len(chunk) < ZERO_COPY_MIN:
+            small.append(chunk)
+            continue
+        if small:
+            buffers += _records(rtype, request_id, b"".join(small))
+            small = []
+        buffers += _records(rtype, request_id, chunk)
+    if small:
+        buffers += _records(rtype, request_id, b"".join(small))
+    return buffers
+
+
+def _records(rtype: int, request_id: int, data: bytes) -> list:
+    view = memoryview(data)
+    pack = HEADER.pack
+    out = []
+    for start in range(0, len(data), MAX_CONTENT):
+        piece = view[start : start + MAX_CONTENT]
+        length = len(piece)
+        padding = -length & 7
+        out.append(pack(FCGI_VERSION_1, rtype, request_id, length, padding))
+        out.append(piece)
+        if padding:
+            out.append(_PADDING[:padding])
+    return out

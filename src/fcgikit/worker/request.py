@@ -1,11 +1,13 @@
 """One FastCGI request as the application sees it: params, streamed stdin, buffered output.
 
-The request talks to its connection through four methods (`pull_stdin`,
-`send`, `peer_closed`, `client_went_away`), so it is tested with a fake
-connection and no socket.
+The request talks to its connection through a few methods (`pull_stdin`,
+`send_stream`, `end_request`, `peer_closed`, `went_away`), so it is tested with
+a fake connection and no socket.
 """
 
 from __future__ import annotations
+
+from ..fastcgi import FCGI_STDERR, FCGI_STDOUT
 
 # Output is held back until this much is queued (or the app flushes, or the
 # request ends), so a response made of many small writes leaves in one sendall.
@@ -16,69 +18,93 @@ class RequestInput:
     """FCGI_STDIN as a readable binary stream that pulls records only on demand.
 
     Only what the socket delivered and the app has not read yet is held, so a
-    large upload streams through in socket-sized pieces.
+    large upload streams through in socket-sized pieces. Unread data is kept as
+    one piece plus an offset: reads slice it once, never re-copy the rest.
     """
 
-    __slots__ = ("_pull", "_buf", "_eof")
+    __slots__ = ("_pull", "_buf", "_pos", "_eof")
 
     def __init__(self, pull) -> None:
         self._pull = pull  # () -> bytes; b"" once stdin has ended
         self._buf = b""
+        self._pos = 0
         self._eof = False
 
-    def _more(self) -> bool:
+    def _next_piece(self) -> bytes:
         if self._eof:
-            return False
+            return b""
         data = self._pull()
         if not data:
             self._eof = True
-            return False
-        self._buf = self._buf + data if self._buf else data
-        return True
+        return data
+
+    def _rest(self) -> bytes:
+        buf, pos = self._buf, self._pos
+        self._buf, self._pos = b"", 0
+        return buf[pos:] if pos else buf
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            chunks = [self._buf]
-            while not self._eof:
-                data = self._pull()
-                if not data:
-                    self._eof = True
+            chunks = [self._rest()]
+            while data := self._next_piece():
                 chunks.append(data)
-            self._buf = b""
             return b"".join(chunks)
-        while len(self._buf) < size and self._more():
-            pass
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+        buf, pos = self._buf, self._pos
+        end = pos + size
+        if end <= len(buf):
+            self._pos = end
+            return buf[pos:end]
+        chunks = [self._rest()]
+        have = len(chunks[0])
+        while have < size:
+            data = self._next_piece()
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+            have += len(data)
+        return self._keep_tail(chunks, have - size)
+
+    def _keep_tail(self, chunks: list[bytes], extra: int) -> bytes:
+        """Joins `chunks` but the last `extra` bytes, which stay unread."""
+        last = chunks[-1]
+        cut = len(last) - extra
+        if extra:
+            chunks[-1] = last[:cut]
+            self._buf, self._pos = last, cut
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def read1(self, size: int = -1) -> bytes:
         """At most `size` bytes with at most one pull: what streaming readers want."""
-        if not self._buf:
-            self._more()
+        if self._pos >= len(self._buf):
+            self._buf, self._pos = self._next_piece(), 0
         if size is None or size < 0:
-            size = len(self._buf)
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
+            return self._rest()
+        return self.read(min(size, len(self._buf) - self._pos))
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = size if size is not None and size >= 0 else None
-        start = 0
-        while True:
-            end = self._buf.find(b"\n", start)
-            if end >= 0:
-                cut = end + 1
-                break
-            if limit is not None and len(self._buf) >= limit:
-                cut = limit
-                break
-            start = len(self._buf)
-            if not self._more():
-                cut = len(self._buf)
-                break
-        if limit is not None:
-            cut = min(cut, limit)
-        line, self._buf = self._buf[:cut], self._buf[cut:]
-        return line
+        buf, pos = self._buf, self._pos
+        newline = buf.find(b"\n", pos)
+        if newline >= 0 and (limit is None or newline + 1 - pos <= limit):
+            self._pos = newline + 1
+            return buf[pos : newline + 1]
+        if limit is not None and len(buf) - pos >= limit:
+            self._pos = pos + limit
+            return buf[pos : pos + limit]
+        # The line goes on in later pieces (rare): gather them in a list.
+        chunks = [self._rest()]
+        have = len(chunks[0])
+        while data := self._next_piece():
+            newline = data.find(b"\n")
+            end = newline + 1 if newline >= 0 else len(data)
+            if limit is not None and have + end > limit:
+                end = limit - have
+            if end < len(data) or newline >= 0:
+                chunks.append(data)
+                return self._keep_tail(chunks, len(data) - end)
+            chunks.append(data)
+            have += len(data)
+        return b"".join(chunks)
 
     def readlines(self, hint: int = -1) -> list[bytes]:
         lines, total = [], 0
@@ -103,13 +129,13 @@ class RequestInput:
 
     @property
     def at_eof(self) -> bool:
-        return self._eof and not self._buf
+        return self._eof and self._pos >= len(self._buf)
 
     def discard_rest(self) -> None:
         """Reads and drops what is left, so the connection can carry the next request."""
-        self._buf = b""
-        while self._more():
-            self._buf = b""
+        self._buf, self._pos = b"", 0
+        while self._next_piece():
+            pass
 
     def close(self) -> None:
         pass
@@ -121,7 +147,7 @@ class RequestOutput:
     __slots__ = ("_send", "_chunks", "_size", "closed")
 
     def __init__(self, send) -> None:
-        self._send = send  # (data: bytes) -> None; encodes records and sends them
+        self._send = send  # (chunks: list[bytes], size: int) -> None; encodes records and sends them
         self._chunks: list[bytes] = []
         self._size = 0
         self.closed = False
@@ -143,15 +169,19 @@ class RequestOutput:
 
     def flush(self) -> None:
         if self._chunks:
-            self._send(self.take())
+            size = self._size
+            self._send(self.take_chunks(), size)
 
-    def take(self) -> bytes:
-        """What is queued and not sent yet (the request's last write goes out with END_REQUEST)."""
+    def take_chunks(self) -> list[bytes]:
+        """What is queued and not sent yet, as written (the caller sends it)."""
         chunks = self._chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
         self._size = 0
-        return data
+        return chunks
+
+    def take(self) -> bytes:
+        chunks = self.take_chunks()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     @property
     def pending(self) -> int:
@@ -172,8 +202,8 @@ class Request:
         self.params = params
         self.keep_conn = keep_conn
         self.stdin = RequestInput(lambda: conn.pull_stdin(request_id))
-        self.stdout = RequestOutput(lambda data: conn.send_stdout(request_id, data))
-        self.stderr = RequestOutput(lambda data: conn.send_stderr(request_id, data))
+        self.stdout = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDOUT, request_id, chunks, size))
+        self.stderr = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDERR, request_id, chunks, size))
         self.finished = False
         self.app_status = 0
 

@@ -1,0 +1,67 @@
+"""Record framing for output, and the vectored send with partial writes (a socketpair)."""
+
+import socket
+import threading
+
+import pytest
+
+from fcgikit.fastcgi import FCGI_STDERR, FCGI_STDOUT, MAX_CONTENT, ClientConnection, ResponseReceived, RecordReader
+from fcgikit.worker.connection import Connection, stream_buffers
+
+
+def decode(buffers) -> tuple[bytes, list[int]]:
+    records = RecordReader().feed(b"".join(bytes(b) for b in buffers))
+    return b"".join(content for _, _, content in records), [len(content) for _, _, content in records]
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[1], [10, 20, 30], [MAX_CONTENT], [MAX_CONTENT + 1], [100, 40_000, 7, 1_000_000, 3, 5], [32 * 1024] * 5],
+)
+def test_stream_buffers_frame_any_mix_of_chunks(sizes):
+    chunks = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    data, lengths = decode(stream_buffers(FCGI_STDOUT, 1, chunks))
+    assert data == b"".join(chunks)
+    assert all(0 < n <= MAX_CONTENT for n in lengths)
+
+
+def test_big_chunks_are_framed_in_place_not_copied():
+    body = b"x" * 1_000_000
+    buffers = stream_buffers(FCGI_STDOUT, 1, [body])
+    views = [b for b in buffers if isinstance(b, memoryview)]
+    assert views and all(v.obj is body for v in views)
+
+
+def test_send_buffers_survives_partial_writes():
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    received = bytearray()
+
+    def reader():
+        while data := right.recv(7000):
+            received.extend(data)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    conn = Connection(left, "")
+    body = bytes(range(256)) * 8000  # 2 MB: many partial sendmsg() calls
+    conn.send_stream(FCGI_STDOUT, 1, [b"Status: 200 OK\r\n\r\n", body], len(body) + 19)
+    conn.send_stream(FCGI_STDERR, 1, [b"warning"], 7)
+    left.close()
+    thread.join(10)
+    events = ClientConnection().feed(bytes(received))
+    out = b"".join(e.stdout for e in events if isinstance(e, ResponseReceived))
+    err = b"".join(e.stderr for e in events if isinstance(e, ResponseReceived))
+    assert out == b"Status: 200 OK\r\n\r\n" + body and err == b"warning"
+    assert not conn.gone
+
+
+def test_a_send_to_a_closed_peer_marks_the_connection_gone_once(capfd):
+    left, right = socket.socketpair()
+    right.close()
+    conn = Connection(left, "")
+    conn.send_stream(FCGI_STDOUT, 1, [b"x" * 200_000], 200_000)
+    conn.send(b"more")
+    assert conn.gone
+    assert capfd.readouterr().err.count("sending failed") == 1
+    left.close()
