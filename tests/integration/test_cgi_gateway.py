@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from fcgikit.fastcgi import ClientConnection
 
 from .cgi_support import copy_scripts, our_gateway, params_for, pid_is_gone, world_readable_tree
 
@@ -233,3 +236,25 @@ def test_gateway_environment_does_not_leak(tree):
         assert status == 200 and b"GATEWAY_INTERFACE=CGI/1.1" in body
         assert b"hunter2" not in body and b"GATEWAY_SECRET" not in body
         assert b"PATH=/usr/local/bin:/usr/bin:/bin\n" in body
+
+
+def test_program_is_killed_when_the_web_server_goes_away(tree):
+    """No --timeout here: only the closed connection can end the endless stream."""
+    root, _ = tree
+    with our_gateway(root.parent.parent, root, children=1) as gateway:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(gateway.socket)
+            client = ClientConnection()
+            sock.sendall(client.request(1, params_for(root, "/cgi-bin/stream.sh"), b""))
+            seen = b""
+            while b"tick" not in seen:
+                for event in client.feed(sock.recv(65536)):
+                    seen += getattr(event, "stdout", b"") or b""
+        pid = int(seen.split(b"pid=")[1].split()[0])
+        assert not pid_is_gone(pid)
+        deadline = time.monotonic() + 5
+        while not pid_is_gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid_is_gone(pid), f"stream.sh ({pid}) outlived its web server\n{gateway.log()}"
+        assert "stream.sh: lost the web server, killed the program" in gateway.log()

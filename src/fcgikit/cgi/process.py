@@ -32,6 +32,9 @@ FLUSH_DELAY = 0.02
 # rest of the body is spooled so the output can go.
 HOLD_LIMIT = 1024 * 1024
 MAX_STDERR_LINE = 4096
+# A program that never pauses never lets the output wait (where the web server's
+# presence is checked): check it after this much output too.
+CHECK_PEER_EVERY = 1024 * 1024
 
 
 @dataclass
@@ -73,6 +76,7 @@ class ProgramRun:
         self.pending = b""          # body bytes read from FastCGI, not yet taken by the program
         self.held: list[bytes] = []  # output held back until the body is received
         self.held_size = 0
+        self.unchecked = 0          # output bytes since we last checked the web server is there
         self.stderr_tail = b""
         self.selector = selectors.PollSelector()
         self.open_streams = 0
@@ -86,9 +90,10 @@ class ProgramRun:
                 outcome = self.relay()
             except BadResponse as exc:
                 outcome = self.fail(502, f"invalid response: {exc}")
-        except OSError as exc:     # the web server went away (ClientGone) while we read the body
+        except OSError as exc:     # the web server went away (its client left): nobody to answer
             self.kill_group()
-            outcome = Outcome(0, f"lost the web server: {exc}")
+            outcome = Outcome(0, f"lost the web server, killed the program: {exc}")
+            self.log_gateway_line(outcome.reason)
         except BaseException:      # SIGINT/SIGQUIT unwinding the worker: take the program along
             self.kill_group()
             raise
@@ -148,6 +153,11 @@ class ProgramRun:
 
     def send_output(self) -> None:
         self.request.stdout.flush()
+        self.check_peer()
+
+    def check_peer(self) -> None:
+        """Raises when nginx has gone (its client went away): the program is killed."""
+        self.unchecked = 0
         if self.request.client_gone():
             raise ConnectionAbortedError("the web server closed the connection")
 
@@ -200,6 +210,9 @@ class ProgramRun:
         """Response bytes for nginx: sent, or held while nginx is still sending the body."""
         if self.body.received and not self.held:
             self.request.stdout.write(out)
+            self.unchecked += len(out)
+            if self.unchecked > CHECK_PEER_EVERY:
+                self.check_peer()
             return
         self.held.append(out)
         self.held_size += len(out)
