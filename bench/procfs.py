@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def parent_map() -> dict[int, int]:
@@ -67,3 +68,20 @@ class MemoryPeak:
         children = [rss for pid, rss in rss_by_pid.items() if pid != self.manager_pid]
         self.max_child_bytes = max([self.max_child_bytes, *children])
         self.max_processes = max(self.max_processes, len(rss_by_pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and of the children it has reaped (the CGI programs
+    a gateway forked), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(b")") + 2:].split()
+    # After the command name: state ppid ... utime(12th) stime cutime cstime.
+    return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
+
+
+def tree_cpu_seconds(roots: set[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in process_tree(roots, parent_map()))

@@ -18,19 +18,25 @@ def mib(value: int | None) -> str:
 def results_table(results: list[dict]) -> str:
     """One row per scenario and concurrency."""
     head = ("| scenario | ours | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors "
-            "| peak RSS MiB (all processes) | max process RSS MiB |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| server CPU ms/req | peak RSS MiB (all processes) | max process RSS MiB |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for r in results:
         ours = "yes" if r["ours"] else ""
         if r["status"] != "ok":
-            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} | | | | | | |")
+            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} | | | | | | | |")
             continue
         for run in r["runs"]:
             rows.append(f"| {r['name']} | {ours} | {run['connections']} | {run['requests_per_s']:.0f} "
                         f"| {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['non_2xx_3xx']} "
-                        f"| {run['socket_errors']} | {mib(r['peak_rss_bytes'])} | {mib(r['max_child_rss_bytes'])} |")
+                        f"| {run['socket_errors']} | {cpu_ms(run)} | {mib(r['peak_rss_bytes'])} "
+                        f"| {mib(r['max_child_rss_bytes'])} |")
     return head + "\n".join(rows) + "\n"
+
+
+def cpu_ms(run: dict) -> str:
+    value = run.get("cpu_ms_per_request")
+    return "" if value is None else f"{value:.3f}"
 
 
 def first_line(text: str) -> str:
@@ -54,8 +60,13 @@ def ratio_row(comparison: Comparison, by_name: dict, connections: int) -> dict |
     if not ours or not peer:
         return None  # not selected in this run (--only)
     row = {"what": comparison.what, "ours": comparison.ours, "peer": comparison.peer,
-           "connections": connections, "target": comparison.target, "ratio": None, "met": None}
+           "connections": connections, "target": comparison.target, "ratio": None, "met": None,
+           "cpu_ratio": None}
     ours_run, peer_run = run_at(ours, connections), run_at(peer, connections)
+    if ours_run and peer_run and ours_run.get("cpu_ms_per_request") and peer_run.get("cpu_ms_per_request"):
+        # How many of our requests fit in the CPU time the peer spends on one: steadier than
+        # req/s on a shared machine, since it does not count the time others hold the CPUs.
+        row["cpu_ratio"] = round(peer_run["cpu_ms_per_request"] / ours_run["cpu_ms_per_request"], 2)
     if ours_run and peer_run and peer_run["requests_per_s"]:
         row["ratio"] = round(ours_run["requests_per_s"] / peer_run["requests_per_s"], 2)
         if comparison.target is not None:
@@ -74,15 +85,17 @@ def memory_check(results: list[dict]) -> dict | None:
 
 
 def ratios_text(rows: list[dict], memory: dict | None) -> str:
-    lines = ["| comparison | conns | ours/peer | target | met |", "|---|---:|---:|---:|---|"]
+    lines = ["| comparison | conns | ours/peer req/s | target | met | peer/ours CPU per request |",
+             "|---|---:|---:|---:|---|---:|"]
     for row in rows:
         ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
         target = "" if row["target"] is None else f">= {row['target']:g}x"
+        cpu = "" if row.get("cpu_ratio") is None else f"{row['cpu_ratio']:.2f}x"
         lines.append(f"| {row['what']} ({row['ours']} / {row['peer']}) | {row['connections']} "
-                     f"| {ratio} | {target} | {verdict(row['met'])} |")
+                     f"| {ratio} | {target} | {verdict(row['met'])} | {cpu} |")
     if memory:
         lines.append(f"| {memory['what']} | | {memory['measured_mib']} MiB | < {memory['target_mib']:g} MiB "
-                     f"| {verdict(memory['met'])} |")
+                     f"| {verdict(memory['met'])} | |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import wrk
 from .nginxconf import render_http_conf, render_server_conf
-from .procfs import MemoryPeak, process_tree, parent_map, rss_bytes
+from .procfs import MemoryPeak, parent_map, process_tree, rss_bytes, tree_cpu_seconds
 from .scenarios import HOST, Paths, Scenario, Workload
 from .servers import RunningServer
 
@@ -121,6 +121,7 @@ class LiveScenario:
         self.scenario, self.url, self.script, self.result = scenario, url, script, result
         self.server, self.ngx = server, ngx
         self.rounds: dict[int, list[wrk.WrkResult]] = {}
+        self.cpu_seconds: dict[int, float] = {}  # per concurrency, over all rounds
         self.memory = MemoryPeak(manager_pid=server.process.pid if server else None)
         script.write_text(wrk.render_script(scenario.workload.method, scenario.workload.body_size))
 
@@ -133,12 +134,20 @@ class LiveScenario:
         return wrk.run_wrk(self.url, str(self.script), connections=connections, seconds=seconds)
 
     def measure(self, connections: int, seconds: int) -> None:
-        self.rounds.setdefault(connections, []).append(self.load(connections, seconds))
+        """One round at `connections`, with the server's CPU time spent on it."""
+        cpu_before = tree_cpu_seconds(self.root_pids())
+        result = self.load(connections, seconds)
+        cpu = tree_cpu_seconds(self.root_pids()) - cpu_before
+        self.rounds.setdefault(connections, []).append(result)
+        self.cpu_seconds[connections] = self.cpu_seconds.get(connections, 0.0) + cpu
 
     def finish(self) -> None:
         """Figures into the result; a server that died under load fails the scenario."""
         result = self.result
         result.runs = [combine_rounds(c, rounds) for c, rounds in self.rounds.items()]
+        for run in result.runs:
+            if (self.server or self.ngx) and run["requests"]:
+                run["cpu_ms_per_request"] = round(1000 * self.cpu_seconds[run["connections"]] / run["requests"], 3)
         if self.server or self.ngx:
             result.peak_rss_bytes, result.max_child_rss_bytes = self.memory.total_bytes, self.memory.max_child_bytes
             result.max_processes = self.memory.max_processes

@@ -103,6 +103,14 @@ def test_ratios_compare_ours_with_the_peer_against_the_target():
     assert [(r["connections"], r["ratio"], r["met"]) for r in rows] == [(16, 3.0, True), (64, 1.5, False)]
 
 
+def test_cpu_ratio_says_how_many_of_our_requests_fit_in_the_peers_cpu_time():
+    ours, peer = fake_result("serve-hello", {64: 3000}), fake_result("flup-hello", {64: 1000})
+    ours["runs"][0]["cpu_ms_per_request"], peer["runs"][0]["cpu_ms_per_request"] = 0.05, 0.2
+    row = next(r for r in report.ratios([ours, peer], (64,)) if r["peer"] == "flup-hello")
+    assert row["cpu_ratio"] == 4.0
+    assert "| 4.00x |" in report.ratios_text([row], None)
+
+
 def test_a_skipped_peer_gives_no_ratio_and_is_a_problem():
     results = [fake_result("serve-hello", {64: 3000}), fake_result("uwsgi-hello", {}, status="skipped")]
     row = next(r for r in report.ratios(results, (64,)) if r["peer"] == "uwsgi-hello")
