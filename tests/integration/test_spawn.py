@@ -311,9 +311,9 @@ def test_a_program_that_exits_at_once_makes_the_manager_give_up(pools):
 def test_the_status_file_has_the_documented_fields(pools, hello_fcgi):
     pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2", "--pool-name", "hello"], [hello_fcgi])
     status = pool.wait_children(2)
-    assert {"version", "pool", "manager_pid", "state", "listen", "start_time", "start_since",
+    assert {"version", "pool", "process_manager", "manager_pid", "state", "listen", "start_time", "start_since",
             "generation", "children", "accepted_conn", "listen_queue", "max_listen_queue",
-            "listen_queue_len", "max_children_reached", "restarts", "timeouts", "slow_requests",
+            "listen_queue_len", "max_active_processes", "max_children_reached", "restarts", "timeouts", "slow_requests",
             "processes"} == set(status)
     assert status["pool"] == "hello" and status["manager_pid"] == pool.process.pid
     assert status["listen_queue"] == 0 and status["listen_queue_len"] == 1024
@@ -499,6 +499,7 @@ def test_timeout_kills_a_python_worker_stuck_in_one_request(python_pool):
     status = pool.wait_children(2, timeout=6, extra=lambda s: s["timeouts"] == 1
                                 and row["pid"] not in {p["pid"] for p in s["processes"]})
     assert status["children"]["busy"] == 0 and status["slow_requests"] == 1
+    assert status["max_active_processes"] == 1 and status["max_children_reached"] == 0
     assert hung.recv(100) == b""  # the stuck request's connection was closed by the kill
     hung.close()
     assert f"child {row['pid']} stuck" in pool.log()

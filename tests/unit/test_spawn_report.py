@@ -8,9 +8,9 @@ from fcgikit.spawn.report import (PoolCounters, build_status, child_status, form
 from fcgikit.spawn.scoreboard import SLOT_BUSY, SLOT_IDLE, SlotSnapshot
 
 DOCUMENTED_FIELDS = {
-    "version", "pool", "manager_pid", "state", "listen", "start_time", "start_since", "generation",
+    "version", "pool", "process_manager", "manager_pid", "state", "listen", "start_time", "start_since", "generation",
     "children", "accepted_conn", "listen_queue", "max_listen_queue", "listen_queue_len",
-    "max_children_reached", "restarts", "timeouts", "slow_requests", "processes",
+    "max_active_processes", "max_children_reached", "restarts", "timeouts", "slow_requests", "processes",
 }
 CHILD_FIELDS = {"pid", "slot", "generation", "state", "start_time", "start_since", "requests",
                 "request", "last_seen_ago"}
@@ -53,6 +53,7 @@ def test_pool_figures_count_current_children_and_all_requests():
     assert report["accepted_conn"] == 100 + 7 + 3 + 40
     assert (report["listen_queue"], report["max_listen_queue"], report["listen_queue_len"]) == (2, 5, 128)
     assert report["start_since"] == 10.0 and report["restarts"] == 1
+    assert report["max_active_processes"] == 1 and report["process_manager"] == "static"
     assert [p["state"] for p in report["processes"]] == ["busy", "idle", "retiring"]
     json.dumps(report)  # serialisable as is
 
@@ -62,6 +63,7 @@ def test_exec_programs_have_no_busy_idle_or_request_figures():
     report = status(rows=plain, scoreboard=False, queue=None)
     assert report["children"]["busy"] is None and report["children"]["idle"] is None
     assert report["accepted_conn"] is None and report["listen_queue"] is None
+    assert report["max_active_processes"] is None
     assert report["processes"][0]["state"] == "running" and report["processes"][0]["requests"] is None
 
 

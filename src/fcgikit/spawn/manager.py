@@ -393,7 +393,9 @@ class Manager:
         """No child free for the next connection: all busy, or connections waiting."""
         current = self.current_children()
         if self.runs_python and current:
-            return all(c.slot.snapshot().state == SLOT_BUSY for c in current)
+            busy = sum(c.slot.snapshot().state == SLOT_BUSY for c in current)
+            self.counters.max_active = max(self.counters.max_active, busy)
+            return busy == len(current)
         return bool(queue and queue[0] > 0)
 
     def count_slow_requests(self) -> None:

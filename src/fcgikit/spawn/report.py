@@ -39,6 +39,7 @@ class PoolCounters:
 
     accepted_conn: int = 0  # requests begun by children that have exited
     max_listen_queue: int = 0
+    max_active: int = 0  # most children busy at once
     max_children_reached: int = 0
     restarts: int = 0
     timeouts: int = 0
@@ -86,6 +87,7 @@ def build_status(*, pool: str, manager_pid: int, state: str, listen: str, start_
     return {
         "version": STATUS_VERSION,
         "pool": pool,
+        "process_manager": "static",  # php-fpm's term: a fixed size, changed only by signals
         "manager_pid": manager_pid,
         "state": state,
         "listen": listen,
@@ -99,6 +101,7 @@ def build_status(*, pool: str, manager_pid: int, state: str, listen: str, start_
             "idle": len(current) - busy if scoreboard else None,
             "retiring": len(rows) - len(current),
         },
+        "max_active_processes": max(counters.max_active, busy) if scoreboard else None,
         "accepted_conn": counters.accepted_conn + live_requests if scoreboard else None,
         "listen_queue": queue[0] if queue else None,
         "max_listen_queue": counters.max_listen_queue if queue else None,
@@ -135,6 +138,7 @@ def format_status(status: dict) -> str:
     kids = status["children"]
     lines = [
         f"pool:                 {status['pool']}",
+        f"process manager:      {status['process_manager']}",
         f"state:                {status['state']}",
         f"manager pid:          {status['manager_pid']}",
         f"listen:               {status['listen']}",
@@ -146,6 +150,7 @@ def format_status(status: dict) -> str:
         f"idle processes:       {_dash(kids['idle'])}",
         f"active processes:     {_dash(kids['busy'])}",
         f"total processes:      {kids['total']} (target {kids['target']}, retiring {kids['retiring']})",
+        f"max active processes: {_dash(status['max_active_processes'])}",
         f"max children reached: {status['max_children_reached']}",
         f"restarts:             {status['restarts']}",
         f"timeouts:             {status['timeouts']}",
