@@ -518,6 +518,15 @@ def test_max_requests_recycles_python_workers_with_jitter(python_pool):
     assert status["restarts"] == 0 and "recycled after its requests" in pool.log()
 
 
+def test_children_recycled_after_one_request_each_are_not_a_crash_loop(python_pool):
+    # Each child lives far less than the boot period, but served: not a boot death.
+    pool = python_pool(["-F", "1", "--max-requests", "1"])
+    pool.wait_children(1)
+    replies = [ask(pool.port, f"/one/{i}") for i in range(8)]
+    assert len({reply.split()[0] for reply in replies}) == 8  # a new child for every request
+    assert pool.process.poll() is None and "giving up" not in pool.log()
+
+
 def test_sigterm_drains_a_busy_python_worker(python_pool):
     pool = python_pool(["-F", "1", "--graceful-timeout", "10"])
     pool.wait_children(1)

@@ -89,3 +89,10 @@ def test_idle_silence_is_never_judged_on_less_than_the_minimum():
 
 def test_a_worker_that_never_heartbeats_is_judged_on_requests_only():
     assert hung_reason(False, 0.0, last_seen=0.0, heartbeats=0, now=1e6, timeout=30) is None
+
+
+def test_a_short_lived_child_that_served_requests_booted_fine():
+    failures = BootFailures(limit=2)
+    failures.child_exited(0.0, 0.1, "exited with status 1", 1)
+    assert failures.child_exited(1.0, 1.2, "exited with status 0", 0, served=1) is None
+    assert failures.count == 0  # --max-requests 1 under load is not a crash loop

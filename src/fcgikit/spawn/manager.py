@@ -319,8 +319,8 @@ class Manager:
 
     def child_ended(self, child: ChildRecord, wait_status: int) -> None:
         self.status_dirty = True
-        if self.runs_python:
-            self.counters.accepted_conn += child.slot.snapshot().requests
+        served = child.slot.snapshot().requests if self.runs_python else 0
+        self.counters.accepted_conn += served
         self.scoreboard.release(child.slot)
         how = describe_exit(wait_status)
         if child.retiring or child.killed or self.stop_mode is not None:
@@ -332,7 +332,7 @@ class Manager:
         else:
             log.warning("child %d %s; replacing it", child.pid, how)
             self.counters.restarts += 1
-        verdict = self.boot_failures.child_exited(child.started, time.monotonic(), how, code)
+        verdict = self.boot_failures.child_exited(child.started, time.monotonic(), how, code, served)
         if verdict:
             self.fail(verdict, EXIT_APP_LOAD_ERROR if code == EXIT_APP_LOAD_ERROR else EXIT_CRASH_LOOP)
 

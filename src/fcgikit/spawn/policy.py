@@ -86,10 +86,17 @@ class BootFailures:
         self.last_reason = ""
 
     def child_exited(self, started_at: float, ended_at: float, description: str,
-                     code: int | None) -> str | None:
-        """Record an unexpected exit; returns why the manager must stop, or None."""
+                     code: int | None, served: int = 0) -> str | None:
+        """Record an unexpected exit; returns why the manager must stop, or None.
+
+        `served` is how many requests the child reported: one that served any
+        booted fine, however short its life (--max-requests 1 under load).
+        """
         if code == EXIT_APP_LOAD_ERROR:
             return f"the app could not load: a child {description}"
+        if served:
+            self.count = 0
+            return None
         if ended_at - started_at >= self.boot_period:
             return None
         self.count += 1
