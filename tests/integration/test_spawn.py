@@ -229,8 +229,8 @@ def test_kill_9_of_a_child_under_load(pools, hello_fcgi):
         before = load.count()
         wait_for(lambda: load.count() >= before + 40, 10, "requests after the kill")
     assert pool.process.poll() is None, pool.log()
-    # Only requests the killed child was serving may fail; everything after succeeds.
-    assert len(load.failures) <= 4, load.failures
+    # Only the one request the killed child was serving may fail.
+    assert len(load.failures) <= 1, load.failures
     with nginx_for(pool.port) as ngx:
         replies = [get(ngx, f"/after/{i}") for i in range(10)]
     assert all(code == 200 for code, _ in replies), replies

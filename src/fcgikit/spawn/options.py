@@ -123,13 +123,13 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     supervise.add_argument("--allow", type=_address_list, metavar="ADDR[,ADDR]",
                            help="accept connections only from these addresses (FCGI_WEB_SERVER_ADDRS)")
     supervise.add_argument("--max-requests", type=int, default=0, metavar="N",
-                           help="recycle a Python worker after about N requests (0: never)")
+                           help="recycle a child after N requests plus up to N/10 jitter (0: never)")
     supervise.add_argument("--timeout", type=float, default=0.0, metavar="S",
-                           help="kill a Python worker busy in one request longer than S (0: never)")
+                           help="kill a Python worker hung (one request, or silence) longer than S (0: never)")
     supervise.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT,
-                           metavar="S", help="time a stopping child gets to finish its request")
+                           metavar="S", help="time a stopping child gets to finish its request (default 30)")
     supervise.add_argument("--slow-request-time", type=float, default=DEFAULT_SLOW_REQUEST_TIME,
-                           metavar="S", help="requests longer than S count as slow in the status")
+                           metavar="S", help="requests longer than S count as slow in the status (default 5)")
     supervise.add_argument("--status-file", metavar="PATH",
                            help="write the JSON status report here every second")
     supervise.add_argument("--stop-signal", default=DEFAULT_EXEC_STOP_SIGNAL, metavar="SIG",
