@@ -278,6 +278,29 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(pools, hello_fcgi):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
+def test_a_child_still_busy_after_the_grace_period_is_killed(pools, hello_fcgi, tmp_path):
+    # SIGUSR1 ignored (inherited through exec, libfcgi then leaves it alone): the
+    # child cannot stop gracefully and must get SIGKILL when --graceful-timeout ends.
+    stubborn = tmp_path / "stubborn.sh"
+    stubborn.write_text(f"#!/bin/sh\ntrap '' USR1\nexec {hello_fcgi}\n")
+    stubborn.chmod(0o755)
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "1", "--graceful-timeout", "1"], [str(stubborn)])
+    pool.wait_children(1)
+    with nginx_for(pool.port) as ngx:
+        result = []
+        thread = threading.Thread(target=lambda: result.append(get(ngx, "/long?sleep=8000")))
+        thread.start()
+        time.sleep(0.5)
+        sent_at = time.monotonic()
+        pool.send(signal.SIGTERM)
+        assert pool.wait(10) == 0, pool.log()
+        took = time.monotonic() - sent_at
+        thread.join(15)
+    assert 0.8 <= took < 5, f"stopped after {took:.1f}s\n{pool.log()}"
+    assert "still running after its grace period: SIGKILL" in pool.log()
+    assert result and result[0][0] == 502  # the request was cut, as the grace period says
+
+
 # -- the pool without nginx ------------------------------------------------------
 
 def test_ttin_and_ttou_change_the_number_of_children(pools, hello_fcgi):
