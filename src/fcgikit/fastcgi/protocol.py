@@ -7,6 +7,7 @@ connection object and send what it hands back.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -412,13 +413,19 @@ class ServerConnection:
             self.request_id = None
             self._params = None
             self._stdin_open = self._data_open = False
-        return b"".join(
-            (
-                encode_record(FCGI_STDOUT, request_id),
-                encode_record(FCGI_STDERR, request_id),
-                encode_end_request(request_id, app_status, protocol_status),
-            )
+        return _end_records(request_id, app_status, protocol_status)
+
+
+@functools.lru_cache(maxsize=256)
+def _end_records(request_id: int, app_status: int, protocol_status: int) -> bytes:
+    # The same few bytes end nearly every request (id 1, status 0): built once.
+    return b"".join(
+        (
+            encode_record(FCGI_STDOUT, request_id),
+            encode_record(FCGI_STDERR, request_id),
+            encode_end_request(request_id, app_status, protocol_status),
         )
+    )
 
 
 # --- the web server side (tests, probes, health checks) ---------------------------
