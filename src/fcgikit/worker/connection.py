@@ -7,6 +7,7 @@ from the socket on demand, with a timeout, while the app runs.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 from collections import deque
@@ -36,6 +37,9 @@ IO_TIMEOUT = 60.0
 ZERO_COPY_MIN = 32 * 1024
 IOV_MAX = 1024
 _PADDING = bytes(8)
+# POLLRDHUP (Linux): the peer shut its side down, even with data still unread.
+_RDHUP = getattr(select, "POLLRDHUP", 0)
+_HANGUP_EVENTS = select.POLLIN | _RDHUP
 
 # Connections one child keeps open (idle kept-alive ones included); reported as
 # FCGI_MAX_CONNS and enforced by closing the longest-idle connection.
@@ -155,6 +159,22 @@ class Connection:
         """Whether the web server has closed the connection, without consuming anything."""
         if self.gone or self.closed:
             return True
+        # poll() answers without raising, unlike a MSG_PEEK recv() that finds
+        # nothing: this runs once per request.
+        poller = select.poll()
+        poller.register(self.fd, _HANGUP_EVENTS)
+        ready = poller.poll(0)
+        if not ready:
+            return False
+        events = ready[0][1]
+        if events & (_RDHUP | select.POLLHUP | select.POLLERR):
+            self.went_away("the web server closed the connection (its client went away)")
+            return True
+        if _RDHUP:
+            return False  # only readable: data waiting, the peer is still there
+        return self._peek_closed()
+
+    def _peek_closed(self) -> bool:
         try:
             data = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
