@@ -186,6 +186,7 @@ STACK_SCENARIOS = [
     Scenario("stack-hello", "stack: GET / (WSGI workers)", NGINX_ONLY, Workload("/", expect_body=None)),
     Scenario("stack-post64k", "stack: 64 KiB POST to /echo", NGINX_ONLY, ECHO_64K),
     Scenario("stack-cgi-sh", "stack: shell CGI script", NGINX_ONLY, Workload("/cgi-bin/hello.sh", expect_body=None)),
+    Scenario("stack-cgi-py", "stack: Python CGI script", NGINX_ONLY, Workload("/cgi-bin/hello.py", expect_body=None)),
 ]
 
 

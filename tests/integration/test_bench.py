@@ -72,6 +72,7 @@ def test_containers_mode_measures_a_running_stack_and_skips_what_it_lacks(tmp_pa
         serve.wait(10)
     report = json.loads((tmp_path / "containers.json").read_text())
     status = {s["name"]: s["status"] for s in report["scenarios"]}
-    assert status == {"stack-hello": "ok", "stack-post64k": "ok", "stack-cgi-sh": "skipped"}, done.stdout + done.stderr
+    assert status == {"stack-hello": "ok", "stack-post64k": "ok", "stack-cgi-sh": "skipped",
+                      "stack-cgi-py": "skipped"}, done.stdout + done.stderr
     assert all(s["errors"] == 0 for s in report["scenarios"] if s["status"] == "ok")
     assert done.returncode == 1  # a skipped scenario is a problem, never silently missing
