@@ -57,18 +57,12 @@ class TestHost:
     port: int = 22
 
 
-def ensure_base_image(client: docker.DockerClient) -> None:
-    """The host image builds FROM the project's base; make it the way `fcgikit build` does."""
-    try:
-        client.images.get(BASE_IMAGE)
-        return
-    except docker.errors.ImageNotFound:
-        pass
-    # The base is made by the project's own builder (debootstrap + docker import), the
-    # same code path users take on an engine that cannot pull.
-    from fcgikit.deploy import images as project_images  # engineer D's builder
+def ensure_base_image(client: docker.DockerClient) -> str:
+    """The host image builds FROM the project's base, made the way `fcgikit build` makes it
+    (present, else pulled, else debootstrap + docker import): the same code path users take."""
+    from fcgikit.deploy import images as project_images
 
-    project_images.ensure_base(client)
+    return project_images.ensure_base(client, project_images.ImageNames(), progress=lambda line: None)
 
 
 def host_image_tag() -> str:
@@ -87,8 +81,8 @@ def ensure_host_image(client: docker.DockerClient) -> str:
         return tag
     except docker.errors.ImageNotFound:
         pass
-    ensure_base_image(client)
-    client.images.build(path=str(HERE), tag=tag, buildargs={"BASE": BASE_IMAGE}, rm=True)
+    base = ensure_base_image(client)
+    client.images.build(path=str(HERE), tag=tag, buildargs={"BASE": base}, rm=True)
     return tag
 
 

@@ -26,12 +26,17 @@ from typing import Any
 import docker
 import fabric
 import paramiko
+from docker.transport import UnixHTTPAdapter
 
 from .errors import FcgikitError
 from .inventory import SshTarget
 
 DOCKER_DIAL = "docker system dial-stdio"
 KEEPALIVE_SECONDS = 5
+# sshd allows 10 sessions per connection (MaxSessions). The Docker tunnel uses at most 6
+# at once and the SDK keeps at most 2 idle, leaving room for commands and image streams.
+TUNNEL_CHANNELS = 6
+DOCKER_POOL_SIZE = 2
 _known_hosts_lock = threading.Lock()
 
 
@@ -126,6 +131,7 @@ class DockerTunnel:
         self.listener.bind(self.path)
         self.listener.listen(16)
         self.closed = False
+        self.channels = threading.BoundedSemaphore(TUNNEL_CHANNELS)
         threading.Thread(target=self._accept_loop, name=f"docker-tunnel-{name}", daemon=True).start()
 
     @property
@@ -146,18 +152,26 @@ class DockerTunnel:
             threading.Thread(target=self._forward, args=(local,), daemon=True).start()
 
     def _forward(self, local: socket.socket) -> None:
+        # A connection beyond the limit waits here (the SDK's request waits with it).
+        with self.channels:
+            self._forward_over_channel(local)
+
+    def _forward_over_channel(self, local: socket.socket) -> None:
         try:
             channel = self.transport.open_session(timeout=10)
             channel.exec_command(DOCKER_DIAL)
         except (paramiko.SSHException, OSError, EOFError):
             local.close()  # the SDK sees a closed connection and raises
             return
-        upstream = threading.Thread(target=_pump, args=(local.recv, channel.sendall, channel.shutdown_write), daemon=True)
-        upstream.start()
-        _pump(channel.recv, local.sendall, lambda: _shutdown_write(local))
-        upstream.join(timeout=5)
+        # When either side is done the exchange is over (the SDK closes a connection it
+        # will not reuse; the engine closes one it has finished with): close both ends
+        # at once, which also ends the other pump and frees the SSH session.
+        finished = threading.Event()
+        for read, write in ((local.recv, channel.sendall), (channel.recv, local.sendall)):
+            threading.Thread(target=_pump, args=(read, write, finished.set), daemon=True).start()
+        finished.wait()
         channel.close()
-        local.close()
+        _close(local)
 
 
 def _pump(read: Callable[[int], bytes], write: Callable[[bytes], Any], done: Callable[[], Any]) -> None:
@@ -173,8 +187,30 @@ def _pump(read: Callable[[int], bytes], write: Callable[[bytes], Any], done: Cal
             pass
 
 
-def _shutdown_write(sock: socket.socket) -> None:
-    sock.shutdown(socket.SHUT_WR)
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class _OnePoolAdapter(UnixHTTPAdapter):
+    """The SDK's adapter keeps a connection pool per URL (so per image ID inspected, per
+    container...), each holding an idle connection: over SSH, every one of them holds a
+    session, and sshd allows ten. One pool for the whole engine keeps a few."""
+
+    def get_connection(self, url, proxies=None):
+        return super().get_connection("http+docker://localhost", proxies)
+
+
+def docker_client_over(tunnel: DockerTunnel, timeout: int) -> docker.DockerClient:
+    client = docker.DockerClient(base_url=tunnel.base_url, timeout=timeout)
+    client.api.adapters["http+docker://"].close()  # the one the API version was asked on
+    adapter = _OnePoolAdapter(f"http+unix://{tunnel.path}", timeout, max_pool_size=DOCKER_POOL_SIZE)
+    client.api.mount("http+docker://", adapter)
+    client.api._custom_adapter = adapter
+    return client
 
 
 class HostSession:
@@ -201,7 +237,7 @@ class HostSession:
     def docker(self, timeout: int = 60) -> docker.DockerClient:
         if self._docker is None:
             self._tunnel = DockerTunnel(self.transport, self.name)
-            self._docker = docker.DockerClient(base_url=self._tunnel.base_url, timeout=timeout)
+            self._docker = docker_client_over(self._tunnel, timeout)
         return self._docker
 
     def run(self, command: str, *, timeout: float | None = 60) -> fabric.Result:
@@ -290,10 +326,11 @@ class Fleet:
         self.accept_new_host_keys = accept_new_host_keys
         self.sessions: dict[str, HostSession] = {}
         self.unreachable: dict[str, BaseException] = {}
+        self.connect_outcomes: list[HostOutcome] = []
 
     def connect(self) -> list[HostOutcome]:
         """Open every host; those that fail are remembered as unreachable, not raised."""
-        outcomes = on_each_host(self.targets, self._open)
+        outcomes = self.connect_outcomes = on_each_host(self.targets, self._open)
         for outcome in outcomes:
             if outcome.ok:
                 self.sessions[outcome.host] = outcome.value

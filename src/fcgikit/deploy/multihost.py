@@ -1,0 +1,164 @@
+"""The stack across the inventory's hosts: the same planning and Docker operations as on
+one host (operations.Stack), with each host's engine reached over SSH.
+
+What changes against the local stack:
+- images are built on this machine and shipped to each host that lacks them (ship.py);
+- FastCGI containers on remote hosts publish on their host's private address and nginx
+  lists them as address:port (placement.py, used by the planner);
+- `up`, `scale` and `down` hold the deploy lock on the primary host (lock.py);
+- a host that cannot be reached is reported and left out: `up` places its share on the
+  remaining hosts, `status` shows it as unreachable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import docker
+
+from .docker_backend import Engine
+from .errors import FcgikitError
+from .hosts import Host, local_host
+from .inventory import Inventory, load_inventory
+from .lock import DeployLock
+from .operations import Stack, UpResult
+from .plan import Plan
+from .ship import ShipReport, host_images, local_images, plan_shipment, ship
+from .ssh import Fleet, HostsFailed, on_each_host
+
+BUILD_HOST = "(local)"  # images are built by this machine's engine, then shipped
+
+# Which images each role's containers run (Stack.image_tags keys).
+ROLE_IMAGES = {"edge": ("nginx",), "workers": ("workers",), "cgi": ("cgi",)}
+
+
+def images_for_host(roles: frozenset[str], tags: dict[str, str]) -> list[str]:
+    """The image tags a host with these roles runs, each once (pure)."""
+    wanted = [tags[service] for role in sorted(roles) for service in ROLE_IMAGES.get(role, ())]
+    return list(dict.fromkeys(wanted))
+
+
+def inventory_hosts(inventory: Inventory, reachable: Callable[[str], bool], connect) -> list[Host]:
+    """The planner's hosts: the reachable ones, in inventory order (pure apart from `connect`)."""
+    return [
+        Host(
+            name=entry.name,
+            address=entry.address,
+            roles=frozenset(entry.roles),
+            connect=functools.partial(connect, entry.name),
+            remote=True,
+        )
+        for entry in inventory.hosts
+        if reachable(entry.name)
+    ]
+
+
+@dataclass
+class RemoteStack(Stack):
+    inventory: Inventory | None = None
+    fleet: Fleet | None = None
+    local_client: docker.DockerClient | None = None
+    ship_reports: list[ShipReport] = field(default_factory=list)
+
+    # --- engines -------------------------------------------------------------------------
+
+    def engine(self, host_name: str) -> Engine:
+        if host_name == BUILD_HOST:
+            if BUILD_HOST not in self._engines:
+                self._engines[BUILD_HOST] = Engine(local_host(), self.local_client or docker.from_env())
+            return self._engines[BUILD_HOST]
+        return super().engine(host_name)
+
+    def _build_host(self) -> str:
+        return BUILD_HOST
+
+    # --- images: built here, shipped there -------------------------------------------------
+
+    def image_tags(self, *, build: bool) -> dict[str, str]:
+        tags = super().image_tags(build=build)
+        if build:
+            self.ship_images(tags)
+        return tags
+
+    def ship_images(self, tags: dict[str, str]) -> list[ShipReport]:
+        local = self.engine(BUILD_HOST).client
+
+        def ship_to(host: Host) -> ShipReport:
+            session = self.fleet.session(host.name)
+            wanted = local_images(local, images_for_host(host.roles, tags))
+            shipment = plan_shipment(host.name, wanted, host_images(session.docker()))
+            return ship(session, local, shipment, self._ship_progress)
+
+        by_name = {host.name: host for host in self.hosts}
+        outcomes = on_each_host(by_name, lambda name: ship_to(by_name[name]))
+        self.ship_reports = [outcome.value for outcome in outcomes if outcome.ok]
+        for report in self.ship_reports:
+            self.say(str(report))
+        if any(not outcome.ok for outcome in outcomes):
+            raise HostsFailed("shipping images", outcomes)
+        return self.ship_reports
+
+    def _ship_progress(self, host: str, sent: int, expected: int) -> None:
+        share = f" of ~{expected / 1e6:.0f} MB" if expected else ""
+        self.progress(f"ship {host}: {sent / 1e6:.0f} MB sent{share}")
+
+    # --- operations under the deploy lock ----------------------------------------------------
+
+    def up(self) -> UpResult:
+        with self._lock("up"):
+            return super().up()
+
+    def scale(self, service: str, replicas: int) -> UpResult:
+        with self._lock(f"scale {service}={replicas}"):
+            return super().scale(service, replicas)
+
+    def down(self) -> Plan:
+        with self._lock("down"):
+            return super().down()
+
+    def _lock(self, command: str) -> DeployLock:
+        primary = self.inventory.primary.name
+        if primary not in self.fleet.sessions:
+            raise FcgikitError(
+                f"the primary host {primary} holds the deploy lock and cannot be reached: "
+                f"{self.fleet.unreachable.get(primary)}"
+            )
+        return DeployLock(self.fleet.session(primary), self.project, command)
+
+    # --- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        report = super().status()
+        report["hosts"] = self.host_rows()
+        return report
+
+    def host_rows(self) -> list[dict]:
+        rows = []
+        for entry in self.inventory.hosts:
+            problem = self.fleet.unreachable.get(entry.name)
+            rows.append({
+                "name": entry.name,
+                "address": entry.address,
+                "roles": list(entry.roles),
+                "reachable": problem is None,
+                "problem": str(problem) if problem is not None else "",
+            })
+        return rows
+
+
+def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: bool = False) -> RemoteStack:
+    """Connect to every inventory host in parallel; unreachable ones are reported, not fatal."""
+    inventory = load_inventory(hosts_file)
+    fleet = Fleet(inventory.targets(), accept_new_host_keys=accept_new_host_keys)
+    atexit.register(fleet.close)
+    fleet.connect()
+    say = stack_kwargs.get("say", lambda text: None)
+    for name, problem in fleet.unreachable.items():
+        say(f"host {name} is unreachable, left out: {problem}")
+    hosts = inventory_hosts(inventory, lambda name: name in fleet.sessions, lambda name: fleet.session(name).docker())
+    if not hosts:
+        raise HostsFailed("connecting", fleet.connect_outcomes)
+    return RemoteStack(hosts=hosts, inventory=inventory, fleet=fleet, **stack_kwargs)
