@@ -19,6 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .deploy.cli_hosts import host_lines, hosts_options, stack_for
+from .deploy.cli_hosts import lock as lock_commands
 from .deploy.errors import ConfigError, FcgikitError
 from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
 from .deploy.operations import Stack
@@ -88,13 +90,14 @@ def stack_options(command):
     ]
     for option in reversed(options):
         command = option(command)
-    return command
+    return hosts_options(command)  # --hosts FILE: the same commands across hosts over SSH
 
 
 def app_option(command):
-    return click.option("--app", metavar="PATH[:MODULE:APP]",
+    return click.option("--app", metavar="PATH[:MODULE:APP]", envvar="FCGIKIT_APP",
                         help="serve your own WSGI app: a directory (with the file's MODULE:APP "
-                             "or the one given) or a .py file (callable `app` unless given)")(command)
+                             "or the one given) or a .py file (callable `app` unless given); "
+                             "give scale the same --app as up")(command)
 
 
 def dry_run_option(command):
@@ -111,7 +114,8 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None) -> Stack:
     name = project or spec.project or DEFAULT_PROJECT
     _check_project(name)
     progress = Progress()
-    return Stack(spec, name, names=ImageNames(image_prefix, base_image), say=say_step, progress=progress)
+    return stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say_step,
+                          progress=progress))
 
 
 def default_spec_file() -> Path:
@@ -216,11 +220,15 @@ def up(spec_file, project, image_prefix, base_image, app, dry_run) -> None:
 @cli.command()
 @click.argument("assignment", metavar="SERVICE=N")
 @stack_options
+@app_option
 @dry_run_option
-def scale(assignment, spec_file, project, image_prefix, base_image, dry_run) -> None:
-    """Run N containers of SERVICE (workers or cgi) without failing a request."""
+def scale(assignment, spec_file, project, image_prefix, base_image, app, dry_run) -> None:
+    """Run N containers of SERVICE (workers or cgi) without failing a request.
+
+    Until the next `up`, which goes back to the file's replicas.
+    """
     service, replicas = parse_assignment(assignment)
-    stack = load_stack(spec_file, project, image_prefix, base_image)
+    stack = load_stack(spec_file, project, image_prefix, base_image, app)
     if dry_run:
         print_plan(stack.plan_scale(service, replicas, build=False))
         return
@@ -275,6 +283,7 @@ def status(spec_file, project, image_prefix, base_image, as_json) -> None:
 @click.option("--file", "spec_file", type=click.Path(dir_okay=False, path_type=Path), envvar="FCGIKIT_FILE",
               help="stack file (default: ./fcgikit.yaml, else deploy/fcgikit.yaml)")
 @click.option("-p", "--project", envvar="FCGIKIT_PROJECT", help="project name")
+@hosts_options
 def logs(service, follow, spec_file, project) -> None:
     """Every container's log of SERVICE, each line prefixed by its container name."""
     stack = load_stack(spec_file, project, DEFAULT_PREFIX, DEFAULT_BASE)
@@ -317,6 +326,8 @@ def print_plan(plan: Plan) -> None:
 
 
 def print_status(report: dict) -> None:
+    for line in host_lines(report):  # multi-host: every inventory host, reachable or not
+        out.print(line)
     table = Table(title=f"project {report['project']}: {report['url'] or 'no nginx running'}")
     for column in ("container", "service", "host", "state", "health", "processes", "busy/idle", "requests", "image"):
         table.add_column(column)
@@ -339,6 +350,8 @@ def print_status(report: dict) -> None:
 def _dash(value) -> str:
     return "-" if value is None else str(value)
 
+
+cli.add_command(lock_commands)
 
 if __name__ == "__main__":
     main()
