@@ -77,7 +77,6 @@ class Manager:
         self.counters = status_report.PoolCounters()
         self.boot_failures = BootFailures()
         self.stop_mode: str | None = None  # None, "draining" or "stopping"
-        self.stop_deadline = 0.0
         self.exit_status = 0
         self.pool_full = False
         self.status_dirty = True
@@ -85,6 +84,7 @@ class Manager:
         self.start_wall = time.time()
         self.scoreboard: Scoreboard | None = None
         self.wakeup_fds: tuple[int, int] | None = None
+        self.saved_handlers: dict = {}
 
     # -- life cycle ---------------------------------------------------------
 
@@ -106,8 +106,8 @@ class Manager:
         os.set_blocking(write_fd, False)
         self.wakeup_fds = (read_fd, write_fd)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for signum in SIGNAL_METHODS:
-            signal.signal(signum, self.queue_signal)
+        self.saved_handlers = {signum: signal.signal(signum, self.queue_signal)
+                               for signum in SIGNAL_METHODS}
         if self.config.pidfile:
             with open(self.config.pidfile, "w") as out:
                 out.write(f"{os.getpid()}\n")
@@ -141,6 +141,8 @@ class Manager:
     def teardown(self) -> None:
         self.kill_remaining()
         signal.set_wakeup_fd(-1)
+        for signum, handler in self.saved_handlers.items():
+            signal.signal(signum, handler)  # a front end may go on after run_manager
         for fd in self.wakeup_fds or ():
             os.close(fd)
         self.close_listener()
@@ -235,11 +237,11 @@ class Manager:
             return
         log.info("%s: %s %d children (grace %gs)", why, mode, len(self.children), grace)
         self.stop_mode = mode
-        self.stop_deadline = time.monotonic() + grace
+        deadline = time.monotonic() + grace
         self.close_listener()  # once the children are gone, connections are refused
         for child in self.children.values():
             self.send(child, self.stop_signal(fast=mode == "stopping"))
-            child.retire_deadline = self.stop_deadline
+            child.retire_deadline = deadline
 
     def fail(self, reason: str, status: int) -> None:
         """Stop the pool because respawning cannot help."""
