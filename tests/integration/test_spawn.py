@@ -301,6 +301,42 @@ def test_a_child_still_busy_after_the_grace_period_is_killed(pools, hello_fcgi, 
     assert result and result[0][0] == 502  # the request was cut, as the grace period says
 
 
+WSGI_APP = """
+import os
+served = 0
+
+def app(environ, start_response):
+    global served
+    served += 1
+    body = f"hello pid={os.getpid()} requests={served} uri={environ['REQUEST_URI']}\\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_sighup_of_python_workers_behind_nginx_keepalive_fails_nothing(pools, tmp_path):
+    # Our own worker (fcgikit.serve) under the manager, nginx keeping connections
+    # to it: a reload must not fail one request either.
+    (tmp_path / "hello_app.py").write_text(WSGI_APP)
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2", "--chdir", str(tmp_path), "hello_app:app"],
+                 command=[sys.executable, "-m", "fcgikit.serve"])
+    old_pids = pool.wait_children(2) and pool.pids()
+    upstream = f"upstream workers {{ server 127.0.0.1:{pool.port}; keepalive 8; }}"
+    location = "location / { include fastcgi_params; fastcgi_pass workers; fastcgi_keep_conn on; }"
+    with Nginx(location, upstream) as ngx, Load(ngx, "/py", threads=6) as load:
+        wait_for(lambda: load.count() >= 200, 15, "the load to run")
+        pool.send(signal.SIGHUP)
+        status = pool.wait_children(2, timeout=10, extra=lambda s: s["generation"] == 2)
+        before = load.count()
+        wait_for(lambda: load.count() >= before + 200, 15, "requests after the reload")
+    assert load.failures == [], f"{load.failures[:5]}\n{ngx.error_log()[-3000:]}\n{pool.log()[-3000:]}"
+    new_pids = {p["pid"] for p in status["processes"]}
+    assert not new_pids & old_pids
+    # A worker serves every idle kept-alive connection it holds: one new child may
+    # carry all of nginx's cached connections, so only "the new ones serve" is certain.
+    assert {r["pid"] for r in load.ok} & {str(p) for p in new_pids}
+
+
 # -- the pool without nginx ------------------------------------------------------
 
 def test_ttin_and_ttou_change_the_number_of_children(pools, hello_fcgi):
