@@ -389,6 +389,24 @@ def test_the_status_file_has_the_documented_fields(pools, hello_fcgi):
     assert "pool:                 hello" in printed and "total processes:      2" in printed
 
 
+def test_a_full_pool_shows_in_the_listen_queue_and_max_children_reached(pools, hello_fcgi):
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "1"], [hello_fcgi])
+    assert pool.wait_children(1)["max_children_reached"] == 0
+    port = pool.port
+    # One child, three requests of 0.6 s each: two wait in the accept queue.
+    threads = [threading.Thread(target=fastcgi_get, args=(port, f"/queued/{i}?sleep=600"))
+               for i in range(3)]
+    for thread in threads:
+        thread.start()
+    status = wait_for(lambda: (s := pool.status()) and s["max_children_reached"] >= 1 and s, 5,
+                      "the pool to be reported full", pool.log)
+    for thread in threads:
+        thread.join(15)
+    assert status["max_listen_queue"] >= 1
+    drained = pool.wait_children(1, extra=lambda s: s["listen_queue"] == 0)
+    assert drained["max_listen_queue"] >= 1 and drained["max_children_reached"] >= 1
+
+
 def test_bad_flags_exit_2_with_one_line_and_bind_nothing(hello_fcgi):
     probe = socket.create_server(("127.0.0.1", 0))
     port = probe.getsockname()[1]
