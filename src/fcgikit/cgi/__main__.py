@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="FastCGI gateway that runs CGI/1.1 programs, one process per request. "
                     "--timeout S is the time a program may run (then its process group is killed, 504).")
     add_pool_arguments(parser)
+    for action in parser._actions:
+        if action.dest == "timeout":   # the pool's flag, given this front end's meaning
+            action.help = ("a program may run S seconds, then its process group is killed "
+                           "and the client gets 504 (0: no limit)")
     cgi = parser.add_argument_group("CGI")
     cgi.add_argument("--root", metavar="DIR",
                      help="only executable files under DIR run (default: each request's DOCUMENT_ROOT)")
@@ -73,9 +77,12 @@ def make_child(gateway: Gateway):
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = build_parser().parse_args(argv)
+    parser = build_parser()
+    options = parser.parse_args(argv)
     if options.max_procs < 0:
-        sys.exit("--max-procs: must be 0 (no limit) or more")
+        parser.error("--max-procs: must be 0 (no limit) or more")
+    if options.root is not None and not os.path.isdir(options.root):
+        parser.error(f"--root: not a directory: {options.root}")
     choose_program_user(options)
     program_timeout = options.timeout or 0.0
     config = make_config(options.root, program_timeout, options.queue_timeout)

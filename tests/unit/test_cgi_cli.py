@@ -1,0 +1,39 @@
+"""python3 -m fcgikit.cgi's command line: the pool's flags plus the CGI ones."""
+
+import pytest
+
+from fcgikit.cgi import __main__ as cli
+
+
+def parse(*argv):
+    return cli.build_parser().parse_args(list(argv))
+
+
+def test_pool_and_cgi_flags_parse_together():
+    options = parse("-n", "-p", "9000", "-F", "4", "--root", "/srv", "--timeout", "30", "--max-procs", "8")
+    assert (options.port, options.children, options.root, options.timeout, options.max_procs) == (9000, 4, "/srv", 30.0, 8)
+
+
+@pytest.mark.parametrize("euid, argv, expected", [
+    (0, [], "nobody"),                          # root: programs never run as root
+    (0, ["--user", "www-data"], "www-data"),
+    (0, ["-u", "daemon"], "daemon"),            # the pool's -u says the same thing
+    (1000, ["--user", "www-data"], None),       # not root: nothing to switch
+])
+def test_program_user(monkeypatch, euid, argv, expected):
+    monkeypatch.setattr(cli.os, "geteuid", lambda: euid)
+    options = parse("-p", "0", *argv)
+    cli.choose_program_user(options)
+    assert options.user == expected
+
+
+def test_disagreeing_users_are_refused(monkeypatch):
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 0)
+    with pytest.raises(SystemExit):
+        cli.choose_program_user(parse("-p", "0", "-u", "daemon", "--user", "www-data"))
+
+
+def test_missing_root_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as leaving:
+        cli.main(["-n", "-p", "0", "--root", str(tmp_path / "missing")])
+    assert leaving.value.code == 2
