@@ -2,7 +2,7 @@
 
 Routes:
   /          hello
-  /echo      the POST body back, streamed as it is read
+  /echo      the POST body back (any size: spooled to disk past 1 MiB)
   /environ   the WSGI environ as text
   /sha256    the SHA-256 of the POST body (read in pieces: any size, little memory)
   /sleep?s=N sleeps N seconds (at most 60), then answers
@@ -10,6 +10,7 @@ Routes:
 
 import hashlib
 import os
+import tempfile
 import time
 from urllib.parse import parse_qs
 
@@ -27,12 +28,18 @@ def hello(environ, start_response):
 
 
 def echo(environ, start_response):
-    headers = [("Content-Type", environ.get("CONTENT_TYPE") or "application/octet-stream")]
-    if environ.get("CONTENT_LENGTH"):
-        headers.append(("Content-Length", environ["CONTENT_LENGTH"]))
-    start_response("200 OK", headers)
+    # The body is read to the end before the response starts: nginx stops sending
+    # the request body once the response has begun. Spooled to disk past 1 MiB,
+    # so any size echoes back in little memory.
+    spool = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
     stream = environ["wsgi.input"]
-    return iter(lambda: stream.read(CHUNK), b"")
+    while chunk := stream.read(CHUNK):
+        spool.write(chunk)
+    size = spool.tell()
+    spool.seek(0)
+    start_response("200 OK", [("Content-Type", environ.get("CONTENT_TYPE") or "application/octet-stream"),
+                              ("Content-Length", str(size))])
+    return environ["wsgi.file_wrapper"](spool, CHUNK)
 
 
 def show_environ(environ, start_response):

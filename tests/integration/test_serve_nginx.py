@@ -115,3 +115,21 @@ def test_a_client_that_goes_away_mid_request_is_logged_once_and_costs_nothing_el
     time.sleep(0.2)
     response = requests.get(nginx.url("/n?i=7"), timeout=10)
     assert response.status_code == 200 and response.text.startswith("n=7 ")
+
+
+def test_the_example_app_routes(tmp_path):
+    """apps/hello_wsgi.py, which the images serve: every route through nginx."""
+    with serve_app(tmp_path, "apps.hello_wsgi:application", 1) as served, \
+            Nginx(fastcgi_location(served.port)) as ngx:
+        assert requests.get(ngx.url("/"), timeout=10).text.startswith("Hello from fcgikit")
+        body = os.urandom(3 * 1024 * 1024)  # past the 1 MiB spool: echoed from disk
+        echoed = requests.post(ngx.url("/echo"), data=body, timeout=30)
+        assert echoed.status_code == 200 and echoed.content == body, context(served, ngx)
+        digest = requests.post(ngx.url("/sha256"), data=b"abc", timeout=10).text.split()
+        assert digest == [hashlib.sha256(b"abc").hexdigest(), "3"]
+        environ = requests.get(ngx.url("/environ?k=v"), timeout=10).text
+        assert "QUERY_STRING='k=v'" in environ and "wsgi.url_scheme='http'" in environ
+        started = time.monotonic()
+        assert requests.get(ngx.url("/sleep?s=0.3"), timeout=10).text == "slept 0.3s\n"
+        assert time.monotonic() - started >= 0.3
+        assert requests.get(ngx.url("/nope"), timeout=10).status_code == 404
