@@ -427,7 +427,8 @@ def test_unix_socket_with_mode_behind_nginx_and_removed_on_exit(pools, hello_fcg
     path = tmp_path / "hello.sock"
     pool = pools(["-s", str(path), "-M", "0600", "-F", "1"], [hello_fcgi])
     status = pool.wait_children(1)
-    assert status["listen"] == f"unix:{path}" and status["listen_queue"] is None
+    assert status["listen"] == f"unix:{path}" and status["listen_queue"] == 0
+    assert status["listen_queue_len"] == 1024
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     with Nginx(f"location / {{ include fastcgi_params; fastcgi_pass unix:{path}; }}") as ngx:
         code, body = get(ngx, "/unix")

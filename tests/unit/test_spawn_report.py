@@ -91,6 +91,22 @@ def test_listen_queue_reads_the_accept_queue_of_a_real_socket():
     finally:
         for sock in clients + [server]:
             sock.close()
-    unix = socket.socket(socket.AF_UNIX)
-    assert listen_queue(unix) is None
-    unix.close()
+
+
+
+def test_listen_queue_of_a_unix_socket_comes_from_sock_diag(tmp_path):
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "s"))
+    server.listen(9)
+    clients = []
+    try:
+        assert listen_queue(server) == (0, 9)
+        for _ in range(2):
+            client = socket.socket(socket.AF_UNIX)
+            client.connect(str(tmp_path / "s"))
+            clients.append(client)
+        assert listen_queue(server) == (2, 9)
+    finally:
+        for sock in clients + [server]:
+            sock.close()
+    assert listen_queue(server) is None  # closed: unknown, never an exception

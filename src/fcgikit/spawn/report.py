@@ -19,18 +19,59 @@ STATUS_VERSION = 1
 # length in tcpi_unacked and its maximum (the backlog) in tcpi_sacked.
 _TCP_INFO_QUEUE = struct.Struct("=8x16xII")
 
+# Unix sockets have no TCP_INFO; the kernel's sock_diag netlink interface (what
+# `ss -xl` uses) reports the same two figures: struct unix_diag_req asks for one
+# socket by inode with UDIAG_SHOW_RQLEN, and the UNIX_DIAG_RQLEN attribute of the
+# answer holds (accept queue length, backlog) for a listening socket.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 1
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_UNIX_DIAG_REQ = struct.Struct("=BBHIIIII")
+_UNIX_DIAG_MSG_SIZE = 16
+_UDIAG_SHOW_RQLEN = 0x10
+_UNIX_DIAG_RQLEN = 4
+_ANY = 0xFFFFFFFF
+
 
 def listen_queue(sock: socket.socket) -> tuple[int, int] | None:
     """(connections waiting to be accepted, queue limit), or None where unknown."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or not hasattr(socket, "TCP_INFO"):
-        return None
     try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    except OSError:
-        return None
-    if len(raw) < _TCP_INFO_QUEUE.size:
-        return None
-    return _TCP_INFO_QUEUE.unpack_from(raw)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return _tcp_listen_queue(sock)
+        if sock.family == socket.AF_UNIX:
+            return _unix_listen_queue(sock)
+    except (OSError, struct.error):
+        pass
+    return None
+
+
+def _tcp_listen_queue(sock: socket.socket) -> tuple[int, int] | None:
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return _TCP_INFO_QUEUE.unpack_from(raw) if len(raw) >= _TCP_INFO_QUEUE.size else None
+
+
+def _unix_listen_queue(sock: socket.socket) -> tuple[int, int] | None:
+    inode = os.fstat(sock.fileno()).st_ino
+    request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, _ANY, inode, _UDIAG_SHOW_RQLEN, _ANY, _ANY)
+    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
+                                _NLM_F_REQUEST, 1, 0)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as netlink:
+        netlink.settimeout(1.0)
+        netlink.send(header + request)
+        answer = netlink.recv(8192)
+    length, kind = struct.unpack_from("=IH", answer)
+    if kind != _SOCK_DIAG_BY_FAMILY:
+        return None  # NLMSG_ERROR: no such socket, or no sock_diag in this kernel
+    position = _NLMSG_HEADER.size + _UNIX_DIAG_MSG_SIZE
+    while position + 4 <= min(length, len(answer)):
+        attribute_length, attribute = struct.unpack_from("=HH", answer, position)
+        if attribute == _UNIX_DIAG_RQLEN:
+            return struct.unpack_from("=II", answer, position + 4)
+        if attribute_length < 4:
+            return None
+        position += (attribute_length + 3) & ~3
+    return None
 
 
 @dataclass
