@@ -537,7 +537,7 @@ def worker(ctx):
             if path.startswith("/hang"):
                 time.sleep(3600)
             if path.startswith("/slow"):
-                time.sleep(1.5)
+                time.sleep(5 if path.startswith("/slow5") else 1.5)
             served += 1
             conn.sendall(f"pid={os.getpid()} served={served} max={ctx.max_requests}\\n".encode())
             ctx.slot.request_finished()
@@ -617,6 +617,28 @@ def test_sigterm_drains_a_busy_python_worker(python_pool):
     assert pool.wait(10) == 0, pool.log()
     thread.join(10)
     assert result and result[0].startswith("pid="), pool.log()
+
+
+def test_sigquit_stops_at_once_without_waiting_for_requests(python_pool):
+    pool = python_pool(["-F", "1", "--graceful-timeout", "10"])
+    pool.wait_children(1)
+    port = pool.port
+    thread = threading.Thread(target=lambda: _ignore_errors(ask, port, "/slow5/abandoned"))
+    thread.start()
+    pool.wait_children(1, extra=lambda s: s["children"]["busy"] == 1)
+    sent_at = time.monotonic()
+    pool.send(signal.SIGQUIT)
+    assert pool.wait(10) == 0, pool.log()
+    assert time.monotonic() - sent_at < 3, pool.log()  # the 5 s request was not awaited
+    thread.join(10)
+    assert "SIGQUIT: stopping 1 children" in pool.log()
+
+
+def _ignore_errors(function, *args):
+    try:
+        function(*args)
+    except OSError:
+        pass
 
 
 def test_as_pid_1_the_manager_reaps_orphans(pools, hello_fcgi, tmp_path):
