@@ -56,7 +56,11 @@ def read(path: Path) -> str:
 class Process:
     """A gateway process on a Unix socket in `workdir`, its stderr in a log file."""
 
+    started = 0
+
     def __init__(self, argv: list[str], workdir: Path, name: str) -> None:
+        Process.started += 1
+        name = f"{name}-{Process.started}"   # several gateways may share a workdir
         self.socket = str(workdir / f"{name}.sock")
         self.log_path = workdir / f"{name}.log"
         self.argv = [arg.replace("{socket}", self.socket) for arg in argv]
@@ -71,6 +75,13 @@ class Process:
 
     def log(self) -> str:
         return read(self.log_path)
+
+    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
+        """The log once it holds `text` (logging may lag what it reports), else as it is."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.log()
 
     def request(self, params: dict, stdin: bytes = b"", timeout: float = 20.0):
         return fcgi_request(self.socket, params, stdin=stdin, timeout=timeout)

@@ -202,7 +202,7 @@ def test_no_header_block_is_502_with_the_reason_logged(tree, gateway):
     response = gateway.request(params_for(root, "/cgi-bin/no-header.sh"))
     assert response.http()[0] == 502
     assert b"invalid response" in response.stderr
-    assert "no-header.sh: invalid response" in gateway.log()
+    assert "no-header.sh: invalid response" in gateway.wait_for_log("no-header.sh: invalid response")
 
 
 def test_stderr_lines_are_tagged_with_the_script(tree, gateway):
@@ -210,7 +210,7 @@ def test_stderr_lines_are_tagged_with_the_script(tree, gateway):
     response = gateway.request(params_for(root, "/cgi-bin/stderr.sh"))
     assert response.http()[2] == b"ok\n"
     assert response.stderr == b"[/cgi-bin/stderr.sh] first complaint\n[/cgi-bin/stderr.sh] second complaint\n"
-    assert "[/cgi-bin/stderr.sh] second complaint" in gateway.log()
+    assert "[/cgi-bin/stderr.sh] second complaint" in gateway.wait_for_log("second complaint")
 
 
 def test_program_that_exits_before_its_body_is_sent_does_not_wedge_the_gateway(tree, gateway):
@@ -257,4 +257,5 @@ def test_program_is_killed_when_the_web_server_goes_away(tree):
         while not pid_is_gone(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pid_is_gone(pid), f"stream.sh ({pid}) outlived its web server\n{gateway.log()}"
-        assert "stream.sh: lost the web server, killed the program" in gateway.log()
+        message = "stream.sh: lost the web server, killed the program"
+        assert message in gateway.wait_for_log(message)
