@@ -133,3 +133,16 @@ def test_the_example_app_routes(tmp_path):
         assert requests.get(ngx.url("/sleep?s=0.3"), timeout=10).text == "slept 0.3s\n"
         assert time.monotonic() - started >= 0.3
         assert requests.get(ngx.url("/nope"), timeout=10).status_code == 404
+
+
+def test_a_large_body_the_app_ignores_does_not_stall_the_response(served, nginx):
+    """nginx stops sending the body once the response begins; a worker that waited
+    for the unread rest before END_REQUEST would hang until nginx's 60 s timeout."""
+    chunk = b"z" * (1024 * 1024)
+    started = time.monotonic()
+    response = requests.post(nginx.url("/pid"), data=(chunk for _ in range(100)), timeout=30)
+    assert response.status_code == 200, context(served, nginx)
+    assert time.monotonic() - started < 15, context(served, nginx)
+    assert "timed out" not in nginx.error_log()
+    follow_up = requests.get(nginx.url("/n?i=1"), timeout=10)
+    assert follow_up.status_code == 200 and follow_up.text.startswith("n=1 ")

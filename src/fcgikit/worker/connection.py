@@ -10,6 +10,7 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import time
 from collections import deque
 
 from ..fastcgi import (
@@ -32,6 +33,8 @@ RECV_SIZE = 256 * 1024
 # nginx's own fastcgi_send_timeout / fastcgi_read_timeout default to 60 s: past
 # that nginx has given up on the request too, so the worker may as well.
 IO_TIMEOUT = 60.0
+# How long a closing connection is drained of a body the app did not read.
+LINGER_SECONDS = 2.0
 # Output pieces at least this big are framed in place (record headers around
 # memoryview slices, one sendmsg) instead of being copied into records.
 ZERO_COPY_MIN = 32 * 1024
@@ -69,7 +72,7 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 
 class Connection:
-    __slots__ = ("sock", "addr", "proto", "events", "begun", "request", "gone", "closed", "registered", "fd",
+    __slots__ = ("sock", "addr", "proto", "events", "begun", "request", "gone", "closed", "registered", "must_close", "fd",
                  "_recv", "_sendall")
 
     def __init__(self, sock: socket.socket, addr) -> None:
@@ -77,6 +80,7 @@ class Connection:
         self.fd = sock.fileno()
         self.addr = addr
         self.registered = False  # under the loop's poll()
+        self.must_close = False  # after this request, whatever FCGI_KEEP_CONN says
         self.proto = ServerConnection(max_conns=MAX_CONNS, max_reqs=1)
         self.events: deque = deque()
         self.begun: RequestBegun | None = None
@@ -243,19 +247,25 @@ class Connection:
             return
         rid = request.request_id
         proto = self.proto
+        linger = False
         if not request.stdin.at_eof:
-            # The next request's records follow this one's stdin: read past it.
-            # When that means waiting on the socket, the response goes first.
-            if not self._stdin_end_queued():
-                request.stdout.flush()
-            try:
+            # The app left part of the body unread. If the rest has arrived, read
+            # past it and the connection can carry the next request. If not, do
+            # not wait for it: nginx stops sending the body once the response has
+            # begun. Answer, then close.
+            if self._read_to_stdin_end():
                 request.stdin.discard_rest()
-            except ClientGone:
-                return
+            else:
+                linger = True
         # nginx never sends ABORT_REQUEST: when its client leaves, it closes the
-        # connection. Notice it here (one cheap peek), say so once, send nothing.
+        # connection. Notice it here (one cheap poll), say so once, send nothing.
         if self.peer_closed():
             return
+        self._send_rest(request, proto, rid)
+        if linger:
+            self._linger_close()
+
+    def _send_rest(self, request: Request, proto, rid: int) -> None:
         stdout, stderr = request.stdout, request.stderr
         if stdout.pending > MAX_CONTENT or stderr.pending > MAX_CONTENT:
             buffers = stream_buffers(FCGI_STDOUT, rid, stdout.take_chunks())
@@ -275,9 +285,44 @@ class Connection:
     def _stdin_end_queued(self) -> bool:
         return any(type(event) is StdinReceived and not event.data for event in self.events)
 
+    def _read_to_stdin_end(self) -> bool:
+        """Reads what has already arrived, without waiting and dropping body data;
+        True once the end of stdin is queued."""
+        events = self.events
+        while not self._stdin_end_queued():
+            kept = [e for e in events if not (type(e) is StdinReceived and e.data)]
+            events.clear()
+            events.extend(kept)
+            try:
+                self.receive(socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            except PeerClosed:
+                self.went_away("the web server closed the connection before the request body ended")
+                return False
+            except (OSError, ProtocolError) as exc:
+                self.went_away(f"reading the request body failed: {exc}")
+                return False
+        return True
+
+    def _linger_close(self) -> None:
+        """Shut our side, discard what still comes until the peer closes (bounded),
+        so closing with unread data cannot reset the connection under the response."""
+        self.must_close = True
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while (left := deadline - time.monotonic()) > 0 and poller.poll(left * 1000):
+                if not self.sock.recv(RECV_SIZE):
+                    break
+        except OSError:
+            pass
+
     @property
     def reusable(self) -> bool:
-        return not (self.gone or self.closed) and self.proto.keep_conn
+        return not (self.gone or self.closed or self.must_close) and self.proto.keep_conn
 
     # --- ending ------------------------------------------------------------------
 
