@@ -165,13 +165,14 @@ class TestBed:
     def engine_log(self, host: TestHost) -> str:
         return self.exec(host, "tail -n 50 /var/log/dockerd.log")
 
-    def inventory_yaml(self, roles: dict[str, list[str]]) -> str:
+    def inventory_yaml(self, roles: dict[str, list[str]], connect_timeout: int = 10) -> str:
         """An inventory for these hosts; roles maps host name -> its roles."""
         lines = [
             "ssh:",
             "  user: root",
             f"  key: {self.key_path}",
             f"  known_hosts: {self.known_hosts_path}",
+            f"  connect_timeout: {connect_timeout}",
             "hosts:",
         ]
         for host in self.hosts:

@@ -26,7 +26,7 @@ from .inventory import Inventory, load_inventory
 from .lock import DeployLock
 from .operations import Stack, UpResult
 from .plan import Plan
-from .ship import ShipReport, host_images, local_images, plan_shipment, ship
+from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
 from .ssh import Fleet, HostsFailed, on_each_host
 
 BUILD_HOST = "(local)"  # images are built by this machine's engine, then shipped
@@ -85,12 +85,13 @@ class RemoteStack(Stack):
 
     def ship_images(self, tags: dict[str, str]) -> list[ShipReport]:
         local = self.engine(BUILD_HOST).client
+        digests = default_layer_digests()  # shared by the hosts: each layer hashed once
 
         def ship_to(host: Host) -> ShipReport:
             session = self.fleet.session(host.name)
             wanted = local_images(local, images_for_host(host.roles, tags))
             shipment = plan_shipment(host.name, wanted, host_images(session.docker()))
-            return ship(session, local, shipment, self._ship_progress)
+            return ship(session, local, shipment, self._ship_progress, digests)
 
         by_name = {host.name: host for host in self.hosts}
         outcomes = on_each_host(by_name, lambda name: ship_to(by_name[name]))

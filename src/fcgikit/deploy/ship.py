@@ -10,11 +10,15 @@ new worker image built on the same base sends only its top layers.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import docker
 
@@ -178,28 +182,86 @@ class _ChannelWriter:
             self.on_sent(self.sent)
 
 
-def copy_without_layers(chunks: Iterator[bytes], sink, skip_diff_ids: frozenset[str]) -> int:
+class LayerDigests:
+    """Diff IDs of the layer.tar files in `docker save` output, by their place in the tar.
+
+    A layer's diff ID is the sha256 of its tar, known only once it has been read. The
+    directory `docker save` puts a layer in is named from the layer's content and its
+    parents, so the same name and size mean the same layer: remembered here (and in
+    `path`, across runs), a layer is hashed once, not at every deploy.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self.known: dict[str, str] = {}
+        self.lock = threading.Lock()
+        if path is not None and path.is_file():
+            try:
+                self.known = json.loads(path.read_text())
+            except ValueError:
+                self.known = {}
+
+    @staticmethod
+    def key(member: tarfile.TarInfo) -> str:
+        return f"{member.name}:{member.size}"
+
+    def get(self, member: tarfile.TarInfo) -> str | None:
+        return self.known.get(self.key(member))
+
+    def remember(self, member: tarfile.TarInfo, diff_id: str) -> None:
+        with self.lock:
+            self.known[self.key(member)] = diff_id
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+                temporary.write_text(json.dumps(self.known))
+                temporary.replace(self.path)
+
+
+def default_layer_digests() -> LayerDigests:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcgikit" / "layer-digests.json"
+    return LayerDigests(cache)
+
+
+def copy_without_layers(
+    chunks: Iterator[bytes], sink, skip_diff_ids: frozenset[str], digests: LayerDigests | None = None
+) -> int:
     """Copy a `docker save` tar, leaving out the layer.tar files whose diff ID is in skip_diff_ids.
 
-    The layer's diff ID is the sha256 of its tar, only known once read, so each layer is
-    spooled (memory, then disk) while it is hashed. Returns how many layers were left out.
+    A layer whose diff ID is not known yet is spooled (memory, then disk) while it is
+    hashed, then sent or left out. Returns how many layers were left out.
     """
+    digests = digests or LayerDigests()
     source = tarfile.open(fileobj=_ChunkReader(chunks), mode="r|")
     target = tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT)
     skipped = 0
     for member in source:
         if not member.isfile():
             target.addfile(member)
-            continue
-        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as spool:
-            digest = _spool(source.extractfile(member), spool)
-            if member.name.endswith("/layer.tar") and f"sha256:{digest}" in skip_diff_ids:
-                skipped += 1
-                continue
-            spool.seek(0)
-            target.addfile(member, spool)
+        elif not member.name.endswith("/layer.tar"):
+            target.addfile(member, source.extractfile(member))
+        elif _copy_layer(source, target, member, skip_diff_ids, digests):
+            skipped += 1
     target.close()
     return skipped
+
+
+def _copy_layer(source, target, member, skip_diff_ids, digests: LayerDigests) -> bool:
+    """Send one layer unless the host has it; True when it was left out."""
+    diff_id = digests.get(member)
+    if diff_id is not None:
+        if diff_id in skip_diff_ids:
+            return True  # tarfile's stream mode skips the unread data itself
+        target.addfile(member, source.extractfile(member))
+        return False
+    with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as spool:
+        diff_id = "sha256:" + _spool(source.extractfile(member), spool)
+        digests.remember(member, diff_id)
+        if diff_id in skip_diff_ids:
+            return True
+        spool.seek(0)
+        target.addfile(member, spool)
+        return False
 
 
 def _copy(chunks: Iterator[bytes], sink) -> int:
@@ -239,6 +301,7 @@ def ship(
     local: docker.DockerClient,
     shipment: Shipment,
     progress: Progress | None = None,
+    digests: LayerDigests | None = None,
 ) -> ShipReport:
     """Carry out one host's shipment: stream what it lacks into its `docker load`, tag the rest."""
     report = ShipReport(shipment.host)
@@ -248,7 +311,7 @@ def ship(
         expected = sum(image.size for image in shipment.send)
         report.bytes_sent, report.layers_skipped = _load_over_ssh(
             session, save_stream(local, refs), shipment.skip_layers,
-            lambda sent: progress and progress(shipment.host, sent, expected),
+            lambda sent: progress and progress(shipment.host, sent, expected), digests,
         )
         report.sent = refs
     remote = session.docker() if shipment.tag else None
@@ -260,13 +323,13 @@ def ship(
     return report
 
 
-def _load_over_ssh(session: HostSession, chunks, skip: frozenset[str], on_sent) -> tuple[int, int]:
+def _load_over_ssh(session: HostSession, chunks, skip: frozenset[str], on_sent, digests) -> tuple[int, int]:
     channel = session.transport.open_session(timeout=30)
     channel.set_combine_stderr(True)
     channel.exec_command(LOAD_COMMAND)
     writer = _ChannelWriter(channel.sendall, on_sent)
     try:
-        skipped = copy_without_layers(chunks, writer, skip) if skip else _copy(chunks, writer)
+        skipped = copy_without_layers(chunks, writer, skip, digests) if skip else _copy(chunks, writer)
         writer.flush()
         channel.shutdown_write()
         output = _read_all(channel)

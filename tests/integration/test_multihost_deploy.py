@@ -1,0 +1,270 @@
+"""`fcgikit --hosts` on three real hosts (containers with sshd and their own Docker engine):
+one edge, two worker hosts, reached over SSH with strict host-key checking.
+
+The tests share one bed and one deployment and run in file order: each starts from the
+state the previous one left (as an operator's session would).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fcgikit.fastcgi.client import fcgi_request
+from tests.hosts.bed import TestBed
+
+pytestmark = [pytest.mark.multihost, pytest.mark.docker]
+
+REPO = Path(__file__).resolve().parents[2]
+ROLES = {"h1": ["edge"], "h2": ["workers"], "h3": ["workers", "cgi"]}
+CGI_SCRIPT = '#!/bin/sh\nprintf "Content-Type: text/plain\\n\\nfrom the cgi gateway\\n"\n'
+
+
+def snapshot_sources(directory: Path) -> Path:
+    """A copy of the sources fcgikit builds its images from. The image tags hash them, so
+    the deployment under test stays one version even while the work tree is edited."""
+    for part in ("src", "images", "apps"):
+        shutil.copytree(REPO / part, directory / part, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return directory
+
+
+def stack_yaml(project: str, apps: Path, cgi_dir: Path, greeting: str = "hello", replicas: int = 2) -> str:
+    # Short timeouts: a cut-off worker host must be given up on quickly.
+    return f"""\
+project: {project}
+services:
+  nginx:
+    port: 0
+    connect_timeout: 1
+  workers:
+    app: hello_wsgi:app
+    path: {apps}
+    processes: 2
+    replicas: {replicas}
+    timeout: 5
+    env:
+      GREETING: {greeting}
+  cgi:
+    scripts: {cgi_dir}
+    processes: 1
+    replicas: 1
+    timeout: 5
+"""
+
+
+class Deployment:
+    """The bed, its inventory and stack files, and the CLI run against them."""
+
+    def __init__(self, bed: TestBed, workdir: Path):
+        self.bed = bed
+        self.sources = snapshot_sources(workdir / "sources")
+        self.project = f"mh{bed.bed_id}"
+        self.hosts_file = workdir / "hosts.yaml"
+        self.hosts_file.write_text(bed.inventory_yaml(ROLES, connect_timeout=3))
+        self.cgi_dir = workdir / "cgi-bin"
+        self.cgi_dir.mkdir()
+        (self.cgi_dir / "where.sh").write_text(CGI_SCRIPT)
+        (self.cgi_dir / "where.sh").chmod(0o755)
+        self.spec_file = workdir / "fcgikit.yaml"
+        self.write_spec()
+
+    def write_spec(self, **changes) -> None:
+        self.spec_file.write_text(stack_yaml(self.project, self.sources / "apps", self.cgi_dir, **changes))
+
+    def host(self, name: str):
+        return next(host for host in self.bed.hosts if host.name == name)
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "fcgikit.cli", *args, "-f", str(self.spec_file), "--hosts", str(self.hosts_file)]
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        done = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout, env=self.env())
+        if check and done.returncode != 0:
+            raise AssertionError(f"fcgikit {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}\n{self.logs()}")
+        return done
+
+    def status(self) -> dict:
+        return json.loads(self.run("status", "--json").stdout)
+
+    def url(self, path: str = "/") -> str:
+        return self.status()["url"].rstrip("/") + path
+
+    def containers(self, service: str) -> list[dict]:
+        return [c for c in self.status()["containers"] if c["service"] == service]
+
+    def logs(self) -> str:
+        """What every host's engine and containers said, for failure messages."""
+        parts = []
+        for host in self.bed.hosts:
+            try:
+                parts.append(f"--- {host.name} containers ---\n" + self.bed.exec(host, "docker ps -a"))
+                parts.append(self.bed.exec(host, "for c in $(docker ps -aq); do docker logs --tail 15 $c 2>&1; done"))
+            except Exception as exc:  # a cut-off host still answers docker exec; a dead one may not
+                parts.append(f"--- {host.name}: {exc}")
+        return "\n".join(parts)
+
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(self.sources / "src") + os.pathsep + env.get("PYTHONPATH", "")
+        return env
+
+
+class Client(threading.Thread):
+    """GET requests one after another until stopped; counts successes and failures."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.ok = 0
+        self.failures: list[tuple[float, str]] = []
+        self.slowest = 0.0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            began = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as response:
+                    body = response.read()
+                if response.status == 200 and body.startswith(b"Hello"):
+                    self.ok += 1
+                else:
+                    self.failures.append((began, f"HTTP {response.status}: {body[:80]!r}"))
+            except (urllib.error.URLError, OSError) as exc:
+                self.failures.append((began, repr(exc)))
+            self.slowest = max(self.slowest, time.monotonic() - began)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("multihost")
+    with TestBed(hosts=3, workdir=workdir / "bed") as bed:
+        yield Deployment(bed, workdir)
+
+
+def image_ids(bed: TestBed, host) -> set[str]:
+    return set(bed.exec(host, "docker images -q --no-trunc").split())
+
+
+def local_image_id(tag: str) -> str:
+    return subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", tag], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_up_serves_the_app_through_the_edge_and_ships_images_to_each_host(deployment):
+    began = time.monotonic()
+    done = deployment.run("up")
+    print(f"first up: {time.monotonic() - began:.1f}s\n{done.stderr}")
+    url = deployment.url()
+    assert url.startswith(f"http://{deployment.host('h1').address}:")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200 and response.read().startswith(b"Hello from fcgikit")
+    with urllib.request.urlopen(deployment.url("/cgi-bin/where.sh"), timeout=10) as response:
+        assert response.read() == b"from the cgi gateway\n"
+    assert [c["host"] for c in deployment.containers("cgi")] == ["h3"]  # the only cgi host
+
+    workers = deployment.containers("workers")
+    assert sorted(c["host"] for c in workers) == ["h2", "h3"]  # spread over both worker hosts
+    worker_image = local_image_id(workers[0]["image"])
+    nginx_image = local_image_id(deployment.containers("nginx")[0]["image"])
+    assert worker_image in image_ids(deployment.bed, deployment.host("h2"))
+    assert worker_image in image_ids(deployment.bed, deployment.host("h3"))
+    assert nginx_image in image_ids(deployment.bed, deployment.host("h1"))
+    assert worker_image not in image_ids(deployment.bed, deployment.host("h1"))  # edge runs no worker
+
+
+def test_workers_listen_on_their_private_address_for_the_edge_only(deployment):
+    h2 = deployment.host("h2")
+    published = deployment.bed.exec(h2, "docker ps --format '{{.Ports}}'").split()
+    assert published and all(port.startswith(f"{h2.address}:91") for port in published), published
+    # This machine is not an edge host: the worker's allow-list closes the connection unanswered.
+    port = int(published[0].split(":")[1].split("->")[0])
+    with pytest.raises(Exception) as refused:
+        fcgi_request((h2.address, port), params={"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/"}, timeout=5)
+    assert "closed" in str(refused.value) or isinstance(refused.value, OSError)
+
+
+def test_a_second_up_ships_nothing_and_changes_nothing(deployment):
+    done = deployment.run("up")
+    for host in ("h1", "h2", "h3"):
+        assert f"{host}: images up to date, nothing sent" in done.stderr, done.stderr
+    assert "no change" in done.stdout, done.stdout
+
+
+def test_scale_up_and_down_under_continuous_requests_fails_none(deployment):
+    client = Client(deployment.url())
+    client.start()
+    try:
+        deployment.run("scale", "workers=6")
+        hosts = [c["host"] for c in deployment.containers("workers")]
+        assert sorted(hosts) == ["h2"] * 3 + ["h3"] * 3  # evenly over the worker hosts
+        deployment.run("scale", "workers=2")
+        assert sorted(c["host"] for c in deployment.containers("workers")) == ["h2", "h3"]
+        time.sleep(1)
+    finally:
+        client.stop()
+    assert client.ok > 20, f"only {client.ok} requests went through"
+    assert client.failures == [], f"{len(client.failures)} failed of {client.ok + len(client.failures)}: {client.failures[:5]}"
+
+
+def test_two_ups_at_once_one_proceeds_and_the_other_names_the_lock_holder(deployment):
+    deployment.write_spec(greeting="hello again")  # real work for the winner: replace every worker
+    started = [subprocess.Popen(deployment.command("up"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=deployment.env()) for _ in range(2)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in started]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 1], results
+    refused = next(err for code, _, err in results if code == 1)
+    assert "deploy lock" in refused and "held by" in refused and "fcgikit up" in refused, refused
+    assert "since 20" in refused  # when it was taken
+    # The lock is released once the winner is done: the next up proceeds.
+    assert "no change" in deployment.run("up").stdout
+
+
+def test_a_worker_host_cut_off_under_load_loses_no_request_and_up_replaces_its_workers(deployment):
+    h2, h3 = deployment.host("h2"), deployment.host("h3")
+    client = Client(deployment.url())
+    client.start()
+    time.sleep(2)
+    cut_at = time.monotonic()
+    deployment.bed.cut_off(h2)
+    try:
+        time.sleep(12)  # nginx tries h2, times out (1s connect), marks it down, moves on
+        status = deployment.run("status")
+        assert "h2" in status.stdout and "UNREACHABLE" in status.stdout, status.stdout
+
+        done = deployment.run("up")
+        assert "host h2 is unreachable" in done.stderr, done.stderr
+        workers = deployment.containers("workers")
+        assert sorted(c["host"] for c in workers) == ["h3", "h3"], workers
+        time.sleep(2)
+    finally:
+        client.stop()
+    after_marked_down = [f for f in client.failures if f[0] > cut_at + 10]
+    assert client.ok > 20
+    assert after_marked_down == [], f"failures after nginx marked h2 down: {after_marked_down[:5]}"
+    assert client.failures == [], f"failures while h2 was being given up on: {client.failures[:5]}"
+    conf = deployment.bed.exec(deployment.host("h1"), f"docker exec {deployment.project}-nginx-1 cat /etc/nginx/nginx.conf")
+    assert h2.address not in conf and h3.address in conf
+
+
+def test_down_after_the_host_is_back_removes_everything(deployment):
+    deployment.bed.reconnect(deployment.host("h2"))
+    deployment.run("down")
+    for host in deployment.bed.hosts:
+        left = deployment.bed.exec(host, f"docker ps -aq --filter label=fcgikit.project={deployment.project}")
+        assert left.strip() == "", f"{host.name} still has {left}"
