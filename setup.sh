@@ -11,6 +11,7 @@ APT_PACKAGES=(
   fcgiwrap         # the C CGI gateway our CGI fallback is compared against
   spawn-fcgi       # the C process manager fcgikit.spawn is compared against
   libfcgi-dev      # to compile libfcgi test programs
+  php-cgi          # a FastCGI program fcgikit.spawn must run unmodified (tests)
   gcc libc6-dev
   perl
   wrk              # the benchmark client
