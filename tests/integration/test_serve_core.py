@@ -224,6 +224,31 @@ def test_accept_loop_program_behind_nginx(tmp_path):
         assert proc.wait(5) == 0
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_accept_loop_finishes_the_current_request_on_graceful_signals(tmp_path, signum):
+    """fcgikit.spawn (like libfcgi's users) stops exec'd programs with SIGUSR1."""
+    argv = [sys.executable, "-c", ACCEPT_SLOW]
+    with worker(tmp_path, argv=argv) as proc:
+        sock = connect(proc)
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(r=exchange(sock, params_for("/slow"))))
+        thread.start()
+        time.sleep(0.5)
+        proc.send_signal(signum)
+        thread.join(10)
+        body, end = result["r"]
+        assert end is not None and body.endswith(b"done\n"), proc.log()
+        assert proc.wait(5) == 0
+
+
+ACCEPT_SLOW = """
+import time, fcgikit
+for request in fcgikit.accept():
+    time.sleep(1.0)
+    request.stdout.write(b"Content-Type: text/plain\\r\\n\\r\\ndone\\n")
+"""
+
+
 def test_accept_loop_without_a_socket_on_fd0_says_why(tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "apps" / "hello_accept.py")], cwd=REPO,
                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)

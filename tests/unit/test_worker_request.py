@@ -75,6 +75,8 @@ def test_flush_sends_now_and_write_after_finish_fails():
     request.finish()
     request.finish()  # idempotent
     assert len(conn.ended) == 1
+    with pytest.raises(ValueError):
+        request.stdout.write(b"late")
 
 
 def test_stderr_is_batched_too_and_accepts_bytearray():

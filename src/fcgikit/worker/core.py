@@ -186,6 +186,7 @@ class RequestLoop:
             if self.stopping:
                 return
             request = conn.next_request()
+        self.conns[conn.fd] = self.conns.pop(conn.fd)  # most recently used last: eviction takes the first
         self._keep(conn)
 
     def _started(self, request) -> None:
@@ -298,6 +299,9 @@ class RequestLoop:
         handlers = {
             signal.SIGTERM: self._on_graceful,
             signal.SIGHUP: self._on_graceful,
+            # libfcgi's graceful stop, which managers (spawn-fcgi's users,
+            # fcgikit.spawn) send to exec'd FastCGI programs such as accept loops.
+            signal.SIGUSR1: self._on_graceful,
             signal.SIGINT: self._on_stop_now,
             signal.SIGQUIT: self._on_stop_now,
             # EPIPE from send() is how a vanished client is noticed; the default

@@ -238,6 +238,7 @@ class Request:
         if app_status is not None:
             self.app_status = app_status
         self._conn.end_request(self)
+        self.stdout.closed = self.stderr.closed = True
 
     def abort(self, reason: str) -> None:
         """Drops the connection without END_REQUEST, so the web server sees the response fail."""
