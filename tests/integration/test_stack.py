@@ -1,0 +1,390 @@
+"""The stack on the local Docker engine, driven through the real `fcgikit` CLI.
+
+Every test session builds its own image set under a unique prefix (nothing of it
+exists before: `fcgikit up` must build it, and the base too on a clean engine),
+every test uses its own project name and a free host port, and removes what it
+started. When a check fails, the logs of the project's containers are attached.
+
+Set FCGIKIT_TEST_APP=PATH[:MODULE:APP] (what `fcgikit test --app` does) to run the
+stack tests against your own app; it must answer GET / with 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # no reaper image can be pulled here
+
+import docker  # noqa: E402
+import docker.errors  # noqa: E402
+import pytest  # noqa: E402
+import requests  # noqa: E402
+import yaml  # noqa: E402
+from testcontainers.core.container import DockerContainer  # noqa: E402
+
+from fcgikit.deploy.model import LABEL_PROJECT  # noqa: E402
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_SPEC = ROOT / "deploy" / "fcgikit.yaml"
+USER_APP = os.environ.get("FCGIKIT_TEST_APP")
+CLI_TIMEOUT = 600
+
+
+# --- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The local engine. In CI (CI=true) a missing engine fails the run instead of skipping."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but no Docker engine answers: {exc}")
+        pytest.skip(f"no Docker engine: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def image_prefix(engine):
+    """A prefix no image has yet; every image under it is removed at the end of the session."""
+    prefix = f"fcgikit-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    for image in engine.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix + "/"):
+                with contextlib.suppress(docker.errors.APIError):
+                    engine.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="session")
+def cli_env(image_prefix):
+    env = dict(os.environ, FCGIKIT_IMAGE_PREFIX=image_prefix, PYTHONUNBUFFERED="1")
+    for variable in ("FCGIKIT_PROJECT", "FCGIKIT_FILE", "FCGIKIT_APP"):
+        env.pop(variable, None)
+    if USER_APP:
+        env["FCGIKIT_APP"] = USER_APP  # up, scale and build serve the user's app
+    return env
+
+
+@pytest.fixture
+def project(engine, cli_env):
+    """A unique project name; whatever carries its label is removed afterwards."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    remove_project(engine, name)
+
+
+def remove_project(engine, name: str) -> None:
+    for container in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={name}"}):
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True)
+    for network in engine.networks.list(filters={"label": f"{LABEL_PROJECT}={name}"}):
+        with contextlib.suppress(docker.errors.APIError):
+            network.remove()
+
+
+def write_spec(tmp_path: Path, workers: int = 2, cgi: int = 1) -> Path:
+    """The example stack with a free host port (0) and absolute paths."""
+    data = yaml.safe_load(EXAMPLE_SPEC.read_text())
+    data.pop("project", None)
+    services = data["services"]
+    services["nginx"]["port"] = 0
+    services["workers"].update(replicas=workers, processes=2, path=str(ROOT / "apps"))
+    services["cgi"].update(replicas=cgi, scripts=str(ROOT / "apps" / "cgi-bin"))
+    path = tmp_path / "fcgikit.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def fcgikit(cli_env, *args, check=True) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "fcgikit.cli", *args]
+    result = subprocess.run(argv, env=cli_env, capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"fcgikit {' '.join(args)} exited {result.returncode}\n"
+                             f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
+    return result
+
+
+def status(cli_env, project: str, spec: Path) -> dict:
+    return json.loads(fcgikit(cli_env, "status", "--json", "-p", project, "-f", str(spec)).stdout)
+
+
+def count(report: dict, service: str) -> int:
+    return sum(1 for c in report["containers"] if c["service"] == service and c["state"] == "running")
+
+
+def project_logs(engine, project: str) -> str:
+    parts = []
+    for container in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
+        logs = container.logs(tail=60).decode("utf-8", "replace")
+        parts.append(f"--- {container.name} ({container.status}) ---\n{logs}")
+    return "\n".join(parts) or "(no containers)"
+
+
+@contextlib.contextmanager
+def logs_on_failure(engine, project: str):
+    """A failed check inside carries the logs of every container of the project."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n\n=== container logs of project {project} ===\n{project_logs(engine, project)}") from exc
+
+
+# --- the stack from nothing -----------------------------------------------------------
+
+
+def get(url: str, path: str, **kwargs) -> requests.Response:
+    return requests.get(url.rstrip("/") + path, timeout=10, **kwargs)
+
+
+@pytest.mark.timeout(900)  # on a clean engine this includes making the base with debootstrap
+def test_up_serves_app_and_cgi_through_nginx_and_second_up_changes_nothing(
+    engine, cli_env, image_prefix, project, tmp_path
+):
+    spec = write_spec(tmp_path)
+    # First in the module: this session's images do not exist yet, `up` must build them.
+    fresh = not [t for i in engine.images.list() for t in i.tags if t.startswith(image_prefix + "/")]
+    with logs_on_failure(engine, project):
+        result = fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
+        if fresh:
+            assert f"building {image_prefix}/fcgi-worker:" in result.stderr, result.stderr
+            assert f"building {image_prefix}/nginx:" in result.stderr, result.stderr
+        url = status(cli_env, project, spec)["url"]
+        assert url and url in result.stdout, result.stdout
+
+        root = get(url, "/")
+        assert root.status_code == 200, root.text
+        if not USER_APP:
+            assert root.text.startswith("Hello from fcgikit")
+            echoed = requests.post(url + "echo", data=b"x" * 100_000, timeout=10)
+            assert echoed.status_code == 200 and echoed.content == b"x" * 100_000
+            environ = get(url, "/environ?a=1").text
+            assert "PATH_INFO='/environ'" in environ and "QUERY_STRING='a=1'" in environ
+        for script in ("hello.sh", "hello.pl", "hello.py"):
+            answer = get(url, f"/cgi-bin/{script}")
+            assert answer.status_code == 200, (script, answer.status_code, answer.text)
+        assert get(url, "/cgi-bin/no-such-script").status_code == 404
+
+        report = status(cli_env, project, spec)
+        assert (count(report, "workers"), count(report, "cgi"), count(report, "nginx")) == (2, 1, 1)
+        assert all(c["pool"]["processes"] == 2 for c in report["containers"] if c["service"] == "workers")
+
+        again = fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
+        assert "no change" in again.stdout, again.stdout + again.stderr
+        assert "start " not in again.stderr and "remove " not in again.stderr
+        assert status(cli_env, project, spec)["url"] == url
+
+
+# --- images -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def built_images(engine, cli_env, image_prefix, tmp_path_factory):
+    """`fcgikit build` (makes the base too if missing); up may have built the images already."""
+    result = fcgikit(cli_env, "build", "-f", str(write_spec(tmp_path_factory.mktemp("build"))))
+    tags = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(image_prefix)]
+    assert len(tags) == 2, result.stdout
+    return {tag.split("/")[1].split(":")[0]: tag for tag in tags}
+
+
+def test_build_again_builds_nothing_and_tags_carry_the_content_hash(cli_env, built_images, tmp_path):
+    again = fcgikit(cli_env, "build", "-f", str(write_spec(tmp_path)))
+    assert "(already there" in again.stdout and "(built" not in again.stdout, again.stdout
+    for kind, tag in built_images.items():
+        assert f"{tag} (already there" in again.stdout
+        assert len(tag.rsplit(":", 1)[1]) == 12
+
+
+def run_worker(image: str, command: list[str]) -> DockerContainer:
+    return DockerContainer(image).with_command(command).with_kwargs(labels={LABEL_PROJECT: "testcontainers"})
+
+
+def wait_healthy(container: DockerContainer, timeout: float = 60) -> None:
+    """Until Docker reports the HEALTHCHECK (a real FastCGI request) healthy; logs on timeout."""
+    wrapped = container.get_wrapped_container()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        wrapped.reload()
+        health = wrapped.attrs["State"].get("Health", {}).get("Status")
+        if health == "healthy":
+            return
+        if wrapped.status not in ("created", "running"):
+            break
+        time.sleep(1)
+    stdout, stderr = container.get_logs()
+    pytest.fail(f"{wrapped.name} not healthy (status {wrapped.status}, health {health})\n"
+                f"--- logs ---\n{stdout.decode()}{stderr.decode()}")
+
+
+def test_worker_image_runs_serve_spawn_or_cgi_as_non_root_without_compiler(built_images):
+    image = built_images["fcgi-worker"]
+    commands = {
+        "serve": None,  # the image's default command: the example WSGI app
+        "spawn": ["python3", "-m", "fcgikit.spawn", "-n", "-p", "9000", "-F", "1", "--",
+                  "python3", "/srv/app/hello_accept.py"],
+        "cgi": ["python3", "-m", "fcgikit.cgi", "-n", "-p", "9000", "-F", "1", "--root", "/srv/cgi-bin"],
+    }
+    with contextlib.ExitStack() as stack:
+        containers = {}
+        for name, command in commands.items():  # all at once: each health check takes a while
+            container = DockerContainer(image).with_kwargs(labels={LABEL_PROJECT: "testcontainers"})
+            containers[name] = stack.enter_context(container.with_command(command) if command else container)
+        for name, container in containers.items():
+            wait_healthy(container)
+            wrapped = container.get_wrapped_container()
+            code, output = wrapped.exec_run(["python3", "-m", "fcgikit.probe", "127.0.0.1:9000"])
+            # the gateway answers / with an HTTP error of its own: still a complete FastCGI answer
+            assert code == 0 and (name == "cgi" or b"HTTP status 200" in output), (name, output)
+            code, output = wrapped.exec_run(["id", "-u"])
+            assert output.strip() not in (b"0", b""), f"{name}: runs as root"
+        wrapped = containers["serve"].get_wrapped_container()
+        found = wrapped.exec_run(["sh", "-c", "command -v gcc cc c99 tcc clang pip pip3 || true"]).output.strip()
+        assert found == b"", f"found in the worker image: {found.decode()}"
+        code, _ = wrapped.exec_run(["python3", "-c", "import fcgikit.deploy"])
+        assert code != 0, "the orchestration side must not be in the image"
+
+
+# --- the stack --------------------------------------------------------------------------
+
+
+class Client(threading.Thread):
+    """Sends GET / one after another, each on a new connection, and counts failures."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                answer = requests.get(self.url, timeout=30, headers={"Connection": "close"})
+                if answer.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.failures.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
+            except requests.RequestException as exc:
+                self.failures.append(repr(exc))
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(timeout=60)
+
+
+def test_scale_up_and_down_under_load_fails_no_request(engine, cli_env, project, tmp_path):
+    spec = write_spec(tmp_path, workers=2, cgi=0)
+    with logs_on_failure(engine, project):
+        fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
+        url = status(cli_env, project, spec)["url"]
+        master_before = nginx_master_pid(engine, project)
+        client = Client(url)
+        client.start()
+        try:
+            for replicas in (6, 1):
+                before = client.ok
+                result = fcgikit(cli_env, "scale", f"workers={replicas}", "-p", project, "-f", str(spec))
+                assert "reload nginx" in result.stderr, result.stderr
+                assert count(status(cli_env, project, spec), "workers") == replicas
+                time.sleep(1)
+                assert client.ok > before, "the client got no answer while scaling"
+        finally:
+            client.finish()
+        assert client.failures == [], f"{len(client.failures)} failed of {client.ok + len(client.failures)}: {client.failures[:5]}"
+        assert client.ok > 50
+        assert nginx_master_pid(engine, project) == master_before, "nginx was restarted, not reloaded"
+
+
+def nginx_master_pid(engine, project: str) -> str:
+    [nginx] = [c for c in engine.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})
+               if c.labels["fcgikit.service"] == "nginx"]
+    return nginx.exec_run(["cat", "/run/nginx.pid"]).output.decode().strip()
+
+
+def test_down_removes_exactly_what_carries_the_project_label(engine, cli_env, project, tmp_path, built_images):
+    spec = write_spec(tmp_path, workers=1, cgi=0)
+    image = built_images["fcgi-worker"]
+    # Bystanders: one named like the project's containers but without its label, one of another project.
+    lookalike = DockerContainer(image).with_name(f"{project}-workers-99").with_command(["sleep", "300"])
+    other = DockerContainer(image).with_command(["sleep", "300"]).with_kwargs(labels={LABEL_PROJECT: project + "x"})
+    with lookalike, other, logs_on_failure(engine, project):
+        fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
+        assert engine.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})
+        dry = fcgikit(cli_env, "down", "--dry-run", "-p", project, "-f", str(spec))
+        assert "docker network rm" in dry.stdout and f"{project}-workers-99" not in dry.stdout
+        assert engine.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"}), "--dry-run removed something"
+
+        fcgikit(cli_env, "down", "-p", project, "-f", str(spec))
+        assert engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}) == []
+        assert engine.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}) == []
+        for bystander in (lookalike, other):
+            wrapped = bystander.get_wrapped_container()
+            wrapped.reload()
+            assert wrapped.status == "running", f"{wrapped.name} was touched by down"
+        assert "nothing was running" in fcgikit(cli_env, "down", "-p", project, "-f", str(spec)).stdout
+
+
+def test_invalid_spec_exits_non_zero_with_the_path_and_starts_nothing(engine, cli_env, project, tmp_path):
+    spec = write_spec(tmp_path)
+    text = spec.read_text().replace("replicas: 2", "replicas: eight")
+    assert text != spec.read_text()
+    spec.write_text(text)
+    result = fcgikit(cli_env, "up", "-p", project, "-f", str(spec), check=False)
+    assert result.returncode == 1
+    assert f'error: {spec}: services/workers/replicas: expected an integer >= 0, got "eight"' in result.stderr
+    assert "Traceback" not in result.stderr
+    assert engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}) == []
+    assert engine.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}) == []
+
+
+def test_a_worker_that_cannot_start_fails_up_with_its_logs_and_leaves_nothing(engine, cli_env, project, tmp_path):
+    spec = write_spec(tmp_path, workers=1, cgi=0)
+    spec.write_text(spec.read_text().replace("hello_wsgi:app", "no_such_module:app"))
+    result = fcgikit(cli_env, "up", "-p", project, "-f", str(spec), check=False)
+    assert result.returncode == 1
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and f"{project}-workers-1" in error_lines[0], result.stderr
+    assert "no_such_module" in result.stderr, "the container's logs are not attached"
+    assert [c.name for c in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})] == []
+
+
+def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_path):
+    """compose.yaml, with the images `fcgikit build` tagged :latest (here under the session's prefix)."""
+    prefix = cli_env["FCGIKIT_IMAGE_PREFIX"]
+    compose = (ROOT / "compose.yaml").read_text().replace("image: fcgikit/", f"image: {prefix}/")
+    (tmp_path / "compose.yaml").write_text(compose)
+    from fcgikit.testing import free_port
+
+    port = free_port()
+    name = f"c{uuid.uuid4().hex[:10]}"
+    env = dict(cli_env, FCGIKIT_PORT=str(port))
+    compose_cmd = ["docker-compose", "-p", name]
+    try:
+        up = subprocess.run([*compose_cmd, "up", "-d"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        assert up.returncode == 0, up.stderr
+        answer = None
+        for _ in range(40):
+            with contextlib.suppress(requests.RequestException):
+                answer = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+                if answer.status_code == 200:
+                    break
+            time.sleep(0.5)
+        logs = subprocess.run([*compose_cmd, "logs", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True).stdout
+        assert answer is not None and answer.status_code == 200, logs
+        assert requests.get(f"http://127.0.0.1:{port}/cgi-bin/hello.sh", timeout=10).status_code == 200, logs
+    finally:
+        subprocess.run([*compose_cmd, "down", "-t", "5"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
