@@ -128,8 +128,11 @@ class Connection:
                 self.begun = event
             elif kind is ParamsReceived:
                 keep_conn = self.begun.keep_conn if self.begun else False
-                self.request = Request(self, event.request_id, event.params, keep_conn)
-                return self.request
+                request = self.request = Request(self, event.request_id, event.params, keep_conn)
+                if events and type(events[0]) is StdinReceived and not events[0].data:
+                    events.popleft()  # no body (a GET): stdin is over before it began
+                    request.stdin.mark_ended()
+                return request
             elif kind is RequestAborted:
                 # Aborted before the app saw it: nothing to undo, just answer.
                 self.begun = None

@@ -131,6 +131,10 @@ class RequestInput:
     def at_eof(self) -> bool:
         return self._eof and self._pos >= len(self._buf)
 
+    def mark_ended(self) -> None:
+        """The end of stdin was seen before anything was read."""
+        self._eof = True
+
     def discard_rest(self) -> None:
         """Reads and drops what is left, so the connection can carry the next request."""
         self._buf, self._pos = b"", 0
