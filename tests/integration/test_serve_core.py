@@ -265,3 +265,15 @@ def test_serve_stops_with_exit_4_when_the_app_cannot_load(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 4, result.stderr
     assert "cannot import 'no_such_module_xyz'" in result.stderr
+
+
+def test_a_socket_that_does_not_listen_ends_the_child_with_status_1(capfd):
+    from fcgikit.worker import serve
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # never listen(): accept() fails with EINVAL
+    try:
+        assert serve(sock, lambda request: 0) == 1
+    finally:
+        sock.close()
+    assert "the listening socket is unusable" in capfd.readouterr().err

@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,7 +11,7 @@ import requests
 
 from fcgikit.testing.nginx import Nginx
 
-from .serve_support import fastcgi_location, keepalive_upstream, load, serve_app, summary
+from .serve_support import REPO, TEST_APP, fastcgi_location, keepalive_upstream, load, serve_app, stop, summary
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +148,28 @@ def test_a_large_body_the_app_ignores_does_not_stall_the_response(served, nginx)
     assert "timed out" not in nginx.error_log()
     follow_up = requests.get(nginx.url("/n?i=1"), timeout=10)
     assert follow_up.status_code == 200 and follow_up.text.startswith("n=1 ")
+
+
+def test_over_a_unix_socket(tmp_path):
+    path = tmp_path / "w.sock"
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fcgikit.serve", "-n", "-s", str(path), "-M", "0666", "-F", "2", TEST_APP],
+            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while not path.exists():
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        location = ("location / { include fastcgi_params; fastcgi_pass unix:%s; fastcgi_keep_conn on; }" % path)
+        with Nginx(location) as ngx:
+            got = requests.get(ngx.url("/?via=unix"), headers={"X-Via": "unix"}, timeout=10)
+            assert got.status_code == 200 and "QUERY_STRING=via=unix" in got.text, log_path.read_text()
+            body = os.urandom(2 * 1024 * 1024)
+            digest = requests.post(ngx.url("/sha256"), data=body, timeout=30).text.split()[0]
+            assert digest == hashlib.sha256(body).hexdigest()
+            outcomes = load(ngx.url(""), total=300, parallel=20)
+            assert all(o.ok for o in outcomes), summary(outcomes) + log_path.read_text() + ngx.error_log()
+    finally:
+        assert stop(process) == 0, log_path.read_text()

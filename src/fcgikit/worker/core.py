@@ -12,6 +12,7 @@ connections in front of fewer children stalls; this loop does not.
 from __future__ import annotations
 
 import _socket
+import errno
 import ipaddress
 import os
 import select
@@ -27,6 +28,7 @@ from .log import log
 
 EXIT_OK = 0
 EXIT_APP_LOAD_ERROR = 4
+EXIT_LISTEN_FAILED = 1
 FCGI_LISTENSOCK_FILENO = 0
 
 HEARTBEAT_INTERVAL = 1.0  # also the longest an idle child sleeps in poll()
@@ -219,6 +221,11 @@ class RequestLoop:
         except (BlockingIOError, InterruptedError):
             return None  # another child took it
         except OSError as exc:
+            if exc.errno in (errno.EBADF, errno.ENOTSOCK, errno.EINVAL):
+                log(f"the listening socket is unusable ({exc}); this child stops", "ERROR")
+                self.stopping = True
+                self.exit_status = EXIT_LISTEN_FAILED
+                return None
             if not self._accept_error_logged:  # EMFILE and friends: say it once, back off
                 log(f"accept failed: {exc}")
                 self._accept_error_logged = True
