@@ -9,6 +9,7 @@ interleaved rounds each side sees the same mix of quiet and busy moments.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 import urllib.error
@@ -34,6 +35,8 @@ class Settings:
     def measure_s(self) -> int:
         return self.round_s * self.rounds
 
+
+ROUND_CAP_S = 3
 
 FULL = Settings(warmup_s=2, round_s=1, rounds=4)
 QUICK = Settings(warmup_s=1, round_s=1, rounds=1)
@@ -122,6 +125,7 @@ class LiveScenario:
         self.server, self.ngx = server, ngx
         self.rounds: dict[int, list[wrk.WrkResult]] = {}
         self.cpu_seconds: dict[int, float] = {}  # per concurrency, over all rounds
+        self.warm_requests_per_s = 0.0
         self.memory = MemoryPeak(manager_pid=server.process.pid if server else None)
         script.write_text(wrk.render_script(scenario.workload.method, scenario.workload.body_size))
 
@@ -133,20 +137,46 @@ class LiveScenario:
     def load(self, connections: int, seconds: int) -> wrk.WrkResult:
         return wrk.run_wrk(self.url, str(self.script), connections=connections, seconds=seconds)
 
-    def measure(self, connections: int, seconds: int) -> None:
+    def warm_up(self, connections: int, seconds: int) -> None:
+        self.warm_requests_per_s = self.load(connections, seconds).requests_per_s
+        self.wait_idle()
+
+    def round_seconds(self, connections: int, base: int) -> int:
+        """A slow server (fork-CGI) gets longer rounds, up to ROUND_CAP_S, so that a round
+        holds a few times `connections` requests rather than the first few of a queue."""
+        if not self.warm_requests_per_s:
+            return base
+        wanted = math.ceil(2 * connections / self.warm_requests_per_s)
+        return max(base, min(wanted, ROUND_CAP_S))
+
+    def measure(self, connections: int, base_seconds: int) -> None:
         """One round at `connections`, with the server's CPU time spent on it."""
         cpu_before = tree_cpu_seconds(self.root_pids())
-        result = self.load(connections, seconds)
+        result = self.load(connections, self.round_seconds(connections, base_seconds))
         cpu = tree_cpu_seconds(self.root_pids()) - cpu_before
         self.rounds.setdefault(connections, []).append(result)
         self.cpu_seconds[connections] = self.cpu_seconds.get(connections, 0.0) + cpu
+        self.wait_idle()
+
+    def wait_idle(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
+        """Waits for the requests wrk left in flight to drain. nginx gives up on them when
+        wrk closes, but a server works through those it has already queued; a fork-CGI
+        gateway can take seconds, which would otherwise be charged to the next round."""
+        if not self.server:
+            return
+        deadline, quiet, last = time.monotonic() + limit_s, 0, tree_cpu_seconds(self.root_pids())
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            now = tree_cpu_seconds(self.root_pids())
+            quiet = quiet + 1 if now - last < 0.05 * quiet_s else 0
+            last = now
 
     def finish(self) -> None:
         """Figures into the result; a server that died under load fails the scenario."""
         result = self.result
         result.runs = [combine_rounds(c, rounds) for c, rounds in self.rounds.items()]
         for run in result.runs:
-            if (self.server or self.ngx) and run["requests"]:
+            if (self.server or self.ngx) and run["requests"] and not self.scenario.server.forks_per_request:
                 run["cpu_ms_per_request"] = round(1000 * self.cpu_seconds[run["connections"]] / run["requests"], 3)
         if self.server or self.ngx:
             result.peak_rss_bytes, result.max_child_rss_bytes = self.memory.total_bytes, self.memory.max_child_bytes
@@ -230,7 +260,7 @@ def measure_all(live: list[LiveScenario], settings: Settings, progress=print) ->
     thread.start()
     try:
         for scenario in live:
-            run_guarded(scenario, lambda s=scenario: s.load(max(settings.concurrencies), settings.warmup_s))
+            run_guarded(scenario, lambda s=scenario: s.warm_up(max(settings.concurrencies), settings.warmup_s))
         for number in range(1, settings.rounds + 1):
             progress(f"bench: round {number}/{settings.rounds}")
             for scenario in live:

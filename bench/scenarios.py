@@ -91,6 +91,9 @@ class Server:
     requires_programs: tuple[str, ...] = ()
     needs_c_hello: bool = False
     writes_pidfile: bool = False  # spawn-fcgi: its children outlive it, their pids are in the file
+    # A CGI gateway's programs live for one request, and fcgiwrap lets the kernel reap them
+    # (their CPU time then shows nowhere in /proc): no CPU-per-request figure for these.
+    forks_per_request: bool = False
     argv: object = None  # callable(port, paths) -> list[str]
 
     def missing(self) -> str | None:
@@ -137,11 +140,11 @@ SPAWN_FCGI = Server(
                           "-P", str(p.pidfile(port)), "--", str(p.c_hello)],
 )
 FCGIKIT_CGI = Server(
-    "fcgikit.cgi", ours=True, requires_modules=("fcgikit.cgi.__main__",),
+    "fcgikit.cgi", ours=True, requires_modules=("fcgikit.cgi.__main__",), forks_per_request=True,
     argv=lambda port, p: [sys.executable, "-m", "fcgikit.cgi", *pool_flags(port), "--root", str(p.www_dir)],
 )
 FCGIWRAP = Server(
-    "fcgiwrap", ours=False, requires_programs=("fcgiwrap",),
+    "fcgiwrap", ours=False, requires_programs=("fcgiwrap",), forks_per_request=True,
     argv=lambda port, p: ["fcgiwrap", "-c", str(PROCESSES), "-s", f"tcp:{HOST}:{port}"],
 )
 

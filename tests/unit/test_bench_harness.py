@@ -135,3 +135,16 @@ def test_profile_stacks_are_summed_per_function_not_per_line():
     assert own == {"send (connection.py)": 5, "decode (protocol.py)": 5}
     assert inclusive["serve (core.py)"] == 10
     assert not any(name.startswith("process") for name in inclusive)
+
+
+def test_slow_servers_get_longer_rounds_up_to_a_cap(tmp_path):
+    from bench.runner import ROUND_CAP_S, LiveScenario, ScenarioResult
+    from bench.scenarios import SCENARIOS
+
+    live = LiveScenario(SCENARIOS[0], "http://x/", tmp_path / "s.lua", ScenarioResult("a", "a", False))
+    live.warm_requests_per_s = 10_000.0
+    assert live.round_seconds(64, 1) == 1
+    live.warm_requests_per_s = 64.0
+    assert live.round_seconds(16, 1) == 1 and live.round_seconds(64, 1) == 2
+    live.warm_requests_per_s = 5.0
+    assert live.round_seconds(64, 1) == ROUND_CAP_S
