@@ -1,6 +1,6 @@
-"""`python3 -m bench.profile`: where fcgikit.serve's workers spend their CPU under load.
+"""`python3 -m bench.profile`: where fcgikit.serve's (or .cgi's) processes spend their CPU under load.
 
-Runs one serve-* scenario as the benchmark does (same nginx, same app, wrk at 64
+Runs one of our scenarios as the benchmark does (same nginx, same app, wrk at 64
 connections) and samples every process of the server with py-spy meanwhile (`pip install
 py-spy`; it reads the processes from outside, so the workers run at full speed). Idle
 samples are dropped, so the shares are of CPU time. The function that called a system
@@ -66,7 +66,8 @@ def record(manager_pid: int, seconds: int, out: Path) -> subprocess.Popen:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m bench.profile", description=__doc__)
     parser.add_argument("--scenario", default="serve-hello",
-                        choices=[s.name for s in SCENARIOS if s.name.startswith("serve")])
+                        choices=[s.name for s in SCENARIOS if s.ours and s.server.name != "fcgikit.spawn"],
+                        help="one of our Python servers' scenarios (default serve-hello)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--limit", type=int, default=25, help="functions listed per table")
