@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from fcgikit.fastcgi.client import fcgi_request
+from fcgikit.testing import free_port
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "cgi-bin"
 
@@ -87,20 +88,39 @@ class Process:
         return fcgi_request(self.socket, params, stdin=stdin, timeout=timeout)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM to the whole process group (fcgiwrap's preforked children outlive
+        their parent otherwise), then SIGKILL to whatever is left of it."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
+        signal_group(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the whole tree
-            self.process.wait()
+            pass
+        signal_group(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
     def __enter__(self) -> "Process":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)   # started with start_new_session: the group is ours alone
+    except ProcessLookupError:
+        pass
+
+
+def two_free_ports() -> tuple[int, int]:
+    """Two distinct free ports (free_port() twice in a row may give the same one)."""
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    return first, second
 
 
 def our_gateway(workdir: Path, root: Path, *extra: str, children: int = 3) -> Process:

@@ -20,10 +20,9 @@ import time
 import pytest
 import requests
 
-from fcgikit.testing import free_port
 from fcgikit.testing.nginx import Nginx
 
-from .cgi_support import copy_scripts, fcgiwrap, our_gateway, world_readable_tree
+from .cgi_support import copy_scripts, fcgiwrap, our_gateway, two_free_ports, world_readable_tree
 
 pytestmark = pytest.mark.integration
 
@@ -66,12 +65,13 @@ def stack():
     copy_scripts(docroot)
     ours = our_gateway(top, docroot / "cgi-bin", "--timeout", "3").start()
     theirs = fcgiwrap(top).start()
-    wrap_port = free_port()
+    # Distinct ports: were they the same, nginx would send both URLs to one gateway.
+    our_port, wrap_port = two_free_ports()
     # The helper's own server block fronts ours; fcgiwrap's server goes in http_conf.
     server = CGI_LOCATION.format(docroot=docroot, socket=ours.socket)
     wrap_server = f"server {{ listen 127.0.0.1:{wrap_port}; server_name localhost; " + \
         CGI_LOCATION.format(docroot=docroot, socket=theirs.socket) + "}"
-    ngx = Nginx(server, wrap_server)
+    ngx = Nginx(server, wrap_server, port=our_port)
     try:
         ngx.start()
         yield Stack(ngx, wrap_port, ours, theirs)
