@@ -55,6 +55,10 @@ def tree():
     plain = root / "not-executable.sh"
     plain.write_text(TOUCH.format(marker=markers / "plain"))
     plain.chmod(0o644)
+    private = root / "private"        # root's only: the gateway (as nobody) may not enter it
+    private.mkdir(mode=0o700)
+    (private / "touch.sh").write_text(TOUCH.format(marker=markers / "private"))
+    (private / "touch.sh").chmod(0o755)
     (root / "whoami.sh").write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\nuid=%s\\n' \"$(id -u)\"\n")
     (root / "whoami.sh").chmod(0o755)
     yield root, markers
@@ -120,6 +124,15 @@ def test_programs_run_as_nobody_when_the_gateway_is_root(tree, gateway):
     root, _ = tree
     status, _, body = http(gateway.request(params_for(root, "/cgi-bin/whoami.sh")))
     assert (status, body) == (200, b"uid=65534\n"), gateway.log()
+
+
+def test_directory_the_gateway_may_not_enter_is_forbidden(tree, gateway):
+    if os.geteuid() != 0:
+        pytest.skip("needs the gateway to run as nobody, so only when the tests run as root")
+    root, markers = tree
+    status, _, _ = http(gateway.request(params_for(root, "/cgi-bin/private/touch.sh")))
+    assert status == 403, gateway.log()
+    assert_nothing_ran(markers, gateway)
 
 
 def test_timeout_kills_the_program_and_its_grandchild_while_others_are_served(tree, gateway):

@@ -111,3 +111,16 @@ def test_non_ascii_script_name_names_the_same_bytes_on_disk(tmp_path):
     script = resolve_script({"DOCUMENT_ROOT": root, "SCRIPT_NAME": wire}, root)
     assert os.fsencode(script.filename) == os.fsencode(root) + b"/" + raw_name
     assert build_environ({}, script)[b"SCRIPT_NAME"] == b"/" + raw_name
+
+
+def test_unreadable_directory_is_forbidden_not_a_crash(root):
+    if os.geteuid() == 0:
+        pytest.skip("root enters every directory")
+    locked = os.path.join(root, "cgi-bin", "locked")
+    os.mkdir(locked, 0o000)
+    try:
+        with pytest.raises(Refused) as refused:
+            resolve_script(params_for(root, "/cgi-bin/locked/x.sh"), root)
+        assert refused.value.status == 403
+    finally:
+        os.chmod(locked, 0o755)

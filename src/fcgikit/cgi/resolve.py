@@ -107,6 +107,8 @@ def split_existing(filename: str, root: str) -> tuple[str, str]:
             return path, rest
         except (FileNotFoundError, NotADirectoryError):
             pass
+        except OSError as exc:   # EACCES: a directory on the way the gateway's user may not enter
+            raise Refused(403, f"cannot look up {path!r}: {exc.strerror}") from None
         head, tail = path.rsplit("/", 1)
         if not head:
             raise Refused(404, f"no such script: {filename!r}")
