@@ -90,3 +90,8 @@ def test_error_response_is_a_complete_cgi_response():
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"Status: 504 Gateway Timeout\r\n")
     assert f"Content-Length: {len(body)}".encode() in head
+
+
+def test_network_path_location_is_a_client_redirect():
+    parser, out = run([b"Location: //other.example/x\n\n"])
+    assert parser.kind == "client-redirect" and out.startswith(b"Status: 302 Found\r\n")

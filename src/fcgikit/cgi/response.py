@@ -103,7 +103,7 @@ class ResponseParser:
                 status = check_status(value)
             elif lname == b"location":
                 location = value
-        if location is not None and location.startswith(b"/") and status in (None, 200):
+        if location is not None and is_local_path(location) and status in (None, 200):
             return self.local_redirect(location)
         if location is not None and status is None:
             self.kind, self.status = "client-redirect", 302
@@ -117,6 +117,11 @@ class ResponseParser:
         # nginx re-runs the request for this URI (as GET) and never shows it to the client.
         self.kind, self.status, self.discard_body = "local-redirect", 200, True
         return b"X-Accel-Redirect: " + location + b"\r\n\r\n"
+
+
+def is_local_path(location: bytes) -> bool:
+    """An abs-path ("/x"), not a network-path ("//host/x", which is a client redirect)."""
+    return location.startswith(b"/") and not location.startswith(b"//")
 
 
 def parse_field(line: bytes) -> tuple[bytes, bytes]:
