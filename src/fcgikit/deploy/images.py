@@ -183,8 +183,8 @@ def _run_debootstrap(rootfs: Path, progress: Progress) -> None:
         tail = (tail + [line])[-20:]
         if line.startswith(("I: Retrieving", "I: Extracting", "I: Unpacking", "I: Configuring")):
             done += 1
-            # minbase with python3 and nginx-light is about 500 such steps
-            progress(f"base: debootstrap [{min(99, done * 100 // 500)}%] {line[3:]}")
+            # minbase with python3 and nginx-light is about 450 such steps
+            progress(f"base: debootstrap [{min(99, done * 100 // 450)}%] {line[3:]}")
     if process.wait() != 0:
         raise BuildError("debootstrap failed:\n" + "\n".join(tail))
 
