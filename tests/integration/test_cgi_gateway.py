@@ -272,3 +272,14 @@ def test_program_is_killed_when_the_web_server_goes_away(tree):
         assert pid_is_gone(pid), f"stream.sh ({pid}) outlived its web server\n{gateway.log()}"
         message = "stream.sh: lost the web server, killed the program"
         assert message in gateway.wait_for_log(message)
+
+
+def test_big_output_before_reading_the_body_does_not_deadlock(tree, gateway):
+    # The client sends the whole body before it reads anything (as nginx may);
+    # the program prints 256 KiB before it reads a byte. fcgiwrap deadlocks here.
+    root, _ = tree
+    body = b"b" * 1_000_000
+    params = params_for(root, "/cgi-bin/big-before-read.sh", method="POST", CONTENT_LENGTH=str(len(body)))
+    status, _, text = http(gateway.request(params, stdin=body, timeout=20))
+    assert status == 200, gateway.log()
+    assert text.endswith(b"body=1000000\n") and len(text) == 4096 * 64 + len(b"body=1000000\n")
