@@ -337,6 +337,42 @@ def test_sighup_of_python_workers_behind_nginx_keepalive_fails_nothing(pools, tm
     assert {r["pid"] for r in load.ok} & {str(p) for p in new_pids}
 
 
+PHP_SCRIPT = """<?php
+header("Content-Type: text/plain");
+if (isset($_GET["sleep"])) { usleep((int)$_GET["sleep"] * 1000); }
+echo "hello pid=" . getmypid() . " requests=0 uri=" . $_SERVER["REQUEST_URI"] . "\\n";
+"""
+
+
+def test_php_cgi_runs_unmodified_recycles_and_drains(pools, tmp_path):
+    php_cgi = shutil.which("php-cgi")
+    if php_cgi is None:
+        pytest.fail("php-cgi is needed (./setup.sh installs it)")
+    (tmp_path / "hello.php").write_text(PHP_SCRIPT)
+    # --max-requests reaches php-cgi as PHP_FCGI_MAX_REQUESTS: it leaves after 2.
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "1", "--max-requests", "2"], [php_cgi])
+    pool.wait_children(1)
+    location = (f"root {tmp_path}; location / {{ include fastcgi_params; fastcgi_pass 127.0.0.1:{pool.port};"
+                " fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;"
+                " fastcgi_param REDIRECT_STATUS 200; }")
+    with Nginx(location) as ngx:
+        replies = [get(ngx, f"/hello.php?n={i}") for i in range(6)]
+        assert [code for code, _ in replies] == [200] * 6, f"{replies}\n{ngx.error_log()}\n{pool.log()}"
+        pids = [parse_hello(body)["pid"] for _, body in replies]
+        assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5], pids
+        assert pool.status()["restarts"] == 0 and "recycled after its requests" in pool.log()
+        result = []
+        thread = threading.Thread(target=lambda: result.append(get(ngx, "/hello.php?sleep=1000")))
+        thread.start()
+        time.sleep(0.4)
+        pool.send(signal.SIGTERM)  # SIGUSR1 to php-cgi: it finishes the request, then leaves
+        assert pool.wait(10) == 0, pool.log()
+        thread.join(10)
+        errors = ngx.error_log()
+    assert result and result[0][0] == 200 and "uri=/hello.php?sleep=1000" in result[0][1], \
+        f"{result}\n{errors[-2000:]}\n{pool.log()}"
+
+
 # -- the pool without nginx ------------------------------------------------------
 
 def test_ttin_and_ttou_change_the_number_of_children(pools, hello_fcgi):
@@ -566,7 +602,7 @@ def python_pool(pools, tmp_path):
 
 
 def test_timeout_kills_a_python_worker_stuck_in_one_request(python_pool):
-    pool = python_pool(["-F", "2", "--timeout", "1", "--slow-request-time", "0.5"])
+    pool = python_pool(["-F", "2", "--timeout", "2", "--slow-request-time", "0.5"])
     pool.wait_children(2)
     port = pool.port
     hung = socket.create_connection(("127.0.0.1", port))

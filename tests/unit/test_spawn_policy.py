@@ -4,8 +4,8 @@ import random
 import signal
 
 from fcgikit.spawn.policy import (BACKOFF_MAX, EXIT_APP_LOAD_ERROR, IDLE_SILENCE_MIN, BootFailures,
-                                  describe_exit, exit_code, hung_reason, jittered_max_requests,
-                                  respawn_delay)
+                                  SpawnRate, describe_exit, exit_code, hung_reason,
+                                  jittered_max_requests, respawn_delay)
 
 
 def test_backoff_doubles_from_a_tenth_of_a_second_and_is_capped():
@@ -96,3 +96,30 @@ def test_a_short_lived_child_that_served_requests_booted_fine():
     failures.child_exited(0.0, 0.1, "exited with status 1", 1)
     assert failures.child_exited(1.0, 1.2, "exited with status 0", 0, served=1) is None
     assert failures.count == 0  # --max-requests 1 under load is not a crash loop
+
+
+def test_an_exec_program_exiting_0_left_on_its_own_like_php_cgi():
+    failures = BootFailures(limit=2)
+    for start in range(10):  # php-cgi recycling every 0.1 s under load
+        assert failures.child_exited(start, start + 0.1, "exited with status 0", 0, served=None) is None
+    assert failures.count == 0
+
+
+def test_an_exec_program_failing_at_boot_still_counts():
+    failures = BootFailures(limit=2)
+    failures.child_exited(0.0, 0.1, "exited with status 1", 1, served=None)
+    assert failures.child_exited(0.2, 0.3, "killed by SIGSEGV", None, served=None) is not None
+
+
+def test_a_python_worker_exiting_0_at_boot_without_serving_counts():
+    failures = BootFailures(limit=1)
+    assert failures.child_exited(0.0, 0.1, "exited with status 0", 0, served=0) is not None
+
+
+def test_spawn_rate_allows_a_burst_then_one_second_later_more():
+    rate = SpawnRate(limit=3)
+    for moment in (10.0, 10.1, 10.2):
+        assert rate.allow(moment)
+        rate.record(moment)
+    assert not rate.allow(10.5)
+    assert rate.allow(11.05)  # the first fork left the one-second window

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from . import report as status_report
 from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
-from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, describe_exit, exit_code, hung_reason,
-                     jittered_max_requests)
+from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, SpawnRate, describe_exit, exit_code,
+                     hung_reason, jittered_max_requests)
 from .scoreboard import SLOT_BUSY, Scoreboard, Slot
 from .sockets import bound_description, remove_unix_socket
 
@@ -76,9 +76,11 @@ class Manager:
         self.signal_queue: list[int] = []
         self.counters = status_report.PoolCounters()
         self.boot_failures = BootFailures()
+        self.spawn_rate = SpawnRate()
         self.stop_mode: str | None = None  # None, "draining" or "stopping"
         self.exit_status = 0
         self.pool_full = False
+        self.busy_seen = 0
         self.status_dirty = True
         self.status_written_at = 0.0
         self.start_wall = time.time()
@@ -268,6 +270,7 @@ class Manager:
             pass  # already dead, reaped on the next pass
 
     def spawn_child(self) -> ChildRecord | None:
+        self.spawn_rate.record(time.monotonic())
         slot = self.scoreboard.claim()
         if slot is None:
             log.error("no free scoreboard slot; not starting a child")
@@ -296,6 +299,8 @@ class Manager:
         if self.boot_failures.count:
             missing = min(missing, 1)  # while backing off, one attempt at a time
         for _ in range(missing):
+            if not self.spawn_rate.allow(time.monotonic()):
+                break  # the next pass goes on
             self.spawn_child()
 
     def retire(self, child: ChildRecord) -> None:
@@ -321,8 +326,8 @@ class Manager:
 
     def child_ended(self, child: ChildRecord, wait_status: int) -> None:
         self.status_dirty = True
-        served = child.slot.snapshot().requests if self.runs_python else 0
-        self.counters.accepted_conn += served
+        served = child.slot.snapshot().requests if self.runs_python else None
+        self.counters.accepted_conn += served or 0
         self.scoreboard.release(child.slot)
         how = describe_exit(wait_status)
         if child.retiring or child.killed or self.stop_mode is not None:
@@ -397,6 +402,9 @@ class Manager:
         if self.runs_python and current:
             busy = sum(c.slot.snapshot().state == SLOT_BUSY for c in current)
             self.counters.max_active = max(self.counters.max_active, busy)
+            if busy != self.busy_seen:  # a change worth reporting at once
+                self.busy_seen = busy
+                self.status_dirty = True
             return busy == len(current)
         return bool(queue and queue[0] > 0)
 

@@ -4,6 +4,7 @@ max-requests jitter, and how to describe a child's end."""
 import os
 import random
 import signal
+from collections import deque
 
 EXIT_BOOT_ERROR = 3  # a worker could not start (gunicorn's WORKER_BOOT_ERROR)
 EXIT_APP_LOAD_ERROR = 4  # the app could not be loaded: respawning cannot help
@@ -13,6 +14,7 @@ BOOT_PERIOD = 1.0  # a child that ends sooner than this after its fork "died at 
 MAX_BOOT_FAILURES = 5  # consecutive boot deaths before the manager gives up
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
+MAX_SPAWNS_PER_SECOND = 50
 JITTER_FRACTION = 10  # max-requests N becomes N .. N + N // 10
 # A worker that heartbeats (ours do, every second while idle) and then falls
 # silent outside a request is hung too; never judged on less silence than this.
@@ -86,15 +88,18 @@ class BootFailures:
         self.last_reason = ""
 
     def child_exited(self, started_at: float, ended_at: float, description: str,
-                     code: int | None, served: int = 0) -> str | None:
+                     code: int | None, served: int | None = None) -> str | None:
         """Record an unexpected exit; returns why the manager must stop, or None.
 
-        `served` is how many requests the child reported: one that served any
-        booted fine, however short its life (--max-requests 1 under load).
+        `served` is how many requests the child reported on the scoreboard, or
+        None for an exec'd program, which reports nothing. A child that served
+        any booted fine, however short its life (--max-requests 1 under load).
+        An exec'd program that exits 0 left on its own, as php-cgi does every
+        PHP_FCGI_MAX_REQUESTS requests (under load, well within a second).
         """
         if code == EXIT_APP_LOAD_ERROR:
             return f"the app could not load: a child {description}"
-        if served:
+        if served or (served is None and code == 0):
             self.count = 0
             return None
         if ended_at - started_at >= self.boot_period:
@@ -114,3 +119,20 @@ class BootFailures:
 
     def next_spawn_at(self) -> float:
         return self.last_failure_at + respawn_delay(self.count)
+
+
+class SpawnRate:
+    """At most `limit` forks in any second: a program that exits 0 at once (not a
+    boot death, see BootFailures) is then restarted at that pace, not in a hot loop."""
+
+    def __init__(self, limit: int = MAX_SPAWNS_PER_SECOND):
+        self.limit = limit
+        self.recent: deque[float] = deque()
+
+    def allow(self, now: float) -> bool:
+        while self.recent and now - self.recent[0] >= 1.0:
+            self.recent.popleft()
+        return len(self.recent) < self.limit
+
+    def record(self, now: float) -> None:
+        self.recent.append(now)
