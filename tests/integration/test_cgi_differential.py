@@ -117,6 +117,12 @@ def test_status_header_and_client_redirect(stack):
     assert (ours.status_code, ours.headers["location"]) == (302, "http://example.com/moved?from=cgi")
 
 
+def test_non_ascii_header_bytes_reach_the_script_unchanged(stack):
+    ours, theirs = both(stack, "GET", "/cgi-bin/env.sh", headers={"X-Test": "caf\xe9"})
+    assert_same(stack, ours, theirs)
+    assert b"http_x_test=caf\xe9\n" in ours.content    # the wire byte, not re-encoded
+
+
 def test_env_reaches_the_script(stack):
     ours, _ = both(stack, "GET", "/cgi-bin/env.sh?a=1", headers={"X-Test": "diff"})
     assert "query=a=1\n" in ours.text and "gateway=CGI/1.1\n" in ours.text
