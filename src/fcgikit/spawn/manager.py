@@ -93,7 +93,8 @@ class Manager:
     def run(self) -> int:
         self.setup()
         try:
-            self.spawn_missing()
+            for _ in range(self.target_size):
+                self.spawn_child()
             self.announce_ready()
             while not self.finished():
                 self.one_pass()
@@ -300,7 +301,7 @@ class Manager:
             missing = min(missing, 1)  # while backing off, one attempt at a time
         for _ in range(missing):
             if not self.spawn_rate.allow(time.monotonic()):
-                break  # the next pass goes on
+                break  # replacements only; the next pass goes on
             self.spawn_child()
 
     def retire(self, child: ChildRecord) -> None:
