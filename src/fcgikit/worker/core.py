@@ -147,7 +147,7 @@ class RequestLoop:
                         if conn is not None:
                             # nginx sends the request right after connecting: read
                             # it now rather than after another trip through poll().
-                            yield from self._serve_connection(conn, fresh=True)
+                            yield from self._serve_connection(conn)
                     elif fd == wake_fd:
                         self._drain_wakeup()
                     else:
@@ -160,11 +160,12 @@ class RequestLoop:
         finally:
             self._teardown()
 
-    def _serve_connection(self, conn: Connection, fresh: bool = False):
+    def _serve_connection(self, conn: Connection):
         try:
-            conn.receive(socket.MSG_DONTWAIT if fresh else 0)
+            # Never wait here: a connection with nothing to read goes back under poll().
+            conn.receive(socket.MSG_DONTWAIT)
         except BlockingIOError:
-            self._keep(conn)  # readable, then not, or a new connection with nothing sent yet
+            self._keep(conn)
             return
         except PeerClosed:
             self._close(conn, "closed the connection mid-request" if conn.mid_request else None)
