@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -268,3 +269,27 @@ def test_down_after_the_host_is_back_removes_everything(deployment):
     for host in deployment.bed.hosts:
         left = deployment.bed.exec(host, f"docker ps -aq --filter label=fcgikit.project={deployment.project}")
         assert left.strip() == "", f"{host.name} still has {left}"
+
+
+def test_an_interrupted_up_releases_the_lock_and_simply_runs_again(deployment):
+    deployment.write_spec(replicas=4)
+    up = subprocess.Popen(deployment.command("up"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=deployment.env())
+    seen = []
+    for line in up.stderr:  # Ctrl-C once the first worker container is being started
+        seen.append(line)
+        if line.startswith("• start") and "(workers)" in line:
+            up.send_signal(signal.SIGINT)
+            break
+    rest = up.communicate(timeout=120)
+    assert up.returncode == 130, "".join(seen) + rest[1]
+    assert "interrupted" in rest[1]
+    lock = subprocess.run([sys.executable, "-m", "fcgikit.cli", "lock", "status", "--hosts", str(deployment.hosts_file),
+                           "-p", deployment.project], capture_output=True, text=True, env=deployment.env())
+    assert "free" in lock.stdout, lock.stdout + lock.stderr
+
+    deployment.run("up")
+    with urllib.request.urlopen(deployment.url(), timeout=10) as response:
+        assert response.status == 200
+    assert sorted(c["host"] for c in deployment.containers("workers")) == ["h2", "h2", "h3", "h3"]
+    deployment.run("down")

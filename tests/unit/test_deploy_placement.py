@@ -1,0 +1,106 @@
+"""Placement across hosts: the planner with remote hosts (pure, no Docker)."""
+
+from fcgikit.deploy.hosts import Host
+from fcgikit.deploy.multihost import images_for_host, inventory_hosts
+from fcgikit.deploy.errors import validate_config
+from fcgikit.deploy.inventory import Inventory
+from fcgikit.deploy.placement import allowed_addresses, published_port, with_allow_list
+from fcgikit.deploy.plan import Observed, StartContainer, plan_up
+from fcgikit.deploy.spec import StackSpec
+
+IMAGES = {"workers": "fcgikit/fcgi-worker:abc", "cgi": "fcgikit/fcgi-worker:abc", "nginx": "fcgikit/nginx:def"}
+SPEC = StackSpec.model_validate(
+    {"project": "p", "services": {"nginx": {"port": 8080}, "workers": {"app": "hello_wsgi:app", "replicas": 8},
+                                  "cgi": {"replicas": 1}}}
+)
+HOSTS = [
+    Host("edge1", "10.0.0.10", frozenset({"edge"}), remote=True),
+    Host("app1", "10.0.0.11", frozenset({"workers"}), remote=True),
+    Host("app2", "10.0.0.12", frozenset({"workers", "cgi"}), remote=True),
+]
+
+
+def started(plan):
+    return [step.container for step in plan.steps if isinstance(step, StartContainer)]
+
+
+def test_workers_spread_evenly_over_the_worker_hosts():
+    plan = plan_up(SPEC, "p", HOSTS, IMAGES, Observed())
+    workers = [c for c in plan.wanted if c.service == "workers"]
+    assert sorted(c.host for c in workers) == ["app1"] * 4 + ["app2"] * 4
+    assert [c.host for c in plan.wanted if c.service == "nginx"] == ["edge1"]
+    assert [c.host for c in plan.wanted if c.service == "cgi"] == ["app2"]
+
+
+def test_remote_workers_publish_on_their_private_address_only():
+    plan = plan_up(SPEC, "p", HOSTS, IMAGES, Observed())
+    for container in plan.wanted:
+        if container.service == "nginx":
+            assert container.bind_address == ""  # the edge answers clients on every address
+            continue
+        host = next(h for h in HOSTS if h.name == container.host)
+        assert container.bind_address == host.address
+        assert container.ports == ((9000, published_port(container.service, container.slot)),)
+    step = next(s for s in plan.steps if isinstance(s, StartContainer) and s.container.host == "app1")
+    assert f"-p 10.0.0.11:{step.container.ports[0][1]}:9000" in step.docker_command()
+
+
+def test_nginx_lists_every_worker_as_address_and_port():
+    plan = plan_up(SPEC, "p", HOSTS, IMAGES, Observed())
+    for container in plan.wanted:
+        if container.service == "workers":
+            assert f"server {container.bind_address}:{container.ports[0][1]} " in plan.nginx_conf
+    cgi = next(c for c in plan.wanted if c.service == "cgi")
+    assert f"server 10.0.0.12:{published_port('cgi', cgi.slot)} " in plan.nginx_conf
+    assert "p-workers-" not in plan.nginx_conf  # no container names: they do not resolve across hosts
+
+
+def test_only_the_edge_hosts_may_connect():
+    plan = plan_up(SPEC, "p", HOSTS, IMAGES, Observed())
+    for container in plan.wanted:
+        if container.service != "nginx":
+            command = container.command
+            assert command[command.index("--allow") + 1] == "10.0.0.10,127.0.0.1"
+    assert allowed_addresses(HOSTS + [Host("edge2", "10.0.0.20", frozenset({"edge"}), remote=True)]) == [
+        "10.0.0.10", "10.0.0.20", "127.0.0.1"
+    ]
+
+
+def test_a_local_stack_is_planned_as_before():
+    local = [Host("local", "127.0.0.1")]
+    plan = plan_up(SPEC, "p", local, IMAGES, Observed())
+    assert all(c.bind_address == "" and "--allow" not in c.command for c in plan.wanted)
+    assert "server p-workers-1:9000 " in plan.nginx_conf
+
+
+def test_allow_list_goes_right_after_the_manager_module():
+    assert with_allow_list(("python3", "-m", "fcgikit.spawn", "-F", "2", "--", "/usr/bin/php-cgi"), ["a"]) == (
+        "python3", "-m", "fcgikit.spawn", "--allow", "a", "-F", "2", "--", "/usr/bin/php-cgi"
+    )
+
+
+def test_published_ports_of_workers_and_cgi_never_collide():
+    assert {published_port("workers", s) for s in range(1, 300)}.isdisjoint(
+        {published_port("cgi", s) for s in range(1, 300)}
+    )
+
+
+def test_a_host_left_out_gets_no_containers():
+    inventory = validate_config(
+        Inventory,
+        {"hosts": [{"name": n, "address": a, "roles": list(r)} for n, a, r in
+                   (("edge1", "10.0.0.10", ["edge"]), ("app1", "10.0.0.11", ["workers"]), ("app2", "10.0.0.12", ["workers"]))]},
+        source="x",
+    )
+    hosts = inventory_hosts(inventory, reachable=lambda name: name != "app1", connect=lambda name: None)
+    assert [h.name for h in hosts] == ["edge1", "app2"] and all(h.remote for h in hosts)
+    plan = plan_up(SPEC, "p", hosts, IMAGES, Observed())
+    assert {c.host for c in plan.wanted if c.service == "workers"} == {"app2"}
+    assert "10.0.0.11" not in plan.nginx_conf
+
+
+def test_each_host_gets_the_images_of_its_roles():
+    tags = {"workers": "w:1", "cgi": "w:1", "nginx": "n:1"}
+    assert images_for_host(frozenset({"edge"}), tags) == ["n:1"]
+    assert images_for_host(frozenset({"workers", "cgi"}), tags) == ["w:1"]
+    assert images_for_host(frozenset({"edge", "workers"}), tags) == ["n:1", "w:1"]
