@@ -22,7 +22,6 @@ from fcgikit.fastcgi import (
     decode_params,
     encode_record,
 )
-from fcgikit.fastcgi.client import parse_cgi_response
 from fcgikit.testing.nginx import Nginx
 
 from .serve_support import REPO, fastcgi_location

@@ -72,8 +72,8 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 
 class Connection:
-    __slots__ = ("sock", "addr", "proto", "events", "begun", "request", "gone", "closed", "registered", "must_close", "fd",
-                 "_recv", "_sendall")
+    __slots__ = ("sock", "fd", "addr", "proto", "events", "begun", "request", "gone", "closed", "registered",
+                 "must_close", "_recv", "_sendall")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
