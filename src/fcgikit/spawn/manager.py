@@ -183,7 +183,7 @@ class Manager:
 
     def sleep(self) -> None:
         read_fd = self.wakeup_fds[0]
-        timeout = 0.0 if self.signal_queue else LOOP_INTERVAL
+        timeout = 0.0 if self.signal_queue else self.time_to_next_spawn()
         try:
             ready, _, _ = select.select([read_fd], [], [], timeout)
         except InterruptedError:
@@ -194,6 +194,13 @@ class Manager:
                     pass
             except BlockingIOError:
                 pass
+
+    def time_to_next_spawn(self) -> float:
+        """Sleep no longer than the backoff, so a respawn is not late by a whole pass."""
+        if self.stop_mode is not None or len(self.current_children()) >= self.target_size:
+            return LOOP_INTERVAL
+        wait = self.boot_failures.next_spawn_at() - time.monotonic()
+        return min(LOOP_INTERVAL, max(wait, 0.0))
 
     def dispatch_signals(self) -> None:
         while self.signal_queue:
