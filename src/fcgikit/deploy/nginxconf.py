@@ -52,7 +52,6 @@ def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[s
     nginx = services.nginx
     parts = [
         "server_tokens off;",
-        f"client_max_body_size {nginx.client_max_body_size};",
         "access_log /dev/stdout;",
         render_upstream(WORKERS_UPSTREAM, workers, nginx.keepalive),
     ]
@@ -77,6 +76,7 @@ def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool, 
     """
     workers = services.workers
     blocks = [
+        f"client_max_body_size {services.nginx.client_max_body_size};",
         _location("/", WORKERS_UPSTREAM if has_workers else None, _app_params(), services.nginx.connect_timeout,
                   workers.timeout + READ_TIMEOUT_MARGIN)
     ]

@@ -1,0 +1,89 @@
+"""The nginx.conf fcgikit renders, in a real nginx on 127.0.0.1, in front of the real
+managers (fcgikit.serve with the example app, fcgikit.cgi with the example scripts)."""
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from fcgikit.deploy.nginxconf import render_server_conf, render_upstream
+from fcgikit.deploy.spec import CgiService, NginxService, Services, WorkersService
+from fcgikit.probe import probe
+from fcgikit.testing import free_port
+from fcgikit.testing.nginx import Nginx
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def manager(tmp_path: Path, name: str, *args: str):
+    """A manager on a free port; yields its address once it answers a FastCGI request."""
+    port = free_port()
+    log_path = tmp_path / f"{name}.log"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}{os.pathsep}{ROOT / 'apps'}")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", *args[:1], "-n", "-a", "127.0.0.1", "-p", str(port),
+                                    *args[1:]], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while not probe(address, timeout=1)[0]:
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        yield address
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def cgi_root():
+    """Outside pytest's private temp dirs: as root the gateway runs scripts as nobody."""
+    root = Path(tempfile.mkdtemp(prefix="fcgikit-cgi-"))
+    root.chmod(0o755)
+    shutil.copytree(ROOT / "apps" / "cgi-bin", root / "cgi-bin")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stack(tmp_path, cgi_root):
+    """nginx with the rendered locations; the workers' upstream lists a dead server first."""
+    services = Services(nginx=NginxService(client_max_body_size="2m"), workers=WorkersService(app="hello_wsgi:app"),
+                        cgi=CgiService())
+    with manager(tmp_path, "workers", "fcgikit.serve", "-F", "2", "hello_wsgi:app") as workers, \
+            manager(tmp_path, "cgi", "fcgikit.cgi", "-F", "1", "--root", str(cgi_root / "cgi-bin")) as cgi:
+        dead = f"127.0.0.1:{free_port()}"  # nothing listens: nginx must move on to the next server
+        http = "\n".join([render_upstream("fcgikit_workers", [dead, workers], 4),
+                          render_upstream("fcgikit_cgi", [cgi], 4)])
+        server = render_server_conf(services, has_workers=True, has_cgi=True, cgi_root=str(cgi_root))
+        with Nginx(server, http) as nginx:
+            yield nginx
+
+
+def test_app_and_cgi_answer_through_the_rendered_config(stack):
+    for _ in range(4):  # every request, including those nginx first sends to the dead server
+        answer = requests.get(stack.url("/"), timeout=10)
+        assert answer.status_code == 200 and answer.text.startswith("Hello from fcgikit"), stack.error_log()
+    environ = requests.get(stack.url("/environ?a=1"), timeout=10).text
+    assert "PATH_INFO='/environ'" in environ and "SCRIPT_NAME=''" in environ and "QUERY_STRING='a=1'" in environ
+    body = os.urandom(1_500_000)
+    assert requests.post(stack.url("/echo"), data=body, timeout=10).content == body
+    assert requests.post(stack.url("/echo"), data=b"x" * 3_000_000, timeout=10).status_code == 413
+    cgi = requests.get(stack.url("/cgi-bin/hello.sh/extra/path?q=1"), timeout=10)
+    assert cgi.status_code == 200, (cgi.text, stack.error_log())
+    assert requests.get(stack.url("/cgi-bin/hello.pl"), timeout=10).status_code == 200
+    assert requests.get(stack.url("/cgi-bin/missing"), timeout=10).status_code == 404
