@@ -161,6 +161,9 @@ def make_base(client: docker.DockerClient, tag: str, progress: Progress) -> None
     """debootstrap bookworm (minbase + python3 + nginx-light) and `docker import` it as `tag`."""
     if shutil.which("debootstrap") is None:
         raise BuildError("no base image can be pulled and debootstrap is missing: run ./setup.sh (apt install debootstrap)")
+    if os.geteuid() != 0:
+        raise BuildError(f"no base image can be pulled, and making {tag} with debootstrap needs root: "
+                         f"run `sudo fcgikit build --base {tag}` once (it is kept and reused)")
     workdir = Path(tempfile.mkdtemp(prefix="fcgikit-base-", dir="/var/tmp"))
     try:
         rootfs = workdir / "rootfs"

@@ -1,0 +1,78 @@
+"""Build contexts and their content-hash tags (pure: files in, bytes and hashes out)."""
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fcgikit.deploy.images import BuildContext, BuildError, ImageNames, nginx_context, worker_context
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fake_checkout(tmp_path: Path) -> Path:
+    (tmp_path / "images" / "fcgi-worker").mkdir(parents=True)
+    (tmp_path / "images" / "fcgi-worker" / "Dockerfile").write_text("FROM x\n")
+    package = tmp_path / "src" / "fcgikit"
+    for name in ("__init__.py", "probe.py", "cli.py", "spawn/__init__.py", "spawn/cli.py", "deploy/plan.py",
+                 "testing/nginx.py", "spawn/__pycache__/x.cpython-311.pyc"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text(f"# {name}\n")
+    (tmp_path / "apps" / "cgi-bin").mkdir(parents=True)
+    (tmp_path / "apps" / "hello.py").write_text("app = None\n")
+    script = tmp_path / "apps" / "cgi-bin" / "hi.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    return tmp_path
+
+
+def test_worker_context_holds_only_the_runtime_the_app_and_the_scripts(tmp_path):
+    context = worker_context(fake_checkout(tmp_path))
+    assert sorted(context.files) == [
+        "Dockerfile", "app/hello.py", "cgi-bin/hi.sh",
+        "runtime/fcgikit/__init__.py", "runtime/fcgikit/probe.py",
+        "runtime/fcgikit/spawn/__init__.py", "runtime/fcgikit/spawn/cli.py",  # nested cli.py is runtime
+    ]
+    assert context.files["cgi-bin/hi.sh"][0] == 0o755
+    assert context.files["app/hello.py"][0] == 0o644
+
+
+def test_the_real_worker_context_has_no_orchestration_code():
+    names = worker_context(ROOT).files
+    assert "runtime/fcgikit/probe.py" in names and "runtime/fcgikit/serve.py" in names
+    assert not [name for name in names if "/deploy/" in name or name.endswith("fcgikit/cli.py") or ".pyc" in name]
+
+
+def test_hash_changes_with_content_mode_and_base_only():
+    files = {"Dockerfile": (0o644, b"FROM x\n"), "app/a.py": (0o644, b"a = 1\n")}
+    base = BuildContext("fcgi-worker", files).content_hash("sha256:base")
+    assert BuildContext("fcgi-worker", dict(files)).content_hash("sha256:base") == base
+    assert len(base) == 12
+    changed = dict(files, **{"app/a.py": (0o644, b"a = 2\n")})
+    executable = dict(files, **{"app/a.py": (0o755, b"a = 1\n")})
+    renamed = {"Dockerfile": files["Dockerfile"], "app/b.py": files["app/a.py"]}
+    others = [BuildContext("fcgi-worker", variant).content_hash("sha256:base") for variant in (changed, executable, renamed)]
+    others.append(BuildContext("fcgi-worker", files).content_hash("sha256:other-base"))
+    assert len({base, *others}) == 5
+
+
+def test_tar_is_the_files_with_their_modes_and_fixed_times():
+    context = BuildContext("nginx", {"Dockerfile": (0o644, b"FROM x\n"), "run.sh": (0o755, b"#!/bin/sh\n")})
+    first, second = context.tar().getvalue(), context.tar().getvalue()
+    assert first == second  # same input, same bytes
+    with tarfile.open(fileobj=io.BytesIO(first)) as archive:
+        members = {m.name: (m.mode, m.mtime) for m in archive.getmembers()}
+    assert members == {"Dockerfile": (0o644, 0), "run.sh": (0o755, 0)}
+
+
+def test_missing_directories_are_reported(tmp_path):
+    checkout = fake_checkout(tmp_path)
+    with pytest.raises(BuildError, match="CGI scripts directory .* does not exist"):
+        worker_context(checkout, cgi_dir=tmp_path / "nope")
+
+
+def test_nginx_context_and_names():
+    assert sorted(nginx_context(ROOT).files) == ["Dockerfile", "nginx.conf"]
+    assert ImageNames().repository("nginx") == "fcgikit/nginx"
+    assert ImageNames("mine").repository("fcgi-worker") == "mine/fcgi-worker"
