@@ -287,8 +287,11 @@ def status(spec_file, project, image_prefix, base_image, as_json) -> None:
 def logs(service, follow, spec_file, project) -> None:
     """Every container's log of SERVICE, each line prefixed by its container name."""
     stack = load_stack(spec_file, project, DEFAULT_PREFIX, DEFAULT_BASE)
-    for line in stack.logs(service, follow):
-        click.echo(line)
+    try:
+        for line in stack.logs(service, follow):
+            click.echo(line)
+    except KeyboardInterrupt:  # how one stops following: not an error
+        pass
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -362,6 +362,15 @@ def test_a_worker_that_cannot_start_fails_up_with_its_logs_and_leaves_nothing(en
     assert [c.name for c in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})] == []
 
 
+def compose_command() -> list[str]:
+    """Compose v2 (`docker compose`) where installed, else v1 (`docker-compose`)."""
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            if subprocess.run([*argv, "version"], capture_output=True, timeout=30).returncode == 0:
+                return argv
+    pytest.skip("neither `docker compose` nor `docker-compose` is installed (compose.yaml is optional)")
+
+
 def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_path):
     """compose.yaml, with the images `fcgikit build` tagged :latest (here under the session's prefix)."""
     prefix = cli_env["FCGIKIT_IMAGE_PREFIX"]
@@ -372,7 +381,7 @@ def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_pa
     port = free_port()
     name = f"c{uuid.uuid4().hex[:10]}"
     env = dict(cli_env, FCGIKIT_PORT=str(port))
-    compose_cmd = ["docker-compose", "-p", name]
+    compose_cmd = [*compose_command(), "-p", name]
     try:
         up = subprocess.run([*compose_cmd, "up", "-d"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
         assert up.returncode == 0, up.stderr

@@ -1,0 +1,24 @@
+"""The pure parts of executing a plan: which steps may run at once."""
+
+from fcgikit.deploy.model import RunningContainer
+from fcgikit.deploy.operations import _batches
+from fcgikit.deploy.plan import ReloadNginx, RemoveContainer, RemoveNetwork
+
+
+def removal(name: str, service: str) -> RemoveContainer:
+    return RemoveContainer(RunningContainer(name, name, service, "local", 1, "img", "hash"), 10)
+
+
+def test_consecutive_backend_removals_drain_together_everything_else_alone():
+    steps = [
+        removal("n", "nginx"), removal("w1", "workers"), removal("w2", "workers"), removal("c1", "cgi"),
+        RemoveNetwork("local", "fcgikit-demo"),
+    ]
+    assert [[s.describe().split()[3] if isinstance(s, RemoveContainer) else "network" for s in batch]
+            for batch in _batches(steps)] == [["n"], ["w1", "w2", "c1"], ["network"]]
+
+
+def test_a_reload_separates_removals():
+    reload = ReloadNginx("n", "local", "conf")
+    steps = [removal("w1", "workers"), reload, removal("w2", "workers")]
+    assert [len(batch) for batch in _batches(steps)] == [1, 1, 1]
