@@ -10,7 +10,9 @@ import pytest
 
 from tests.hosts.bed import BASE_IMAGE, TestBed
 
-pytestmark = [pytest.mark.multihost, pytest.mark.docker]
+# Generous: on a clean engine the first test also makes the base (debootstrap), the host
+# image (apt-get) and the stack images before anything is shipped.
+pytestmark = [pytest.mark.multihost, pytest.mark.docker, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,9 @@ import pytest
 from fcgikit.fastcgi.client import fcgi_request
 from tests.hosts.bed import TestBed
 
-pytestmark = [pytest.mark.multihost, pytest.mark.docker]
+# Generous: on a clean engine the first test also makes the base (debootstrap), the host
+# image (apt-get) and the stack images before anything is shipped.
+pytestmark = [pytest.mark.multihost, pytest.mark.docker, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = {"h1": ["edge"], "h2": ["workers"], "h3": ["workers", "cgi"]}
