@@ -81,9 +81,13 @@ class Engine:
             ports={f"{port}/tcp": _binding(spec.bind_address, host_port) for port, host_port in spec.ports},
             detach=True,
         )
-        if files:
-            container.put_archive("/", _tar_of(files))
-        container.start()
+        try:
+            if files:
+                container.put_archive("/", _tar_of(files))
+            container.start()
+        except docker.errors.APIError as exc:
+            container.remove(force=True)  # nothing half-made stays behind
+            raise FcgikitError(f"cannot start {spec.name} on {self.host.name}: {exc.explanation or exc}") from exc
         return container
 
     def exec(self, name: str, argv: list[str], user: str | None = None) -> tuple[int, str]:
