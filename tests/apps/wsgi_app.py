@@ -58,6 +58,8 @@ def pid(environ, start_response):
 
 def sleep(environ, start_response):
     seconds = float(_query(environ).get("s", "1"))
+    environ["wsgi.errors"].write(f"sleep {seconds:g} started\n")  # tests wait for this line
+    environ["wsgi.errors"].flush()
     time.sleep(seconds)
     return _reply(start_response, f"slept {seconds:g}\n")
 

@@ -90,6 +90,13 @@ def connect(process) -> socket.socket:
             time.sleep(0.05)
 
 
+def wait_for_log(process, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in process.log():
+        assert time.monotonic() < deadline, f"{text!r} not logged:\n{process.log()}"
+        time.sleep(0.02)
+
+
 def test_one_child_serves_new_connections_while_kept_ones_idle(tmp_path):
     with worker(tmp_path) as proc:
         first = connect(proc)
@@ -160,7 +167,7 @@ def test_sigterm_finishes_the_current_request_then_exits_0(tmp_path):
         busy = connect(proc)
         thread = threading.Thread(target=lambda: result.update(r=exchange(busy, params_for("/sleep", "s=0.8"))))
         thread.start()
-        time.sleep(0.3)
+        wait_for_log(proc, "sleep 0.8 started")
         proc.send_signal(signal.SIGTERM)
         thread.join(10)
         body, end = result["r"]
@@ -175,7 +182,7 @@ def test_sigint_returns_at_once(tmp_path):
         exchange(busy, params_for("/n", "i=1"))
         client = ClientConnection()
         busy.sendall(client.request(1, params_for("/sleep", "s=5"), keep_conn=True))
-        time.sleep(0.3)
+        wait_for_log(proc, "sleep 5 started")
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(5) == 0
@@ -232,7 +239,7 @@ def test_accept_loop_finishes_the_current_request_on_graceful_signals(tmp_path, 
         result = {}
         thread = threading.Thread(target=lambda: result.update(r=exchange(sock, params_for("/slow"))))
         thread.start()
-        time.sleep(0.5)
+        wait_for_log(proc, "request started")  # the signal must land mid-request
         proc.send_signal(signum)
         thread.join(10)
         body, end = result["r"]
@@ -241,9 +248,10 @@ def test_accept_loop_finishes_the_current_request_on_graceful_signals(tmp_path, 
 
 
 ACCEPT_SLOW = """
-import time, fcgikit
+import sys, time, fcgikit
 for request in fcgikit.accept():
-    time.sleep(1.0)
+    print("request started", file=sys.stderr, flush=True)
+    time.sleep(0.5)
     request.stdout.write(b"Content-Type: text/plain\\r\\n\\r\\ndone\\n")
 """
 
