@@ -293,3 +293,27 @@ def test_file_wrapper_through_the_app():
 
     _, conn = run(app)
     assert parse_cgi_response(conn.stdout)[2] == b"file body"
+
+
+def test_pep_3333_validator_finds_nothing_wrong(recwarn):
+    """wsgiref.validate checks the environ, the streams and start_response; any
+    complaint is an AssertionError in the app, which would turn into a 500."""
+    from wsgiref.validate import validator
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        line = environ["wsgi.input"].readline(10)
+        environ["wsgi.errors"].write("checked\n")
+        environ["wsgi.errors"].flush()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body + line)))])
+        return [body, line]
+
+    for method, params, stdin, expected in [
+        ("GET", {}, [], b""),
+        ("POST", {"CONTENT_LENGTH": "5", "CONTENT_TYPE": "text/plain"}, [b"hel", b"lo", b"\nrest"], b"hello\n"),
+        ("GET", {"SCRIPT_NAME": "/app", "PATH_INFO": "/x", "HTTPS": "on"}, [], b""),
+    ]:
+        status, conn = run(validator(app), dict(params, REQUEST_METHOD=method), stdin)
+        code, _, body = parse_cgi_response(conn.stdout)
+        assert (status, code, body) == (0, 200, expected), conn.stderr
+    assert not [w for w in recwarn if "wsgiref" in str(w.filename)], [str(w.message) for w in recwarn]
