@@ -284,3 +284,15 @@ def test_a_socket_that_does_not_listen_ends_the_child_with_status_1(capfd):
     finally:
         sock.close()
     assert "the listening socket is unusable" in capfd.readouterr().err
+
+
+def test_accept_loop_runs_as_a_plain_cgi_script_too():
+    """libfcgi's FCGI_Accept() serves one CGI request when fd 0 is no socket."""
+    env = {"GATEWAY_INTERFACE": "CGI/1.1", "REQUEST_METHOD": "POST", "REQUEST_URI": "/cgi?q=1",
+           "QUERY_STRING": "q=1", "CONTENT_LENGTH": "3", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, str(REPO / "apps" / "hello_accept.py")], cwd=REPO,
+                            input=b"abcdef", env=env, capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert head == b"Content-Type: text/plain"
+    assert b"request 1)" in body and b"POST /cgi?q=1" in body and b"body: 3 bytes" in body

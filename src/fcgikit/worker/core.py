@@ -23,6 +23,7 @@ import threading
 import time
 
 from ..fastcgi import ProtocolError
+from .cgi_request import serve_one_cgi_request, started_as_cgi
 from .connection import IO_TIMEOUT, MAX_CONNS, Connection, PeerClosed, describe_peer, set_io_timeouts
 from .log import log
 
@@ -397,15 +398,20 @@ def accept(listen_sock: socket.socket | None = None, *, max_requests: int = 0, a
 
     Each request is finished when the loop asks for the next one. Without
     `listen_sock` it uses fd 0 (how spawn-fcgi and fcgikit.spawn hand the socket
-    over) and FCGI_WEB_SERVER_ADDRS from the environment. SIGTERM ends the loop
-    after the current request; SIGINT/SIGQUIT exit at once.
+    over) and FCGI_WEB_SERVER_ADDRS from the environment; when fd 0 is no socket
+    but the program was started as a CGI script, it yields that one request (from
+    the environment and stdio) and ends, as libfcgi does. SIGTERM/SIGUSR1 end the
+    loop after the current request; SIGINT/SIGQUIT exit at once.
     """
     if listen_sock is None:
         listen_sock = listening_socket_on_fd0()
         if listen_sock is None:
+            if started_as_cgi():
+                yield from serve_one_cgi_request()  # as libfcgi: one request, then the loop ends
+                return
             raise RuntimeError(
-                "fd 0 is not a listening socket: run this program under fcgikit.spawn or spawn-fcgi, "
-                "or pass accept() a listening socket"
+                "fd 0 is not a listening socket: run this program under fcgikit.spawn or spawn-fcgi "
+                "(or as a CGI script), or pass accept() a listening socket"
             )
     if allowed_addrs is None:
         allowed_addrs = os.environ.get("FCGI_WEB_SERVER_ADDRS")
