@@ -225,8 +225,9 @@ def _place(
     keep: list[RunningContainer] = []
     start: list[ContainerSpec] = []
     for host in hosts:
-        keep += current[host.name][: shares[host.name]]
-        for _ in range(shares[host.name] - len(current[host.name][: shares[host.name]])):
+        kept_here = current[host.name][: shares[host.name]]
+        keep += kept_here
+        for _ in range(shares[host.name] - len(kept_here)):
             slot = _free_slot(used_slots)
             used_slots.add(slot)
             start.append(factory(host.name, slot))
