@@ -114,7 +114,12 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None) -> Stack:
     name = project or spec.project or DEFAULT_PROJECT
     _check_project(name)
     progress = Progress()
-    return stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say_step,
+
+    def say(text: str) -> None:
+        progress.stop()  # the live build line ends where the steps begin
+        say_step(text)
+
+    return stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
                           progress=progress))
 
 
