@@ -100,6 +100,9 @@ class Stack:
         """service -> image tag; builds missing images when `build`, else only computes tags."""
         if build:
             built = self.build()
+            for image in built.values():
+                if image.built:
+                    self.say(f"built {image.tag}")
             tags = {kind: image.tag for kind, image in built.items()}
         else:
             tags = self._expected_tags()
