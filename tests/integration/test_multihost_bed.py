@@ -36,6 +36,8 @@ def test_bed_comes_up_within_the_ci_budget(bed):
     # The whole multihost budget is ~8 minutes; the bed must leave most of it to the tests.
     assert bed.startup_seconds < 90, f"bed took {bed.startup_seconds:.1f}s"
     assert len({host.address for host in bed.hosts}) == 2
+    host_keys = [line.split()[2] for line in bed.known_hosts_path.read_text().splitlines()]
+    assert len(set(host_keys)) == 2, "every host must have its own host key"
 
 
 def test_hosts_accept_the_bed_key_and_check_host_keys(bed):
@@ -96,3 +98,29 @@ def test_cut_off_host_is_unreachable_until_reconnected(bed):
     finally:
         bed.reconnect(host)
     assert ssh(bed, host, "true").returncode == 0
+
+
+def test_fcgikit_checks_host_keys_strictly_and_accepts_new_ones_only_when_asked(bed, tmp_path):
+    import dataclasses
+
+    from fcgikit.deploy.inventory import SshTarget
+    from fcgikit.deploy.ssh import Fleet
+
+    host = bed.hosts[0]
+    known_hosts = tmp_path / "known_hosts"
+    target = SshTarget(host.name, host.address, "root", host.port, bed.key_path, known_hosts, connect_timeout=5)
+
+    with Fleet([target]) as fleet:  # nothing known about the host: refused
+        assert "unknown host key" in str(fleet.unreachable[host.name])
+    with Fleet([target], accept_new_host_keys=True) as fleet:  # recorded, then used
+        assert fleet.session(host.name).run("hostname").stdout.strip() == host.name
+    assert known_hosts.read_text().split()[:2] == [host.address, "ssh-ed25519"]
+    with Fleet([target]) as fleet:  # strict again, now with the recorded key
+        assert fleet.session(host.name).docker().info()["Name"] == host.name  # its own engine, over SSH
+
+    # Another host's key under this address: a changed key is refused even with accept-new.
+    other = bed.hosts[1]
+    other_key = bed.exec(other, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()
+    known_hosts.write_text(f"{host.address} {other_key[0]} {other_key[1]}\n")
+    with Fleet([dataclasses.replace(target)], accept_new_host_keys=True) as fleet:
+        assert "HOST KEY CHANGED" in str(fleet.unreachable[host.name])
