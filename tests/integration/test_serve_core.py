@@ -296,3 +296,22 @@ def test_accept_loop_runs_as_a_plain_cgi_script_too():
     head, _, body = result.stdout.partition(b"\r\n\r\n")
     assert head == b"Content-Type: text/plain"
     assert b"request 1)" in body and b"POST /cgi?q=1" in body and b"body: 3 bytes" in body
+
+
+def test_sigterm_still_serves_a_request_already_sent_on_an_idle_connection(tmp_path):
+    with worker(tmp_path) as proc:
+        idle = connect(proc)
+        exchange(idle, params_for("/n", "i=1"))
+        busy = connect(proc)
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(r=exchange(busy, params_for("/sleep", "s=0.5"))))
+        thread.start()
+        wait_for_log(proc, "sleep 0.5 started")
+        client = ClientConnection()
+        idle.sendall(client.request(1, params_for("/n", "i=2"), keep_conn=True))  # arrives while the child is busy
+        proc.send_signal(signal.SIGTERM)
+        thread.join(10)
+        body, end = read_response(idle, client)
+        assert end is not None and b"n=2 " in body, proc.log()
+        assert result["r"][1] is not None
+        assert proc.wait(5) == 0

@@ -158,8 +158,17 @@ class RequestLoop:
                     if self.stopping:
                         break
                 self._heartbeat_if_due()
+            yield from self._serve_arrived_requests()
         finally:
             self._teardown()
+
+    def _serve_arrived_requests(self):
+        """On the way out: requests already sent on idle connections are served,
+        not dropped with the connection (nginx would have to retry them)."""
+        for fd, _ in self._poller.wait(0):
+            conn = self.conns.get(fd)
+            if conn is not None and not self.stop_now:
+                yield from self._serve_connection(conn)
 
     def _serve_connection(self, conn: Connection):
         try:
