@@ -22,3 +22,20 @@ def test_a_reload_separates_removals():
     reload = ReloadNginx("n", "local", "conf")
     steps = [removal("w1", "workers"), reload, removal("w2", "workers")]
     assert [len(batch) for batch in _batches(steps)] == [1, 1, 1]
+
+
+def test_nginx_workers_are_the_masters_children():
+    from fcgikit.deploy.docker_backend import nginx_worker_pids
+
+    text = "\n".join([
+        "7",
+        "1 (sh) S 0 1 1 0 -1",
+        "7 (nginx) S 1 7 7 0 -1",
+        "8 (nginx) S 7 7 7 0 -1",
+        "9 (nginx) S 7 7 7 0 -1",
+        "12 (odd ) name) S 7 7 7 0 -1",
+        "20 (sh) S 0 20 20 0 -1",
+    ])
+    assert nginx_worker_pids(text) == {8, 9}
+    assert nginx_worker_pids("") == set()
+    assert nginx_worker_pids("cat: /run/nginx.pid: No such file") == set()

@@ -149,6 +149,25 @@ class Engine:
         except ValueError:
             return None
 
+    def nginx_workers(self, name: str) -> set[int]:
+        """PIDs of the nginx worker processes (children of the master) in the container."""
+        code, output = self.exec(name, ["sh", "-c", "cat /run/nginx.pid; cat /proc/[0-9]*/stat 2>/dev/null"])
+        return nginx_worker_pids(output) if code == 0 else set()
+
+    def wait_reloaded(self, name: str, old_workers: set[int], timeout: float) -> bool:
+        """Until nginx runs new workers and every old one has finished its requests and exited.
+
+        `nginx -s reload` only signals the master; until the old workers are gone they
+        may still send requests to the previous upstreams.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            current = self.nginx_workers(name)
+            if current and not current & old_workers:
+                return True
+            time.sleep(0.2)
+        return False
+
     # --- waiting ---------------------------------------------------------------------------
 
     def wait_answering(self, name: str, timeout: float = 60.0, interval: float = 0.5) -> None:
@@ -196,6 +215,22 @@ def describe_container(container: Container) -> RunningContainer:
         health=(state.get("Health") or {}).get("Status", ""),
         published=ports,
     )
+
+
+def nginx_worker_pids(text: str) -> set[int]:
+    """From `cat /run/nginx.pid; cat /proc/*/stat`: the processes whose parent is the master."""
+    lines = text.splitlines()
+    if not lines or not lines[0].strip().isdigit():
+        return set()
+    master = int(lines[0])
+    workers = set()
+    for line in lines[1:]:
+        pid, _, rest = line.partition(" (")
+        command, _, fields = rest.rpartition(") ")  # the command name may hold spaces or parentheses
+        parts = fields.split()
+        if pid.isdigit() and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) == master and command == "nginx":
+            workers.add(int(pid))
+    return workers
 
 
 def read_nginx_conf(engine: Engine, name: str) -> str | None:

@@ -56,6 +56,7 @@ class Stack:
     say: Say = _quiet  # one line per step done
     progress: Say = _quiet  # transient progress (builds)
     wait_timeout: float = 60.0
+    reload_timeout: float = 40.0
     _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
 
     # --- engines and observation ----------------------------------------------------------
@@ -214,11 +215,16 @@ class Stack:
 
     def _reload_nginx(self, step: ReloadNginx) -> None:
         engine = self.engine(step.host)
+        old_workers = engine.nginx_workers(step.container)
         engine.write_file(step.container, NGINX_CONF_PATH, step.nginx_conf)
         for argv in commands.nginx_reload_commands():
             code, output = engine.exec(step.container, argv)
             if code != 0:
                 raise FcgikitError(f"{' '.join(argv)} failed in {step.container}: {output.strip()}")
+        # Only once the old workers are gone does no request go to containers about to drain.
+        if not engine.wait_reloaded(step.container, old_workers, timeout=self.reload_timeout):
+            self.say(f"nginx's previous workers are still finishing requests after {self.reload_timeout:.0f}s; "
+                     "going on (draining containers finish their requests too)")
 
     def _check_end_to_end(self, step: CheckEndToEnd, timeout: float = 20.0) -> None:
         url = self.url()
