@@ -317,3 +317,16 @@ def test_pep_3333_validator_finds_nothing_wrong(recwarn):
         code, _, body = parse_cgi_response(conn.stdout)
         assert (status, code, body) == (0, 200, expected), conn.stderr
     assert not [w for w in recwarn if "wsgiref" in str(w.filename)], [str(w.message) for w in recwarn]
+
+
+def test_close_failing_after_a_buffered_body_still_gives_500():
+    class Body(list):
+        def close(self):
+            raise OSError("cleanup failed")
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return Body([b"complete"])
+
+    status, conn = run(app)
+    assert status == 1 and parse_cgi_response(conn.stdout)[0] == 500 and not conn.gone

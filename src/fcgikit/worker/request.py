@@ -148,13 +148,14 @@ class RequestInput:
 class RequestOutput:
     """FCGI_STDOUT or FCGI_STDERR: writes are batched, then sent as few records as possible."""
 
-    __slots__ = ("_send", "_chunks", "_size", "closed")
+    __slots__ = ("_send", "_chunks", "_size", "closed", "sent")
 
     def __init__(self, send) -> None:
         self._send = send  # (chunks: list[bytes], size: int) -> None; encodes records and sends them
         self._chunks: list[bytes] = []
         self._size = 0
         self.closed = False
+        self.sent = False  # whether anything left already (so nothing written can be taken back)
 
     def write(self, data) -> int:
         if self.closed:
@@ -174,6 +175,7 @@ class RequestOutput:
     def flush(self) -> None:
         if self._chunks:
             size = self._size
+            self.sent = True
             self._send(self.take_chunks(), size)
 
     def take_chunks(self) -> list[bytes]:

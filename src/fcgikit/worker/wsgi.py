@@ -205,7 +205,7 @@ class WSGIResponse:
 
     def _send_body(self, result) -> None:
         request = self.request
-        if type(result) is list or type(result) is tuple:
+        if isinstance(result, (list, tuple)):
             # The whole body is known: it leaves with END_REQUEST, in one sendall.
             body = b"".join(result)
             stdout = request.stdout
@@ -233,10 +233,10 @@ class WSGIResponse:
         text = "".join(traceback.format_exception(*exc_info))
         log(f"app error on {request.method} {request.uri}:\n{text.rstrip()}", "ERROR")
         request.stderr.write(f"app error: {exc_info[0].__name__}: {exc_info[1]}".encode("utf-8", "replace"))
-        if self.headers_sent:
-            request.abort("the app failed after its headers were sent; response cut off")
+        if request.stdout.sent:
+            request.abort("the app failed after its response had begun; response cut off")
         else:
-            request.stdout.take()  # drop whatever part of a response was queued
+            request.stdout.take_chunks()  # drop whatever part of a response was queued, not sent
             request.stdout.write(INTERNAL_ERROR)
         return 1
 
