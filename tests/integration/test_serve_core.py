@@ -315,3 +315,19 @@ def test_sigterm_still_serves_a_request_already_sent_on_an_idle_connection(tmp_p
         assert end is not None and b"n=2 " in body, proc.log()
         assert result["r"][1] is not None
         assert proc.wait(5) == 0
+
+
+def test_params_over_64_kib_and_duplicates_reach_the_app(tmp_path):
+    pairs = list(params_for("/").items()) + [
+        ("HTTP_X_BIG", "b" * 100_000),  # longer than one record: 4-byte lengths, several PARAMS records
+        ("HTTP_X_DUP", "first"),
+        ("HTTP_X_DUP", "second"),  # duplicate names: the last one wins
+    ]
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        client = ClientConnection()
+        sock.sendall(client.request(1, pairs, keep_conn=True))
+        body, end = read_response(sock, client)
+        assert end is not None
+        lines = body.split(b"\r\n\r\n", 1)[1].decode().splitlines()
+        assert "HTTP_X_BIG=" + "b" * 100_000 in lines
+        assert "HTTP_X_DUP=second" in lines
