@@ -261,7 +261,8 @@ def test_worker_image_runs_serve_spawn_or_cgi_as_non_root_without_compiler(built
 
 
 class Client(threading.Thread):
-    """Sends GET / one after another, each on a new connection, and counts failures."""
+    """Sends requests one after another, each on a new connection, and counts failures:
+    GET / and, for the example app, POST /echo (not idempotent: nginx never retries it)."""
 
     def __init__(self, url: str):
         super().__init__(daemon=True)
@@ -271,15 +272,24 @@ class Client(threading.Thread):
         self.failures: list[str] = []
 
     def run(self) -> None:
+        body = os.urandom(10_000)
         while not self.stop.is_set():
-            try:
-                answer = requests.get(self.url, timeout=30, headers={"Connection": "close"})
-                if answer.status_code == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
-            except requests.RequestException as exc:
-                self.failures.append(repr(exc))
+            self.check(lambda: requests.get(self.url, timeout=30, headers={"Connection": "close"}), None)
+            if not USER_APP:
+                self.check(lambda: requests.post(self.url + "echo", data=body, timeout=30,
+                                                 headers={"Connection": "close"}), body)
+
+    def check(self, send, expected_body: bytes | None) -> None:
+        try:
+            answer = send()
+            if answer.status_code != 200:
+                self.failures.append(f"{answer.request.method} HTTP {answer.status_code}: {answer.text[:200]}")
+            elif expected_body is not None and answer.content != expected_body:
+                self.failures.append(f"POST answered {len(answer.content)} bytes, not the body sent")
+            else:
+                self.ok += 1
+        except requests.RequestException as exc:
+            self.failures.append(repr(exc))
 
     def finish(self) -> None:
         self.stop.set()
