@@ -19,7 +19,7 @@ from docker.models.containers import Container
 from . import commands
 from .errors import FcgikitError
 from .hosts import Host
-from .model import LABEL_PROJECT, NGINX_CONF_PATH, ContainerSpec, RunningContainer, network_name
+from .model import LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, ContainerSpec, RunningContainer, network_name
 
 LOG_TAIL = 40
 
@@ -61,7 +61,8 @@ class Engine:
     # --- networks ------------------------------------------------------------------------
 
     def create_network(self, project: str) -> None:
-        self.client.networks.create(network_name(project), driver="bridge", labels={LABEL_PROJECT: project})
+        labels = {LABEL_PROJECT: project, LABEL_HOST: self.host.name}
+        self.client.networks.create(network_name(project), driver="bridge", labels=labels)
 
     def remove_network(self, project: str) -> None:
         for network in self.project_networks(project):

@@ -41,7 +41,7 @@ class CreateNetwork:
         return f"create network {self.name} on {self.host}"
 
     def docker_command(self) -> str:
-        return f"docker network create --label fcgikit.project={self.project} {self.name}"
+        return f"docker network create --label fcgikit.project={self.project} --label fcgikit.host={self.host} {self.name}"
 
 
 @dataclass(frozen=True)
