@@ -54,15 +54,18 @@ class RequestInput:
         if end <= len(buf):
             self._pos = end
             return buf[pos:end]
-        chunks = [self._rest()]
-        have = len(chunks[0])
+        rest = self._rest()
+        chunks = [rest] if rest else []  # an empty first piece would cost a join
+        have = len(rest)
         while have < size:
             data = self._next_piece()
             if not data:
-                return b"".join(chunks)
+                break
             chunks.append(data)
             have += len(data)
-        return self._keep_tail(chunks, have - size)
+        if not chunks:
+            return b""
+        return self._keep_tail(chunks, max(have - size, 0))
 
     def _keep_tail(self, chunks: list[bytes], extra: int) -> bytes:
         """Joins `chunks` but the last `extra` bytes, which stay unread."""
