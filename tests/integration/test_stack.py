@@ -361,6 +361,23 @@ def test_invalid_spec_exits_non_zero_with_the_path_and_starts_nothing(engine, cl
     assert engine.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}) == []
 
 
+@pytest.mark.skipif(bool(USER_APP), reason="runs the example accept-loop program, not a WSGI app")
+def test_workers_can_run_a_fastcgi_program_under_the_manager(engine, cli_env, project, tmp_path):
+    spec = write_spec(tmp_path, workers=1, cgi=0)
+    data = yaml.safe_load(spec.read_text())
+    data["services"]["workers"].pop("app")
+    data["services"]["workers"]["program"] = ["python3", "/srv/app/hello_accept.py"]
+    spec.write_text(yaml.safe_dump(data))
+    with logs_on_failure(engine, project):
+        fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
+        url = status(cli_env, project, spec)["url"]
+        answer = requests.post(url + "form?x=1", data=b"abc", timeout=10)
+        assert answer.status_code == 200 and answer.text.startswith("Hello from an accept loop"), answer.text
+        assert "body: 3 bytes" in answer.text and "query: x=1" in answer.text
+        [worker] = [c for c in status(cli_env, project, spec)["containers"] if c["service"] == "workers"]
+        assert worker["pool"]["processes"] == 2
+
+
 def test_a_worker_that_cannot_start_fails_up_with_its_logs_and_leaves_nothing(engine, cli_env, project, tmp_path):
     spec = write_spec(tmp_path, workers=1, cgi=0)
     spec.write_text(spec.read_text().replace("hello_wsgi:app", "no_such_module:app"))
