@@ -80,6 +80,8 @@ class Engine:
             environment=dict(spec.env),
             network=network,
             ports={f"{port}/tcp": _binding(spec.bind_address, host_port) for port, host_port in spec.ports},
+            # Back after a crash of the manager, a daemon restart or a reboot, until fcgikit stops it.
+            restart_policy={"Name": "unless-stopped"},
             detach=True,
         )
         try:
@@ -180,7 +182,7 @@ class Engine:
         last = "no probe ran yet"
         while time.monotonic() < deadline:
             container = self.container(name)
-            if container.status not in ("created", "running"):
+            if container.status not in ("created", "running"):  # exited, or restarting after exiting
                 raise self._failure(name, f"exited ({_exit_description(container)}) before it answered")
             try:
                 code, output = self.exec(name, commands.probe_command())

@@ -61,7 +61,8 @@ class StartContainer:
         bind = f"{c.bind_address}:" if c.bind_address else ""
         ports = " ".join(f"-p {bind}{host_port or ''}:{port}".replace(" :", " ") for port, host_port in c.ports)
         options = " ".join(part for part in (labels, env, ports) if part)
-        return f"docker run -d --name {c.name} --network {self.network} {options} {c.image} {_shell(c.command)}"
+        return (f"docker run -d --name {c.name} --network {self.network} --restart unless-stopped {options} "
+                f"{c.image} {_shell(c.command)}")
 
 
 @dataclass(frozen=True)
