@@ -139,12 +139,20 @@ def image_id(client: docker.DockerClient, name: str) -> str:
     return client.images.get(name).id
 
 
-def ensure_base(client: docker.DockerClient, names: ImageNames, progress: Progress) -> str:
-    """The base image to build from: present, else pulled, else made with debootstrap."""
+def present_base(client: docker.DockerClient, names: ImageNames) -> str | None:
+    """The base already on the engine: the one asked for, else (by default) a pulled bookworm-slim."""
     if image_exists(client, names.base):
         return names.base
     if names.base == DEFAULT_BASE and image_exists(client, PULLABLE_BASE):
         return PULLABLE_BASE
+    return None
+
+
+def ensure_base(client: docker.DockerClient, names: ImageNames, progress: Progress) -> str:
+    """The base image to build from: present, else pulled, else made with debootstrap."""
+    present = present_base(client, names)
+    if present is not None:
+        return present
     pullable = PULLABLE_BASE if names.base == DEFAULT_BASE else names.base
     if not pullable.startswith(f"{DEFAULT_PREFIX}/"):
         progress(f"base: pulling {pullable}")

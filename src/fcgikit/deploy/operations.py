@@ -112,11 +112,8 @@ class Stack:
     def _expected_tags(self) -> dict[str, str]:
         client = self.engine(self._build_host()).client
         root = img.source_root()
-        base_id = None
-        for candidate in (self.names.base, img.PULLABLE_BASE):
-            if img.image_exists(client, candidate):
-                base_id = img.image_id(client, candidate)
-                break
+        base = img.present_base(client, self.names)
+        base_id = img.image_id(client, base) if base else None
         tags = {}
         for context in self._contexts(root):
             suffix = context.content_hash(base_id) if base_id else "(hash known once the base exists)"
