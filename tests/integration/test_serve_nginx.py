@@ -177,3 +177,14 @@ def test_over_a_unix_socket(tmp_path):
             assert all(o.ok for o in outcomes), summary(outcomes) + log_path.read_text() + ngx.error_log()
     finally:
         assert stop(process) == 0, log_path.read_text()
+
+
+def test_max_requests_recycles_children_under_keepalive_load_without_a_failed_request(tmp_path):
+    """Children leave every ~50 requests while nginx holds cached connections to them."""
+    with serve_app(tmp_path, TEST_APP, 2, "--max-requests", "50") as served:
+        upstream = keepalive_upstream("workers", served.port, keepalive=16)
+        with Nginx(fastcgi_location(served.port, upstream="workers"), upstream) as ngx:
+            outcomes = load(ngx.url(""), total=1000, parallel=20)
+            assert all(o.ok for o in outcomes), summary(outcomes) + context(served, ngx)
+            pids = {o.body.split(b"pid=")[1] for o in outcomes}
+            assert len(pids) >= 10, f"only {len(pids)} children served 1000 requests: not recycled"
