@@ -1,6 +1,7 @@
 """Broken peers straight on the worker port, while nginx traffic goes on: each bad
 connection is closed and logged, and every request through nginx still succeeds."""
 
+import random
 import socket
 import struct
 import threading
@@ -158,3 +159,33 @@ def test_a_connection_dropped_while_the_app_works_is_logged_once(stack):
     assert "during GET /sleep?s=0.5" in log
     time.sleep(0.3)
     assert served.log().count(f"{peer}:") == 1
+
+
+def test_random_garbage_and_cut_requests_leave_the_workers_serving(stack):
+    served, ngx = stack
+    rng = random.Random(1234)
+    valid = request_head("/sha256", 10) + encode_record(FCGI_STDIN, 1, b"0123456789") + encode_record(FCGI_STDIN, 1)
+    with BackgroundLoad(ngx.url("")) as run:
+        for i in range(40):
+            sock, _ = raw_connection(served)
+            with sock:
+                if i % 2:
+                    payload = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
+                else:
+                    payload = valid[: rng.randint(1, len(valid) - 1)]  # a valid request, cut anywhere
+                try:
+                    sock.sendall(payload)
+                except OSError:
+                    pass  # the worker may already have closed it
+        sock, _ = raw_connection(served)
+        with sock:
+            client = ClientConnection()
+            sock.sendall(valid)
+            events = []
+            while not any(getattr(e, "ended", False) for e in events):
+                data = sock.recv(65536)
+                assert data, served.log()
+                events += client.feed(data)
+        assert b"".join(getattr(e, "stdout", b"") for e in events).split(b"\r\n\r\n")[1].startswith(
+            b"84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882 10 ")
+    assert_all_ok(run, served, ngx)
