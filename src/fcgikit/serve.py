@@ -42,8 +42,11 @@ def make_child(app_spec: str, directory: str | None):
         except AppLoadError as exc:
             print(f"fcgikit.serve[{os.getpid()}]: {exc}", file=sys.stderr, flush=True)
             return EXIT_APP_LOAD_ERROR
+        # Like any FastCGI program (libfcgi's), honour FCGI_WEB_SERVER_ADDRS from
+        # the environment when --allow did not set the list.
+        allowed = ctx.allowed_addrs or os.environ.get("FCGI_WEB_SERVER_ADDRS") or None
         return serve(ctx.listen_sock, wsgi_handler(app), slot=ctx.slot,
-                     max_requests=ctx.max_requests, allowed_addrs=ctx.allowed_addrs)
+                     max_requests=ctx.max_requests, allowed_addrs=allowed)
 
     run_wsgi_child.__name__ = app_spec  # the pool's name in the manager's log and status
     return run_wsgi_child

@@ -331,3 +331,32 @@ def test_params_over_64_kib_and_duplicates_reach_the_app(tmp_path):
         lines = body.split(b"\r\n\r\n", 1)[1].decode().splitlines()
         assert "HTTP_X_BIG=" + "b" * 100_000 in lines
         assert "HTTP_X_DUP=second" in lines
+
+
+@pytest.mark.parametrize("allowed, served", [("192.0.2.7", False), ("192.0.2.7,127.0.0.1", True)])
+def test_serve_honours_fcgi_web_server_addrs_from_the_environment(tmp_path, allowed, served):
+    import os
+
+    from fcgikit.testing import free_port, wait_for_port
+
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = dict(os.environ, FCGI_WEB_SERVER_ADDRS=allowed)
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "fcgikit.serve", "-n", "-a", "127.0.0.1", "-p", str(port),
+                                    "tests.apps.wsgi_app:app"], cwd=REPO, env=env, stdout=log_file,
+                                   stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=15, process=process)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            try:
+                body, end = exchange(sock, params_for("/n", "i=1"))
+            except ConnectionResetError:
+                body, end = b"", None
+        assert (end is not None) == served, log_path.read_text()
+        if not served:
+            time.sleep(0.2)
+            assert "refused, not in FCGI_WEB_SERVER_ADDRS" in log_path.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(15)
