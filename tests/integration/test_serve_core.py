@@ -360,3 +360,19 @@ def test_serve_honours_fcgi_web_server_addrs_from_the_environment(tmp_path, allo
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(15)
+
+
+def test_an_idle_connection_reset_by_the_web_server_is_not_logged(tmp_path):
+    """What nginx does to its cached connections on stop or reload."""
+    import struct as _struct
+
+    with worker(tmp_path) as proc:
+        sock = connect(proc)
+        exchange(sock, params_for("/n", "i=1"))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _struct.pack("ii", 1, 0))
+        sock.close()  # RST
+        second = connect(proc)
+        body, end = exchange(second, params_for("/n", "i=2"))
+        assert end is not None
+        time.sleep(0.2)
+        assert "WARNING" not in proc.log(), proc.log()

@@ -177,8 +177,11 @@ class RequestLoop:
         except BlockingIOError:
             self._keep(conn)
             return
-        except PeerClosed:
-            self._close(conn, "closed the connection mid-request" if conn.mid_request else None)
+        except (PeerClosed, ConnectionResetError) as exc:
+            # nginx resets its idle cached connections when it stops or reloads:
+            # between requests a reset is a close, not news.
+            how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+            self._close(conn, f"{how} the connection mid-request" if conn.mid_request else None)
             return
         except ProtocolError as exc:
             self._close(conn, f"protocol error: {exc}")
