@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 
 import docker
 
-from .docker_backend import Engine
+from .docker_backend import Engine, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .inventory import Inventory, load_inventory
 from .lock import DeployLock
 from .operations import Stack, UpResult
-from .plan import Plan
+from .plan import Observed, Plan
 from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
-from .ssh import Fleet, HostsFailed, on_each_host
+from .ssh import Fleet, HostsFailed, on_each_host, require_all
 
 BUILD_HOST = "(local)"  # images are built by this machine's engine, then shipped
 
@@ -74,6 +74,22 @@ class RemoteStack(Stack):
 
     def _build_host(self) -> str:
         return BUILD_HOST
+
+    def observe(self) -> Observed:
+        """What runs, looked at on every host at once; a host that fails is named with the rest."""
+
+        def look(name: str):
+            engine = self.engine(name)
+            found = engine.observe_containers(self.project)
+            has_network = bool(engine.project_networks(self.project))
+            nginx = [c for c in found if c.service == "nginx" and c.running]
+            return found, has_network, read_nginx_conf(engine, nginx[0].name) if nginx else None
+
+        seen = require_all("looking at the hosts", on_each_host([host.name for host in self.hosts], look))
+        containers = [c for found, _, _ in seen.values() for c in found]
+        networks = frozenset(name for name, (_, has_network, _) in seen.items() if has_network)
+        confs = [conf for _, _, conf in seen.values() if conf is not None]
+        return Observed(tuple(containers), networks, confs[0] if confs else None)
 
     # --- images: built here, shipped there -------------------------------------------------
 
