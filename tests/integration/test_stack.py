@@ -32,7 +32,8 @@ from testcontainers.core.container import DockerContainer  # noqa: E402
 
 from fcgikit.deploy.model import LABEL_PROJECT  # noqa: E402
 
-pytestmark = pytest.mark.docker
+# On a clean engine the first test to need images also makes the base (debootstrap, minutes).
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SPEC = ROOT / "deploy" / "fcgikit.yaml"
@@ -150,7 +151,6 @@ def get(url: str, path: str, **kwargs) -> requests.Response:
     return requests.get(url.rstrip("/") + path, timeout=10, **kwargs)
 
 
-@pytest.mark.timeout(900)  # on a clean engine this includes making the base with debootstrap
 def test_up_serves_app_and_cgi_through_nginx_and_second_up_changes_nothing(
     engine, cli_env, image_prefix, project, tmp_path
 ):
