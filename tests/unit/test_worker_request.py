@@ -145,3 +145,10 @@ def test_read1_returns_at_most_one_piece():
     assert request.stdin.read1(2) == b"67"
     assert request.stdin.read1() == b"8"
     assert request.stdin.read1() == b""
+
+
+def test_stdin_reads_nothing_once_the_request_is_finished():
+    request, conn = make_request(stdin_chunks=[b"unread", b"next request's bytes"])
+    request.finish()
+    pulls = conn.pulls
+    assert request.stdin.read() == b"" and conn.pulls == pulls

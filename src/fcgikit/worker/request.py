@@ -135,8 +135,9 @@ class RequestInput:
         return self._eof and self._pos >= len(self._buf)
 
     def mark_ended(self) -> None:
-        """The end of stdin was seen before anything was read."""
+        """Nothing more will be read: the end was seen, or the request is over."""
         self._eof = True
+        self._buf, self._pos = b"", 0
 
     def discard_rest(self) -> None:
         """Reads and drops what is left, so the connection can carry the next request."""
@@ -248,6 +249,7 @@ class Request:
             self.app_status = app_status
         self._conn.end_request(self)
         self.stdout.closed = self.stderr.closed = True
+        self.stdin.mark_ended()  # what follows on the connection belongs to the next request
 
     def abort(self, reason: str) -> None:
         """Drops the connection without END_REQUEST, so the web server sees the response fail."""
