@@ -1,5 +1,9 @@
 """Placement across hosts: the planner with remote hosts (pure, no Docker)."""
 
+import io
+
+from rich.console import Console
+
 from fcgikit.deploy.hosts import Host
 from fcgikit.deploy.multihost import images_for_host, inventory_hosts
 from fcgikit.deploy.errors import validate_config
@@ -104,3 +108,23 @@ def test_each_host_gets_the_images_of_its_roles():
     assert images_for_host(frozenset({"edge"}), tags) == ["n:1"]
     assert images_for_host(frozenset({"workers", "cgi"}), tags) == ["w:1"]
     assert images_for_host(frozenset({"edge", "workers"}), tags) == ["n:1", "w:1"]
+
+
+def test_status_names_every_host_and_says_why_one_is_unreachable():
+    from fcgikit.deploy.cli_hosts import host_lines
+
+    report = {"hosts": [
+        {"name": "edge1", "address": "10.0.0.10", "roles": ["edge"], "reachable": True, "problem": ""},
+        {"name": "app1", "address": "10.0.0.11", "roles": ["workers", "cgi"], "reachable": False,
+         "problem": "app1: [bold] is not markup here, [Errno 113] No route to host"},
+    ]}
+    printed = io.StringIO()
+    console = Console(file=printed, color_system=None, width=200)
+    for line in host_lines(report):
+        console.print(line)
+    # The reason prints as it was said: brackets in it are text, not rich markup.
+    assert printed.getvalue().splitlines() == [
+        "host edge1 10.0.0.10 (edge): reachable",
+        "host app1 10.0.0.11 (workers,cgi): UNREACHABLE (app1: [bold] is not markup here, [Errno 113] No route to host)",
+    ]
+    assert host_lines({"containers": []}) == []  # a local stack has no host lines
