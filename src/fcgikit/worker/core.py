@@ -171,23 +171,7 @@ class RequestLoop:
                 yield from self._serve_connection(conn)
 
     def _serve_connection(self, conn: Connection):
-        try:
-            # Never wait here: a connection with nothing to read goes back under poll().
-            conn.receive(socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            self._keep(conn)
-            return
-        except (PeerClosed, ConnectionResetError) as exc:
-            # nginx resets its idle cached connections when it stops or reloads:
-            # between requests a reset is a close, not news.
-            how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
-            self._close(conn, f"{how} the connection mid-request" if conn.mid_request else None)
-            return
-        except ProtocolError as exc:
-            self._close(conn, f"protocol error: {exc}")
-            return
-        except OSError as exc:
-            self._close(conn, f"connection error: {exc.strerror or exc}")
+        if not self._receive(conn):
             return
         request = conn.next_request()
         while request is not None:
@@ -204,6 +188,25 @@ class RequestLoop:
             request = conn.next_request()
         self.conns[conn.fd] = self.conns.pop(conn.fd)  # most recently used last: eviction takes the first
         self._keep(conn)
+
+    def _receive(self, conn: Connection) -> bool:
+        """Reads what arrived; False when the connection is closed or has nothing after all."""
+        try:
+            # Never wait here: a connection with nothing to read goes back under poll().
+            conn.receive(socket.MSG_DONTWAIT)
+            return True
+        except BlockingIOError:
+            self._keep(conn)
+        except (PeerClosed, ConnectionResetError) as exc:
+            # nginx resets its idle cached connections when it stops or reloads:
+            # between requests a reset is a close, not news.
+            how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+            self._close(conn, f"{how} the connection mid-request" if conn.mid_request else None)
+        except ProtocolError as exc:
+            self._close(conn, f"protocol error: {exc}")
+        except OSError as exc:
+            self._close(conn, f"connection error: {exc.strerror or exc}")
+        return False
 
     def _started(self, request) -> None:
         if self.slot is not None:
@@ -235,15 +238,7 @@ class RequestLoop:
         except (BlockingIOError, InterruptedError):
             return None  # another child took it
         except OSError as exc:
-            if exc.errno in (errno.EBADF, errno.ENOTSOCK, errno.EINVAL):
-                log(f"the listening socket is unusable ({exc}); this child stops", "ERROR")
-                self.stopping = True
-                self.exit_status = EXIT_LISTEN_FAILED
-                return None
-            if not self._accept_error_logged:  # EMFILE and friends: say it once, back off
-                log(f"accept failed: {exc}")
-                self._accept_error_logged = True
-            time.sleep(0.05)
+            self._accept_failed(exc)
             return None
         if not is_allowed(self.allowed, addr):
             log(f"{describe_peer(addr)}: refused, not in FCGI_WEB_SERVER_ADDRS")
@@ -260,6 +255,17 @@ class RequestLoop:
         if len(self.conns) > MAX_CONNS:
             self._close(next(iter(self.conns.values())))  # the longest-idle one
         return conn
+
+    def _accept_failed(self, exc: OSError) -> None:
+        if exc.errno in (errno.EBADF, errno.ENOTSOCK, errno.EINVAL):
+            log(f"the listening socket is unusable ({exc}); this child stops", "ERROR")
+            self.stopping = True
+            self.exit_status = EXIT_LISTEN_FAILED
+            return
+        if not self._accept_error_logged:  # EMFILE and friends: say it once, back off
+            log(f"accept failed: {exc}")
+            self._accept_error_logged = True
+        time.sleep(0.05)
 
     def _set_connection_options(self, sock) -> None:
         set_io_timeouts(sock)
