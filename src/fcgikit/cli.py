@@ -22,7 +22,7 @@ from rich.table import Table
 from .deploy.cli_hosts import host_lines, hosts_options, stack_for
 from .deploy.cli_hosts import lock as lock_commands
 from .deploy.errors import ConfigError, FcgikitError
-from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
+from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, prune_images, source_root
 from .deploy.operations import Stack
 from .deploy.plan import Plan
 from .deploy.spec import StackSpec, load_stack_spec, with_app
@@ -192,7 +192,8 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @stack_options
 @app_option
-def build(spec_file, project, image_prefix, base_image, app) -> None:
+@click.option("--prune", is_flag=True, help="then remove this prefix's older images that no container uses")
+def build(spec_file, project, image_prefix, base_image, app, prune) -> None:
     """Build the images (and the base, when missing); tags HASH and latest."""
     stack = load_stack(spec_file, project, image_prefix, base_image, app)
     try:
@@ -201,6 +202,10 @@ def build(spec_file, project, image_prefix, base_image, app) -> None:
         finishing_progress(stack)
     for kind, image in built.items():
         out.print(f"{image.tag} ({'built' if image.built else 'already there'}; also {image.tag.split(':')[0]}:latest)")
+    if prune:
+        client = stack.engine(stack.hosts[0].name).client
+        removed = prune_images(client, stack.names, {image.tag for image in built.values()})
+        out.print(f"pruned {len(removed)} older image tag(s)" + "".join(f"\n  {tag}" for tag in removed))
 
 
 @cli.command()

@@ -272,3 +272,26 @@ def _chunks(stream) -> Iterator[dict]:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def prune_images(client: docker.DockerClient, names: ImageNames, keep: set[str]) -> list[str]:
+    """Remove this prefix's older fcgi-worker and nginx images that no container uses.
+
+    `keep`: the tags just built (and `latest` is kept too); an image any container was
+    created from, running or not, stays. Returns the tags removed.
+    """
+    in_use = {c.image.id for c in client.containers.list(all=True) if c.image is not None}
+    removed = []
+    for kind in ("fcgi-worker", "nginx"):
+        for image in client.images.list(name=names.repository(kind)):
+            if image.id in in_use:
+                continue
+            stale = [tag for tag in image.tags if tag not in keep and not tag.endswith(":latest")]
+            if stale and len(stale) == len(image.tags):
+                for tag in stale:
+                    try:
+                        client.images.remove(tag)
+                        removed.append(tag)
+                    except docker.errors.APIError:
+                        pass  # in use after all (a container created meanwhile): it stays
+    return removed
