@@ -12,6 +12,7 @@ stack tests against your own app; it must answer GET / with 200.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -208,8 +209,21 @@ def test_build_again_builds_nothing_and_tags_carry_the_content_hash(cli_env, bui
         assert len(tag.rsplit(":", 1)[1]) == 12
 
 
-def run_worker(image: str, command: list[str]) -> DockerContainer:
-    return DockerContainer(image).with_command(command).with_kwargs(labels={LABEL_PROJECT: "testcontainers"})
+def test_build_prune_removes_only_older_unused_images(engine, cli_env, image_prefix, built_images, tmp_path):
+    def older_image(tag: str) -> str:
+        dockerfile = f"FROM {built_images['fcgi-worker']}\nLABEL older={tag}\n".encode()
+        image, _ = engine.images.build(fileobj=io.BytesIO(dockerfile), tag=f"{image_prefix}/fcgi-worker:{tag}", rm=True)
+        return f"{image_prefix}/fcgi-worker:{tag}"
+
+    unused, used = older_image("000000000001"), older_image("000000000002")
+    holder = engine.containers.create(used, command=["true"], labels={LABEL_PROJECT: "prune-test"})
+    try:
+        result = fcgikit(cli_env, "build", "--prune", "-f", str(write_spec(tmp_path)))
+        assert unused in result.stdout and used not in result.stdout, result.stdout
+        tags = {t for i in engine.images.list(name=f"{image_prefix}/fcgi-worker") for t in i.tags}
+        assert unused not in tags and used in tags and built_images["fcgi-worker"] in tags
+    finally:
+        holder.remove(force=True)
 
 
 def wait_healthy(container: DockerContainer, timeout: float = 60) -> None:
