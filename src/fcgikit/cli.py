@@ -25,7 +25,7 @@ from .deploy.errors import ConfigError, FcgikitError
 from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, prune_images, source_root
 from .deploy.operations import Stack
 from .deploy.plan import Plan
-from .deploy.spec import StackSpec, load_stack_spec, with_app
+from .deploy.spec import PROJECT_NAME, load_stack_spec, with_app
 
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the status table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -129,9 +129,7 @@ def default_spec_file() -> Path:
 
 
 def _check_project(name: str) -> None:
-    try:
-        StackSpec.model_validate({"project": name, "services": {"workers": {"app": "x:y"}}})
-    except Exception:
+    if not PROJECT_NAME.match(name):
         raise FcgikitError(f'project name "{name}": use lowercase letters, digits, "-" and "_" (at most 40)') from None
 
 
