@@ -295,3 +295,12 @@ def test_an_interrupted_up_releases_the_lock_and_simply_runs_again(deployment):
         assert response.status == 200
     assert sorted(c["host"] for c in deployment.containers("workers")) == ["h2", "h2", "h3", "h3"]
     deployment.run("down")
+
+
+def test_status_reports_a_host_whose_engine_is_down_and_still_shows_the_others(deployment):
+    h3 = deployment.host("h3")
+    deployment.bed.exec(h3, "kill $(cat /var/run/docker.pid) && while [ -e /var/run/docker.pid ]; do sleep 0.2; done")
+    report = deployment.status()
+    rows = {row["name"]: row for row in report["hosts"]}
+    assert rows["h1"]["reachable"] and rows["h2"]["reachable"]
+    assert not rows["h3"]["reachable"] and "h3" in rows["h3"]["problem"], rows["h3"]

@@ -24,7 +24,8 @@ from .errors import FcgikitError
 from .hosts import Host, local_host
 from .inventory import Inventory, load_inventory
 from .lock import DeployLock
-from .operations import Stack, UpResult
+from .commands import NGINX_PORT
+from .operations import Stack, UpResult, _display_order, _status_row
 from .plan import Observed, Plan
 from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
 from .ssh import Fleet, HostsFailed, on_each_host, require_all
@@ -148,14 +149,35 @@ class RemoteStack(Stack):
     # --- reporting ---------------------------------------------------------------------------
 
     def status(self) -> dict:
-        report = super().status()
-        report["hosts"] = self.host_rows()
-        return report
+        """Every host at once; a host whose engine fails is reported with the rest, not fatal."""
 
-    def host_rows(self) -> list[dict]:
+        def containers_on(name: str):
+            engine = self.engine(name)
+            found = sorted(engine.observe_containers(self.project), key=_display_order)
+            return [(c, engine.pool_status(c.name) if c.running and c.service != "nginx" else None) for c in found]
+
+        outcomes = on_each_host([host.name for host in self.hosts], containers_on)
+        seen = [(outcome.host, c, pool) for outcome in outcomes if outcome.ok for c, pool in outcome.value]
+        failed = {outcome.host: outcome.error for outcome in outcomes if not outcome.ok}
+        return {
+            "project": self.project,
+            "url": self._edge_url(seen),
+            "containers": [_status_row(c, pool) for _, c, pool in seen],
+            "hosts": self.host_rows(failed),
+        }
+
+    def _edge_url(self, seen) -> str | None:
+        addresses = {host.name: host.address for host in self.hosts}
+        for host, c, _ in seen:
+            if c.service == "nginx" and c.running and NGINX_PORT in c.published:
+                return f"http://{addresses[host]}:{c.published[NGINX_PORT]}/"
+        return None
+
+    def host_rows(self, engine_failures: dict | None = None) -> list[dict]:
+        engine_failures = engine_failures or {}
         rows = []
         for entry in self.inventory.hosts:
-            problem = self.fleet.unreachable.get(entry.name)
+            problem = self.fleet.unreachable.get(entry.name) or engine_failures.get(entry.name)
             rows.append({
                 "name": entry.name,
                 "address": entry.address,
