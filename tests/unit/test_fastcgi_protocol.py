@@ -38,6 +38,7 @@ from fcgikit.fastcgi import (
     encode_stream,
 )
 from fcgikit.fastcgi.client import get_params, parse_cgi_response
+from fcgikit.fastcgi.protocol import decode_params_text
 
 
 def records(data: bytes):
@@ -202,6 +203,33 @@ def test_a_role_not_served_gets_unknown_role(role):
     assert content[4] == FCGI_UNKNOWN_ROLE
 
 
+def test_a_refused_request_still_sending_its_input_does_not_break_the_connection():
+    conn = ServerConnection()
+    wire = ClientConnection().request(6, {"A": "b"}, b"body", role=FCGI_AUTHORIZER, keep_conn=True)
+    assert conn.feed(wire) == []
+    (rtype, rid, content), = records(conn.take_output())
+    assert (rtype, rid, content[4]) == (FCGI_END_REQUEST, 6, FCGI_UNKNOWN_ROLE)
+    events = feed_request(conn, request_id=7, keep_conn=True)
+    assert events[0] == RequestBegun(7, 1, True)
+
+
+def test_input_of_a_request_refused_while_busy_is_skipped():
+    conn = ServerConnection()
+    feed_request(conn, request_id=1, keep_conn=True)
+    assert conn.feed(ClientConnection().request(2, {"A": "b"}, b"x")) == []
+    (rtype, rid, content), = records(conn.take_output())
+    assert (rid, content[4]) == (2, FCGI_CANT_MPX_CONN)
+    assert conn.request_id == 1
+
+
+def test_a_peer_piling_up_refused_requests_is_cut_off():
+    conn = ServerConnection()
+    feed_request(conn, request_id=1, keep_conn=True)
+    with pytest.raises(ProtocolError, match="refused requests"):
+        for request_id in range(2, 40):
+            conn.feed(encode_begin_request(request_id))
+
+
 def test_filter_role_when_served_delivers_data_stream():
     conn = ServerConnection(roles=frozenset({FCGI_FILTER}))
     conn.feed(encode_begin_request(1, FCGI_FILTER) + encode_record(FCGI_PARAMS, 1) + encode_record(FCGI_STDIN, 1))
@@ -295,6 +323,19 @@ def test_a_request_fed_in_any_chunks_gives_the_same_events(params, stdin, reques
     assert events[1] == ParamsReceived(request_id, params)
     assert b"".join(e.data for e in events[2:]) == stdin
     assert events[-1] == StdinReceived(request_id, b"")
+
+
+@given(st.one_of(st.binary(max_size=600),
+                 st.lists(st.tuples(names, st.binary(max_size=300)), max_size=6).map(encode_params)))
+@settings(max_examples=300)
+def test_the_fast_params_decoder_agrees_with_the_reference_one(body):
+    try:
+        expected = {n.decode("latin-1"): v.decode("latin-1") for n, v in decode_params(body)}
+    except ProtocolError:
+        with pytest.raises(ProtocolError):
+            decode_params_text(body)
+        return
+    assert decode_params_text(body) == expected
 
 
 @given(st.binary(max_size=4000))

@@ -312,7 +312,12 @@ class ServerConnection:
 
     It does not multiplex: one request at a time, as FCGI_MPXS_CONNS=0 tells the
     web server; a second BEGIN_REQUEST while one is active gets FCGI_CANT_MPX_CONN.
+    A refused request (that, or a role not served) may still have its PARAMS and
+    STDIN on the way: they are skipped until its STDIN ends, and the connection
+    goes on carrying other requests.
     """
+
+    MAX_REFUSED = 16  # refused requests whose input may still arrive; past it, a broken peer
 
     def __init__(
         self,
@@ -336,6 +341,7 @@ class ServerConnection:
         self._params_size = 0
         self._stdin_open = False
         self._data_open = False
+        self._refused: set[int] = set()
 
     # incoming
 
@@ -348,13 +354,22 @@ class ServerConnection:
                 event = self._begin(request_id, content)
                 if event is not None:
                     events.append(event)
-            elif request_id != self.request_id:
-                raise ProtocolError(f"record type {rtype} for request {request_id}, which is not active")
-            else:
+            elif request_id == self.request_id:
                 event = self._request_record(rtype, request_id, content)
                 if event is not None:
                     events.append(event)
+            elif request_id in self._refused:
+                if rtype == FCGI_STDIN and not content or rtype == FCGI_ABORT_REQUEST:
+                    self._refused.discard(request_id)
+            else:
+                raise ProtocolError(f"record type {rtype} for request {request_id}, which is not active")
         return events
+
+    def _refuse(self, request_id: int, protocol_status: int) -> None:
+        if len(self._refused) >= self.MAX_REFUSED:
+            raise ProtocolError(f"{len(self._refused)} refused requests still sending input")
+        self._refused.add(request_id)
+        self._output += encode_end_request(request_id, 0, protocol_status)
 
     def take_output(self) -> bytes:
         """Records the protocol answered on its own (management, rejections)."""
@@ -383,10 +398,12 @@ class ServerConnection:
         if self.request_id is not None:
             if request_id == self.request_id:
                 raise ProtocolError(f"BEGIN_REQUEST for request {request_id}, which is already active")
-            self._output += encode_end_request(request_id, 0, FCGI_CANT_MPX_CONN)
+            self._refuse(request_id, FCGI_CANT_MPX_CONN)
             return None
+        if request_id in self._refused:
+            raise ProtocolError(f"BEGIN_REQUEST for request {request_id}, whose refused input has not ended")
         if role not in self._roles:
-            self._output += encode_end_request(request_id, 0, FCGI_UNKNOWN_ROLE)
+            self._refuse(request_id, FCGI_UNKNOWN_ROLE)
             self.keep_conn = keep_conn
             return None
         self.request_id = request_id
