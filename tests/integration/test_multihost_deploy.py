@@ -225,15 +225,17 @@ def test_scale_up_and_down_under_continuous_requests_fails_none(deployment):
 
 
 def test_two_ups_at_once_one_proceeds_and_the_other_names_the_lock_holder(deployment):
-    deployment.write_spec(greeting="hello again")  # real work for the winner: replace every worker
-    started = [subprocess.Popen(deployment.command("up"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=deployment.env()) for _ in range(2)]
-    results = [(p.wait(timeout=300), *p.communicate()) for p in started]
-    codes = sorted(code for code, _, _ in results)
-    assert codes == [0, 1], results
-    refused = next(err for code, _, err in results if code == 1)
-    assert "deploy lock" in refused and "held by" in refused and "fcgikit up" in refused, refused
-    assert "since 20" in refused  # when it was taken
+    deployment.write_spec(greeting="hello again")  # real work for the first: replace every worker
+    first = subprocess.Popen(deployment.command("up"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=deployment.env())
+    said = [first.stderr.readline()]  # its first step line: it holds the lock from before its first step
+    second = subprocess.run(deployment.command("up"), capture_output=True, text=True, timeout=120, env=deployment.env())
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, "".join(said) + err
+    assert second.returncode == 1, second.stdout + second.stderr
+    refused = second.stderr
+    assert f"deploy lock for {deployment.project} on h1 is held by" in refused, refused
+    assert f"(pid {first.pid}, `fcgikit up`) since 20" in refused, refused  # who, doing what, since when
     # The lock is released once the winner is done: the next up proceeds.
     assert "no change" in deployment.run("up").stdout
 
