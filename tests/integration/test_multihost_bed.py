@@ -124,3 +124,37 @@ def test_fcgikit_checks_host_keys_strictly_and_accepts_new_ones_only_when_asked(
     known_hosts.write_text(f"{host.address} {other_key[0]} {other_key[1]}\n")
     with Fleet([dataclasses.replace(target)], accept_new_host_keys=True) as fleet:
         assert "HOST KEY CHANGED" in str(fleet.unreachable[host.name])
+
+
+def test_shipping_sends_an_image_once_and_then_only_the_layers_a_host_lacks(bed):
+    import io
+
+    import docker
+
+    from fcgikit.deploy.inventory import SshTarget
+    from fcgikit.deploy.ship import host_images, local_images, plan_shipment, ship
+    from fcgikit.deploy.ssh import Fleet
+
+    host = bed.hosts[1]
+    local = docker.from_env()
+    derived = f"fcgikit-test/derived:{bed.bed_id}"
+    local.images.build(fileobj=io.BytesIO(f"FROM {BASE_IMAGE}\nRUN echo layered > /layered\n".encode()), tag=derived, rm=True)
+    target = SshTarget(host.name, host.address, "root", host.port, bed.key_path, bed.known_hosts_path)
+    try:
+        with Fleet([target]) as fleet:
+            session = fleet.session(host.name)
+
+            def send(ref):
+                shipment = plan_shipment(host.name, local_images(local, [ref]), host_images(session.docker()))
+                return shipment, ship(session, local, shipment)
+
+            bed.exec(host, f"docker rmi -f {BASE_IMAGE} >/dev/null 2>&1 || true")
+            _, first = send(BASE_IMAGE)
+            assert first.bytes_sent > 100_000_000 and first.layers_skipped == 0, first
+            shipment, second = send(derived)
+            assert second.layers_skipped == 1 and second.bytes_sent < 1_000_000, second  # the base stayed home
+            again, third = send(derived)
+            assert again.nothing_to_do and third.bytes_sent == 0
+        assert bed.exec(host, f"docker run --rm {derived} cat /layered").strip() == "layered"
+    finally:
+        local.images.remove(derived, force=True)

@@ -124,3 +124,14 @@ def test_known_layer_digests_spare_the_hashing_and_are_remembered(tmp_path):
     assert copy_without_layers(iter([source]), out, frozenset({sha(base)}), again) == 2
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as copy:
         assert not [name for name in copy.getnames() if name.endswith("layer.tar")]
+
+
+def test_chunk_reader_reads_across_chunks_and_to_the_end():
+    from fcgikit.deploy.ship import _ChunkReader
+
+    reader = _ChunkReader(iter([b"abc", b"", b"defgh", b"ij"]))
+    assert reader.read(2) == b"ab"
+    assert reader.read(4) == b"cdef"
+    assert reader.read(0) == b""
+    assert reader.read(-1) == b"ghij"
+    assert reader.read(5) == b""

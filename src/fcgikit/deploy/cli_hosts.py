@@ -85,10 +85,10 @@ def lock_status(hosts_file: Path, project: str, accept_new_host_keys: bool) -> N
     """Who holds the deploy lock, if anyone."""
     fleet, deploy_lock = _lock_on_primary(hosts_file, project, accept_new_host_keys)
     try:
-        holder = deploy_lock.holder() if deploy_lock._exists() else None
-        if holder is None and not deploy_lock._exists():
+        if not deploy_lock.exists():
             click.echo(f"deploy lock for {project}: free")
         else:
+            holder = deploy_lock.holder()
             click.echo(f"deploy lock for {project}: held by {holder.describe() if holder else 'unknown'}")
     finally:
         fleet.close()
@@ -100,7 +100,7 @@ def lock_release(hosts_file: Path, project: str, accept_new_host_keys: bool) -> 
     """Release a lock left by a deploy that died (check that none is running first)."""
     fleet, deploy_lock = _lock_on_primary(hosts_file, project, accept_new_host_keys)
     try:
-        holder = deploy_lock.holder() if deploy_lock._exists() else None
+        holder = deploy_lock.holder() if deploy_lock.exists() else None
         deploy_lock.release()
         click.echo(f"deploy lock for {project} released" + (f" (was held by {holder.describe()})" if holder else ""))
     finally:

@@ -103,7 +103,7 @@ class DeployLock:
         if result.ok:
             self.held = True
             return
-        if not self._exists():
+        if not self.exists():
             raise FcgikitError(f"{self.session.target}: cannot take the deploy lock: {result.stderr.strip()}")
         raise LockHeld(self.project, self.session.name, self.holder())
 
@@ -121,7 +121,7 @@ class DeployLock:
         self.session.connection.run(release_command(self.project), hide=True, in_stream=False)
         self.held = False
 
-    def _exists(self) -> bool:
+    def exists(self) -> bool:
         return self.session.connection.run(exists_command(self.project), hide=True, warn=True, in_stream=False).ok
 
     def __enter__(self) -> DeployLock:

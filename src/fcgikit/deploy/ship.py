@@ -145,18 +145,24 @@ class _ChunkReader:
 
     def __init__(self, chunks: Iterator[bytes]):
         self.chunks = chunks
-        self.buffer = bytearray()
+        self.chunk = b""
+        self.offset = 0  # into self.chunk: no copying of what is left at every read
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self.buffer) < size:
-            chunk = next(self.chunks, b"")
-            if not chunk:
-                break
-            self.buffer += chunk
-        size = len(self.buffer) if size < 0 else size
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
+        parts = []
+        wanted = size
+        while wanted != 0:
+            if self.offset >= len(self.chunk):
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    break
+                self.chunk, self.offset = chunk, 0
+                continue
+            end = len(self.chunk) if wanted < 0 else min(len(self.chunk), self.offset + wanted)
+            parts.append(self.chunk[self.offset:end])
+            wanted -= (end - self.offset) if wanted > 0 else 0
+            self.offset = end
+        return b"".join(parts)
 
 
 class _ChannelWriter:
@@ -308,7 +314,8 @@ def ship(
     began = time.monotonic()
     if shipment.send:
         refs = [image.ref for image in shipment.send]
-        expected = sum(image.size for image in shipment.send)
+        # The images' sizes, unless layers are left out (their sizes are not known here).
+        expected = 0 if shipment.skip_layers else sum(image.size for image in shipment.send)
         report.bytes_sent, report.layers_skipped = _load_over_ssh(
             session, save_stream(local, refs), shipment.skip_layers,
             lambda sent: progress and progress(shipment.host, sent, expected), digests,
