@@ -22,7 +22,7 @@ from .commands import NGINX_PORT
 from .docker_backend import ContainerFailed, Engine, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
-from .model import LABEL_PROJECT, NGINX_CONF_PATH, RunningContainer
+from .model import NGINX_CONF_PATH, RunningContainer
 from .plan import (
     CheckEndToEnd,
     CreateNetwork,
@@ -342,10 +342,3 @@ def _http_get(url: str) -> tuple[int | None, str]:
         return exc.code, f"HTTP {exc.code}"
     except (urllib.error.URLError, OSError) as exc:
         return None, str(getattr(exc, "reason", exc))
-
-
-def find_projects(host: Host) -> list[str]:
-    """Projects that have containers on the host (for `fcgikit status --all`)."""
-    engine = Engine.connect(host)
-    labels = {c.labels.get(LABEL_PROJECT) for c in engine.client.containers.list(all=True, filters={"label": LABEL_PROJECT})}
-    return sorted(label for label in labels if label)
