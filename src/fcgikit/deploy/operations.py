@@ -213,10 +213,15 @@ class Stack:
     def _reload_nginx(self, step: ReloadNginx) -> None:
         engine = self.engine(step.host)
         old_workers = engine.nginx_workers(step.container)
+        old_conf = engine.read_file(step.container, NGINX_CONF_PATH)
         engine.write_file(step.container, NGINX_CONF_PATH, step.nginx_conf)
         for argv in commands.nginx_reload_commands():
             code, output = engine.exec(step.container, argv)
             if code != 0:
+                # nginx keeps serving with the config it has loaded: put that one back on disk too,
+                # so the next `up` sees the difference and tries again.
+                if old_conf is not None:
+                    engine.write_file(step.container, NGINX_CONF_PATH, old_conf)
                 raise FcgikitError(f"{' '.join(argv)} failed in {step.container}: {output.strip()}")
         # Only once the old workers are gone does no request go to containers about to drain.
         if not engine.wait_reloaded(step.container, old_workers, timeout=self.reload_timeout):
