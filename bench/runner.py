@@ -36,9 +36,9 @@ class Settings:
         return self.round_s * self.rounds
 
 
-ROUND_CAP_S = 3
+ROUND_CAP_S = 2
 
-FULL = Settings(warmup_s=2, round_s=1, rounds=4)
+FULL = Settings(warmup_s=1, round_s=1, rounds=4)
 QUICK = Settings(warmup_s=1, round_s=1, rounds=1)
 
 
