@@ -14,7 +14,9 @@ import pytest
 import requests
 
 from fcgikit.fastcgi import (
+    FCGI_ABORT_REQUEST,
     FCGI_AUTHORIZER,
+    FCGI_REQUEST_COMPLETE,
     FCGI_STDIN,
     FCGI_UNKNOWN_ROLE,
     ClientConnection,
@@ -138,6 +140,70 @@ def test_unknown_role_is_refused_and_the_worker_goes_on(tmp_path):
         with connect(proc) as sock:
             body, end = exchange(sock, params_for("/n", "i=5"))
             assert b"n=5 " in body
+
+
+def test_a_role_refused_without_keep_conn_closes_the_connection(tmp_path):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        client = ClientConnection()
+        sock.sendall(client.request(1, params_for("/"), b"input", role=FCGI_AUTHORIZER, keep_conn=False))
+        _, end = read_response(sock, client)
+        assert end is not None and end.protocol_status == FCGI_UNKNOWN_ROLE
+        assert sock.recv(100) == b""  # spec 3.5: closed after END_REQUEST, no timeout
+
+
+def send_body_start(sock, client, path: str, total: int, keep_conn: bool) -> None:
+    """BEGIN, PARAMS and the first 1000 bytes of a `total`-byte body."""
+    full = client.request(1, params_for(path, method="POST", length=total), b"", keep_conn=keep_conn)
+    head = full[: full.rindex(encode_record(FCGI_STDIN, 1))]
+    sock.sendall(head + encode_record(FCGI_STDIN, 1, b"a" * 1000))
+
+
+def read_until(sock, client, text: bytes) -> bytes:
+    seen = b""
+    while text not in seen:
+        data = sock.recv(65536)
+        assert data, f"the worker closed the connection before sending {text!r}; got {seen!r}"
+        seen += b"".join(e.stdout for e in client.feed(data) if isinstance(e, ResponseReceived))
+    return seen
+
+
+def test_abort_while_the_app_reads_the_body_ends_the_request_and_keeps_the_connection(tmp_path):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        client = ClientConnection()
+        send_body_start(sock, client, "/first-chunk", 4 * 1024 * 1024, keep_conn=True)
+        read_until(sock, client, b"first 1000")  # the app now waits for the rest of the body
+        sock.sendall(encode_record(FCGI_ABORT_REQUEST, 1))
+        rest, end = read_response(sock, client)
+        assert end is not None, f"no END_REQUEST after ABORT_REQUEST:\n{proc.log()}"
+        assert end.protocol_status == FCGI_REQUEST_COMPLETE
+        assert b"total" not in rest  # output after the abort is dropped
+        body, end = exchange(sock, params_for("/n", "i=2"))  # the same connection goes on
+        assert end is not None and b"n=2 " in body
+    assert "aborted the request during POST /first-chunk" in proc.log()
+
+
+def test_abort_while_the_app_runs_drops_its_output_and_keeps_the_connection(tmp_path):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        client = ClientConnection()
+        sock.sendall(client.request(1, params_for("/sleep", "s=0.5"), keep_conn=True))
+        wait_for_log(proc, "sleep 0.5 started")
+        sock.sendall(encode_record(FCGI_ABORT_REQUEST, 1))
+        body, end = read_response(sock, client)
+        assert end is not None, f"no END_REQUEST after ABORT_REQUEST:\n{proc.log()}"
+        assert end.protocol_status == FCGI_REQUEST_COMPLETE and b"slept" not in body
+        body, end = exchange(sock, params_for("/n", "i=3"))
+        assert end is not None and b"n=3 " in body
+
+
+def test_abort_without_keep_conn_ends_the_request_then_the_connection(tmp_path):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        client = ClientConnection()
+        send_body_start(sock, client, "/first-chunk", 4 * 1024 * 1024, keep_conn=False)
+        read_until(sock, client, b"first 1000")
+        sock.sendall(encode_record(FCGI_ABORT_REQUEST, 1))
+        _, end = read_response(sock, client)
+        assert end is not None and end.protocol_status == FCGI_REQUEST_COMPLETE
+        assert sock.recv(100) == b""
 
 
 def test_the_app_sees_the_body_before_the_client_finished_sending(tmp_path):

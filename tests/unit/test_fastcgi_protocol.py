@@ -251,6 +251,30 @@ def test_abort_request_is_an_event():
     assert conn.feed(encode_record(FCGI_ABORT_REQUEST, 1)) == [RequestAborted(1)]
 
 
+def test_an_abort_that_crossed_the_end_request_is_ignored():
+    conn = ServerConnection()
+    feed_request(conn, request_id=1, keep_conn=True)
+    conn.end_request(1)
+    assert conn.feed(encode_record(FCGI_ABORT_REQUEST, 1)) == []
+    assert feed_request(conn, request_id=1, keep_conn=True)[0] == RequestBegun(1, 1, True)
+
+
+def test_input_of_an_aborted_request_still_on_its_way_is_skipped():
+    conn = ServerConnection()
+    conn.feed(encode_begin_request(3, keep_conn=True) + encode_record(FCGI_PARAMS, 3))
+    assert conn.feed(encode_record(FCGI_ABORT_REQUEST, 3)) == [RequestAborted(3)]
+    conn.end_request(3)
+    assert conn.feed(encode_record(FCGI_STDIN, 3, b"late") + encode_record(FCGI_STDIN, 3)) == []
+    assert feed_request(conn, request_id=4, keep_conn=True)[0] == RequestBegun(4, 1, True)
+
+
+@pytest.mark.parametrize("keep_conn", [True, False])
+def test_a_role_refused_without_keep_conn_asks_to_close_the_connection(keep_conn):
+    conn = ServerConnection()
+    conn.feed(encode_begin_request(5, FCGI_AUTHORIZER, keep_conn=keep_conn))
+    assert conn.close_requested is (not keep_conn)
+
+
 @pytest.mark.parametrize(
     "wire, message",
     [

@@ -13,6 +13,7 @@ class FakeConnection:
         self.stderr_sends: list[bytes] = []
         self.ended: list[tuple[int, bytes, bytes, int]] = []  # (id, last stdout, last stderr, status)
         self.gone = gone
+        self.aborted = False
         self.reasons: list[str] = []
         self.stdin_error = stdin_error
 

@@ -342,6 +342,10 @@ class ServerConnection:
         self._stdin_open = False
         self._data_open = False
         self._refused: set[int] = set()
+        self._aborted_id: int | None = None  # the last request ended by ABORT_REQUEST
+        # A role refused without FCGI_KEEP_CONN: after its END_REQUEST the
+        # application closes the connection (spec 3.5).
+        self.close_requested = False
 
     # incoming
 
@@ -361,6 +365,10 @@ class ServerConnection:
             elif request_id in self._refused:
                 if rtype == FCGI_STDIN and not content or rtype == FCGI_ABORT_REQUEST:
                     self._refused.discard(request_id)
+            elif rtype == FCGI_ABORT_REQUEST:
+                pass  # the request ended before the abort reached us: it crossed our END_REQUEST
+            elif request_id == self._aborted_id:
+                pass  # input of an aborted request that was already on its way
             else:
                 raise ProtocolError(f"record type {rtype} for request {request_id}, which is not active")
         return events
@@ -405,7 +413,10 @@ class ServerConnection:
         if role not in self._roles:
             self._refuse(request_id, FCGI_UNKNOWN_ROLE)
             self.keep_conn = keep_conn
+            self.close_requested = not keep_conn
             return None
+        if request_id == self._aborted_id:
+            self._aborted_id = None
         self.request_id = request_id
         self.keep_conn = keep_conn
         self._params, self._params_size = [], 0
@@ -429,6 +440,7 @@ class ServerConnection:
             self._data_open = bool(content)
             return DataReceived(request_id, content)
         if rtype == FCGI_ABORT_REQUEST:
+            self._aborted_id = request_id
             return RequestAborted(request_id)
         raise ProtocolError(f"record type {rtype} is not one a web server sends (request {request_id})")
 

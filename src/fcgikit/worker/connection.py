@@ -73,7 +73,7 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 class Connection:
     __slots__ = ("sock", "fd", "addr", "proto", "events", "begun", "request", "gone", "closed", "registered",
-                 "must_close", "_recv", "_sendall")
+                 "must_close", "aborted", "_recv", "_sendall")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
@@ -86,6 +86,7 @@ class Connection:
         self.begun: RequestBegun | None = None
         self.request: Request | None = None  # the one being served
         self.gone = False  # the peer went away while a request was being served
+        self.aborted = False  # ABORT_REQUEST for the request being served: its output is dropped
         self.closed = False
         self._recv = sock.recv
         self._sendall = sock.sendall
@@ -137,7 +138,31 @@ class Connection:
                 # Aborted before the app saw it: nothing to undo, just answer.
                 self.begun = None
                 self.send(self.proto.end_request(event.request_id))
+                if not self.proto.keep_conn:
+                    self.must_close = True
         return None
+
+    @property
+    def ends_here(self) -> bool:
+        """Whether a request answered without the app (refused role, aborted before
+        it began) lacked FCGI_KEEP_CONN: then the connection ends (spec 3.5)."""
+        return self.must_close or self.proto.close_requested
+
+    def _abort_queued(self) -> bool:
+        """Takes a queued ABORT_REQUEST for the request being served, if any."""
+        for event in self.events:
+            if type(event) is RequestAborted:
+                self.events.remove(event)
+                self._note_abort()
+                return True
+        return False
+
+    def _note_abort(self) -> None:
+        if not self.aborted:
+            self.aborted = True
+            request = self.request
+            where = f" during {request.method} {request.uri}" if request is not None else ""
+            log(f"{self.peer}: the web server aborted the request{where}")
 
     def pull_stdin(self, request_id: int) -> bytes:
         """The next piece of stdin (b"" at its end), reading the socket when none is queued."""
@@ -149,8 +174,9 @@ class Connection:
                 if kind is StdinReceived:
                     return event.data
                 if kind is RequestAborted:
-                    self.went_away("the web server aborted the request")
-                    raise ClientGone("the web server aborted the request")
+                    self._note_abort()
+            if self.aborted:
+                raise ClientGone("the web server aborted the request")
             if self.gone:
                 raise ClientGone("the web server closed the connection")
             try:
@@ -164,7 +190,7 @@ class Connection:
 
     def peer_closed(self) -> bool:
         """Whether the web server has closed the connection, without consuming anything."""
-        if self.gone or self.closed:
+        if self.gone or self.closed or self.aborted or (self.events and self._abort_queued()):
             return True
         # poll() answers without raising, unlike a MSG_PEEK recv() that finds
         # nothing: this runs once per request.
@@ -178,8 +204,26 @@ class Connection:
             self.went_away("the web server closed the connection (its client went away)")
             return True
         if _RDHUP:
-            return False  # only readable: data waiting, the peer is still there
+            return self._abort_arrived()  # only readable: the peer is still there
         return self._peek_closed()
+
+    def _abort_arrived(self) -> bool:
+        """Once stdin has ended, what the web server may still send about this
+        request is ABORT_REQUEST; read it (without waiting) to find out."""
+        request = self.request
+        if request is None or not (request.stdin.at_eof or self._stdin_end_queued()):
+            return False  # request body still coming: not read here, it may be large
+        try:
+            self.receive(socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except PeerClosed:
+            self.went_away("the web server closed the connection (its client went away)")
+            return True
+        except (OSError, ProtocolError) as exc:
+            self.went_away(f"connection error: {exc}")
+            return True
+        return self._abort_queued()
 
     def _peek_closed(self) -> bool:
         try:
@@ -197,7 +241,7 @@ class Connection:
     # --- sending -----------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        if self.gone:
+        if self.gone or self.aborted:
             return
         try:
             self._sendall(data)
@@ -216,7 +260,7 @@ class Connection:
 
     def send_buffers(self, buffers: list) -> None:
         """sendall() for a list of buffers, without joining them first."""
-        if self.gone:
+        if self.gone or self.aborted:
             return
         sendmsg = self.sock.sendmsg
         try:
@@ -244,6 +288,7 @@ class Connection:
         finally:
             self.request = None
             self.begun = None
+            self.aborted = False
 
     def _end_request(self, request: Request) -> None:
         if self.gone:
@@ -251,22 +296,33 @@ class Connection:
         rid = request.request_id
         proto = self.proto
         linger = False
-        if not request.stdin.at_eof:
+        if not request.stdin.at_eof and not self.aborted:
             # The app left part of the body unread. If the rest has arrived, read
             # past it and the connection can carry the next request. If not, do
             # not wait for it: nginx stops sending the body once the response has
             # begun. Answer, then close.
             if self._read_to_stdin_end():
                 request.stdin.discard_rest()
-            else:
+            elif not self.aborted:  # aborted: the web server sends no more of it
                 linger = True
         # nginx never sends ABORT_REQUEST: when its client leaves, it closes the
         # connection. Notice it here (one cheap poll), say so once, send nothing.
         if self.peer_closed():
+            if self.aborted:
+                request.stdin.mark_ended()
+                self._end_aborted(request)
             return
         self._send_rest(request, proto, rid)
         if linger:
             self._linger_close()
+
+    def _end_aborted(self, request: Request) -> None:
+        """An aborted request still gets END_REQUEST (spec 5.4), and a kept
+        connection goes on; whatever the app wrote after the abort is dropped."""
+        request.stdout.take_chunks()
+        request.stderr.take_chunks()
+        self.aborted = False
+        self.send(self.proto.end_request(request.request_id, request.app_status))
 
     def _send_rest(self, request: Request, proto, rid: int) -> None:
         stdout, stderr = request.stdout, request.stderr
@@ -293,6 +349,8 @@ class Connection:
         True once the end of stdin is queued."""
         events = self.events
         while not self._stdin_end_queued():
+            if self._abort_queued():
+                return False  # no more stdin will come
             kept = [e for e in events if not (type(e) is StdinReceived and e.data)]
             events.clear()
             events.extend(kept)
@@ -307,6 +365,11 @@ class Connection:
                 self.went_away(f"reading the request body failed: {exc}")
                 return False
         return True
+
+    def close_after_answer(self) -> None:
+        """The END_REQUEST is out; the peer may still be sending the refused
+        request's input, which must not turn our close into a reset."""
+        self._linger_close()
 
     def _linger_close(self) -> None:
         """Shut our side, discard what still comes until the peer closes (bounded),

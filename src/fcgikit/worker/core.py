@@ -186,6 +186,10 @@ class RequestLoop:
             if self.stopping:
                 return
             request = conn.next_request()
+        if conn.ends_here:
+            conn.close_after_answer()
+            self._close(conn)
+            return
         self.conns[conn.fd] = self.conns.pop(conn.fd)  # most recently used last: eviction takes the first
         self._keep(conn)
 

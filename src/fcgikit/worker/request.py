@@ -233,8 +233,9 @@ class Request:
 
     @property
     def connection_lost(self) -> bool:
-        """Whether a send or read already found the connection dead (no system call)."""
-        return self._conn.gone
+        """Whether a send or read already found the connection dead or the request
+        aborted (no system call)."""
+        return self._conn.gone or self._conn.aborted
 
     def client_gone(self) -> bool:
         """True once the web server closed the connection (its client went away)."""
