@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import docker
 
+from .commands import NGINX_PORT
 from .docker_backend import Engine, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .inventory import Inventory, load_inventory
 from .lock import DeployLock
-from .commands import NGINX_PORT
 from .operations import Stack, UpResult, _display_order, _status_row
 from .plan import Observed, Plan
 from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
