@@ -97,3 +97,11 @@ def test_load_resolves_paths_and_requires_the_key_files(tmp_path, monkeypatch):
     target = load_inventory(path).target("a")
     assert target.key == tmp_path / "keys" / "id"
     assert target.known_hosts == tmp_path / "kh"
+
+
+def test_workers_beside_an_edge_only_with_a_single_edge():
+    validate_config(Inventory, {"hosts": [host("one", "10.0.0.1", "edge", "workers", "cgi")]}, source="x")
+    assert problems({"hosts": [host("e1", "10.0.0.1", "edge", "workers"), host("e2", "10.0.0.2", "edge")]}) == [
+        "hosts: hosts/0 runs workers or cgi beside an edge, which works only with a single edge host "
+        "(other edges could not reach them); give the edges hosts of their own"
+    ]

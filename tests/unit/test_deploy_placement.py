@@ -128,3 +128,14 @@ def test_status_names_every_host_and_says_why_one_is_unreachable():
         "host app1 10.0.0.11 (workers,cgi): UNREACHABLE (app1: [bold] is not markup here, [Errno 113] No route to host)",
     ]
     assert host_lines({"containers": []}) == []  # a local stack has no host lines
+
+
+def test_workers_beside_the_edge_are_reached_by_name_and_never_published():
+    hosts = [Host("one", "10.0.0.10", frozenset({"edge", "workers"}), remote=True),
+             Host("app1", "10.0.0.11", frozenset({"workers"}), remote=True)]
+    plan = plan_up(SPEC, "p", hosts, IMAGES, Observed())
+    beside = [c for c in plan.wanted if c.service == "workers" and c.host == "one"]
+    assert beside and all(c.ports == () and c.bind_address == "" and "--allow" not in c.command for c in beside)
+    for c in beside:
+        assert f"server {c.name}:9000 " in plan.nginx_conf
+    assert "server 10.0.0.11:91" in plan.nginx_conf

@@ -92,6 +92,13 @@ class Inventory(_Strict):
         for role in ("edge", "workers"):
             if not any(role in host.roles for host in hosts):
                 problems.append(f'no host has the role "{role}"; at least one must')
+        edges = [index for index, host in enumerate(hosts) if "edge" in host.roles]
+        shared = [index for index in edges if {"workers", "cgi"} & set(hosts[index].roles)]
+        if len(edges) > 1 and shared:
+            problems.append(
+                f"hosts/{shared[0]} runs workers or cgi beside an edge, which works only with a single edge "
+                "host (other edges could not reach them); give the edges hosts of their own"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return hosts

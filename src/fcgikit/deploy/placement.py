@@ -10,6 +10,11 @@ the container's own loopback for the readiness probe and the HEALTHCHECK.
 Connections from nginx arrive from the edge host's address: its engine masquerades
 the nginx container's traffic, and the worker host's engine forwards the published
 port without rewriting the source (checked by tests/integration/test_multihost_bed.py).
+
+A FastCGI container on the edge host itself is not published at all: nginx reaches it
+by name on the host's project network, as on a single host (through the host's address
+it would arrive from nginx's container address, which no allow-list holds). The
+inventory therefore allows workers on an edge host only when it is the only edge host.
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ def publish_on_remote_host(factories: dict[str, Factory], hosts: Sequence[Host])
         def make(host_name: str, slot: int) -> ContainerSpec:
             spec = factory(host_name, slot)
             host = by_name.get(host_name)
-            return remote_fastcgi_container(spec, host, allowed) if host is not None and host.remote else spec
+            if host is None or not host.remote or host.has_role("edge"):
+                return spec  # beside nginx: reached by name on the project network, never published
+            return remote_fastcgi_container(spec, host, allowed)
 
         return make
 
