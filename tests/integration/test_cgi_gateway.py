@@ -283,3 +283,129 @@ def test_big_output_before_reading_the_body_does_not_deadlock(tree, gateway):
     status, _, text = http(gateway.request(params, stdin=body, timeout=20))
     assert status == 200, gateway.log()
     assert text.endswith(b"body=1000000\n") and len(text) == 4096 * 64 + len(b"body=1000000\n")
+
+
+# setsid() takes a process out of the program's group, out of reach of killpg.
+ESCAPES = {
+    "setsid-child": (
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    report('escaped')\n"
+        "    time.sleep(1000)\n"
+    ),
+    "double-fork": (   # the middle process exits: the escaped one is orphaned at once
+        "middle = os.fork()\n"
+        "if middle == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        report('escaped')\n"
+        "        time.sleep(1000)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(middle, 0)\n"
+    ),
+}
+ESCAPING_PROGRAM = (
+    "#!/usr/bin/python3\n"
+    "import os, sys, time\n"
+    "def report(name):\n"
+    "    sys.stderr.write(f'{name}={os.getpid()}\\n')\n"
+    "    sys.stderr.flush()\n"
+    "report('program')\n"
+    "{escape}"
+    "time.sleep(1000)\n"
+)
+
+
+def write_escaping_program(root: Path, how: str) -> str:
+    name = f"escape-{how}.py"
+    path = root / name
+    path.write_text(ESCAPING_PROGRAM.replace("{escape}", ESCAPES[how]))
+    path.chmod(0o755)
+    return f"/cgi-bin/{name}"
+
+
+def reported_pid(text: str, name: str) -> int:
+    return int(text.split(f"{name}=")[1].split()[0])
+
+
+def wait_until_gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pid_is_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pid_is_gone(pid)
+
+
+def kill_if_alive(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.parametrize("how", sorted(ESCAPES))
+def test_timeout_kills_a_process_that_left_the_program_group(tree, gateway, how):
+    root, _ = tree
+    response = gateway.request(params_for(root, write_escaping_program(root, how)), timeout=30)
+    status, _, _ = http(response)
+    assert status == 504, (response.stdout, gateway.log())
+    escaped = reported_pid(response.stderr.decode(), "escaped")
+    try:
+        assert wait_until_gone(escaped), f"{how}: process {escaped} outlived the timeout\n{gateway.log()}"
+    finally:
+        kill_if_alive(escaped)
+
+
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize("how", sorted(ESCAPES))
+def test_a_killed_gateway_process_takes_its_program_along(tree, how):
+    root, _ = tree
+    script_name = write_escaping_program(root, how)
+    with our_gateway(root.parent.parent, root, children=1) as gateway:
+        waiting = threading.Thread(target=lambda: pytest.raises(Exception, gateway.request,
+                                                                params_for(root, script_name), timeout=30))
+        waiting.start()
+        log = gateway.wait_for_log("escaped=", timeout=10)
+        program, escaped = reported_pid(log, "program"), reported_pid(log, "escaped")
+        try:
+            gateway_process = parent_of(program)
+            assert gateway_process != gateway.process.pid  # a gateway child, not the manager
+            os.kill(gateway_process, 9)
+            assert wait_until_gone(program), f"the program {program} outlived its gateway\n{gateway.log()}"
+            assert wait_until_gone(escaped), f"{how}: {escaped} outlived the gateway\n{gateway.log()}"
+        finally:
+            kill_if_alive(program)
+            kill_if_alive(escaped)
+        waiting.join(30)
+        status, _, body = http(gateway.request(params_for(root, "/cgi-bin/env.sh", "after=kill")))
+        assert status == 200 and b"query=after=kill" in body  # the pool replaced it
+
+
+def test_a_background_job_of_a_program_that_ended_by_itself_is_let_be(tree, gateway):
+    """As under fcgiwrap: only a program that is killed takes what it started along."""
+    root, _ = tree
+    path = root / "background-job.py"
+    path.write_text(
+        "#!/usr/bin/python3\n"
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    os.close(1)\n"
+        "    sys.stderr.write(f'job={os.getpid()}\\n')\n"
+        "    os.close(2)\n"
+        "    time.sleep(30)\n"
+        "    os._exit(0)\n"
+        "sys.stdout.write('Content-Type: text/plain\\n\\nstarted\\n')\n")
+    path.chmod(0o755)
+    response = gateway.request(params_for(root, "/cgi-bin/background-job.py"))
+    status, _, body = http(response)
+    assert status == 200 and body == b"started\n", (response.stdout, gateway.log())
+    job = reported_pid(response.stderr.decode(), "job")
+    try:
+        time.sleep(0.5)
+        assert not pid_is_gone(job), "a background job was killed though its program ended normally"
+    finally:
+        kill_if_alive(job)

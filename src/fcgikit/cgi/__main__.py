@@ -13,6 +13,7 @@ import signal
 import sys
 
 from ..spawn import add_pool_arguments, run_manager
+from ..spawn.orphans import become_subreaper
 from .gateway import Gateway, make_config
 from .slots import Slots, Unlimited, make_slot_dir
 
@@ -71,6 +72,9 @@ def make_child(gateway: Gateway):
         # A program that exits before reading its whole body must give us EPIPE,
         # not kill the gateway (the manager restores SIGPIPE's default in children).
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # What a program leaves outside its process group is adopted here, to be
+        # killed with it at the timeout (see process.py).
+        become_subreaper()
         return serve(ctx.listen_sock, gateway, slot=ctx.slot, max_requests=ctx.max_requests,
                      allowed_addrs=ctx.allowed_addrs)
     return child
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         options.timeout = program_timeout + options.queue_timeout + MANAGER_GRACE
     slot_dir = make_slot_dir(options.max_procs) if options.max_procs else None
     slots = Slots(slot_dir, options.max_procs) if slot_dir else Unlimited()
+    # A gateway process the manager kills (or that dies) must not leave its
+    # running program behind: the manager adopts and kills it.
+    options.kill_orphans = True
     creator = os.getpid()
     try:
         return run_manager(options, make_child(Gateway(config, slots)))

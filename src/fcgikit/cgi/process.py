@@ -4,7 +4,9 @@ The program's stdin is written non-blocking and only when the pipe has room,
 while its stdout and stderr are read in the same poll loop, so a program that
 prints more than a pipe holds before it reads its input cannot deadlock us
 (fcgiwrap writes the whole body first and does). The program gets its own
-process group, so a timeout kills it together with everything it forked.
+process group, so a timeout kills it together with everything it forked; what
+left the group (setsid, a double fork) is found through /proc and killed too,
+since the gateway process adopts orphans as a subreaper (see spawn/orphans.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ..spawn.orphans import children_of, descendants_of, kill_children_except, kill_with_group
 from .body import RequestBody
 from .resolve import Script
 from .response import BadResponse, ResponseParser, error_response
@@ -56,6 +59,36 @@ def spawn(script: Script, env: dict[bytes, bytes]) -> subprocess.Popen:
         stderr=subprocess.PIPE, bufsize=0, close_fds=True, process_group=0, restore_signals=True)
 
 
+class Adopted:
+    """The gateway process's children besides the running program: orphans it
+    adopted as a subreaper. Those a program leaves running when it ends by itself
+    are let be (a CGI program may start a background job, as under fcgiwrap) and
+    reaped when they end; any other is what a killed program left behind."""
+
+    def __init__(self) -> None:
+        self.tolerated: frozenset[int] = frozenset()
+
+    def settle(self) -> None:
+        """After each request (its program reaped): reap adopted orphans that ended,
+        let be those still running. Usually one waitpid() that finds no child."""
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.tolerated = frozenset()
+                return
+            if pid == 0:
+                break
+        self.tolerated = frozenset(children_of(os.getpid()))
+
+    def kill_left_behind(self) -> None:
+        """After a killed program is reaped: kill what escaped its process group."""
+        kill_children_except(self.tolerated)
+
+
+ADOPTED = Adopted()  # per gateway process (each forked child has its own copy)
+
+
 def content_length(params: dict[str, str]) -> int | None:
     """How many body bytes the program gets; None: all of FCGI_STDIN (no CONTENT_LENGTH)."""
     value = params.get("CONTENT_LENGTH", "").strip()
@@ -65,8 +98,11 @@ def content_length(params: dict[str, str]) -> int | None:
 class ProgramRun:
     """Relays one request to one running program and its answer back."""
 
-    def __init__(self, request, script: Script, proc: subprocess.Popen, timeout: float, log=None) -> None:
+    def __init__(self, request, script: Script, proc: subprocess.Popen, timeout: float, log=None,
+                 adopted: Adopted | None = None) -> None:
         self.request = request
+        self.adopted = adopted or ADOPTED
+        self.killed = False
         self.script = script
         self.proc = proc
         self.deadline = time.monotonic() + timeout if timeout > 0 else None
@@ -102,6 +138,9 @@ class ProgramRun:
             self.close_pipes()
             self.body.close()
         outcome.exit_status = self.reap()
+        if self.killed:
+            self.adopted.kill_left_behind()
+        self.adopted.settle()
         self.flush_stderr_tail()
         return outcome
 
@@ -268,12 +307,18 @@ class ProgramRun:
         return Outcome(status, reason)
 
     def kill_group(self) -> None:
+        """SIGKILL to the program's group and to descendants that left it (setsid);
+        those already orphaned are ours (subreaper): kill_left_behind() takes them."""
+        self.killed = True
+        strays = descendants_of(self.proc.pid)
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         except PermissionError:   # a setuid program: at least the leader
             self.proc.kill()
+        for pid in strays:
+            kill_with_group(pid)
 
     def reap(self) -> int:
         """The program's exit status; kills its group if it lingers after closing its output."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from . import report as status_report
 from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
+from .orphans import become_subreaper, kill_children_except
 from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, SpawnRate, describe_exit, exit_code,
                      hung_reason, jittered_max_requests)
 from .scoreboard import SLOT_BUSY, Scoreboard, Slot
@@ -109,6 +110,8 @@ class Manager:
         os.set_blocking(write_fd, False)
         self.wakeup_fds = (read_fd, write_fd)
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        if self.config.kill_orphans and not become_subreaper():
+            log.warning("cannot adopt orphans (no PR_SET_CHILD_SUBREAPER): programs of a dead child may survive it")
         self.saved_handlers = {signum: signal.signal(signum, self.queue_signal)
                                for signum in SIGNAL_METHODS}
         if self.config.pidfile:
@@ -319,17 +322,26 @@ class Manager:
         self.send(child, self.stop_signal(fast=False))
 
     def reap_children(self) -> None:
+        if self.reap_ended_children() and self.config.kill_orphans:
+            killed = kill_children_except(self.children)
+            if killed:
+                log.warning("killed %d process(es) a dead child left behind", killed)
+
+    def reap_ended_children(self) -> bool:
+        """Reaps ended children; True when one of the pool's was among them."""
+        ended = False
         while True:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                return ended
             if pid == 0:
-                return
+                return ended
             child = self.children.pop(pid, None)
             if child is None:
                 log.debug("reaped orphan %d (%s)", pid, describe_exit(wait_status))
                 continue
+            ended = True
             self.child_ended(child, wait_status)
 
     def child_ended(self, child: ChildRecord, wait_status: int) -> None:

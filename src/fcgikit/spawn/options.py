@@ -60,6 +60,9 @@ class PoolConfig:
     status_file: str | None
     exec_stop_signal: int
     pool_name: str | None
+    # Adopt (subreaper) and kill what a dead child leaves behind: the CGI gateway's
+    # programs must not outlive the gateway process that runs them.
+    kill_orphans: bool = False
 
     @property
     def listen_description(self) -> str:
@@ -277,6 +280,7 @@ def validate_pool_options(options, am_root: bool | None = None) -> PoolConfig:
         status_file=_opt(options, "status_file"),
         exec_stop_signal=_stop_signal(_opt(options, "stop_signal", DEFAULT_EXEC_STOP_SIGNAL)),
         pool_name=_opt(options, "pool_name"),
+        kill_orphans=bool(_opt(options, "kill_orphans", False)),
     )
 
 
