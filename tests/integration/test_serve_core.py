@@ -26,7 +26,7 @@ from fcgikit.fastcgi import (
 )
 from fcgikit.testing.nginx import Nginx
 
-from .serve_support import REPO, fastcgi_location
+from .serve_support import REPO, fastcgi_location, serve_app
 
 pytestmark = pytest.mark.integration
 
@@ -442,3 +442,34 @@ def test_an_idle_connection_reset_by_the_web_server_is_not_logged(tmp_path):
         assert end is not None
         time.sleep(0.2)
         assert "WARNING" not in proc.log(), proc.log()
+
+
+def test_a_child_waiting_for_a_request_does_not_take_the_next_connection_from_an_idle_one(tmp_path):
+    """The first connection sends its request late (as a busy nginx may); the second
+    sends at once. Both sleep 1 s: on 2 children they end together, in about 1 s,
+    unless one child accepted both and serves them one after the other (2 s)."""
+    with serve_app(tmp_path, children=2) as served:
+        time.sleep(0.5)  # both children up and waiting
+        late = socket.create_connection(served.address, timeout=10)
+        time.sleep(0.2)  # accepted by now, its request not sent yet
+        started = time.monotonic()
+        prompt = socket.create_connection(served.address, timeout=10)
+        results = {}
+
+        def ask(name, sock):
+            results[name] = exchange(sock, params_for("/sleep", "s=1"), keep_conn=False)
+
+        threads = [threading.Thread(target=ask, args=("prompt", prompt))]
+        threads[0].start()
+        time.sleep(0.1)
+        threads.append(threading.Thread(target=ask, args=("late", late)))
+        threads[1].start()
+        for thread in threads:
+            thread.join(15)
+        elapsed = time.monotonic() - started
+        late.close()
+        prompt.close()
+        for name in ("prompt", "late"):
+            body, end = results[name]
+            assert end is not None and b"slept 1" in body, (name, served.log())
+        assert elapsed < 1.7, f"served one after the other ({elapsed:.2f}s for two 1 s requests)\n{served.log()}"

@@ -65,6 +65,15 @@ class _Poller:
         except (KeyError, OSError, ValueError):
             pass
 
+    def to_back_of_queue(self, fd: int) -> None:
+        """An exclusive wakeup goes to the first idle child in the socket's wait
+        queue, in the order the children registered: without this the same child
+        would take every new connection, even one that arrives while it waits for
+        the request of the last one it took, and another child sits idle."""
+        if self._exclusive:
+            self._impl.unregister(fd)
+            self._impl.register(fd, self._flag | self._exclusive)
+
     def wait(self, timeout: float) -> list:
         return self._impl.poll(timeout * self._scale)
 
@@ -146,6 +155,7 @@ class RequestLoop:
                     if fd == listen_fd:
                         conn = self._accept()
                         if conn is not None:
+                            poller.to_back_of_queue(listen_fd)
                             # nginx sends the request right after connecting: read
                             # it now rather than after another trip through poll().
                             yield from self._serve_connection(conn)
