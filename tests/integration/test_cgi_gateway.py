@@ -164,22 +164,30 @@ def test_timeout_kills_the_program_and_its_grandchild_while_others_are_served(tr
     assert pid_is_gone(grandchild), f"grandchild {grandchild} survived the timeout"
 
 
-def test_max_procs_queues_then_refuses_with_503(tree, gateway):
-    root, _ = tree
-    results = {}
+def timed_slow_request(gateway, root: Path, results: dict, key: str, seconds: str) -> None:
+    """slow.sh running `seconds`; results[key] = (status, how long the answer took)."""
+    started = time.monotonic()
+    response = gateway.request(params_for(root, "/cgi-bin/slow.sh", seconds), timeout=30)
+    results[key] = (response.http()[0], time.monotonic() - started)
 
-    def request(key, seconds):
-        started = time.monotonic()
-        response = gateway.request(params_for(root, "/cgi-bin/slow.sh", seconds), timeout=30)
-        results[key] = (response.http()[0], time.monotonic() - started)
 
-    # Two slots: two long programs take them; a third request waits, then gives up.
-    holders = [threading.Thread(target=request, args=(f"holder{i}", "2.5")) for i in range(2)]
+def take_both_slots(gateway, root: Path, results: dict, seconds: str) -> list[threading.Thread]:
+    """Two programs running `seconds` hold the gateway's two --max-procs slots."""
+    holders = [threading.Thread(target=timed_slow_request, args=(gateway, root, results, f"holder{i}", seconds))
+               for i in range(2)]
     for thread in holders:
         thread.start()
         time.sleep(0.15)   # one connection at a time, so each lands in an idle gateway process
+    return holders
+
+
+def test_max_procs_queues_then_refuses_with_503(tree, gateway):
+    root, _ = tree
+    results = {}
+    # Two slots: two long programs take them; a third request waits, then gives up.
+    holders = take_both_slots(gateway, root, results, "2.5")
     time.sleep(0.2)
-    request("refused", "0")
+    timed_slow_request(gateway, root, results, "refused", "0")
     for thread in holders:
         thread.join(30)
     assert results["holder0"][0] == results["holder1"][0] == 200, (results, gateway.log())
@@ -191,18 +199,9 @@ def test_max_procs_queues_then_refuses_with_503(tree, gateway):
 def test_max_procs_queued_request_runs_once_a_slot_frees(tree, gateway):
     root, _ = tree
     results = {}
-
-    def request(key, seconds):
-        started = time.monotonic()
-        response = gateway.request(params_for(root, "/cgi-bin/slow.sh", seconds), timeout=30)
-        results[key] = (response.http()[0], time.monotonic() - started)
-
-    holders = [threading.Thread(target=request, args=(f"holder{i}", "1")) for i in range(2)]
-    for thread in holders:
-        thread.start()
-        time.sleep(0.15)
+    holders = take_both_slots(gateway, root, results, "1")
     time.sleep(0.1)
-    request("queued", "0")
+    timed_slow_request(gateway, root, results, "queued", "0")
     for thread in holders:
         thread.join(30)
     status, elapsed = results["queued"]

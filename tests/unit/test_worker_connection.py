@@ -65,3 +65,28 @@ def test_a_send_to_a_closed_peer_marks_the_connection_gone_once(capfd):
     assert conn.gone
     assert capfd.readouterr().err.count("sending failed") == 1
     left.close()
+
+
+def test_client_gone_reports_an_abort_and_the_request_still_ends_with_end_request(capfd):
+    from fcgikit.fastcgi import FCGI_ABORT_REQUEST, FCGI_REQUEST_COMPLETE, encode_record
+    from fcgikit.fastcgi.client import get_params
+
+    left, right = socket.socketpair()
+    right.settimeout(5)
+    conn = Connection(left, "")
+    client = ClientConnection()
+    right.sendall(client.request(1, get_params("/slow"), keep_conn=True))
+    conn.receive()
+    request = conn.next_request()
+    assert not request.client_gone()
+    right.sendall(encode_record(FCGI_ABORT_REQUEST, 1))
+    assert request.client_gone() and request.connection_lost
+    request.stdout.write(b"Content-Type: text/plain\r\n\r\ntoo late\n")
+    request.finish()
+    events = client.feed(right.recv(65536))
+    assert b"".join(e.stdout for e in events) == b""  # what the app wrote after the abort is dropped
+    assert events[-1].ended and events[-1].protocol_status == FCGI_REQUEST_COMPLETE
+    assert conn.reusable
+    assert "the web server aborted the request during GET /slow" in capfd.readouterr().err
+    left.close()
+    right.close()

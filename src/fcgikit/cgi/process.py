@@ -202,21 +202,25 @@ class ProgramRun:
 
     # -- the three pipes ------------------------------------------------------
 
-    def on_stdout(self) -> None:
-        data = os.read(self.proc.stdout.fileno(), CHUNK)
+    def read_output(self, pipe) -> bytes:
+        """A piece of the program's stdout or stderr; b"" once it closed that pipe."""
+        data = os.read(pipe.fileno(), CHUNK)
         if not data:
-            self.selector.unregister(self.proc.stdout)
+            self.selector.unregister(pipe)
             self.open_streams -= 1
+        return data
+
+    def on_stdout(self) -> None:
+        data = self.read_output(self.proc.stdout)
+        if not data:
             return
         out = self.parser.feed(data)
         if out:
             self.emit(out)
 
     def on_stderr(self) -> None:
-        data = os.read(self.proc.stderr.fileno(), CHUNK)
+        data = self.read_output(self.proc.stderr)
         if not data:
-            self.selector.unregister(self.proc.stderr)
-            self.open_streams -= 1
             return
         *lines, self.stderr_tail = (self.stderr_tail + data).split(b"\n")
         if len(self.stderr_tail) > MAX_STDERR_LINE:

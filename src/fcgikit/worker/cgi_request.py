@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .request import RequestInput, RequestOutput
+from .request import RequestBase, RequestInput, RequestOutput
 
 STDIN_PIECE = 64 * 1024
 
@@ -20,7 +20,7 @@ def started_as_cgi(environ=os.environ) -> bool:
     return environ.get("GATEWAY_INTERFACE", "").upper().startswith("CGI/")
 
 
-class CGIRequest:
+class CGIRequest(RequestBase):
     """The `Request` interface over os.environ, stdin and stdout."""
 
     request_id = 1
@@ -56,34 +56,15 @@ class CGIRequest:
         stream.flush()
 
     @property
-    def environ(self) -> dict[str, str]:
-        return self.params
-
-    @property
-    def method(self) -> str:
-        return self.params.get("REQUEST_METHOD", "")
-
-    @property
-    def uri(self) -> str:
-        params = self.params
-        return params.get("REQUEST_URI") or params.get("SCRIPT_NAME", "") + params.get("PATH_INFO", "")
-
-    @property
     def connection_lost(self) -> bool:
         return False
 
     def client_gone(self) -> bool:
         return False
 
-    def finish(self, app_status: int | None = None) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        if app_status is not None:
-            self.app_status = app_status
+    def _end(self) -> None:
         self.stdout.flush()
         self.stderr.flush()
-        self.stdout.closed = self.stderr.closed = True
 
     def abort(self, reason: str) -> None:
         self.finished = True

@@ -213,17 +213,25 @@ class Connection:
         request = self.request
         if request is None or not (request.stdin.at_eof or self._stdin_end_queued()):
             return False  # request body still coming: not read here, it may be large
+        received = self._receive_without_waiting("the web server closed the connection (its client went away)",
+                                                 "connection error")
+        if received is None:
+            return True
+        return received and self._abort_queued()
+
+    def _receive_without_waiting(self, closed: str, failed: str) -> bool | None:
+        """One receive that does not wait: whether anything came, or None when the
+        connection turned out dead (said once, with `closed` or `failed: error`)."""
         try:
             self.receive(socket.MSG_DONTWAIT)
+            return True
         except BlockingIOError:
             return False
         except PeerClosed:
-            self.went_away("the web server closed the connection (its client went away)")
-            return True
+            self.went_away(closed)
         except (OSError, ProtocolError) as exc:
-            self.went_away(f"connection error: {exc}")
-            return True
-        return self._abort_queued()
+            self.went_away(f"{failed}: {exc}")
+        return None
 
     def _peek_closed(self) -> bool:
         try:
@@ -354,15 +362,8 @@ class Connection:
             kept = [e for e in events if not (type(e) is StdinReceived and e.data)]
             events.clear()
             events.extend(kept)
-            try:
-                self.receive(socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return False
-            except PeerClosed:
-                self.went_away("the web server closed the connection before the request body ended")
-                return False
-            except (OSError, ProtocolError) as exc:
-                self.went_away(f"reading the request body failed: {exc}")
+            if not self._receive_without_waiting("the web server closed the connection before the request body ended",
+                                                 "reading the request body failed"):
                 return False
         return True
 

@@ -201,7 +201,44 @@ class RequestOutput:
         return True
 
 
-class Request:
+class RequestBase:
+    """What a request is, whatever carries it: FastCGI (`Request`) or, for a
+    program started as a CGI script, the environment and stdio (`CGIRequest`)."""
+
+    __slots__ = ()
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """The params under the name CGI programs know them by."""
+        return self.params
+
+    @property
+    def method(self) -> str:
+        return self.params.get("REQUEST_METHOD", "")
+
+    @property
+    def uri(self) -> str:
+        params = self.params
+        return params.get("REQUEST_URI") or params.get("SCRIPT_NAME", "") + params.get("PATH_INFO", "")
+
+    def finish(self, app_status: int | None = None) -> None:
+        """Sends what is buffered and ends the request; idempotent. The loop calls it for you."""
+        if self.finished:
+            return
+        self.finished = True
+        if app_status is not None:
+            self.app_status = app_status
+        self._end()
+        self.stdout.closed = self.stderr.closed = True
+
+    def _end(self) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.request_id} {self.method} {self.uri}>"
+
+
+class Request(RequestBase):
     """A RESPONDER request: `params` (the CGI environment), `stdin`, `stdout`, `stderr`."""
 
     __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "stderr", "_conn", "finished", "app_status")
@@ -218,20 +255,6 @@ class Request:
         self.app_status = 0
 
     @property
-    def environ(self) -> dict[str, str]:
-        """The params under the name CGI programs know them by."""
-        return self.params
-
-    @property
-    def method(self) -> str:
-        return self.params.get("REQUEST_METHOD", "")
-
-    @property
-    def uri(self) -> str:
-        params = self.params
-        return params.get("REQUEST_URI") or params.get("SCRIPT_NAME", "") + params.get("PATH_INFO", "")
-
-    @property
     def connection_lost(self) -> bool:
         """Whether a send or read already found the connection dead or the request
         aborted (no system call)."""
@@ -241,21 +264,12 @@ class Request:
         """True once the web server closed the connection (its client went away)."""
         return self._conn.peer_closed()
 
-    def finish(self, app_status: int | None = None) -> None:
-        """Sends what is buffered and END_REQUEST; idempotent. The loop calls it for you."""
-        if self.finished:
-            return
-        self.finished = True
-        if app_status is not None:
-            self.app_status = app_status
+    def _end(self) -> None:
+        """What is buffered, then END_REQUEST."""
         self._conn.end_request(self)
-        self.stdout.closed = self.stderr.closed = True
         self.stdin.mark_ended()  # what follows on the connection belongs to the next request
 
     def abort(self, reason: str) -> None:
         """Drops the connection without END_REQUEST, so the web server sees the response fail."""
         self.finished = True
         self._conn.went_away(reason)
-
-    def __repr__(self) -> str:
-        return f"<Request {self.request_id} {self.method} {self.uri}>"
