@@ -718,3 +718,14 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_the_status_printer_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    """`python3 -m fcgikit.spawn.status FILE | head`: no BrokenPipeError traceback."""
+    path = tmp_path / "status.json"
+    path.write_text(json.dumps({"version": 1, "pool": "p", "state": "running", "processes": []}))
+    printer = subprocess.Popen([sys.executable, "-m", "fcgikit.spawn.status", "--json", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    printer.stdout.close()  # the reader is gone before the first write
+    assert printer.wait(10) == 0
+    assert b"BrokenPipe" not in printer.stderr.read()

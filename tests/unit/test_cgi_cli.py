@@ -37,3 +37,8 @@ def test_missing_root_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as leaving:
         cli.main(["-n", "-p", "0", "--root", str(tmp_path / "missing")])
     assert leaving.value.code == 2
+
+
+def test_the_pool_is_named_after_the_gateway_in_logs_and_status():
+    # The manager names a pool of callables after the callable ("child" said nothing).
+    assert cli.make_child(gateway=None).__name__ == "fcgikit.cgi"

@@ -77,6 +77,7 @@ def make_child(gateway: Gateway):
         become_subreaper()
         return serve(ctx.listen_sock, gateway, slot=ctx.slot, max_requests=ctx.max_requests,
                      allowed_addrs=ctx.allowed_addrs)
+    child.__name__ = "fcgikit.cgi"  # the pool's name in the manager's log and status
     return child
 
 

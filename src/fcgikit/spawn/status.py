@@ -19,7 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as error:
         print(f"fcgikit.spawn.status: cannot read {args.file}: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    try:
+        print(json.dumps(status, indent=2) if args.json else format_status(status))
+        sys.stdout.flush()
+    except BrokenPipeError:   # `... | head`: the reader has what it wanted
+        sys.stdout = None     # nothing more to flush at exit
     return 0
 
 
