@@ -25,6 +25,16 @@ def world_readable_tree() -> Path:
     return path
 
 
+def docroot_with_scripts() -> tuple[Path, Path]:
+    """(TOP, TOP/www) in a new world-readable tree, the test scripts in TOP/www/cgi-bin."""
+    top = world_readable_tree()
+    docroot = top / "www"
+    docroot.mkdir()
+    docroot.chmod(0o755)
+    copy_scripts(docroot)
+    return top, docroot
+
+
 def copy_scripts(docroot: Path) -> Path:
     """tests/cgi-bin copied to DOCROOT/cgi-bin (so the checkout's location does not matter)."""
     target = docroot / "cgi-bin"

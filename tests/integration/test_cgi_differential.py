@@ -22,7 +22,7 @@ import requests
 
 from fcgikit.testing.nginx import Nginx
 
-from .cgi_support import copy_scripts, fcgiwrap, our_gateway, two_free_ports, world_readable_tree
+from .cgi_support import docroot_with_scripts, fcgiwrap, our_gateway, two_free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +58,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack():
-    top = world_readable_tree()
-    docroot = top / "www"
-    docroot.mkdir()
-    docroot.chmod(0o755)
-    copy_scripts(docroot)
+    top, docroot = docroot_with_scripts()
     ours = our_gateway(top, docroot / "cgi-bin", "--timeout", "3").start()
     theirs = fcgiwrap(top).start()
     # Distinct ports: were they the same, nginx would send both URLs to one gateway.

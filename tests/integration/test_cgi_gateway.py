@@ -14,7 +14,7 @@ import pytest
 
 from fcgikit.fastcgi import ClientConnection
 
-from .cgi_support import copy_scripts, our_gateway, params_for, pid_is_gone, world_readable_tree
+from .cgi_support import docroot_with_scripts, our_gateway, params_for, pid_is_gone
 
 pytestmark = pytest.mark.integration
 
@@ -32,11 +32,8 @@ HOSTILE_NAMES = [
 @pytest.fixture(scope="module")
 def tree():
     """DOCROOT/cgi-bin with the test scripts, hostile file names, a symlink out, and a marker dir."""
-    top = world_readable_tree()
-    docroot = top / "www"
-    docroot.mkdir()
-    docroot.chmod(0o755)
-    root = copy_scripts(docroot)
+    top, docroot = docroot_with_scripts()
+    root = docroot / "cgi-bin"
     markers = top / "markers"
     markers.mkdir()
     markers.chmod(0o777)

@@ -12,18 +12,14 @@ import requests
 
 from fcgikit.testing.nginx import Nginx
 
-from .cgi_support import copy_scripts, our_gateway, world_readable_tree
+from .cgi_support import docroot_with_scripts, our_gateway
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def site():
-    top = world_readable_tree()
-    docroot = top / "www"
-    docroot.mkdir()
-    docroot.chmod(0o755)
-    copy_scripts(docroot)
+    top, docroot = docroot_with_scripts()
     with our_gateway(top, docroot / "cgi-bin", "--timeout", "10", "--max-procs", "3", children=3) as gateway:
         server = f"""location /cgi-bin/ {{
             root {docroot};

@@ -237,15 +237,22 @@ def test_kill_9_of_a_child_under_load(pools, hello_fcgi):
     assert {parse_hello(body)["pid"] for _, body in replies} <= {str(p) for p in pool.pids()}
 
 
+def reload_under(pool, load, requests: int) -> dict:
+    """SIGHUP once `load` has run `requests` requests; the status once the new
+    generation is complete and has served as many again."""
+    wait_for(lambda: load.count() >= requests, 15, "the load to run")
+    pool.send(signal.SIGHUP)
+    status = pool.wait_children(2, timeout=10, extra=lambda s: s["generation"] == 2)
+    before = load.count()
+    wait_for(lambda: load.count() >= before + requests, 15, "requests after the reload")
+    return status
+
+
 def test_sighup_under_load_replaces_every_child_and_fails_nothing(pools, hello_fcgi):
     pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "2", "--graceful-timeout", "10"], [hello_fcgi])
     old_pids = pool.wait_children(2) and pool.pids()
     with nginx_for(pool.port) as ngx, Load(ngx, "/reload?sleep=20", threads=6) as load:
-        wait_for(lambda: load.count() >= 30, 10, "the load to run")
-        pool.send(signal.SIGHUP)
-        status = pool.wait_children(2, timeout=10, extra=lambda s: s["generation"] == 2)
-        before = load.count()
-        wait_for(lambda: load.count() >= before + 30, 10, "requests after the reload")
+        status = reload_under(pool, load, 30)
     assert load.failures == [], f"{load.failures[:5]}\n{ngx.error_log()}\n{pool.log()}"
     new_pids = {p["pid"] for p in status["processes"]}
     assert not new_pids & old_pids, (old_pids, new_pids)
@@ -324,11 +331,7 @@ def test_sighup_of_python_workers_behind_nginx_keepalive_fails_nothing(pools, tm
     upstream = f"upstream workers {{ server 127.0.0.1:{pool.port}; keepalive 8; }}"
     location = "location / { include fastcgi_params; fastcgi_pass workers; fastcgi_keep_conn on; }"
     with Nginx(location, upstream) as ngx, Load(ngx, "/py", threads=6) as load:
-        wait_for(lambda: load.count() >= 200, 15, "the load to run")
-        pool.send(signal.SIGHUP)
-        status = pool.wait_children(2, timeout=10, extra=lambda s: s["generation"] == 2)
-        before = load.count()
-        wait_for(lambda: load.count() >= before + 200, 15, "requests after the reload")
+        status = reload_under(pool, load, 200)
     assert load.failures == [], f"{load.failures[:5]}\n{ngx.error_log()[-3000:]}\n{pool.log()[-3000:]}"
     new_pids = {p["pid"] for p in status["processes"]}
     assert not new_pids & old_pids
