@@ -16,14 +16,17 @@ import requests
 from fcgikit.fastcgi import (
     FCGI_ABORT_REQUEST,
     FCGI_AUTHORIZER,
+    FCGI_PARAMS,
     FCGI_REQUEST_COMPLETE,
     FCGI_STDIN,
     FCGI_UNKNOWN_ROLE,
     ClientConnection,
     ResponseReceived,
     decode_params,
+    encode_params,
     encode_record,
 )
+from fcgikit.fastcgi.protocol import encode_begin_request
 from fcgikit.testing.nginx import Nginx
 
 from .serve_support import REPO, fastcgi_location, serve_app
@@ -204,6 +207,24 @@ def test_abort_without_keep_conn_ends_the_request_then_the_connection(tmp_path):
         _, end = read_response(sock, client)
         assert end is not None and end.protocol_status == FCGI_REQUEST_COMPLETE
         assert sock.recv(100) == b""
+
+
+@pytest.mark.parametrize("keep_conn", [True, False])
+def test_abort_before_the_params_ended_is_answered_without_the_app(tmp_path, keep_conn):
+    with worker(tmp_path) as proc, connect(proc) as sock:
+        client = ClientConnection()
+        # BEGIN_REQUEST and a params record, but not the empty one that ends them.
+        sock.sendall(encode_begin_request(1, keep_conn=keep_conn)
+                     + encode_record(FCGI_PARAMS, 1, encode_params(params_for("/n", "i=1"))))
+        time.sleep(0.2)
+        sock.sendall(encode_record(FCGI_ABORT_REQUEST, 1))
+        body, end = read_response(sock, client)
+        assert end is not None and end.protocol_status == FCGI_REQUEST_COMPLETE and body == b""
+        if keep_conn:
+            body, end = exchange(sock, params_for("/n", "i=2"))
+            assert end is not None and b"n=2 " in body
+        else:
+            assert sock.recv(100) == b""  # closed after END_REQUEST (spec 3.5)
 
 
 def test_the_app_sees_the_body_before_the_client_finished_sending(tmp_path):
