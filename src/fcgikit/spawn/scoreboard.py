@@ -25,6 +25,20 @@ SLOT_SIZE = 512
 assert _RECORD.size <= SLOT_SIZE
 URI_MAX = 440
 
+# The fields a worker changes on every request are written in place, at their offsets
+# in _RECORD ("=": no padding): unpacking and repacking the whole record twice per
+# request cost more than all the rest of the bookkeeping.
+_STATE = struct.Struct("=I")
+_STATE_AT = 16
+_BUSY = struct.Struct("=IQdd")  # state, requests, request_started, last_seen
+_REQUESTS = struct.Struct("=Q")
+_REQUESTS_AT = 20
+_LAST_SEEN = struct.Struct("=d")
+_LAST_SEEN_AT = 36
+_REQUEST_TEXT = struct.Struct("=16s440s")  # method, uri
+_REQUEST_TEXT_AT = 52
+assert _RECORD.size == _REQUEST_TEXT_AT + _REQUEST_TEXT.size
+
 # The pool never uses more than half of this, so a reload (old and new children
 # side by side) always finds free slots.
 SCOREBOARD_SLOTS = 1024
@@ -47,6 +61,8 @@ class SlotSnapshot:
 
 
 def _cut(text: str, size: int) -> bytes:
+    if len(text) <= size and text.isascii():
+        return text.encode("ascii")  # nearly every method and URI
     # Cut on a character boundary so a long URI does not end in a broken character.
     return text.encode("utf-8", "replace")[:size].decode("utf-8", "ignore").encode("utf-8")
 
@@ -86,21 +102,22 @@ class Slot:
         self._store(fields)
 
     def request_started(self, method: str, uri: str) -> None:
-        fields = self._fields()
+        memory, offset = self._memory, self._offset
+        seq = _SEQ.unpack_from(memory, offset)[0]
+        _SEQ.pack_into(memory, offset, seq + 1)  # odd: writing
+        requests = _REQUESTS.unpack_from(memory, offset + _REQUESTS_AT)[0]
         now = time.monotonic()
-        fields[2] = SLOT_BUSY
-        fields[3] += 1
-        fields[4] = now
-        fields[5] = now
-        fields[7] = _cut(method, 16)
-        fields[8] = _cut(uri, URI_MAX)
-        self._store(fields)
+        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests + 1, now, now)
+        _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, _cut(method, 16), _cut(uri, URI_MAX))
+        _SEQ.pack_into(memory, offset, seq + 2)  # even: stable
 
     def request_finished(self) -> None:
-        fields = self._fields()
-        fields[2] = SLOT_IDLE
-        fields[5] = time.monotonic()
-        self._store(fields)
+        memory, offset = self._memory, self._offset
+        seq = _SEQ.unpack_from(memory, offset)[0]
+        _SEQ.pack_into(memory, offset, seq + 1)
+        _STATE.pack_into(memory, offset + _STATE_AT, SLOT_IDLE)
+        _LAST_SEEN.pack_into(memory, offset + _LAST_SEEN_AT, time.monotonic())
+        _SEQ.pack_into(memory, offset, seq + 2)
 
     def heartbeat(self) -> None:
         fields = self._fields()
