@@ -131,45 +131,40 @@ def decode_params(body: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-_LENGTH4 = struct.Struct("!I")
-
-
 def decode_params_text(body: bytes) -> dict[str, str]:
     """A complete PARAMS stream as a dict of latin-1 strings; duplicates: the last wins.
 
     The same checks as decode_params, in one pass with one decode: this runs for
-    every request, and it was the worker's largest cost per request.
+    every request, and it was the worker's largest cost per request. Nearly every
+    name and value is under 128 bytes (one-byte lengths): the loop reads both of
+    those lengths at once and leaves 4-byte lengths to _long_lengths.
     """
     text = body.decode("latin-1")  # latin-1 maps byte offsets 1:1 onto str offsets
     result = {}
     pos, end = 0, len(body)
-    unpack = _LENGTH4.unpack_from
-    while pos < end:
-        name_len = body[pos]
-        if name_len < 128:
-            pos += 1
-        elif pos + 4 <= end:
-            name_len = unpack(body, pos)[0] & 0x7FFFFFFF
-            pos += 4
-        else:
-            raise ProtocolError("name-value pair truncated in its 4-byte length")
-        if pos >= end:
-            raise ProtocolError("name-value pair truncated in its length")
-        value_len = body[pos]
-        if value_len < 128:
-            pos += 1
-        elif pos + 4 <= end:
-            value_len = unpack(body, pos)[0] & 0x7FFFFFFF
-            pos += 4
-        else:
-            raise ProtocolError("name-value pair truncated in its 4-byte length")
-        middle = pos + name_len
-        stop = middle + value_len
-        if stop > end:
-            raise ProtocolError(f"name-value pair claims {name_len}+{value_len} bytes, {end - pos} left")
-        result[text[pos:middle]] = text[middle:stop]
-        pos = stop
+    try:
+        while pos < end:
+            name_len = body[pos]
+            value_len = body[pos + 1]  # IndexError: the stream ends inside a length
+            if name_len < 128 and value_len < 128:
+                start = pos + 2
+            else:
+                name_len, value_len, start = _long_lengths(body, pos)
+            middle = start + name_len
+            pos = middle + value_len
+            if pos > end:
+                raise ProtocolError(f"name-value pair claims {name_len}+{value_len} bytes, {end - start} left")
+            result[text[start:middle]] = text[middle:pos]
+    except IndexError:
+        raise ProtocolError("name-value pair truncated in its length") from None
     return result
+
+
+def _long_lengths(body: bytes, pos: int) -> tuple[int, int, int]:
+    """The name and value lengths of a pair with a 4-byte length, and where its name starts."""
+    name_len, pos = _decode_length(body, pos)
+    value_len, pos = _decode_length(body, pos)
+    return name_len, value_len, pos
 
 
 def _decode_length(body: bytes, pos: int) -> tuple[int, int]:
@@ -327,11 +322,7 @@ class ServerConnection:
         params_limit: int = DEFAULT_PARAMS_LIMIT,
     ) -> None:
         self._reader = RecordReader()
-        self._values = {
-            b"FCGI_MAX_CONNS": str(max_conns).encode(),
-            b"FCGI_MAX_REQS": str(max_reqs).encode(),
-            b"FCGI_MPXS_CONNS": b"0",
-        }
+        self._limits = (max_conns, max_reqs)  # for GET_VALUES, which nginx never sends: encoded then
         self._roles = roles
         self._params_limit = params_limit
         self._output = bytearray()
@@ -392,8 +383,11 @@ class ServerConnection:
 
     def _management_record(self, rtype: int, content: bytes) -> None:
         if rtype == FCGI_GET_VALUES:
+            max_conns, max_reqs = self._limits
+            values = {b"FCGI_MAX_CONNS": str(max_conns).encode(), b"FCGI_MAX_REQS": str(max_reqs).encode(),
+                      b"FCGI_MPXS_CONNS": b"0"}
             asked = decode_params(content)
-            answer = {name: self._values[name] for name, _ in asked if name in self._values}
+            answer = {name: values[name] for name, _ in asked if name in values}
             self._output += encode_record(FCGI_GET_VALUES_RESULT, 0, encode_params(answer))
         else:
             self._output += encode_record(FCGI_UNKNOWN_TYPE, 0, bytes((rtype,)) + bytes(7))
