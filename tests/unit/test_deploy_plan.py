@@ -1,6 +1,7 @@
 """The planner is a pure function: (spec, hosts, what runs) -> placements and ordered steps."""
 
 import dataclasses
+import shlex
 from collections import Counter
 
 from fcgikit.deploy.hosts import Host
@@ -165,6 +166,16 @@ def test_steps_print_the_docker_commands_they_stand_for():
     wait = next(s for s in plan.steps if isinstance(s, WaitAnswering))
     assert wait.describe() == "wait until demo-workers-1 answers a FastCGI request"
     assert isinstance(plan.steps[-1], CheckEndToEnd)
+
+
+def test_printed_docker_commands_quote_what_the_shell_would_split():
+    spec = stack()
+    spec = spec.model_copy(update={"services": spec.services.model_copy(update={
+        "workers": spec.services.workers.model_copy(update={"env": {"GREETING": "hello from $HOME; x"}})})})
+    plan = plan_up(spec, "demo", HOSTS, IMAGES, Observed())
+    run = next(s for s in plan.steps if isinstance(s, StartContainer) and s.container.service == "workers")
+    argv = shlex.split(run.docker_command())
+    assert argv[argv.index("-e") + 1] == "GREETING=hello from $HOME; x"
 
 
 def test_reload_command_tests_the_config_first():

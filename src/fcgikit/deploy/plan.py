@@ -56,8 +56,8 @@ class StartContainer:
 
     def docker_command(self) -> str:
         c = self.container
-        labels = " ".join(f"--label {key}={value}" for key, value in c.labels.items())
-        env = " ".join(f"-e {key}={value}" for key, value in c.env)
+        labels = " ".join(f"--label {shlex.quote(f'{key}={value}')}" for key, value in c.labels.items())
+        env = " ".join(f"-e {shlex.quote(f'{key}={value}')}" for key, value in c.env)
         bind = f"{c.bind_address}:" if c.bind_address else ""
         ports = " ".join(f"-p {bind}{host_port or ''}:{port}".replace(" :", " ") for port, host_port in c.ports)
         options = " ".join(part for part in (labels, env, ports) if part)
