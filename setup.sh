@@ -33,6 +33,6 @@ if ((${#missing[@]})); then
   case " ${missing[*]} " in *" nginx-light "*) $SUDO service nginx stop >/dev/null 2>&1 || true ;; esac
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e ".[test,bench]"
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test,bench]"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 echo "setup: done"
