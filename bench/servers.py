@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from .scenarios import APPS_DIR, HOST, Paths, Server
 
