@@ -163,6 +163,6 @@ def pid_is_gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it vanished between open() and read()
         return True
     return state in ("Z", "X")
