@@ -24,12 +24,16 @@ PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 class ChildContext:
     """What a callable child gets: the shared socket, its scoreboard slot, its
     (already jittered) request limit, and the web server addresses it may accept
-    connections from (None: any)."""
+    connections from (None: any). `handoff` is the child's end of a Unix socket
+    pair to the manager: a retiring child passes its idle kept-alive connections
+    there, and connections other children left come from there
+    (fcgikit.worker.handoff)."""
 
     listen_sock: socket.socket
     slot: object
     max_requests: int
     allowed_addrs: list[str] | None
+    handoff: socket.socket | None = None
 
 
 def reset_signals() -> None:
@@ -73,7 +77,7 @@ def exec_program(argv: list[str], listen_sock: socket.socket, env: dict[str, str
 
 
 def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
-              max_requests: int, manager_fds: list[int]) -> None:
+              max_requests: int, manager_fds: list[int], handoff: socket.socket | None = None) -> None:
     """The body of a forked child. Never returns: the process ends with _exit."""
     code = 1
     try:
@@ -86,7 +90,7 @@ def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
         drop_privileges(config)
         if callable(target):
             allowed = list(config.allowed_addrs) if config.allowed_addrs else None
-            context = ChildContext(listen_sock, slot, max_requests, allowed)
+            context = ChildContext(listen_sock, slot, max_requests, allowed, handoff)
             code = _run_callable(target, context)
         else:
             code = EXIT_EXEC_FAILED

@@ -14,6 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
+from ..worker.handoff import receive_connections, send_connections
 from . import report as status_report
 from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
@@ -29,6 +30,9 @@ LOOP_INTERVAL = 0.25  # seconds between passes when nothing wakes the loop
 STATUS_INTERVAL = 1.0
 FAST_STOP_GRACE = 2.0  # after SIGINT/SIGQUIT, children get this long before SIGKILL
 EXIT_CRASH_LOOP = 1
+# Handed-over connections wait this long for a child to take them (the one that
+# replaces the last child is being forked); then they are closed as before.
+HOLD_SECONDS = 10.0
 
 SIGNAL_METHODS = {
     signal.SIGHUP: "handle_hup",
@@ -51,10 +55,25 @@ class ChildRecord:
     retire_deadline: float | None = None
     killed: bool = False  # we sent SIGKILL (timeout or grace over)
     slow_counted: int = 0  # request number last counted as slow
+    handoff: socket.socket | None = None  # our end of its handoff pair (Python workers only)
+    said_last: bool = False  # it sent its last connections: it is leaving, give it none
+
+    @property
+    def takes_connections(self) -> bool:
+        return self.handoff is not None and not self.said_last and not self.retiring
 
     @property
     def retiring(self) -> bool:
         return self.retire_deadline is not None
+
+
+def round_robin_shares(items: list, takers: int, turn: int) -> list[list]:
+    """`items` dealt one by one to `takers` shares, the first card to share
+    `turn % takers`: a single connection goes to a different child each time."""
+    shares = [[] for _ in range(takers)]
+    for n, item in enumerate(items):
+        shares[(n + turn) % takers].append(item)
+    return shares
 
 
 class Manager:
@@ -88,6 +107,9 @@ class Manager:
         self.scoreboard: Scoreboard | None = None
         self.wakeup_fds: tuple[int, int] | None = None
         self.saved_handlers: dict = {}
+        self.held: list[tuple[int, object]] = []  # handed-over (fd, peer) waiting for a child
+        self.held_since = 0.0
+        self.handoff_turn = 0  # round robin over the children that take connections
 
     # -- life cycle ---------------------------------------------------------
 
@@ -138,6 +160,7 @@ class Manager:
             self.murder_hung_children()
             self.manage_pool()
         self.kill_overdue()
+        self.deliver_held()
         self.sample_pool()
         self.write_status_if_due()
 
@@ -152,6 +175,9 @@ class Manager:
         for fd in self.wakeup_fds or ():
             os.close(fd)
         self.close_listener()
+        self.close_held("the pool stopped")
+        for child in self.children.values():
+            self.close_handoff(child)
         if self.config.pidfile:
             try:
                 os.unlink(self.config.pidfile)
@@ -187,11 +213,15 @@ class Manager:
     def sleep(self) -> None:
         read_fd = self.wakeup_fds[0]
         timeout = 0.0 if self.signal_queue else self.time_to_next_spawn()
+        handoffs = {c.handoff.fileno(): c for c in self.children.values() if c.handoff is not None}
         try:
-            ready, _, _ = select.select([read_fd], [], [], timeout)
+            ready, _, _ = select.select([read_fd, *handoffs], [], [], timeout)
         except InterruptedError:
             return
-        if ready:
+        for fd in ready:
+            if fd in handoffs:
+                self.collect_connections(handoffs[fd])
+        if read_fd in ready:
             try:
                 while os.read(read_fd, 512):
                     pass
@@ -287,23 +317,48 @@ class Manager:
             log.error("no free scoreboard slot; not starting a child")
             return None
         max_requests = jittered_max_requests(self.config.max_requests)
+        ours, theirs = self.handoff_pair()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGER_SIGNALS)
         try:
             pid = os.fork()
         except OSError as error:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             self.scoreboard.release(slot)
+            for end in (ours, theirs):
+                if end is not None:
+                    end.close()
             log.error("fork failed: %s", error)
             return None
         if pid == 0:
             run_child(self.config, self.target, self.listener, slot, max_requests,
-                      list(self.wakeup_fds))
+                      self.fds_a_child_must_not_keep(ours), theirs)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        child = ChildRecord(pid, slot, self.generation, time.monotonic(), time.time())
+        if theirs is not None:
+            theirs.close()
+        child = ChildRecord(pid, slot, self.generation, time.monotonic(), time.time(), handoff=ours)
         self.children[pid] = child
         self.status_dirty = True
         log.info("started child %d (slot %d, generation %d)", pid, slot.index, self.generation)
         return child
+
+    def handoff_pair(self) -> tuple[socket.socket | None, socket.socket | None]:
+        """(ours, the child's) Unix socket pair for passing idle connections;
+        none for exec'd programs, which know nothing of it."""
+        if not self.runs_python:
+            return None, None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        return ours, theirs
+
+    def fds_a_child_must_not_keep(self, ours: socket.socket | None) -> list[int]:
+        """The manager's descriptors: a child holding a copy of a held connection
+        or of another child's handoff socket would keep them open after us."""
+        fds = list(self.wakeup_fds)
+        fds += [c.handoff.fileno() for c in self.children.values() if c.handoff is not None]
+        fds += [fd for fd, _ in self.held]
+        if ours is not None:
+            fds.append(ours.fileno())
+        return fds
 
     def spawn_missing(self) -> None:
         missing = self.target_size - len(self.current_children())
@@ -346,6 +401,9 @@ class Manager:
 
     def child_ended(self, child: ChildRecord, wait_status: int) -> None:
         self.status_dirty = True
+        if child.handoff is not None:
+            self.collect_connections(child)  # what it sent just before it exited
+            self.close_handoff(child)
         served = child.slot.snapshot().requests if self.runs_python else None
         self.counters.accepted_conn += served or 0
         self.scoreboard.release(child.slot)
@@ -401,6 +459,78 @@ class Manager:
                 log.warning("child %d still running after its grace period: SIGKILL", child.pid)
                 child.killed = True
                 self.send(child, signal.SIGKILL)
+
+    # -- handoff: idle kept-alive connections from leaving children to live ones
+
+    def collect_connections(self, child: ChildRecord) -> None:
+        """Takes the connections a leaving child sent; its `last` batch is answered
+        by shutting our side, which tells it nothing more is coming its way."""
+        while True:
+            try:
+                handed, last, eof = receive_connections(child.handoff)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                log.warning("handoff from child %d failed: %s", child.pid, error)
+                return
+            if eof:  # it exited: nothing more will come, and select() must not spin on it
+                self.close_handoff(child)
+                return
+            self.hold(handed)
+            if last and not child.said_last:
+                child.said_last = True
+                log.debug("child %d handed over its idle connections", child.pid)
+                try:
+                    child.handoff.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+
+    def hold(self, handed: list[tuple[int, object]]) -> None:
+        if handed and not self.held:
+            self.held_since = time.monotonic()
+        self.held.extend(handed)
+
+    def deliver_held(self) -> None:
+        """Held connections go round robin to the newest generation's children."""
+        if not self.held:
+            return
+        if self.stop_mode is not None:
+            self.close_held("the pool is stopping")
+            return
+        takers = [c for c in self.children.values() if c.takes_connections]
+        newest = max((c.generation for c in takers), default=None)
+        takers = [c for c in takers if c.generation == newest]
+        if not takers:
+            if time.monotonic() - self.held_since > HOLD_SECONDS:
+                self.close_held("no child took them in time")
+            return
+        held, self.held = self.held, []
+        self.handoff_turn += 1
+        for child, share in zip(takers, round_robin_shares(held, len(takers), self.handoff_turn)):
+            if share and not self.send_connections_to(child, share):
+                self.held.extend(share)  # tried again on the next pass
+
+    def send_connections_to(self, child: ChildRecord, share: list[tuple[int, object]]) -> bool:
+        try:
+            send_connections(child.handoff, share)
+        except OSError as error:  # its queue is full, or it just died
+            log.debug("cannot pass connections to child %d: %s", child.pid, error)
+            return False
+        for fd, _ in share:
+            os.close(fd)
+        return True
+
+    def close_held(self, why: str) -> None:
+        if self.held:
+            log.info("closing %d handed-over connection(s): %s", len(self.held), why)
+        for fd, _ in self.held:
+            os.close(fd)
+        self.held = []
+
+    def close_handoff(self, child: ChildRecord) -> None:
+        if child.handoff is not None:
+            child.handoff.close()
+            child.handoff = None
 
     # -- figures and the status report -------------------------------------
 

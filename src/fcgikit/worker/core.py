@@ -25,6 +25,7 @@ import time
 from ..fastcgi import ProtocolError
 from .cgi_request import serve_one_cgi_request, started_as_cgi
 from .connection import IO_TIMEOUT, MAX_CONNS, Connection, PeerClosed, describe_peer, set_io_timeouts
+from .handoff import receive_connections, send_connections
 from .log import log
 
 EXIT_OK = 0
@@ -33,6 +34,7 @@ EXIT_LISTEN_FAILED = 1
 FCGI_LISTENSOCK_FILENO = 0
 
 HEARTBEAT_INTERVAL = 1.0  # also the longest an idle child sleeps in poll()
+HANDOFF_GOODBYE_TIMEOUT = 5.0  # a retiring child waits this long for the manager's last word
 
 
 class StopNow(BaseException):
@@ -120,8 +122,10 @@ class RequestLoop:
     """
 
     def __init__(self, listen_sock: socket.socket, *, slot=None, max_requests: int = 0,
-                 allowed_addrs=None, stop_exception: type[BaseException] = StopNow) -> None:
+                 allowed_addrs=None, stop_exception: type[BaseException] = StopNow,
+                 handoff: socket.socket | None = None) -> None:
         self.listen_sock = listen_sock
+        self.handoff = handoff  # to the manager: idle connections go there on exit, and come from there
         self.slot = slot
         self.max_requests = max_requests or 0
         self.allowed = parse_allowed_addrs(allowed_addrs)
@@ -150,6 +154,7 @@ class RequestLoop:
         self._setup()
         try:
             poller, conns, listen_fd, wake_fd = self._poller, self.conns, self.listen_sock.fileno(), self._wake_r
+            handoff_fd = self.handoff.fileno() if self.handoff is not None else -2
             while not self.stopping:
                 for fd, _ in poller.wait(HEARTBEAT_INTERVAL):
                     if fd == listen_fd:
@@ -161,6 +166,8 @@ class RequestLoop:
                             yield from self._serve_connection(conn)
                     elif fd == wake_fd:
                         self._drain_wakeup()
+                    elif fd == handoff_fd:
+                        self._adopt_handed_connections()
                     else:
                         conn = conns.get(fd)
                         if conn is not None:
@@ -169,12 +176,16 @@ class RequestLoop:
                         break
                 self._heartbeat_if_due()
             yield from self._serve_arrived_requests()
+            if self.handoff is not None and not self.stop_now:
+                self._hand_over_idle_connections()
         finally:
             self._teardown()
 
     def _serve_arrived_requests(self):
         """On the way out: requests already sent on idle connections are served,
         not dropped with the connection (nginx would have to retry them)."""
+        if self.handoff is not None:
+            self._adopt_handed_connections()  # already ours: they go back with the others
         for fd, _ in self._poller.wait(0):
             conn = self.conns.get(fd)
             if conn is not None and not self.stop_now:
@@ -302,6 +313,62 @@ class RequestLoop:
             self._poller.unregister(conn.fd)
         conn.close()
 
+    # --- handoff: idle connections to and from the manager -------------------------
+
+    def _adopt_handed_connections(self) -> None:
+        """Idle connections another child left: served from now on like our own."""
+        while True:
+            try:
+                handed, _, eof = receive_connections(self.handoff)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log(f"handoff socket failed ({exc}); no more connections from the manager")
+                self._poller.unregister(self.handoff.fileno())
+                return
+            if eof:
+                self._poller.unregister(self.handoff.fileno())
+                return
+            for fd, addr in handed:
+                self._adopt(fd, addr)
+
+    def _adopt(self, fd: int, addr) -> None:
+        conn = Connection(socket.socket(fileno=fd), addr)  # options (timeouts, NODELAY) came with it
+        self.conns[fd] = conn
+        self._keep(conn)
+        if len(self.conns) > MAX_CONNS:
+            self._close(next(iter(self.conns.values())))
+
+    def _hand_over_idle_connections(self) -> None:
+        """On the way out: idle connections go to the manager for another child
+        instead of being closed under nginx's feet. One with part of a record
+        already read into our buffer cannot move and is closed as before."""
+        idle = [conn for conn in self.conns.values() if is_idle(conn)]
+        self.handoff.setblocking(True)
+        self.handoff.settimeout(HANDOFF_GOODBYE_TIMEOUT)
+        try:
+            send_connections(self.handoff, [(conn.fd, conn.addr) for conn in idle], last=True)
+        except OSError as exc:
+            log(f"cannot hand idle connections to the manager ({exc}); closing them")
+            return
+        for conn in idle:
+            self._close(conn)
+        self._return_late_arrivals()
+
+    def _return_late_arrivals(self) -> None:
+        """Connections the manager sent before it read our `last` are passed back;
+        its shutdown (EOF) says nothing more is on the way."""
+        try:
+            while True:
+                handed, _, eof = receive_connections(self.handoff)
+                if eof:
+                    return
+                send_connections(self.handoff, handed)
+                for fd, _ in handed:
+                    os.close(fd)
+        except OSError as exc:
+            log(f"no goodbye from the manager ({exc}); leaving anyway")
+
     # --- setup and signals -------------------------------------------------------
 
     def _setup(self) -> None:
@@ -312,6 +379,9 @@ class RequestLoop:
         self._options_inherited = self._set_inherited_options(listen_sock)
         self._poller = _Poller()
         self._poller.register(listen_sock.fileno(), exclusive=True)
+        if self.handoff is not None:
+            self.handoff.setblocking(False)
+            self._poller.register(self.handoff.fileno())
         if threading.current_thread() is threading.main_thread():
             self._install_signals()
 
@@ -385,13 +455,21 @@ class RequestLoop:
             self._poller = None
 
 
-def serve(listen_sock: socket.socket, handler, *, slot=None, max_requests: int = 0, allowed_addrs=None) -> int:
+def is_idle(conn: Connection) -> bool:
+    """Between requests with nothing read ahead: the connection can move to another process."""
+    return not (conn.closed or conn.gone or conn.mid_request or conn.events or conn.request is not None)
+
+
+def serve(listen_sock: socket.socket, handler, *, slot=None, max_requests: int = 0, allowed_addrs=None,
+          handoff: socket.socket | None = None) -> int:
     """Serves FastCGI requests on `listen_sock` with `handler(request) -> app status`.
 
     Returns the child's exit status: 0 after SIGTERM (the current request done),
-    SIGINT/SIGQUIT (at once) or `max_requests` requests.
+    SIGINT/SIGQUIT (at once) or `max_requests` requests. With `handoff` (the
+    manager's socket, `ChildContext.handoff`) idle connections are passed on, not closed.
     """
-    loop = RequestLoop(listen_sock, slot=slot, max_requests=max_requests, allowed_addrs=allowed_addrs)
+    loop = RequestLoop(listen_sock, slot=slot, max_requests=max_requests, allowed_addrs=allowed_addrs,
+                       handoff=handoff)
     requests = iter(loop)
     try:
         for request in requests:

@@ -1,0 +1,115 @@
+"""Connection handoff behind nginx: a retiring child passes its idle kept-alive
+connections to the manager, which gives them to a live child, instead of closing
+them (a close races with nginx writing the next request on the cached connection;
+nginx does not retry a POST, so the race is a failed request).
+
+POSTs only: nginx retries a GET on another connection, hiding the race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+import pytest
+
+from fcgikit.testing.nginx import Nginx
+
+from .serve_support import TEST_APP, Outcome, fastcgi_location, keepalive_upstream, serve_app, summary
+
+pytestmark = pytest.mark.integration
+
+
+def body_for(i: int) -> bytes:
+    return f"request {i} ".encode() * (1 + i % 50)
+
+
+def post_load(base_url: str, total: int, parallel: int, stop: threading.Event | None = None) -> list[Outcome]:
+    """`total` POSTs to /sha256 over `parallel` kept-alive HTTP connections, each
+    response checked against the digest of its own body; `stop` ends it early."""
+    parts = urlsplit(base_url)
+    local = threading.local()
+
+    def one(i: int) -> Outcome | None:
+        if stop is not None and stop.is_set():
+            return None
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        body = body_for(i)
+        start = time.monotonic()
+        try:
+            conn.request("POST", "/sha256", body=body, headers={"Content-Type": "application/octet-stream"})
+            response = conn.getresponse()
+            answer = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            local.conn = None
+            return Outcome(i, False, time.monotonic() - start, repr(exc))
+        ok = response.status == 200 and answer.startswith(f"{hashlib.sha256(body).hexdigest()} {len(body)} ".encode())
+        return Outcome(i, ok, time.monotonic() - start, "" if ok else f"{response.status} {answer[:200]!r}")
+
+    with ThreadPoolExecutor(parallel) as pool:
+        return [o for o in pool.map(one, range(total)) if o is not None]
+
+
+def upstream_errors(error_log: str) -> list[str]:
+    return [line for line in error_log.splitlines() if "[error]" in line]
+
+
+def keepalive_nginx(port: int) -> Nginx:
+    upstream = keepalive_upstream("workers", port, keepalive=16)
+    return Nginx(fastcgi_location(port, upstream="workers"), upstream)
+
+
+def test_recycled_children_hand_over_their_kept_alive_connections_2000_posts(tmp_path):
+    with serve_app(tmp_path, TEST_APP, 2, "--max-requests", "50") as served:
+        with keepalive_nginx(served.port) as ngx:
+            outcomes = post_load(ngx.url(""), total=2000, parallel=20)
+            failed = [o for o in outcomes if not o.ok]
+            errors = upstream_errors(ngx.error_log())
+            report = f"{summary(outcomes)}\nnginx errors: {len(errors)}\n" + "\n".join(errors[:20]) + served.log()[-4000:]
+            assert not failed and not errors, report
+            assert served.log().count("recycled after its requests") >= 10, report
+
+
+def test_sighup_under_continuous_post_load_fails_no_request(tmp_path):
+    with serve_app(tmp_path, TEST_APP, 2) as served:
+        with keepalive_nginx(served.port) as ngx:
+            stop = threading.Event()
+            result: list[Outcome] = []
+            loader = threading.Thread(target=lambda: result.extend(post_load(ngx.url(""), 100000, 20, stop)))
+            loader.start()
+            try:
+                for _ in range(3):
+                    time.sleep(1.0)
+                    os.kill(served.process.pid, signal.SIGHUP)
+                time.sleep(1.5)
+            finally:
+                stop.set()
+                loader.join(60)
+            failed = [o for o in result if not o.ok]
+            errors = upstream_errors(ngx.error_log())
+            report = f"{summary(result)}\nnginx errors: {len(errors)}\n" + "\n".join(errors[:20]) + served.log()[-4000:]
+            assert len(result) >= 200, report
+            assert not failed and not errors, report
+            assert served.log().count("SIGHUP: starting generation") == 3, report
+
+
+def test_a_single_recycled_child_leaves_its_connections_with_the_manager_for_its_successor(tmp_path):
+    """-F 1: when the only child leaves there is no live child; the manager holds
+    the connections until the replacement is up."""
+    with serve_app(tmp_path, TEST_APP, 1, "--max-requests", "30") as served:
+        with keepalive_nginx(served.port) as ngx:
+            outcomes = post_load(ngx.url(""), total=400, parallel=10)
+            failed = [o for o in outcomes if not o.ok]
+            errors = upstream_errors(ngx.error_log())
+            report = f"{summary(outcomes)}\nnginx errors: {len(errors)}\n" + "\n".join(errors[:20]) + served.log()[-4000:]
+            assert not failed and not errors, report
+            assert served.log().count("recycled after its requests") >= 5, report
