@@ -46,7 +46,7 @@ def make_child(app_spec: str, directory: str | None):
         # the environment when --allow did not set the list.
         allowed = ctx.allowed_addrs or os.environ.get("FCGI_WEB_SERVER_ADDRS") or None
         return serve(ctx.listen_sock, wsgi_handler(app), slot=ctx.slot,
-                     max_requests=ctx.max_requests, allowed_addrs=allowed)
+                     max_requests=ctx.max_requests, allowed_addrs=allowed, handoff=ctx.handoff)
 
     run_wsgi_child.__name__ = app_spec  # the pool's name in the manager's log and status
     return run_wsgi_child
