@@ -76,7 +76,7 @@ def make_child(gateway: Gateway):
         # killed with it at the timeout (see process.py).
         become_subreaper()
         return serve(ctx.listen_sock, gateway, slot=ctx.slot, max_requests=ctx.max_requests,
-                     allowed_addrs=ctx.allowed_addrs)
+                     allowed_addrs=ctx.allowed_addrs, handoff=ctx.handoff)
     child.__name__ = "fcgikit.cgi"  # the pool's name in the manager's log and status
     return child
 
