@@ -170,7 +170,10 @@ class DockerTunnel:
         for read, write in ((local.recv, channel.sendall), (channel.recv, local.sendall)):
             threading.Thread(target=_pump, args=(read, write, finished.set), daemon=True).start()
         finished.wait()
-        channel.close()
+        try:
+            channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the SSH connection itself went away (host down, fleet closing): nothing to close
         _close(local)
 
 
