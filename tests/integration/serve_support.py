@@ -102,18 +102,27 @@ def numbered_response_ok(i: int, status: int, body: bytes) -> bool:
 
 
 def load(base_url: str, total: int, parallel: int, path_for=lambda i: f"/n?i={i}",
-         check=numbered_response_ok) -> list[Outcome]:
-    """`total` GETs over `parallel` kept-alive HTTP connections; each response checked."""
+         check=numbered_response_ok, *, body_for=None, stop: threading.Event | None = None) -> list[Outcome]:
+    """`total` requests over `parallel` kept-alive HTTP connections; each response checked.
+
+    GETs of path_for(i), or POSTs of body_for(i) when given; `stop` ends the load early.
+    """
     parts = urlsplit(base_url)
     local = threading.local()
 
-    def one(i: int) -> Outcome:
+    def one(i: int) -> Outcome | None:
+        if stop is not None and stop.is_set():
+            return None
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
         start = time.monotonic()
         try:
-            conn.request("GET", path_for(i))
+            if body_for is None:
+                conn.request("GET", path_for(i))
+            else:
+                conn.request("POST", path_for(i), body=body_for(i),
+                             headers={"Content-Type": "application/octet-stream"})
             response = conn.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -125,7 +134,7 @@ def load(base_url: str, total: int, parallel: int, path_for=lambda i: f"/n?i={i}
         return Outcome(i, ok, seconds, "" if ok else f"{response.status} {body[:200]!r}", body)
 
     with ThreadPoolExecutor(parallel) as pool:
-        return list(pool.map(one, range(total)))
+        return [outcome for outcome in pool.map(one, range(total)) if outcome is not None]
 
 
 def summary(outcomes: list[Outcome]) -> str:

@@ -9,19 +9,16 @@ POSTs only: nginx retries a GET on another connection, hiding the race.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlsplit
 
 import pytest
 
 from fcgikit.testing.nginx import Nginx
 
-from .serve_support import TEST_APP, Outcome, fastcgi_location, keepalive_upstream, serve_app, summary
+from .serve_support import TEST_APP, Outcome, fastcgi_location, keepalive_upstream, load, serve_app, summary
 
 pytestmark = pytest.mark.integration
 
@@ -30,33 +27,15 @@ def body_for(i: int) -> bytes:
     return f"request {i} ".encode() * (1 + i % 50)
 
 
+def digest_ok(i: int, status: int, answer: bytes) -> bool:
+    body = body_for(i)
+    return status == 200 and answer.startswith(f"{hashlib.sha256(body).hexdigest()} {len(body)} ".encode())
+
+
 def post_load(base_url: str, total: int, parallel: int, stop: threading.Event | None = None) -> list[Outcome]:
     """`total` POSTs to /sha256 over `parallel` kept-alive HTTP connections, each
     response checked against the digest of its own body; `stop` ends it early."""
-    parts = urlsplit(base_url)
-    local = threading.local()
-
-    def one(i: int) -> Outcome | None:
-        if stop is not None and stop.is_set():
-            return None
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        body = body_for(i)
-        start = time.monotonic()
-        try:
-            conn.request("POST", "/sha256", body=body, headers={"Content-Type": "application/octet-stream"})
-            response = conn.getresponse()
-            answer = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            local.conn = None
-            return Outcome(i, False, time.monotonic() - start, repr(exc))
-        ok = response.status == 200 and answer.startswith(f"{hashlib.sha256(body).hexdigest()} {len(body)} ".encode())
-        return Outcome(i, ok, time.monotonic() - start, "" if ok else f"{response.status} {answer[:200]!r}")
-
-    with ThreadPoolExecutor(parallel) as pool:
-        return [o for o in pool.map(one, range(total)) if o is not None]
+    return load(base_url, total, parallel, lambda i: "/sha256", digest_ok, body_for=body_for, stop=stop)
 
 
 def upstream_errors(error_log: str) -> list[str]:
