@@ -8,6 +8,12 @@ import stat
 from .options import PoolConfig
 
 
+# The kernel holds a new connection until its first bytes arrive (the web server
+# always speaks first in FastCGI), so a woken child never finds an empty one.
+# uWSGI does the same by default. Seconds before a silent connection is handed over anyway.
+DEFER_ACCEPT_SECONDS = 5
+
+
 class BindError(OSError):
     """The socket could not be bound; the message says where and why."""
 
@@ -25,10 +31,18 @@ def _bind_tcp(config: PoolConfig) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((config.address, config.port))
         sock.listen(config.backlog)
+        defer_accept(sock)
     except OSError as error:
         sock.close()
         raise BindError(f"cannot bind {config.listen_description}: {error.strerror}") from None
     return sock
+
+
+def defer_accept(sock: socket.socket) -> None:
+    """TCP_DEFER_ACCEPT where the platform has it (Linux); elsewhere nothing."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is not None and sock.family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, option, DEFER_ACCEPT_SECONDS)
 
 
 def _unix_socket_in_use(path: str) -> bool:
