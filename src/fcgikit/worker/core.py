@@ -70,8 +70,8 @@ class _Poller:
     def to_back_of_queue(self, fd: int) -> None:
         """An exclusive wakeup goes to the first idle child in the socket's wait
         queue, in the order the children registered: without this the same child
-        would take every new connection, even one that arrives while it waits for
-        the request of the last one it took, and another child sits idle."""
+        would take every new connection, even while it holds one whose request
+        is on its way, and another child sits idle."""
         if self._exclusive:
             self._impl.unregister(fd)
             self._impl.register(fd, self._flag | self._exclusive)
@@ -142,6 +142,7 @@ class RequestLoop:
         self._next_heartbeat = 0.0
         self._accept_error_logged = False
         self._raw_accept = None
+        self._listen_fd = -1
         self._family = socket.AF_INET
         self._options_inherited: bool | None = False
 
@@ -160,7 +161,6 @@ class RequestLoop:
                     if fd == listen_fd:
                         conn = self._accept()
                         if conn is not None:
-                            poller.to_back_of_queue(listen_fd)
                             # nginx sends the request right after connecting: read
                             # it now rather than after another trip through poll().
                             yield from self._serve_connection(conn)
@@ -300,10 +300,16 @@ class RequestLoop:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _keep(self, conn: Connection) -> None:
-        """An open connection with nothing to serve now goes back under poll()."""
+        """An open connection with nothing to serve now goes back under poll().
+
+        A child holding connections that wait for their next request goes to
+        the back of the listening socket's queue too: its next wakeup may be one
+        of those, and new connections should go to an idle child first.
+        """
         if not conn.registered and not conn.closed:
             self._poller.register(conn.fd)
             conn.registered = True
+            self._poller.to_back_of_queue(self._listen_fd)
 
     def _close(self, conn: Connection, reason: str | None = None) -> None:
         if reason and not conn.gone:
@@ -375,6 +381,7 @@ class RequestLoop:
         listen_sock = self.listen_sock
         listen_sock.setblocking(False)  # children race for each connection
         self._raw_accept = listen_sock._accept
+        self._listen_fd = listen_sock.fileno()
         self._family = listen_sock.family
         self._options_inherited = self._set_inherited_options(listen_sock)
         self._poller = _Poller()
