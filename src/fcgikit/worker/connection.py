@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 from collections import deque
+from time import monotonic
 
 from ..fastcgi import (
     FCGI_STDERR,
@@ -33,6 +34,8 @@ RECV_SIZE = 256 * 1024
 # nginx's own fastcgi_send_timeout / fastcgi_read_timeout default to 60 s: past
 # that nginx has given up on the request too, so the worker may as well.
 IO_TIMEOUT = 60.0
+# A request that took longer than this is checked for a peer that left meanwhile.
+PEER_CHECK_AFTER = 0.01
 # How long a closing connection is drained of a body the app did not read.
 LINGER_SECONDS = 2.0
 # Output pieces at least this big are framed in place (record headers around
@@ -314,8 +317,8 @@ class Connection:
             elif not self.aborted:  # aborted: the web server sends no more of it
                 linger = True
         # nginx never sends ABORT_REQUEST: when its client leaves, it closes the
-        # connection. Notice it here (one cheap poll), say so once, send nothing.
-        if self.peer_closed():
+        # connection. Notice it here (one poll), say so once, send nothing.
+        if self._may_have_left(request) and self.peer_closed():
             if self.aborted:
                 request.stdin.mark_ended()
                 self._end_aborted(request)
@@ -323,6 +326,13 @@ class Connection:
         self._send_rest(request, proto, rid)
         if linger:
             self._linger_close()
+
+    def _may_have_left(self, request: Request) -> bool:
+        """Whether the peer may have gone while the app ran: worth a poll() to see.
+        A request answered within PEER_CHECK_AFTER is not asked about, as its
+        client had next to no time to leave, and the answer would cost a system
+        call on every request; an abort already seen or queued is always acted on."""
+        return self.aborted or bool(self.events) or monotonic() - request.started >= PEER_CHECK_AFTER
 
     def _end_aborted(self, request: Request) -> None:
         """An aborted request still gets END_REQUEST (spec 5.4), and a kept
@@ -343,11 +353,11 @@ class Connection:
         # The usual case: the whole response and END_REQUEST in one small sendall.
         parts = []
         if stdout.pending:
-            parts.append(proto.stdout(rid, stdout.take()))
+            parts += small_record(FCGI_STDOUT, rid, stdout.take())
         if stderr.pending:
-            parts.append(proto.stderr(rid, stderr.take()))
+            parts += small_record(FCGI_STDERR, rid, stderr.take())
         parts.append(proto.end_request(rid, request.app_status))
-        self.send(b"".join(parts) if len(parts) > 1 else parts[0])
+        self.send(b"".join(parts))
 
     def _stdin_end_queued(self) -> bool:
         return any(type(event) is StdinReceived and not event.data for event in self.events)
@@ -430,6 +440,13 @@ def stream_buffers(rtype: int, request_id: int, chunks: list[bytes]) -> list:
     if small:
         buffers += _records(rtype, request_id, b"".join(small))
     return buffers
+
+
+def small_record(rtype: int, request_id: int, data: bytes) -> tuple:
+    """One stream record of 1 to MAX_CONTENT bytes, as pieces to join."""
+    length = len(data)
+    padding = -length & 7
+    return HEADER.pack(FCGI_VERSION_1, rtype, request_id, length, padding), data, _PADDING[:padding]
 
 
 def _records(rtype: int, request_id: int, data: bytes) -> list:

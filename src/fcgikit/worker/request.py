@@ -7,6 +7,8 @@ a fake connection and no socket.
 
 from __future__ import annotations
 
+from time import monotonic
+
 from ..fastcgi import FCGI_STDERR, FCGI_STDOUT
 
 # Output is held back until this much is queued (or the app flushes, or the
@@ -241,9 +243,11 @@ class RequestBase:
 class Request(RequestBase):
     """A RESPONDER request: `params` (the CGI environment), `stdin`, `stdout`, `stderr`."""
 
-    __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "stderr", "_conn", "finished", "app_status")
+    __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "stderr", "_conn", "finished", "app_status",
+                 "started")
 
     def __init__(self, conn, request_id: int, params: dict[str, str], keep_conn: bool) -> None:
+        self.started = monotonic()
         self._conn = conn
         self.request_id = request_id
         self.params = params
