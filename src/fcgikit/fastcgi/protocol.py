@@ -51,6 +51,8 @@ MAX_CONTENT = 65528
 DEFAULT_PARAMS_LIMIT = 8 * 1024 * 1024
 
 BEGIN_BODY = struct.Struct("!HB5x")
+# BEGIN_REQUEST, the end of PARAMS, the end of STDIN: the shortest request there is.
+_SMALLEST_WHOLE_REQUEST = 8 + 8 + 8 + 8
 END_BODY = struct.Struct("!IB3x")
 _PADDING = bytes(8)
 
@@ -346,6 +348,10 @@ class ServerConnection:
     # incoming
 
     def feed(self, data: bytes) -> list:
+        if self.request_id is None and not self._reader.buffered and not self._refused:
+            events = self._whole_request(data)
+            if events is not None:
+                return events
         events = []
         for rtype, request_id, content in self._reader.feed(data):
             if request_id == FCGI_NULL_REQUEST_ID:
@@ -368,6 +374,50 @@ class ServerConnection:
             else:
                 raise ProtocolError(f"record type {rtype} for request {request_id}, which is not active")
         return events
+
+    def _whole_request(self, data: bytes) -> list | None:
+        """The usual read from nginx, in one pass: exactly BEGIN_REQUEST (RESPONDER),
+        all of PARAMS and an empty STDIN (a request without a body), nothing before
+        or after. The same checks as the record-by-record path, which takes
+        anything else (None: nothing was consumed, no state changed)."""
+        end = len(data)
+        if end < _SMALLEST_WHOLE_REQUEST or type(data) is not bytes:
+            return None
+        unpack = HEADER.unpack_from
+        version, rtype, request_id, length, padding = unpack(data)
+        if rtype != FCGI_BEGIN_REQUEST or version != FCGI_VERSION_1 or length != BEGIN_BODY.size or padding \
+                or request_id == FCGI_NULL_REQUEST_ID or request_id == self._aborted_id:
+            return None
+        role, flags = BEGIN_BODY.unpack_from(data, HEADER_LEN)
+        if role != FCGI_RESPONDER or role not in self._roles:
+            return None
+        chunks = []
+        pos = HEADER_LEN + BEGIN_BODY.size
+        while True:  # PARAMS records up to the empty one
+            if end - pos < HEADER_LEN:
+                return None
+            version, rtype, rid, length, padding = unpack(data, pos)
+            if rtype != FCGI_PARAMS or rid != request_id or version != FCGI_VERSION_1:
+                return None
+            pos += HEADER_LEN
+            if not length:
+                pos += padding
+                break
+            chunks.append(data[pos : pos + length])
+            pos += length + padding
+        if end - pos != HEADER_LEN or unpack(data, pos) != (FCGI_VERSION_1, FCGI_STDIN, request_id, 0, 0):
+            return None
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(body) > self._params_limit:
+            return None  # the record path says why
+        params = decode_params_text(body)
+        keep_conn = bool(flags & FCGI_KEEP_CONN)
+        self.request_id = request_id
+        self.keep_conn = keep_conn
+        self._params = None
+        self._stdin_open = self._data_open = False
+        return [RequestBegun(request_id, role, keep_conn), ParamsReceived(request_id, params),
+                StdinReceived(request_id, b"")]
 
     def _refuse(self, request_id: int, protocol_status: int) -> None:
         if len(self._refused) >= self.MAX_REFUSED:
