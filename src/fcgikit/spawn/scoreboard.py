@@ -28,13 +28,10 @@ URI_MAX = 440
 # The fields a worker changes on every request are written in place, at their offsets
 # in _RECORD ("=": no padding): unpacking and repacking the whole record twice per
 # request cost more than all the rest of the bookkeeping.
-_STATE = struct.Struct("=I")
 _STATE_AT = 16
 _BUSY = struct.Struct("=IQdd")  # state, requests, request_started, last_seen
 _REQUESTS = struct.Struct("=Q")
 _REQUESTS_AT = 20
-_LAST_SEEN = struct.Struct("=d")
-_LAST_SEEN_AT = 36
 _REQUEST_TEXT = struct.Struct("=16s440s")  # method, uri
 _REQUEST_TEXT_AT = 52
 assert _RECORD.size == _REQUEST_TEXT_AT + _REQUEST_TEXT.size
@@ -75,6 +72,7 @@ class Slot:
     """A child's view of its own record; the methods are what a worker calls."""
 
     def __init__(self, memory: mmap.mmap, index: int):
+        self._current = (0, 0.0)  # requests and request_started of the request being served
         self.index = index
         self._memory = memory
         self._offset = index * SLOT_SIZE
@@ -107,16 +105,19 @@ class Slot:
         _SEQ.pack_into(memory, offset, seq + 1)  # odd: writing
         requests = _REQUESTS.unpack_from(memory, offset + _REQUESTS_AT)[0]
         now = time.monotonic()
+        self._current = (requests + 1, now)  # for request_finished, which writes them back as they are
         _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests + 1, now, now)
-        _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, _cut(method, 16), _cut(uri, URI_MAX))
+        if len(uri) <= URI_MAX and uri.isascii() and len(method) <= 16 and method.isascii():
+            _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, method.encode(), uri.encode())
+        else:
+            _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, _cut(method, 16), _cut(uri, URI_MAX))
         _SEQ.pack_into(memory, offset, seq + 2)  # even: stable
 
     def request_finished(self) -> None:
         memory, offset = self._memory, self._offset
         seq = _SEQ.unpack_from(memory, offset)[0]
         _SEQ.pack_into(memory, offset, seq + 1)
-        _STATE.pack_into(memory, offset + _STATE_AT, SLOT_IDLE)
-        _LAST_SEEN.pack_into(memory, offset + _LAST_SEEN_AT, time.monotonic())
+        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_IDLE, *self._current, time.monotonic())
         _SEQ.pack_into(memory, offset, seq + 2)
 
     def heartbeat(self) -> None:
