@@ -67,15 +67,10 @@ def build_environ(params: dict[str, str], wsgi_input, wsgi_errors) -> dict:
         del environ["CONTENT_LENGTH"]
     if environ.get("CONTENT_TYPE") == "":
         del environ["CONTENT_TYPE"]
-    environ["wsgi.version"] = WSGI_VERSION
+    environ.update(_WSGI_CONSTANTS)
     environ["wsgi.url_scheme"] = url_scheme(environ)
     environ["wsgi.input"] = wsgi_input
-    environ["wsgi.input_terminated"] = True  # input ends at FCGI_STDIN's end, whatever the length says
     environ["wsgi.errors"] = wsgi_errors
-    environ["wsgi.multithread"] = False
-    environ["wsgi.multiprocess"] = True
-    environ["wsgi.run_once"] = False
-    environ["wsgi.file_wrapper"] = FileWrapper
     return environ
 
 
@@ -115,6 +110,17 @@ class FileWrapper:
         read, size = self.filelike.read, self.blksize
         while block := read(size):
             yield block
+
+
+# What every environ holds whatever the request (one dict.update per request).
+_WSGI_CONSTANTS = {
+    "wsgi.version": WSGI_VERSION,
+    "wsgi.input_terminated": True,  # input ends at FCGI_STDIN's end, whatever the length says
+    "wsgi.multithread": False,
+    "wsgi.multiprocess": True,
+    "wsgi.run_once": False,
+    "wsgi.file_wrapper": FileWrapper,
+}
 
 
 class ErrorStream:
