@@ -76,10 +76,12 @@ class Process:
         self.log_path = workdir / f"{name}.log"
         self.argv = [arg.replace("{socket}", self.socket) for arg in argv]
         self.process: subprocess.Popen | None = None
+        self.pass_fds: tuple[int, ...] = ()  # descriptors the gateway inherits, as from a careless parent
 
     def start(self) -> "Process":
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=log, start_new_session=True)
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=log, start_new_session=True,
+                                            pass_fds=self.pass_fds)
         wait_for_unix_socket(self.socket, self.process, self.log_path)
         os.chmod(self.socket, 0o666)
         return self

@@ -247,6 +247,42 @@ def test_gateway_environment_does_not_leak(tree):
         assert b"PATH=/usr/local/bin:/usr/bin:/bin\n" in body
 
 
+def test_a_program_inherits_only_its_three_pipes(tree):
+    """Nothing the gateway holds leaks into a program: not its sockets, not a
+    descriptor its own parent left open (here a pipe end passed on purpose)."""
+    root, _ = tree
+    gateway = our_gateway(root.parent.parent, root, children=1)
+    leak_r, leak_w = os.pipe()
+    os.set_inheritable(leak_w, True)
+    gateway.pass_fds = (leak_w,)
+    script = root / "list-fds.py"
+    # Debian's python3: programs run as nobody, who may not enter /root (pyenv's home).
+    script.write_text("#!/usr/bin/python3\n"
+                      "import os\n"
+                      "names = os.listdir('/proc/self/fd')  # its own descriptor is closed once it returns\n"
+                      "inherited = []\n"
+                      "for fd in sorted(int(name) for name in names):\n"
+                      "    try:\n"
+                      "        inherited.append((fd, os.readlink(f'/proc/self/fd/{fd}')))\n"
+                      "    except OSError:\n"
+                      "        pass\n"
+                      "print('Content-Type: text/plain')\n"
+                      "print()\n"
+                      "print(inherited)\n")
+    script.chmod(0o755)
+    try:
+        with gateway:
+            for _ in range(3):  # and again from the same gateway process
+                status, _, body = http(gateway.request(params_for(root, "/cgi-bin/list-fds.py")))
+                assert status == 200, gateway.log()
+                inherited = eval(body.decode())  # [(fd, target)]: our own repr, not untrusted input
+                assert [fd for fd, _ in inherited] == [0, 1, 2], inherited
+                assert all(target.startswith("pipe:") for _, target in inherited), inherited
+    finally:
+        os.close(leak_r)
+        os.close(leak_w)
+
+
 def test_program_is_killed_when_the_web_server_goes_away(tree):
     """No --timeout here: only the closed connection can end the endless stream."""
     root, _ = tree

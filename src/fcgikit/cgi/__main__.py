@@ -15,6 +15,7 @@ import sys
 from ..spawn import add_pool_arguments, run_manager
 from ..spawn.orphans import become_subreaper
 from .gateway import Gateway, make_config
+from .process import keep_descriptors_private
 from .slots import Slots, Unlimited, make_slot_dir
 
 DEFAULT_QUEUE_TIMEOUT = 10.0
@@ -52,7 +53,7 @@ def choose_program_user(options) -> None:
 
     The manager binds the socket as root and its children drop to the user (the
     pool's -u) before serving: no request is ever handled by root, and the per-
-    request fork needs no setuid (so it stays on subprocess's fast vfork path).
+    request spawn needs no setuid.
     """
     if os.geteuid() != 0:
         if options.cgi_user:
@@ -75,6 +76,8 @@ def make_child(gateway: Gateway):
         # What a program leaves outside its process group is adopted here, to be
         # killed with it at the timeout (see process.py).
         become_subreaper()
+        # Programs start by posix_spawn, which closes nothing: none of ours may leak.
+        keep_descriptors_private()
         return serve(ctx.listen_sock, gateway, slot=ctx.slot, max_requests=ctx.max_requests,
                      allowed_addrs=ctx.allowed_addrs, handoff=ctx.handoff)
     child.__name__ = "fcgikit.cgi"  # the pool's name in the manager's log and status
