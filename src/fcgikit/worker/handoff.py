@@ -61,7 +61,7 @@ def send_connections(sock: socket.socket, conns: list[tuple[int, object]], last:
 def receive_connections(sock: socket.socket) -> tuple[list[tuple[int, object]], bool, bool]:
     """One message: ([(fd, peer address)], last, eof). The fds are now the caller's.
     Raises BlockingIOError on a non-blocking socket with nothing to read."""
-    data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS_PER_MESSAGE)
+    data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS_PER_MESSAGE, socket.MSG_CMSG_CLOEXEC)
     if not data and not fds:
         return [], False, True
     peers, last = decode_batch(data)
