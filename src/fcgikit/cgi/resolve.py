@@ -71,10 +71,12 @@ def resolve_script(params: dict[str, str], root: str | None) -> Script:
         filename = docroot.rstrip("/") + "/" + script_name.lstrip("/")
     check_name(filename)
     program, rest = split_existing(filename, root)
-    real = confined_realpath(program, root)
-    if rest and os.path.isdir(real):
+    real, info = real_path_and_stat(program)
+    if not inside(real, root):
+        raise Refused(403, f"script {program!r} leads out of the root {root} (to {real!r})")
+    if rest and (stat.S_ISDIR(info.st_mode) if info else os.path.isdir(real)):
         raise Refused(404, f"no such script: {filename!r}")
-    check_executable(real)
+    check_executable(real, info)
     path_info = wire_to_fs(params.get("PATH_INFO", "")) if not rest else rest
     if rest and script_name.endswith(rest):
         script_name = script_name[: -len(rest)]
@@ -115,18 +117,35 @@ def split_existing(filename: str, root: str) -> tuple[str, str]:
         path, rest = head, "/" + tail + rest
 
 
-def confined_realpath(path: str, root: str) -> str:
-    real = os.path.realpath(path)
-    if not inside(real, root):
-        raise Refused(403, f"script {path!r} leads out of the root {root} (to {real!r})")
-    return real
+def real_path_and_stat(path: str) -> tuple[str, os.stat_result | None]:
+    """The real path of `path` (every symlink resolved) and, when known, its stat.
 
-
-def check_executable(real: str) -> None:
+    One O_PATH open, then the kernel's own name for the open file and its fstat:
+    three system calls where os.path.realpath takes one lstat per component (and
+    far more Python). Where that cannot work (no /proc, a path we may not open),
+    os.path.realpath, and the stat is left to check_executable (None).
+    """
     try:
-        info = os.stat(real)
-    except OSError as exc:
-        raise Refused(404, f"cannot stat script {real!r}: {exc.strerror}") from None
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except (AttributeError, OSError):
+        return os.path.realpath(path), None
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        if not real.startswith("/") or real.endswith(" (deleted)"):
+            return os.path.realpath(path), None
+        return real, os.fstat(fd)
+    except OSError:
+        return os.path.realpath(path), None
+    finally:
+        os.close(fd)
+
+
+def check_executable(real: str, info: os.stat_result | None = None) -> None:
+    if info is None:
+        try:
+            info = os.stat(real)
+        except OSError as exc:
+            raise Refused(404, f"cannot stat script {real!r}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise Refused(403, f"not a regular file: {real!r}")
     if not info.st_mode & 0o111:
