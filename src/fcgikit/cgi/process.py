@@ -12,9 +12,9 @@ since the gateway process adopts orphans as a subreaper (see spawn/orphans.py).
 from __future__ import annotations
 
 import errno
+import math
 import os
 import select
-import selectors
 import signal
 import sys
 import time
@@ -54,14 +54,19 @@ SIGNALS_RESET = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "
 
 
 class Program:
-    """A started program: its pid and our ends of its three pipes (unbuffered)."""
+    """A started program: its pid and our ends of its three pipes, as descriptors
+    (read and written with os.read/os.write; -1 once closed)."""
 
-    def __init__(self, pid: int, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> None:
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int) -> None:
         self.pid = pid
-        self.stdin = open(stdin_fd, "wb", buffering=0)
-        self.stdout = open(stdout_fd, "rb", buffering=0)
-        self.stderr = open(stderr_fd, "rb", buffering=0)
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.returncode: int | None = None
+
+    def close_pipe(self, name: str) -> None:
+        fd = getattr(self, name)
+        if fd >= 0:
+            setattr(self, name, -1)
+            os.close(fd)
 
     def poll(self) -> int | None:
         """The exit status if it has exited (reaped now), else None."""
@@ -194,7 +199,8 @@ class ProgramRun:
         self.held_size = 0
         self.unchecked = 0          # output bytes since we last checked the web server is there
         self.stderr_tail = b""
-        self.selector = selectors.PollSelector()
+        self.poller = select.poll()
+        self.handlers: dict[int, object] = {}  # fd -> what to do when it is ready
         self.open_streams = 0
 
     # -- the loop ---------------------------------------------------------------
@@ -214,7 +220,6 @@ class ProgramRun:
             self.kill_group()
             raise
         finally:
-            self.selector.close()
             self.close_pipes()
             self.body.close()
         outcome.exit_status = self.reap()
@@ -225,23 +230,33 @@ class ProgramRun:
         return outcome
 
     def register(self) -> None:
-        for pipe, handler in ((self.proc.stdout, self.on_stdout), (self.proc.stderr, self.on_stderr)):
-            self.selector.register(pipe, selectors.EVENT_READ, handler)
+        for fd, handler in ((self.proc.stdout, self.on_stdout), (self.proc.stderr, self.on_stderr)):
+            self.watch(fd, select.POLLIN, handler)
             self.open_streams += 1
         if self.body.left == 0:
             self.close_stdin()
             self.body.discard()
         else:
-            os.set_blocking(self.proc.stdin.fileno(), False)
-            self.selector.register(self.proc.stdin, selectors.EVENT_WRITE, self.on_stdin_writable)
+            os.set_blocking(self.proc.stdin, False)
+            self.watch(self.proc.stdin, select.POLLOUT, self.on_stdin_writable)
+
+    def watch(self, fd: int, events: int, handler) -> None:
+        self.poller.register(fd, events)
+        self.handlers[fd] = handler
+
+    def unwatch(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self.poller.unregister(fd)
 
     def relay(self) -> Outcome:
         while self.open_streams:
             events = self.wait()
             if events is None:
                 return self.time_out()
-            for key, _ in events:
-                key.data()
+            for fd, _ in events:
+                handler = self.handlers.get(fd)
+                if handler is not None:  # not closed by an earlier one of these
+                    handler()
         return self.finish()
 
     def wait(self):
@@ -262,13 +277,13 @@ class ProgramRun:
         return self.poll(None)
 
     def poll(self, at_most: float | None):
-        """select() bounded by the deadline; None when the deadline has passed."""
+        """poll() bounded by the deadline: [(fd, events)], None once the deadline has passed."""
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if left is not None and left <= 0:
             return None
         if at_most is not None:
             left = at_most if left is None else min(left, at_most)
-        return self.selector.select(left)
+        return self.poller.poll(None if left is None else math.ceil(left * 1000))
 
     def send_output(self) -> None:
         self.request.stdout.flush()
@@ -282,11 +297,11 @@ class ProgramRun:
 
     # -- the three pipes ------------------------------------------------------
 
-    def read_output(self, pipe) -> bytes:
+    def read_output(self, fd: int) -> bytes:
         """A piece of the program's stdout or stderr; b"" once it closed that pipe."""
-        data = os.read(pipe.fileno(), CHUNK)
+        data = os.read(fd, CHUNK)
         if not data:
-            self.selector.unregister(pipe)
+            self.unwatch(fd)
             self.open_streams -= 1
         return data
 
@@ -316,7 +331,7 @@ class ProgramRun:
                 self.close_stdin()
                 return
         try:
-            written = os.write(self.proc.stdin.fileno(), self.pending)
+            written = os.write(self.proc.stdin, self.pending)
         except BrokenPipeError:
             # The program exited (or closed stdin) without reading its whole body: fine for CGI.
             self.close_stdin()
@@ -350,16 +365,10 @@ class ProgramRun:
             self.held, self.held_size = [], 0
 
     def close_stdin(self) -> None:
-        if self.proc.stdin.closed:
+        if self.proc.stdin < 0:
             return
-        try:
-            self.selector.unregister(self.proc.stdin)
-        except (KeyError, ValueError):
-            pass
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
+        self.unwatch(self.proc.stdin)
+        self.proc.close_pipe("stdin")
         self.pending = b""
 
     # -- endings --------------------------------------------------------------
@@ -413,8 +422,8 @@ class ProgramRun:
 
     def close_pipes(self) -> None:
         self.close_stdin()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        self.proc.close_pipe("stdout")
+        self.proc.close_pipe("stderr")
 
     # -- logging --------------------------------------------------------------
 
