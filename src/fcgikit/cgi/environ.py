@@ -25,7 +25,10 @@ def build_environ(params: dict[str, str], script: Script, path: str = SAFE_PATH)
     env = {name: value for name, value in params.items() if name not in DROPPED}
     env.update(cgi_variables(params, script))
     env["PATH"] = path
-    return {encode(name): encode(value) for name, value in env.items() if valid_variable(name, value)}
+    # As bytes (the wire's, latin-1). execve cannot carry a NUL, and a name holding
+    # "=" would be read back as another variable: such a pair is left out.
+    return {name.encode("latin-1"): value.encode("latin-1") for name, value in env.items()
+            if name and "=" not in name and "\0" not in name and "\0" not in value}
 
 
 def cgi_variables(params: dict[str, str], script: Script) -> dict[str, str]:
@@ -71,15 +74,6 @@ def auth_scheme(params: dict[str, str]) -> str:
     return params.get("HTTP_AUTHORIZATION", "").partition(" ")[0]
 
 
-def valid_variable(name: str, value: str) -> bool:
-    # execve cannot carry a NUL; a name holding "=" would be read back as another variable.
-    return bool(name) and "=" not in name and "\0" not in name and "\0" not in value
-
-
 def fs_to_wire(path: str) -> str:
     """A str path (filesystem encoding) as the latin-1 str of its bytes, like the params."""
     return os.fsencode(path).decode("latin-1")
-
-
-def encode(text: str) -> bytes:
-    return text.encode("latin-1")
