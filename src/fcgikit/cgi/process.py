@@ -233,7 +233,7 @@ class ProgramRun:
         for fd, handler in ((self.proc.stdout, self.on_stdout), (self.proc.stderr, self.on_stderr)):
             self.watch(fd, select.POLLIN, handler)
             self.open_streams += 1
-        if self.body.left == 0:
+        if self.body.left == 0 or self.request.stdin.at_eof:  # no body (a GET): stdin closed at once
             self.close_stdin()
             self.body.discard()
         else:
