@@ -221,6 +221,7 @@ class ProgramRun:
             raise
         finally:
             self.close_pipes()
+            self.handlers.clear()  # bound methods of ours: no cycle left behind on an error path
             self.body.close()
         outcome.exit_status = self.reap()
         if self.killed:
