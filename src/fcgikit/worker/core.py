@@ -144,7 +144,7 @@ class RequestLoop:
         self._raw_accept = None
         self._listen_fd = -1
         self._family = socket.AF_INET
-        self._options_inherited: bool | None = False
+        self._options_inherited: bool | None = False  # None: not known yet
 
     def __iter__(self):
         return self._requests()
@@ -270,11 +270,8 @@ class RequestLoop:
             os.close(fd)
             return None
         sock = _socket.socket(self._family, socket.SOCK_STREAM, 0, fd)
-        if not self._options_inherited:
-            if self._options_inherited is None:
-                self._options_inherited = self._check_inherited(sock)
-            if not self._options_inherited:
-                self._set_connection_options(sock)
+        if self._options_inherited is not True:
+            self._options_for(sock)
         conn = Connection(sock, addr)
         self.conns[fd] = conn
         if len(self.conns) > MAX_CONNS:
@@ -395,7 +392,7 @@ class RequestLoop:
     def _set_inherited_options(self, listen_sock) -> bool | None:
         """Set the connection options once on the listening socket: Linux copies
         them into every TCP connection it accepts, saving three system calls per
-        connection. None: not known yet (the first connection tells)."""
+        connection. None: not known yet (accepted connections tell, see _options_for)."""
         if self._family == socket.AF_UNIX:
             return False  # Unix connections are not cloned from the listener
         try:
@@ -403,6 +400,18 @@ class RequestLoop:
         except OSError:
             return False
         return None
+
+    def _options_for(self, sock) -> None:
+        """Options for a connection that may not have inherited them. Connections
+        established before they were set on the listening socket (a health check
+        probing, or nginx's first burst, while the first child started) lack them
+        although later ones have them: such a connection must not decide for all,
+        so each one is checked (one getsockopt) until one has them; from then on
+        none is."""
+        if self._options_inherited is None and self._check_inherited(sock):
+            self._options_inherited = True
+            return
+        self._set_connection_options(sock)
 
     def _check_inherited(self, sock) -> bool:
         timeval = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
