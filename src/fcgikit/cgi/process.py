@@ -102,20 +102,21 @@ def spawn(script: Script, env: dict[bytes, bytes]) -> Program:
     """
     os.chdir(script.directory)
     program = os.fsencode(script.filename)
-    stdin_r, stdin_w = os.pipe()  # Python makes both ends close-on-exec
-    stdout_r, stdout_w = os.pipe()
-    stderr_r, stderr_w = os.pipe()
+    pipes: list[tuple[int, int]] = []
     try:
+        for _ in range(3):
+            pipes.append(os.pipe())  # Python makes both ends close-on-exec
+        (stdin_r, stdin_w), (stdout_r, stdout_w), (stderr_r, stderr_w) = pipes
         pid = os.posix_spawn(program, [program], env, setpgroup=0, setsigmask=(), setsigdef=SIGNALS_RESET,
                              file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, stdout_w, 1),
                                            (os.POSIX_SPAWN_DUP2, stderr_w, 2)])
-    except BaseException:
-        for fd in (stdin_w, stdout_r, stderr_r):
-            os.close(fd)
+    except BaseException:  # out of descriptors, or the program cannot be executed: nothing leaks
+        for read_end, write_end in pipes:
+            os.close(read_end)
+            os.close(write_end)
         raise
-    finally:
-        for fd in (stdin_r, stdout_w, stderr_w):
-            os.close(fd)
+    for fd in (stdin_r, stdout_w, stderr_w):  # the program's ends, now its own
+        os.close(fd)
     return Program(pid, stdin_w, stdout_r, stderr_r)
 
 
