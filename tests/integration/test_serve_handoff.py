@@ -42,6 +42,14 @@ def upstream_errors(error_log: str) -> list[str]:
     return [line for line in error_log.splitlines() if "[error]" in line]
 
 
+def failures(outcomes: list[Outcome], ngx: Nginx, served) -> tuple[list[Outcome], list[str], str]:
+    """The failed requests, nginx's upstream errors, and a report of both with the server's log."""
+    failed = [o for o in outcomes if not o.ok]
+    errors = upstream_errors(ngx.error_log())
+    report = f"{summary(outcomes)}\nnginx errors: {len(errors)}\n" + "\n".join(errors[:20]) + served.log()[-4000:]
+    return failed, errors, report
+
+
 def keepalive_nginx(port: int) -> Nginx:
     upstream = keepalive_upstream("workers", port, keepalive=16)
     return Nginx(fastcgi_location(port, upstream="workers"), upstream)
@@ -51,9 +59,7 @@ def test_recycled_children_hand_over_their_kept_alive_connections_2000_posts(tmp
     with serve_app(tmp_path, TEST_APP, 2, "--max-requests", "50") as served:
         with keepalive_nginx(served.port) as ngx:
             outcomes = post_load(ngx.url(""), total=2000, parallel=20)
-            failed = [o for o in outcomes if not o.ok]
-            errors = upstream_errors(ngx.error_log())
-            report = f"{summary(outcomes)}\nnginx errors: {len(errors)}\n" + "\n".join(errors[:20]) + served.log()[-4000:]
+            failed, errors, report = failures(outcomes, ngx, served)
             assert not failed and not errors, report
             assert served.log().count("recycled after its requests") >= 10, report
 
@@ -73,9 +79,7 @@ def test_sighup_under_continuous_post_load_fails_no_request(tmp_path):
             finally:
                 stop.set()
                 loader.join(60)
-            failed = [o for o in result if not o.ok]
-            errors = upstream_errors(ngx.error_log())
-            report = f"{summary(result)}\nnginx errors: {len(errors)}\n" + "\n".join(errors[:20]) + served.log()[-4000:]
+            failed, errors, report = failures(result, ngx, served)
             assert len(result) >= 200, report
             assert not failed and not errors, report
             assert served.log().count("SIGHUP: starting generation") == 3, report
@@ -87,8 +91,6 @@ def test_a_single_recycled_child_leaves_its_connections_with_the_manager_for_its
     with serve_app(tmp_path, TEST_APP, 1, "--max-requests", "30") as served:
         with keepalive_nginx(served.port) as ngx:
             outcomes = post_load(ngx.url(""), total=400, parallel=10)
-            failed = [o for o in outcomes if not o.ok]
-            errors = upstream_errors(ngx.error_log())
-            report = f"{summary(outcomes)}\nnginx errors: {len(errors)}\n" + "\n".join(errors[:20]) + served.log()[-4000:]
+            failed, errors, report = failures(outcomes, ngx, served)
             assert not failed and not errors, report
             assert served.log().count("recycled after its requests") >= 5, report
