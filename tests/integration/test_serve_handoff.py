@@ -55,13 +55,24 @@ def keepalive_nginx(port: int) -> Nginx:
     return Nginx(fastcgi_location(port, upstream="workers"), upstream)
 
 
-def test_recycled_children_hand_over_their_kept_alive_connections_2000_posts(tmp_path):
-    with serve_app(tmp_path, TEST_APP, 2, "--max-requests", "50") as served:
+@pytest.mark.parametrize(
+    "children, max_requests, posts, parallel, recycled",
+    [
+        (2, 50, 2000, 20, 10),
+        # -F 1: when the only child leaves there is no live child; the manager
+        # holds the connections until the replacement is up.
+        (1, 30, 400, 10, 5),
+    ],
+    ids=["two-children", "single-child"],
+)
+def test_recycled_children_hand_over_their_kept_alive_connections(tmp_path, children, max_requests, posts,
+                                                                   parallel, recycled):
+    with serve_app(tmp_path, TEST_APP, children, "--max-requests", str(max_requests)) as served:
         with keepalive_nginx(served.port) as ngx:
-            outcomes = post_load(ngx.url(""), total=2000, parallel=20)
+            outcomes = post_load(ngx.url(""), total=posts, parallel=parallel)
             failed, errors, report = failures(outcomes, ngx, served)
             assert not failed and not errors, report
-            assert served.log().count("recycled after its requests") >= 10, report
+            assert served.log().count("recycled after its requests") >= recycled, report
 
 
 def test_sighup_under_continuous_post_load_fails_no_request(tmp_path):
@@ -83,14 +94,3 @@ def test_sighup_under_continuous_post_load_fails_no_request(tmp_path):
             assert len(result) >= 200, report
             assert not failed and not errors, report
             assert served.log().count("SIGHUP: starting generation") == 3, report
-
-
-def test_a_single_recycled_child_leaves_its_connections_with_the_manager_for_its_successor(tmp_path):
-    """-F 1: when the only child leaves there is no live child; the manager holds
-    the connections until the replacement is up."""
-    with serve_app(tmp_path, TEST_APP, 1, "--max-requests", "30") as served:
-        with keepalive_nginx(served.port) as ngx:
-            outcomes = post_load(ngx.url(""), total=400, parallel=10)
-            failed, errors, report = failures(outcomes, ngx, served)
-            assert not failed and not errors, report
-            assert served.log().count("recycled after its requests") >= 5, report
