@@ -1,5 +1,5 @@
 """ServerConnection reads a whole body-less request from one read in one pass
-(`_whole_request`); everything else takes the record-by-record path. On the same
+(`whole_request`); everything else takes the record-by-record path. On the same
 bytes, both must give the same events, leave the same state, and fail with the
 same error."""
 
@@ -27,7 +27,7 @@ values = st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=300
 
 
 class RecordByRecord(ServerConnection):
-    def _whole_request(self, data):
+    def whole_request(self, data):
         return None
 
 

@@ -348,10 +348,11 @@ class ServerConnection:
     # incoming
 
     def feed(self, data: bytes) -> list:
-        if self.request_id is None and not self._reader.buffered and not self._refused:
-            events = self._whole_request(data)
-            if events is not None:
-                return events
+        whole = self.whole_request(data)
+        if whole is not None:
+            request_id, keep_conn, params = whole
+            return [RequestBegun(request_id, FCGI_RESPONDER, keep_conn), ParamsReceived(request_id, params),
+                    StdinReceived(request_id, b"")]
         events = []
         for rtype, request_id, content in self._reader.feed(data):
             if request_id == FCGI_NULL_REQUEST_ID:
@@ -375,13 +376,16 @@ class ServerConnection:
                 raise ProtocolError(f"record type {rtype} for request {request_id}, which is not active")
         return events
 
-    def _whole_request(self, data: bytes) -> list | None:
+    def whole_request(self, data: bytes) -> tuple[int, bool, dict[str, str]] | None:
         """The usual read from nginx, in one pass: exactly BEGIN_REQUEST (RESPONDER),
         all of PARAMS and an empty STDIN (a request without a body), nothing before
-        or after. The same checks as the record-by-record path, which takes
-        anything else (None: nothing was consumed, no state changed)."""
+        or after, on a connection between requests. Gives (request_id, keep_conn,
+        params), the request begun and its stdin already over, as `feed` would in
+        three events. The same checks as the record-by-record path, which `feed`
+        takes for anything else (None: nothing was consumed, no state changed)."""
         end = len(data)
-        if end < _SMALLEST_WHOLE_REQUEST or type(data) is not bytes:
+        if end < _SMALLEST_WHOLE_REQUEST or self.request_id is not None or self._refused or self._reader.buffered \
+                or type(data) is not bytes:
             return None
         unpack = HEADER.unpack_from
         version, rtype, request_id, length, padding = unpack(data)
@@ -416,8 +420,7 @@ class ServerConnection:
         self.keep_conn = keep_conn
         self._params = None
         self._stdin_open = self._data_open = False
-        return [RequestBegun(request_id, role, keep_conn), ParamsReceived(request_id, params),
-                StdinReceived(request_id, b"")]
+        return request_id, keep_conn, params
 
     def _refuse(self, request_id: int, protocol_status: int) -> None:
         if len(self._refused) >= self.MAX_REFUSED:

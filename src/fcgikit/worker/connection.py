@@ -75,8 +75,8 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 
 class Connection:
-    __slots__ = ("sock", "fd", "addr", "proto", "events", "begun", "request", "gone", "closed", "registered",
-                 "must_close", "aborted", "_recv", "_sendall")
+    __slots__ = ("sock", "fd", "addr", "proto", "events", "whole", "begun", "keep_conn", "request", "gone", "closed",
+                 "registered", "must_close", "aborted", "_recv", "_sendall")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
@@ -86,7 +86,11 @@ class Connection:
         self.must_close = False  # after this request, whatever FCGI_KEEP_CONN says
         self.proto = ServerConnection(max_conns=MAX_CONNS, max_reqs=1)
         self.events: deque = deque()
-        self.begun: RequestBegun | None = None
+        # A whole body-less request read in one go (the usual case), not split
+        # into events: (request_id, keep_conn, params).
+        self.whole: tuple | None = None
+        self.begun = False  # a request has begun and not ended
+        self.keep_conn = False  # the begun request's FCGI_KEEP_CONN
         self.request: Request | None = None  # the one being served
         self.gone = False  # the peer went away while a request was being served
         self.aborted = False  # ABORT_REQUEST for the request being served: its output is dropped
@@ -105,6 +109,11 @@ class Connection:
         data = self._recv(RECV_SIZE, flags)
         if not data:
             raise PeerClosed()
+        if not self.events:
+            whole = self.proto.whole_request(data)
+            if whole is not None:
+                self.whole = whole
+                return
         try:
             events = self.proto.feed(data)
         except ProtocolError:
@@ -120,26 +129,33 @@ class Connection:
     @property
     def mid_request(self) -> bool:
         """Whether a close now cuts something off (a request begun or a record half read)."""
-        return self.begun is not None or self.proto.buffered > 0
+        return self.begun or self.whole is not None or self.proto.buffered > 0
 
     def next_request(self) -> Request | None:
-        """The next request whose params are complete, from events already received."""
+        """The next request whose params are complete, from what was received."""
+        whole = self.whole
+        if whole is not None:
+            self.whole = None
+            request_id, keep_conn, params = whole
+            self.begun, self.keep_conn = True, keep_conn
+            request = self.request = Request(self, request_id, params, keep_conn, stdin_ended=True)
+            return request
         events = self.events
         while events:
             event = events.popleft()
             kind = type(event)
             if kind is RequestBegun:
-                self.begun = event
+                self.begun, self.keep_conn = True, event.keep_conn
             elif kind is ParamsReceived:
-                keep_conn = self.begun.keep_conn if self.begun else False
-                request = self.request = Request(self, event.request_id, event.params, keep_conn)
-                if events and type(events[0]) is StdinReceived and not events[0].data:
-                    events.popleft()  # no body (a GET): stdin is over before it began
-                    request.stdin.mark_ended()
+                # No body (a GET): stdin is over before it began.
+                ended = bool(events) and type(events[0]) is StdinReceived and not events[0].data
+                if ended:
+                    events.popleft()
+                request = self.request = Request(self, event.request_id, event.params, self.keep_conn, ended)
                 return request
             elif kind is RequestAborted:
                 # Aborted before the app saw it: nothing to undo, just answer.
-                self.begun = None
+                self.begun = False
                 self.send(self.proto.end_request(event.request_id))
                 if not self.proto.keep_conn:
                     self.must_close = True
@@ -298,7 +314,7 @@ class Connection:
             self._end_request(request)
         finally:
             self.request = None
-            self.begun = None
+            self.begun = False
             self.aborted = False
 
     def _end_request(self, request: Request) -> None:

@@ -26,11 +26,11 @@ class RequestInput:
 
     __slots__ = ("_pull", "_buf", "_pos", "_eof")
 
-    def __init__(self, pull) -> None:
+    def __init__(self, pull, ended: bool = False) -> None:
         self._pull = pull  # () -> bytes; b"" once stdin has ended
         self._buf = b""
         self._pos = 0
-        self._eof = False
+        self._eof = ended
 
     def _next_piece(self) -> bytes:
         if self._eof:
@@ -246,13 +246,14 @@ class Request(RequestBase):
     __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "stderr", "_conn", "finished", "app_status",
                  "started")
 
-    def __init__(self, conn, request_id: int, params: dict[str, str], keep_conn: bool) -> None:
+    def __init__(self, conn, request_id: int, params: dict[str, str], keep_conn: bool,
+                 stdin_ended: bool = False) -> None:
         self.started = monotonic()
         self._conn = conn
         self.request_id = request_id
         self.params = params
         self.keep_conn = keep_conn
-        self.stdin = RequestInput(lambda: conn.pull_stdin(request_id))
+        self.stdin = RequestInput(lambda: conn.pull_stdin(request_id), stdin_ended)
         self.stdout = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDOUT, request_id, chunks, size))
         self.stderr = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDERR, request_id, chunks, size))
         self.finished = False
