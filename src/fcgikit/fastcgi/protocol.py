@@ -51,6 +51,10 @@ MAX_CONTENT = 65528
 DEFAULT_PARAMS_LIMIT = 8 * 1024 * 1024
 
 BEGIN_BODY = struct.Struct("!HB5x")
+# A whole BEGIN_REQUEST record (header, then role and flags), read in one go.
+_BEGIN_RECORD = struct.Struct("!BBHHBxHB5x")
+# Its version, type, content length, padding and role when it begins a RESPONDER request.
+_RESPONDER_BEGIN = (FCGI_VERSION_1, FCGI_BEGIN_REQUEST, BEGIN_BODY.size, 0, FCGI_RESPONDER)
 # BEGIN_REQUEST, the end of PARAMS, the end of STDIN: the shortest request there is.
 _SMALLEST_WHOLE_REQUEST = 8 + 8 + 8 + 8
 END_BODY = struct.Struct("!IB3x")
@@ -148,17 +152,19 @@ def decode_params_text(body: bytes) -> dict[str, str]:
         while pos < end:
             name_len = body[pos]
             value_len = body[pos + 1]  # IndexError: the stream ends inside a length
-            if name_len < 128 and value_len < 128:
+            if (name_len | value_len) < 128:
                 start = pos + 2
             else:
                 name_len, value_len, start = _long_lengths(body, pos)
             middle = start + name_len
             pos = middle + value_len
-            if pos > end:
-                raise ProtocolError(f"name-value pair claims {name_len}+{value_len} bytes, {end - start} left")
+            # A pair running past the end can only be the last one (the loop
+            # ends with it): checked once, below; its cut-short strings are dropped.
             result[text[start:middle]] = text[middle:pos]
     except IndexError:
         raise ProtocolError("name-value pair truncated in its length") from None
+    if pos > end:
+        raise ProtocolError(f"name-value pair claims {name_len}+{value_len} bytes, {end - start} left")
     return result
 
 
@@ -387,31 +393,14 @@ class ServerConnection:
         if end < _SMALLEST_WHOLE_REQUEST or self.request_id is not None or self._refused or self._reader.buffered \
                 or type(data) is not bytes:
             return None
-        unpack = HEADER.unpack_from
-        version, rtype, request_id, length, padding = unpack(data)
-        if rtype != FCGI_BEGIN_REQUEST or version != FCGI_VERSION_1 or length != BEGIN_BODY.size or padding \
-                or request_id == FCGI_NULL_REQUEST_ID or request_id == self._aborted_id:
+        version, rtype, request_id, length, padding, role, flags = _BEGIN_RECORD.unpack_from(data)
+        if (version, rtype, length, padding, role) != _RESPONDER_BEGIN or role not in self._roles \
+                or request_id == FCGI_NULL_REQUEST_ID or request_id == self._aborted_id \
+                or data[-_INPUTS_END_LEN:] != _inputs_end(request_id):
             return None
-        role, flags = BEGIN_BODY.unpack_from(data, HEADER_LEN)
-        if role != FCGI_RESPONDER or role not in self._roles:
+        body = _params_records(data, request_id, HEADER_LEN + BEGIN_BODY.size, end - _INPUTS_END_LEN)
+        if body is None:
             return None
-        chunks = []
-        pos = HEADER_LEN + BEGIN_BODY.size
-        while True:  # PARAMS records up to the empty one
-            if end - pos < HEADER_LEN:
-                return None
-            version, rtype, rid, length, padding = unpack(data, pos)
-            if rtype != FCGI_PARAMS or rid != request_id or version != FCGI_VERSION_1:
-                return None
-            pos += HEADER_LEN
-            if not length:
-                pos += padding
-                break
-            chunks.append(data[pos : pos + length])
-            pos += length + padding
-        if end - pos != HEADER_LEN or unpack(data, pos) != (FCGI_VERSION_1, FCGI_STDIN, request_id, 0, 0):
-            return None
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if len(body) > self._params_limit:
             return None  # the record path says why
         params = decode_params_text(body)
@@ -528,6 +517,31 @@ class ServerConnection:
             self._params = None
             self._stdin_open = self._data_open = False
         return _end_records(request_id, app_status, protocol_status)
+
+
+@functools.lru_cache(maxsize=256)
+def _inputs_end(request_id: int) -> bytes:
+    """The empty PARAMS and empty STDIN records (unpadded) that end a body-less request's input."""
+    return encode_record(FCGI_PARAMS, request_id) + encode_record(FCGI_STDIN, request_id)
+
+
+_INPUTS_END_LEN = 2 * HEADER_LEN
+
+
+def _params_records(data: bytes, request_id: int, pos: int, stop: int) -> bytes | None:
+    """The content of the non-empty PARAMS records of `request_id` that fill data[pos:stop]
+    exactly; None when anything else is there (the record path takes it)."""
+    chunks = []
+    while pos < stop:
+        version, rtype, rid, length, padding = HEADER.unpack_from(data, pos)
+        if rtype != FCGI_PARAMS or rid != request_id or version != FCGI_VERSION_1 or not length:
+            return None
+        pos += HEADER_LEN
+        chunks.append(data[pos : pos + length])
+        pos += length + padding
+    if pos != stop or not chunks:
+        return None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @functools.lru_cache(maxsize=256)

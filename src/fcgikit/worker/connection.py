@@ -311,17 +311,22 @@ class Connection:
     def end_request(self, request: Request) -> None:
         """The rest of the output and END_REQUEST, in one sendall when the body was small."""
         try:
-            self._end_request(request)
+            if self.gone:
+                return
+            if request.stdin.at_eof and not (self.aborted or self.events) \
+                    and monotonic() - request.started < PEER_CHECK_AFTER:
+                # The usual case: the body was read (or there was none), and the
+                # app answered too soon for its client to have left (see _may_have_left).
+                self._send_rest(request)
+            else:
+                self._end_request(request)
         finally:
             self.request = None
             self.begun = False
             self.aborted = False
 
     def _end_request(self, request: Request) -> None:
-        if self.gone:
-            return
-        rid = request.request_id
-        proto = self.proto
+        """Ending a request whose body was left unread, or whose peer may have left."""
         linger = False
         if not request.stdin.at_eof and not self.aborted:
             # The app left part of the body unread. If the rest has arrived, read
@@ -339,7 +344,7 @@ class Connection:
                 request.stdin.mark_ended()
                 self._end_aborted(request)
             return
-        self._send_rest(request, proto, rid)
+        self._send_rest(request)
         if linger:
             self._linger_close()
 
@@ -358,7 +363,9 @@ class Connection:
         self.aborted = False
         self.send(self.proto.end_request(request.request_id, request.app_status))
 
-    def _send_rest(self, request: Request, proto, rid: int) -> None:
+    def _send_rest(self, request: Request) -> None:
+        rid = request.request_id
+        proto = self.proto
         stdout, stderr = request.stdout, request.stderr
         if stdout.pending > MAX_CONTENT or stderr.pending > MAX_CONTENT:
             buffers = stream_buffers(FCGI_STDOUT, rid, stdout.take_chunks())

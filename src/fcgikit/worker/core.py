@@ -51,12 +51,13 @@ class _Poller:
             # Children share the listening socket: wake one idle child per new
             # connection, not all of them (the thundering herd).
             self._exclusive = getattr(select, "EPOLLEXCLUSIVE", 0)
-            self._scale = 1.0
+            # wait(timeout in seconds) -> [(fd, events)]: epoll's own, once per request
+            self.wait = self._impl.poll
         else:
             self._impl = select.poll()
             self._flag = select.POLLIN
             self._exclusive = 0
-            self._scale = 1000.0
+            self.wait = lambda timeout: self._impl.poll(timeout * 1000.0)  # poll() counts milliseconds
 
     def register(self, fd: int, exclusive: bool = False) -> None:
         self._impl.register(fd, self._flag | (self._exclusive if exclusive else 0))
@@ -75,9 +76,6 @@ class _Poller:
         if self._exclusive:
             self._impl.unregister(fd)
             self._impl.register(fd, self._flag | self._exclusive)
-
-    def wait(self, timeout: float) -> list:
-        return self._impl.poll(timeout * self._scale)
 
     def close(self) -> None:
         if hasattr(self._impl, "close"):
@@ -154,10 +152,11 @@ class RequestLoop:
     def _requests(self):
         self._setup()
         try:
-            poller, conns, listen_fd, wake_fd = self._poller, self.conns, self.listen_sock.fileno(), self._wake_r
+            conns, listen_fd, wake_fd = self.conns, self.listen_sock.fileno(), self._wake_r
             handoff_fd = self.handoff.fileno() if self.handoff is not None else -2
+            wait = self._poller.wait
             while not self.stopping:
-                for fd, _ in poller.wait(HEARTBEAT_INTERVAL):
+                for fd, _ in wait(HEARTBEAT_INTERVAL):
                     if fd == listen_fd:
                         conn = self._accept()
                         if conn is not None:
@@ -174,7 +173,8 @@ class RequestLoop:
                             yield from self._serve_connection(conn)
                     if self.stopping:
                         break
-                self._heartbeat_if_due()
+                if self.slot is not None:
+                    self._heartbeat_if_due()
             yield from self._serve_arrived_requests()
             if self.handoff is not None and not self.stop_now:
                 self._hand_over_idle_connections()
@@ -194,13 +194,22 @@ class RequestLoop:
     def _serve_connection(self, conn: Connection):
         if not self._receive(conn):
             return
+        slot = self.slot
         request = conn.next_request()
         while request is not None:
-            self._started(request)
+            if slot is not None:
+                params = request.params  # request.method and .uri, without two calls
+                slot.request_started(params.get("REQUEST_METHOD", ""), params.get("REQUEST_URI") or request.uri)
             try:
                 yield request
             finally:
-                self._finished(conn, request)
+                if not self.stop_now:  # else unwinding at once: nothing more is sent
+                    request.finish()
+                    self.served += 1
+                    if slot is not None:
+                        slot.request_finished()
+                    if self.max_requests and self.served >= self.max_requests:
+                        self.stopping = True
             if not conn.reusable:
                 self._close(conn)
                 return
@@ -233,23 +242,7 @@ class RequestLoop:
             self._close(conn, f"connection error: {exc.strerror or exc}")
         return False
 
-    def _started(self, request) -> None:
-        if self.slot is not None:
-            self.slot.request_started(request.method, request.uri)
-
-    def _finished(self, conn: Connection, request) -> None:
-        if self.stop_now:
-            return
-        request.finish()
-        self.served += 1
-        if self.slot is not None:
-            self.slot.request_finished()
-        if self.max_requests and self.served >= self.max_requests:
-            self.stopping = True
-
     def _heartbeat_if_due(self) -> None:
-        if self.slot is None:
-            return
         now = time.monotonic()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
@@ -265,7 +258,7 @@ class RequestLoop:
         except OSError as exc:
             self._accept_failed(exc)
             return None
-        if not is_allowed(self.allowed, addr):
+        if self.allowed is not None and not is_allowed(self.allowed, addr):
             log(f"{describe_peer(addr)}: refused, not in FCGI_WEB_SERVER_ADDRS")
             os.close(fd)
             return None

@@ -154,12 +154,12 @@ class RequestInput:
 class RequestOutput:
     """FCGI_STDOUT or FCGI_STDERR: writes are batched, then sent as few records as possible."""
 
-    __slots__ = ("_send", "_chunks", "_size", "closed", "sent")
+    __slots__ = ("_send", "_chunks", "pending", "closed", "sent")
 
     def __init__(self, send) -> None:
         self._send = send  # (chunks: list[bytes], size: int) -> None; encodes records and sends them
         self._chunks: list[bytes] = []
-        self._size = 0
+        self.pending = 0  # bytes written and not sent yet
         self.closed = False
         self.sent = False  # whether anything left already (so nothing written can be taken back)
 
@@ -169,8 +169,8 @@ class RequestOutput:
         n = len(data)
         if n:
             self._chunks.append(bytes(data) if type(data) is not bytes else data)
-            self._size += n
-            if self._size >= OUTPUT_FLUSH_SIZE:
+            self.pending += n
+            if self.pending >= OUTPUT_FLUSH_SIZE:
                 self.flush()
         return n
 
@@ -180,7 +180,7 @@ class RequestOutput:
 
     def flush(self) -> None:
         if self._chunks:
-            size = self._size
+            size = self.pending
             self.sent = True
             self._send(self.take_chunks(), size)
 
@@ -188,16 +188,12 @@ class RequestOutput:
         """What is queued and not sent yet, as written (the caller sends it)."""
         chunks = self._chunks
         self._chunks = []
-        self._size = 0
+        self.pending = 0
         return chunks
 
     def take(self) -> bytes:
         chunks = self.take_chunks()
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    @property
-    def pending(self) -> int:
-        return self._size
 
     def writable(self) -> bool:
         return True

@@ -30,6 +30,8 @@ _REQUIRED_DEFAULTS = (
     ("SERVER_PORT", "80"),
     ("SERVER_PROTOCOL", "HTTP/1.0"),
 )
+_REQUIRED_NAMES = frozenset(name for name, _ in _REQUIRED_DEFAULTS)
+_MUST_NOT_BE_EMPTY = tuple(name for name, default in _REQUIRED_DEFAULTS if default)
 
 
 def url_scheme(params: dict[str, str]) -> str:
@@ -57,9 +59,11 @@ def split_script_name(params: dict[str, str]) -> None:
 def build_environ(params: dict[str, str], wsgi_input, wsgi_errors) -> dict:
     """The WSGI environ, built in place from the request's params (native latin-1 strings)."""
     environ = params
-    for name, default in _REQUIRED_DEFAULTS:
-        if not environ.get(name):
-            environ[name] = default
+    # Checked by C code in one go first: nginx sends all of them.
+    if not (environ.keys() >= _REQUIRED_NAMES and all(map(environ.get, _MUST_NOT_BE_EMPTY))):
+        for name, default in _REQUIRED_DEFAULTS:
+            if not environ.get(name):
+                environ[name] = default
     split_script_name(environ)
     # nginx sends CONTENT_TYPE/CONTENT_LENGTH even when empty; PEP 3333 allows
     # them absent but not empty-and-meaningless for LENGTH.
