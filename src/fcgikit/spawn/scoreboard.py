@@ -10,6 +10,7 @@ number before and after, so it never reports a half-written URI.
 import mmap
 import struct
 import time
+from time import monotonic
 from dataclasses import dataclass
 
 SLOT_FREE = 0
@@ -104,7 +105,7 @@ class Slot:
         seq = _SEQ.unpack_from(memory, offset)[0]
         _SEQ.pack_into(memory, offset, seq + 1)  # odd: writing
         requests = _REQUESTS.unpack_from(memory, offset + _REQUESTS_AT)[0]
-        now = time.monotonic()
+        now = monotonic()
         self._current = (requests + 1, now)  # for request_finished, which writes them back as they are
         _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests + 1, now, now)
         if len(uri) <= URI_MAX and uri.isascii() and len(method) <= 16 and method.isascii():
@@ -117,7 +118,7 @@ class Slot:
         memory, offset = self._memory, self._offset
         seq = _SEQ.unpack_from(memory, offset)[0]
         _SEQ.pack_into(memory, offset, seq + 1)
-        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_IDLE, *self._current, time.monotonic())
+        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_IDLE, *self._current, monotonic())
         _SEQ.pack_into(memory, offset, seq + 2)
 
     def heartbeat(self) -> None:

@@ -249,7 +249,8 @@ class Request(RequestBase):
         self.request_id = request_id
         self.params = params
         self.keep_conn = keep_conn
-        self.stdin = RequestInput(lambda: conn.pull_stdin(request_id), stdin_ended)
+        # A body-less request's stdin never reads the connection: no closure for it.
+        self.stdin = RequestInput(None if stdin_ended else lambda: conn.pull_stdin(request_id), stdin_ended)
         self.stdout = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDOUT, request_id, chunks, size))
         self.stderr = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDERR, request_id, chunks, size))
         self.finished = False

@@ -35,7 +35,10 @@ _MUST_NOT_BE_EMPTY = tuple(name for name, default in _REQUIRED_DEFAULTS if defau
 
 
 def url_scheme(params: dict[str, str]) -> str:
-    if params.get("HTTPS", "").lower() in ("on", "1", "yes", "true"):
+    https = params.get("HTTPS")
+    if not https and params.get("REQUEST_SCHEME") == "http":
+        return "http"  # what nginx sends for plain HTTP
+    if https and https.lower() in ("on", "1", "yes", "true"):
         return "https"
     scheme = params.get("REQUEST_SCHEME", "").lower()
     return scheme if scheme in ("http", "https") else "http"
