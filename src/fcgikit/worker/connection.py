@@ -30,7 +30,7 @@ from ..fastcgi import (
 from .log import log
 from .request import Request
 
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024
 # nginx's own fastcgi_send_timeout / fastcgi_read_timeout default to 60 s: past
 # that nginx has given up on the request too, so the worker may as well.
 IO_TIMEOUT = 60.0

@@ -159,10 +159,15 @@ class RequestLoop:
                 for fd, _ in wait(HEARTBEAT_INTERVAL):
                     if fd == listen_fd:
                         conn = self._accept()
-                        if conn is not None:
+                        taken = 0
+                        while conn is not None:
                             # nginx sends the request right after connecting: read
                             # it now rather than after another trip through poll().
                             yield from self._serve_connection(conn)
+                            taken += 1
+                            if taken >= 8 or self.stopping or not conn.closed:
+                                break
+                            conn = self._accept()
                     elif fd == wake_fd:
                         self._drain_wakeup()
                     elif fd == handoff_fd:
