@@ -334,7 +334,7 @@ class ServerConnection:
         roles: frozenset[int] = frozenset({FCGI_RESPONDER}),
         params_limit: int = DEFAULT_PARAMS_LIMIT,
     ) -> None:
-        self._reader = RecordReader()
+        self._reader: RecordReader | None = None  # made when a read is not one whole request
         self._limits = (max_conns, max_reqs)  # for GET_VALUES, which nginx never sends: encoded then
         self._roles = roles
         self._params_limit = params_limit
@@ -359,6 +359,8 @@ class ServerConnection:
             request_id, keep_conn, params = whole
             return [RequestBegun(request_id, FCGI_RESPONDER, keep_conn), ParamsReceived(request_id, params),
                     StdinReceived(request_id, b"")]
+        if self._reader is None:
+            self._reader = RecordReader()
         events = []
         for rtype, request_id, content in self._reader.feed(data):
             if request_id == FCGI_NULL_REQUEST_ID:
@@ -390,17 +392,23 @@ class ServerConnection:
         three events. The same checks as the record-by-record path, which `feed`
         takes for anything else (None: nothing was consumed, no state changed)."""
         end = len(data)
-        if end < _SMALLEST_WHOLE_REQUEST or self.request_id is not None or self._refused or self._reader.buffered \
-                or type(data) is not bytes:
+        if end < _SMALLEST_WHOLE_REQUEST or self.request_id is not None or self._refused \
+                or (self._reader is not None and self._reader.buffered) or type(data) is not bytes:
             return None
         version, rtype, request_id, length, padding, role, flags = _BEGIN_RECORD.unpack_from(data)
         if (version, rtype, length, padding, role) != _RESPONDER_BEGIN or role not in self._roles \
                 or request_id == FCGI_NULL_REQUEST_ID or request_id == self._aborted_id \
                 or data[-_INPUTS_END_LEN:] != _inputs_end(request_id):
             return None
-        body = _params_records(data, request_id, HEADER_LEN + BEGIN_BODY.size, end - _INPUTS_END_LEN)
-        if body is None:
-            return None
+        params_end = end - _INPUTS_END_LEN
+        version, rtype, rid, length, padding = HEADER.unpack_from(data, _BEGIN_RECORD.size)
+        if _FIRST_PARAMS_AT + length + padding == params_end and length and rtype == FCGI_PARAMS \
+                and rid == request_id and version == FCGI_VERSION_1:
+            body = data[_FIRST_PARAMS_AT : _FIRST_PARAMS_AT + length]  # one PARAMS record: nginx's usual
+        else:
+            body = _params_records(data, request_id, _BEGIN_RECORD.size, params_end)
+            if body is None:
+                return None
         if len(body) > self._params_limit:
             return None  # the record path says why
         params = decode_params_text(body)
@@ -426,7 +434,7 @@ class ServerConnection:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet a whole record (a truncated record at EOF)."""
-        return self._reader.buffered
+        return self._reader.buffered if self._reader is not None else 0
 
     def _management_record(self, rtype: int, content: bytes) -> None:
         if rtype == FCGI_GET_VALUES:
@@ -526,6 +534,7 @@ def _inputs_end(request_id: int) -> bytes:
 
 
 _INPUTS_END_LEN = 2 * HEADER_LEN
+_FIRST_PARAMS_AT = _BEGIN_RECORD.size + HEADER_LEN  # the content of the first PARAMS record
 
 
 def _params_records(data: bytes, request_id: int, pos: int, stop: int) -> bytes | None:
