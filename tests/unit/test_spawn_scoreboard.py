@@ -47,6 +47,10 @@ def test_long_uris_are_cut_not_overflowing_the_next_slot():
     first.request_started("GET", "/" + "é" * 1000)
     assert len(first.snapshot().uri.encode()) <= URI_MAX
     assert second.snapshot().uri == "/neighbour"
+    first.request_started("PROPFIND-EXTENDED-METHOD", "/" + "a" * 1000)  # ASCII: cut by length alone
+    assert first.snapshot().uri == "/" + "a" * (URI_MAX - 1)
+    assert first.snapshot().method == "PROPFIND-EXTENDE"
+    assert second.snapshot().uri == "/neighbour"
 
 
 def test_null_slot_accepts_the_calls():

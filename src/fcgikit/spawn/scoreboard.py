@@ -31,8 +31,7 @@ URI_MAX = 440
 # request cost more than all the rest of the bookkeeping.
 _STATE_AT = 16
 _BUSY = struct.Struct("=IQdd")  # state, requests, request_started, last_seen
-_REQUESTS = struct.Struct("=Q")
-_REQUESTS_AT = 20
+_SEQ_TO_REQUESTS = struct.Struct("=QqIQ")  # seq, pid, state, requests: the start of _RECORD
 _REQUEST_TEXT = struct.Struct("=16s440s")  # method, uri
 _REQUEST_TEXT_AT = 52
 assert _RECORD.size == _REQUEST_TEXT_AT + _REQUEST_TEXT.size
@@ -102,13 +101,13 @@ class Slot:
 
     def request_started(self, method: str, uri: str) -> None:
         memory, offset = self._memory, self._offset
-        seq = _SEQ.unpack_from(memory, offset)[0]
+        seq, _, _, requests = _SEQ_TO_REQUESTS.unpack_from(memory, offset)
         _SEQ.pack_into(memory, offset, seq + 1)  # odd: writing
-        requests = _REQUESTS.unpack_from(memory, offset + _REQUESTS_AT)[0]
+        requests += 1
         now = monotonic()
-        self._current = (requests + 1, now)  # for request_finished, which writes them back as they are
-        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests + 1, now, now)
-        if len(uri) <= URI_MAX and uri.isascii() and len(method) <= 16 and method.isascii():
+        self._current = (requests, now)  # for request_finished, which writes them back as they are
+        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests, now, now)
+        if uri.isascii() and method.isascii():  # too long: struct cuts it, and ASCII has no character to break
             _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, method.encode(), uri.encode())
         else:
             _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, _cut(method, 16), _cut(uri, URI_MAX))

@@ -76,7 +76,7 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 class Connection:
     __slots__ = ("sock", "fd", "addr", "proto", "events", "whole", "begun", "keep_conn", "request", "gone", "closed",
-                 "registered", "must_close", "aborted", "_recv", "_sendall")
+                 "registered", "must_close", "aborted")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
@@ -95,8 +95,6 @@ class Connection:
         self.gone = False  # the peer went away while a request was being served
         self.aborted = False  # ABORT_REQUEST for the request being served: its output is dropped
         self.closed = False
-        self._recv = sock.recv
-        self._sendall = sock.sendall
 
     @property
     def peer(self) -> str:
@@ -106,7 +104,7 @@ class Connection:
 
     def receive(self, flags: int = 0) -> None:
         """One recv() fed to the protocol. Raises PeerClosed, ProtocolError, OSError."""
-        data = self._recv(RECV_SIZE, flags)
+        data = self.sock.recv(RECV_SIZE, flags)
         if not data:
             raise PeerClosed()
         if not self.events:
@@ -118,11 +116,11 @@ class Connection:
             events = self.proto.feed(data)
         except ProtocolError:
             # Answers queued before the error (END_REQUEST for a refused role) still go out.
-            self._sendall(self.proto.take_output())
+            self.sock.sendall(self.proto.take_output())
             raise
         out = self.proto.take_output()
         if out:
-            self._sendall(out)
+            self.sock.sendall(out)
         if events:
             self.events.extend(events)
 
@@ -271,7 +269,7 @@ class Connection:
         if self.gone or self.aborted:
             return
         try:
-            self._sendall(data)
+            self.sock.sendall(data)
         except BlockingIOError:
             self.went_away(f"the web server read nothing for {IO_TIMEOUT:.0f}s")
         except OSError as exc:
