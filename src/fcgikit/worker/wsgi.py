@@ -13,6 +13,7 @@ from .log import log
 
 WSGI_VERSION = (1, 0)
 FILE_BLOCK_SIZE = 64 * 1024
+JOIN_BODY_MAX = 16 * 1024  # a body up to this size is joined to its headers rather than written apart
 
 INTERNAL_ERROR = (
     b"Status: 500 Internal Server Error\r\n"
@@ -206,6 +207,9 @@ class WSGIResponse:
         environ = build_environ(request.params, request.stdin, ErrorStream(request.stderr))
         try:
             result = app(environ, self.start_response)
+            if type(result) is list:  # the usual answer (a list has no close())
+                self._send_whole(result)
+                return 0
             try:
                 self._send_body(result)
             finally:
@@ -216,16 +220,22 @@ class WSGIResponse:
             return self._fail(sys.exc_info())
         return 0
 
+    def _send_whole(self, result) -> None:
+        """The whole body is known: it leaves with END_REQUEST, in one sendall."""
+        body = b"".join(result)
+        stdout = self.request.stdout
+        if self.headers_sent:
+            stdout.write(body)
+        elif len(body) <= JOIN_BODY_MAX:
+            stdout.write(self._head() + body)  # one write; a copy of a small body costs less
+        else:
+            stdout.write(self._head())
+            stdout.write(body)
+
     def _send_body(self, result) -> None:
         request = self.request
         if isinstance(result, (list, tuple)):
-            # The whole body is known: it leaves with END_REQUEST, in one sendall.
-            body = b"".join(result)
-            stdout = request.stdout
-            if not self.headers_sent:
-                stdout.write(self._head())
-            if body:
-                stdout.write(body)
+            self._send_whole(result)
             return
         # An iterator: each block is sent before the next is asked for (PEP 3333).
         # Headers wait for the first non-empty block.
