@@ -365,13 +365,25 @@ class Connection:
         rid = request.request_id
         proto = self.proto
         stdout, stderr = request.stdout, request.stderr
+        if not stderr.pending and stdout.pending <= MAX_CONTENT:
+            # The usual case: the response in one STDOUT record, then END_REQUEST, in one sendall.
+            end = proto.end_request(rid, request.app_status)
+            if not stdout.pending:
+                self.send(end)
+                return
+            data = stdout.take()
+            length = len(data)
+            padding = -length & 7
+            self.send(b"".join((HEADER.pack(FCGI_VERSION_1, FCGI_STDOUT, rid, length, padding), data,
+                                _PADDING[:padding], end)))
+            return
         if stdout.pending > MAX_CONTENT or stderr.pending > MAX_CONTENT:
             buffers = stream_buffers(FCGI_STDOUT, rid, stdout.take_chunks())
             buffers += stream_buffers(FCGI_STDERR, rid, stderr.take_chunks())
             buffers.append(proto.end_request(rid, request.app_status))
             self.send_buffers(buffers)
             return
-        # The usual case: the whole response and END_REQUEST in one small sendall.
+        # Small output on both streams, and END_REQUEST, in one sendall.
         parts = []
         if stdout.pending:
             parts += small_record(FCGI_STDOUT, rid, stdout.take())
