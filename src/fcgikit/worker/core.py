@@ -129,6 +129,7 @@ class RequestLoop:
         self.allowed = parse_allowed_addrs(allowed_addrs)
         self.stop_exception = stop_exception
         self.served = 0
+        self._idle_due = False  # a request ended since the scoreboard last said idle
         self.stopping = False  # SIGTERM, or max_requests reached: finish and return
         self.stop_now = False  # SIGINT/SIGQUIT
         self.exit_status = EXIT_OK
@@ -179,11 +180,14 @@ class RequestLoop:
                     if self.stopping:
                         break
                 if self.slot is not None:
+                    self._mark_idle()
                     self._heartbeat_if_due()
             yield from self._serve_arrived_requests()
             if self.handoff is not None and not self.stop_now:
                 self._hand_over_idle_connections()
         finally:
+            if self.slot is not None:
+                self._mark_idle()
             self._teardown()
 
     def _serve_arrived_requests(self):
@@ -211,8 +215,9 @@ class RequestLoop:
                 if not self.stop_now:  # else unwinding at once: nothing more is sent
                     request.finish()
                     self.served += 1
-                    if slot is not None:
-                        slot.request_finished()
+                    # The scoreboard says idle when the loop next waits (_mark_idle), not
+                    # now: under load the next request is often served first.
+                    self._idle_due = True
                     if self.max_requests and self.served >= self.max_requests:
                         self.stopping = True
             if not conn.reusable:
@@ -246,6 +251,11 @@ class RequestLoop:
         except OSError as exc:
             self._close(conn, f"connection error: {exc.strerror or exc}")
         return False
+
+    def _mark_idle(self) -> None:
+        if self._idle_due:
+            self._idle_due = False
+            self.slot.request_finished()
 
     def _heartbeat_if_due(self) -> None:
         now = time.monotonic()
