@@ -314,6 +314,8 @@ class ResponseReceived:
 
 # --- the application side -------------------------------------------------------
 
+_NONE_REFUSED: frozenset[int] = frozenset()
+
 
 class ServerConnection:
     """The application's side of one transport connection.
@@ -338,14 +340,14 @@ class ServerConnection:
         self._limits = (max_conns, max_reqs)  # for GET_VALUES, which nginx never sends: encoded then
         self._roles = roles
         self._params_limit = params_limit
-        self._output = bytearray()
+        self._output = b""  # rare: management answers, refusals
         self.request_id: int | None = None  # the active request
         self.keep_conn = False
         self._params: list[bytes] | None = None
         self._params_size = 0
         self._stdin_open = False
         self._data_open = False
-        self._refused: set[int] = set()
+        self._refused: set[int] | frozenset[int] = _NONE_REFUSED  # a set once one is refused
         self._aborted_id: int | None = None  # the last request ended by ABORT_REQUEST
         # A role refused without FCGI_KEEP_CONN: after its END_REQUEST the
         # application closes the connection (spec 3.5).
@@ -422,13 +424,15 @@ class ServerConnection:
     def _refuse(self, request_id: int, protocol_status: int) -> None:
         if len(self._refused) >= self.MAX_REFUSED:
             raise ProtocolError(f"{len(self._refused)} refused requests still sending input")
+        if self._refused is _NONE_REFUSED:
+            self._refused = set()
         self._refused.add(request_id)
         self._output += encode_end_request(request_id, 0, protocol_status)
 
     def take_output(self) -> bytes:
         """Records the protocol answered on its own (management, rejections)."""
-        out = bytes(self._output)
-        self._output.clear()
+        out = self._output
+        self._output = b""
         return out
 
     @property
