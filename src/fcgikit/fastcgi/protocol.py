@@ -53,6 +53,8 @@ DEFAULT_PARAMS_LIMIT = 8 * 1024 * 1024
 BEGIN_BODY = struct.Struct("!HB5x")
 # A whole BEGIN_REQUEST record (header, then role and flags), read in one go.
 _BEGIN_RECORD = struct.Struct("!BBHHBxHB5x")
+# The same, and the header of the record after it (a PARAMS one, in a request).
+_BEGIN_AND_NEXT_HEADER = struct.Struct("!BBHHBxHB5xBBHHBx")
 # Its version, type, content length, padding and role when it begins a RESPONDER request.
 _RESPONDER_BEGIN = (FCGI_VERSION_1, FCGI_BEGIN_REQUEST, BEGIN_BODY.size, 0, FCGI_RESPONDER)
 # BEGIN_REQUEST, the end of PARAMS, the end of STDIN: the shortest request there is.
@@ -397,16 +399,16 @@ class ServerConnection:
         if end < _SMALLEST_WHOLE_REQUEST or self.request_id is not None or self._refused \
                 or (self._reader is not None and self._reader.buffered) or type(data) is not bytes:
             return None
-        version, rtype, request_id, length, padding, role, flags = _BEGIN_RECORD.unpack_from(data)
+        (version, rtype, request_id, length, padding, role, flags,
+         version2, rtype2, rid, length2, padding2) = _BEGIN_AND_NEXT_HEADER.unpack_from(data)
         if (version, rtype, length, padding, role) != _RESPONDER_BEGIN or role not in self._roles \
                 or request_id == FCGI_NULL_REQUEST_ID or request_id == self._aborted_id \
                 or data[-_INPUTS_END_LEN:] != _inputs_end(request_id):
             return None
         params_end = end - _INPUTS_END_LEN
-        version, rtype, rid, length, padding = HEADER.unpack_from(data, _BEGIN_RECORD.size)
-        if _FIRST_PARAMS_AT + length + padding == params_end and length and rtype == FCGI_PARAMS \
-                and rid == request_id and version == FCGI_VERSION_1:
-            body = data[_FIRST_PARAMS_AT : _FIRST_PARAMS_AT + length]  # one PARAMS record: nginx's usual
+        if _FIRST_PARAMS_AT + length2 + padding2 == params_end and length2 and rtype2 == FCGI_PARAMS \
+                and rid == request_id and version2 == FCGI_VERSION_1:
+            body = data[_FIRST_PARAMS_AT : _FIRST_PARAMS_AT + length2]  # one PARAMS record: nginx's usual
         else:
             body = _params_records(data, request_id, _BEGIN_RECORD.size, params_end)
             if body is None:
@@ -414,7 +416,7 @@ class ServerConnection:
         if len(body) > self._params_limit:
             return None  # the record path says why
         params = decode_params_text(body)
-        keep_conn = bool(flags & FCGI_KEEP_CONN)
+        keep_conn = flags & FCGI_KEEP_CONN != 0
         self.request_id = request_id
         self.keep_conn = keep_conn
         self._params = None
