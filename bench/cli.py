@@ -18,7 +18,7 @@ from pathlib import Path
 from . import report
 from .runner import (FULL, QUICK, LiveScenario, ScenarioResult, Settings, measure_all, start_scenario,
                      start_stack_scenario, stop_all)
-from .scenarios import BENCH_DIR, SCENARIOS, STACK_SCENARIOS, Paths, Scenario, select
+from .scenarios import BENCH_DIR, SCENARIOS, STACK_SCENARIOS, Paths, Scenario, baseline, select
 from .servers import become_subreaper
 
 
@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", metavar="N,N", help="concurrencies to measure (default 16,64)")
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results",
                         help="where the markdown and JSON reports go (default bench/results)")
+    parser.add_argument("--baseline", type=Path, metavar="SRC",
+                        help="also run fcgikit.serve's hello scenario from SRC (another checkout's src/, "
+                             "e.g. from `git worktree add`) and compare it with this tree's in the same run")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser.parse_args(argv)
 
@@ -118,8 +121,9 @@ def progress_line(result: ScenarioResult) -> str:
     return f"{figures}; errors {result.errors}"
 
 
-def write_reports(results_dir: Path, stem: str, meta: dict, results: list[dict]) -> tuple[Path, Path]:
-    ratio_rows = report.ratios(results, meta["concurrencies"])
+def write_reports(results_dir: Path, stem: str, meta: dict, results: list[dict],
+                  extra: list = ()) -> tuple[Path, Path]:
+    ratio_rows = report.ratios(results, meta["concurrencies"], extra)
     memory = report.memory_check(results)
     results_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = results_dir / f"{stem}.json", results_dir / f"{stem}.md"
@@ -140,11 +144,21 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in catalogue:
             print(f"{scenario.name:24} {scenario.title}")
         return 0
+    extra_comparisons = []
+    if args.baseline:
+        if not (args.baseline / "fcgikit" / "serve.py").is_file():
+            print(f"bench: --baseline {args.baseline}: no fcgikit/serve.py there (give a checkout's src/)",
+                  file=sys.stderr)
+            return 2
+        baseline_scenarios, extra_comparisons = baseline(args.baseline)
+        catalogue = [*catalogue, *baseline_scenarios]
     try:
         scenarios = select(catalogue, args.only)
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    if args.baseline and not any(s.name.startswith("baseline") for s in scenarios):
+        scenarios += baseline_scenarios
     settings = settings_from(args)
     become_subreaper()
     started, clock = datetime.now(timezone.utc), time.monotonic()
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrencies": list(settings.concurrencies)}
     results = run_all(scenarios, args, settings)
     meta["seconds"] = round(time.monotonic() - clock, 1)
-    md_path, json_path = write_reports(args.results_dir, meta["mode"], meta, results)
+    md_path, json_path = write_reports(args.results_dir, meta["mode"], meta, results, extra_comparisons)
     trouble = report.problems(results)
     for line in trouble:
         print(f"bench: problem: {line}", file=sys.stderr)

@@ -43,11 +43,11 @@ def first_line(text: str) -> str:
     return text.splitlines()[0].replace("|", "/") if text else ""
 
 
-def ratios(results: list[dict], concurrencies: tuple[int, ...]) -> list[dict]:
+def ratios(results: list[dict], concurrencies: tuple[int, ...], extra: list[Comparison] = ()) -> list[dict]:
     """ours/peer requests per second for every comparison both sides of which ran."""
     by_name = {r["name"]: r for r in results}
     rows = []
-    for comparison in COMPARISONS:
+    for comparison in [*COMPARISONS, *extra]:
         for connections in concurrencies:
             row = ratio_row(comparison, by_name, connections)
             if row:

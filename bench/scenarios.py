@@ -8,7 +8,9 @@ same libfcgi program (apps/hello.c), both CGI gateways run the same scripts
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -220,6 +222,21 @@ COMPARISONS = [
 
 # The memory target: one fcgikit.serve child with the hello app stays under this RSS.
 CHILD_RSS_TARGET = ("serve-hello", 25 * 1024 * 1024)
+
+
+def baseline(src_dir: Path) -> tuple[list[Scenario], list[Comparison]]:
+    """fcgikit.serve's hello scenarios run from another checkout's `src/` (the code before a
+    change), measured in the same run as the working tree's: an A/B that the machine's
+    run-to-run swings do not blur."""
+    src = str(Path(src_dir).resolve())
+    server = dataclasses.replace(
+        SERVE, name="fcgikit.serve (baseline)",
+        argv=lambda port, p: ["env", f"PYTHONPATH={src}{os.pathsep}{p.apps_dir}", sys.executable, "-m",
+                              "fcgikit.serve", *pool_flags(port), "hello_wsgi:app"])
+    scenarios = [Scenario("baseline-serve-hello", f"fcgikit.serve from {src}, WSGI hello", server, HELLO)]
+    comparisons = [Comparison("serve-hello", "baseline-serve-hello", None, "fcgikit.serve: working tree vs baseline"),
+                   Comparison("baseline-serve-hello", "uwsgi-hello", None, "baseline fcgikit.serve vs uWSGI")]
+    return scenarios, comparisons
 
 
 def select(scenarios: list[Scenario], only: list[str] | None) -> list[Scenario]:

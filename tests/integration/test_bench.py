@@ -76,3 +76,30 @@ def test_containers_mode_measures_a_running_stack_and_skips_what_it_lacks(tmp_pa
                       "stack-cgi-py": "skipped"}, done.stdout + done.stderr
     assert all(s["errors"] == 0 for s in report["scenarios"] if s["status"] == "ok")
     assert done.returncode == 1  # a skipped scenario is a problem, never silently missing
+
+
+@pytest.mark.timeout(200)
+def test_baseline_runs_another_checkouts_worker_in_the_same_run(tmp_path):
+    """--baseline SRC: fcgikit.serve from SRC beside this tree's, both against uWSGI, compared."""
+    import shutil
+
+    baseline_src = tmp_path / "before" / "src"
+    shutil.copytree(REPO / "src", baseline_src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    marker = tmp_path / "the baseline copy ran"
+    serve_py = baseline_src / "fcgikit" / "serve.py"
+    serve_py.write_text(serve_py.read_text().replace('if __name__ == "__main__":',
+                                                     f'if __name__ == "__main__":\n    open({str(marker)!r}, "w").close()'))
+    done = run_bench(["--quick", "--only", "serve-hello", "--only", "uwsgi-hello", "--baseline", str(baseline_src),
+                      "--results-dir", str(tmp_path / "results")], timeout=180)
+    output = f"--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
+    assert done.returncode == 0, output
+    report = json.loads((tmp_path / "results" / "quick.json").read_text())
+    by_name = {s["name"]: s for s in report["scenarios"]}
+    assert set(by_name) >= {"serve-hello", "uwsgi-hello", "baseline-serve-hello"}, output
+    assert all(s["errors"] == 0 and s["status"] == "ok" for s in by_name.values()), output
+    assert marker.exists(), output  # the baseline scenario imported fcgikit from SRC, not from this tree
+    compared = {(r["ours"], r["peer"]) for r in report["ratios"] if r["ratio"] is not None}
+    assert ("serve-hello", "baseline-serve-hello") in compared and ("baseline-serve-hello", "uwsgi-hello") in compared
+
+    missing = run_bench(["--quick", "--baseline", str(tmp_path / "nowhere")], timeout=30)
+    assert missing.returncode == 2 and "no fcgikit/serve.py there" in missing.stderr
