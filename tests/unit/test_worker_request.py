@@ -79,6 +79,18 @@ def test_flush_sends_now_and_write_after_finish_fails():
         request.stdout.write(b"late")
 
 
+@pytest.mark.parametrize("used_before", [False, True])
+def test_stderr_refuses_writes_after_finish_whether_or_not_it_was_used(used_before):
+    request, conn = make_request()
+    if used_before:
+        request.stderr.write(b"early ")
+    request.stdout.write(b"body")
+    request.finish()
+    with pytest.raises(ValueError):
+        request.stderr.write(b"late")
+    assert conn.stderr == (b"early " if used_before else b"")
+
+
 def test_stderr_is_batched_too_and_accepts_bytearray():
     request, conn = make_request()
     request.stderr.write(bytearray(b"warn"))

@@ -38,7 +38,8 @@ class FakeConnection:
         self.reasons.append(reason)
 
     def end_request(self, request):
-        self.ended.append((request.request_id, request.stdout.take(), request.stderr.take(), request.app_status))
+        stderr = request.stderr.take() if request.stderr_pending else b""  # as Connection does: not made if unused
+        self.ended.append((request.request_id, request.stdout.take(), stderr, request.app_status))
 
     @property
     def stdout(self) -> bytes:

@@ -364,8 +364,8 @@ class Connection:
     def _send_rest(self, request: Request) -> None:
         rid = request.request_id
         proto = self.proto
-        stdout, stderr = request.stdout, request.stderr
-        if not stderr.pending and stdout.pending <= MAX_CONTENT:
+        stdout = request.stdout
+        if not request.stderr_pending and stdout.pending <= MAX_CONTENT:
             # The usual case: the response in one STDOUT record, then END_REQUEST, in one sendall.
             end = proto.end_request(rid, request.app_status)
             if not stdout.pending:
@@ -377,6 +377,7 @@ class Connection:
             self.send(b"".join((HEADER.pack(FCGI_VERSION_1, FCGI_STDOUT, rid, length, padding), data,
                                 _PADDING[:padding], end)))
             return
+        stderr = request.stderr
         if stdout.pending > MAX_CONTENT or stderr.pending > MAX_CONTENT:
             buffers = stream_buffers(FCGI_STDOUT, rid, stdout.take_chunks())
             buffers += stream_buffers(FCGI_STDERR, rid, stderr.take_chunks())

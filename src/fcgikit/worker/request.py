@@ -227,6 +227,9 @@ class RequestBase:
         if app_status is not None:
             self.app_status = app_status
         self._end()
+        self._close_streams()
+
+    def _close_streams(self) -> None:
         self.stdout.closed = self.stderr.closed = True
 
     def _end(self) -> None:
@@ -239,8 +242,8 @@ class RequestBase:
 class Request(RequestBase):
     """A RESPONDER request: `params` (the CGI environment), `stdin`, `stdout`, `stderr`."""
 
-    __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "stderr", "_conn", "finished", "app_status",
-                 "started")
+    __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "_stderr", "_conn", "finished",
+                 "app_status", "started")
 
     def __init__(self, conn, request_id: int, params: dict[str, str], keep_conn: bool,
                  stdin_ended: bool = False) -> None:
@@ -252,9 +255,29 @@ class Request(RequestBase):
         # A body-less request's stdin never reads the connection: no closure for it.
         self.stdin = RequestInput(None if stdin_ended else lambda: conn.pull_stdin(request_id), stdin_ended)
         self.stdout = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDOUT, request_id, chunks, size))
-        self.stderr = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDERR, request_id, chunks, size))
+        self._stderr: RequestOutput | None = None  # made on first use: few requests write to it
         self.finished = False
         self.app_status = 0
+
+    @property
+    def stderr(self) -> RequestOutput:
+        stderr = self._stderr
+        if stderr is None:
+            conn, request_id = self._conn, self.request_id
+            stderr = self._stderr = RequestOutput(
+                lambda chunks, size: conn.send_stream(FCGI_STDERR, request_id, chunks, size))
+            stderr.closed = self.finished
+        return stderr
+
+    @property
+    def stderr_pending(self) -> int:
+        """Bytes written to stderr and not sent yet (without making the stream)."""
+        return 0 if self._stderr is None else self._stderr.pending
+
+    def _close_streams(self) -> None:
+        self.stdout.closed = True
+        if self._stderr is not None:
+            self._stderr.closed = True
 
     @property
     def connection_lost(self) -> bool:

@@ -134,13 +134,13 @@ _WSGI_CONSTANTS = {
 class ErrorStream:
     """wsgi.errors: text to FCGI_STDERR (the web server's error log) and to the worker's log."""
 
-    __slots__ = ("_stderr",)
+    __slots__ = ("_request",)
 
-    def __init__(self, stderr) -> None:
-        self._stderr = stderr
+    def __init__(self, request) -> None:
+        self._request = request  # its stderr is made when first written
 
     def write(self, text: str) -> int:
-        self._stderr.write(text.encode("utf-8", "replace"))
+        self._request.stderr.write(text.encode("utf-8", "replace"))
         try:
             sys.stderr.write(text)
         except (OSError, ValueError):
@@ -152,7 +152,7 @@ class ErrorStream:
             self.write(line)
 
     def flush(self) -> None:
-        self._stderr.flush()
+        self._request.stderr.flush()
         try:
             sys.stderr.flush()
         except (OSError, ValueError):
@@ -204,7 +204,7 @@ class WSGIResponse:
 
     def run(self, app) -> int:
         request = self.request
-        environ = build_environ(request.params, request.stdin, ErrorStream(request.stderr))
+        environ = build_environ(request.params, request.stdin, ErrorStream(request))
         try:
             result = app(environ, self.start_response)
             if type(result) is list:  # the usual answer (a list has no close())
