@@ -330,3 +330,15 @@ def test_close_failing_after_a_buffered_body_still_gives_500():
 
     status, conn = run(app)
     assert status == 1 and parse_cgi_response(conn.stdout)[0] == 500 and not conn.gone
+
+
+def test_a_status_line_once_accepted_is_still_checked_with_its_headers():
+    assert render_headers("299 Fine", []).startswith(b"Status: 299 Fine\r\n")
+    assert render_headers("299 Fine", []) == render_headers("299 Fine", [])  # the second time from the known ones
+    with pytest.raises(HeaderError):
+        render_headers("299 Fine", [("X-Evil", "a\nb")])
+    for _ in range(2):  # refused every time, never remembered as good
+        with pytest.raises(HeaderError):
+            render_headers("29 Short", [])
+        with pytest.raises(HeaderError):
+            render_headers("200 OK\nX: y", [])

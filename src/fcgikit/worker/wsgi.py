@@ -86,10 +86,22 @@ class HeaderError(ValueError):
     """The app's status or headers cannot be sent as they are."""
 
 
-def render_headers(status: str, headers) -> bytes:
-    """The CGI response head: `Status:` from the WSGI status line, then the headers."""
+# Status lines already found well-formed: an app answers with a handful of them.
+_GOOD_STATUSES: set[str] = set()
+_GOOD_STATUSES_MAX = 256
+
+
+def _check_status(status) -> None:
     if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
         raise HeaderError(f"status {status!r} is not '<3 digits> <reason>'")
+    if len(_GOOD_STATUSES) < _GOOD_STATUSES_MAX:
+        _GOOD_STATUSES.add(status)
+
+
+def render_headers(status: str, headers) -> bytes:
+    """The CGI response head: `Status:` from the WSGI status line, then the headers."""
+    if type(status) is not str or status not in _GOOD_STATUSES:
+        _check_status(status)
     lines = ["Status: ", status, "\r\n"]
     for name, value in headers:
         lines += (name, ": ", value, "\r\n")
