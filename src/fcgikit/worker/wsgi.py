@@ -94,6 +94,8 @@ _GOOD_STATUSES_MAX = 256
 def _check_status(status) -> None:
     if type(status) is not str or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
         raise HeaderError(f"status {status!r} is not '<3 digits> <reason>'")
+    if "\n" in status or "\r" in status:
+        raise HeaderError("the status line contains a line break")
     if len(_GOOD_STATUSES) < _GOOD_STATUSES_MAX:
         _GOOD_STATUSES.add(status)
 
