@@ -371,11 +371,7 @@ class Connection:
             if not stdout.pending:
                 self.send(end)
                 return
-            data = stdout.take()
-            length = len(data)
-            padding = -length & 7
-            self.send(b"".join((HEADER.pack(FCGI_VERSION_1, FCGI_STDOUT, rid, length, padding), data,
-                                _PADDING[:padding], end)))
+            self.send(b"".join((*small_record(FCGI_STDOUT, rid, stdout.take()), end)))
             return
         stderr = request.stderr
         if stdout.pending > MAX_CONTENT or stderr.pending > MAX_CONTENT:
