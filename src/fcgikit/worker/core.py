@@ -34,6 +34,10 @@ EXIT_LISTEN_FAILED = 1
 FCGI_LISTENSOCK_FILENO = 0
 
 HEARTBEAT_INTERVAL = 1.0  # also the longest an idle child sleeps in poll()
+# New connections a child takes one after another without polling again, when each
+# was served and closed at once (nginx without keep_conn): under load the next one
+# is usually waiting already, and kept-alive connections wait for at most this many.
+ACCEPT_BURST = 8
 HANDOFF_GOODBYE_TIMEOUT = 5.0  # a retiring child waits this long for the manager's last word
 
 
@@ -166,7 +170,7 @@ class RequestLoop:
                             # it now rather than after another trip through poll().
                             yield from self._serve_connection(conn)
                             taken += 1
-                            if taken >= 8 or self.stopping or not conn.closed:
+                            if taken >= ACCEPT_BURST or self.stopping or not conn.closed:
                                 break
                             conn = self._accept()
                     elif fd == wake_fd:
