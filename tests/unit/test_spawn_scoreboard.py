@@ -16,6 +16,9 @@ def test_a_request_is_seen_while_it_runs_and_counted_after():
     slot.heartbeat()
     snap = slot.snapshot()
     assert snap.state == SLOT_IDLE and snap.requests == 1 and snap.heartbeats == 1
+    slot.request_started("GET", "/next")  # the next request leaves the heartbeat count as it was
+    snap = slot.snapshot()
+    assert (snap.state, snap.uri, snap.requests, snap.heartbeats) == (SLOT_BUSY, "/next", 2, 1)
 
 
 def test_slots_are_shared_with_a_forked_child():

@@ -31,10 +31,10 @@ URI_MAX = 440
 # request cost more than all the rest of the bookkeeping.
 _STATE_AT = 16
 _BUSY = struct.Struct("=IQdd")  # state, requests, request_started, last_seen
-_SEQ_TO_REQUESTS = struct.Struct("=QqIQ")  # seq, pid, state, requests: the start of _RECORD
-_REQUEST_TEXT = struct.Struct("=16s440s")  # method, uri
-_REQUEST_TEXT_AT = 52
-assert _RECORD.size == _REQUEST_TEXT_AT + _REQUEST_TEXT.size
+_TO_HEARTBEATS = struct.Struct("=QqIQddQ")  # _RECORD up to the method: seq ... heartbeats
+_BUSY_AND_TEXT = struct.Struct("=IQddQ16s440s")  # _RECORD from state on
+assert _TO_HEARTBEATS.size + struct.calcsize("=16s440s") == _RECORD.size  # then method and uri
+assert _STATE_AT + _BUSY_AND_TEXT.size == _RECORD.size
 
 # The pool never uses more than half of this, so a reload (old and new children
 # side by side) always finds free slots.
@@ -101,16 +101,17 @@ class Slot:
 
     def request_started(self, method: str, uri: str) -> None:
         memory, offset = self._memory, self._offset
-        seq, _, _, requests = _SEQ_TO_REQUESTS.unpack_from(memory, offset)
+        seq, _, _, requests, _, _, heartbeats = _TO_HEARTBEATS.unpack_from(memory, offset)
         _SEQ.pack_into(memory, offset, seq + 1)  # odd: writing
         requests += 1
         now = monotonic()
         self._current = (requests, now)  # for request_finished, which writes them back as they are
-        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests, now, now)
         if uri.isascii() and method.isascii():  # too long: struct cuts it, and ASCII has no character to break
-            _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, method.encode(), uri.encode())
+            method_text, uri_text = method.encode(), uri.encode()
         else:
-            _REQUEST_TEXT.pack_into(memory, offset + _REQUEST_TEXT_AT, _cut(method, 16), _cut(uri, URI_MAX))
+            method_text, uri_text = _cut(method, 16), _cut(uri, URI_MAX)
+        _BUSY_AND_TEXT.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests, now, now, heartbeats, method_text,
+                                 uri_text)
         _SEQ.pack_into(memory, offset, seq + 2)  # even: stable
 
     def request_finished(self) -> None:

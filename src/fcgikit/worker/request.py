@@ -192,7 +192,10 @@ class RequestOutput:
         return chunks
 
     def take(self) -> bytes:
-        chunks = self.take_chunks()
+        """take_chunks(), joined (once per request: its body, written on in one call)."""
+        chunks = self._chunks
+        self._chunks = []
+        self.pending = 0
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def writable(self) -> bool:
