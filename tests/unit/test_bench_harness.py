@@ -148,3 +148,28 @@ def test_slow_servers_get_longer_rounds_up_to_a_cap(tmp_path):
     assert live.round_seconds(16, 1) == 1 and live.round_seconds(64, 1) == min(2, ROUND_CAP_S)
     live.warm_requests_per_s = 5.0
     assert live.round_seconds(64, 1) == ROUND_CAP_S
+
+
+def wrk_result(requests: int) -> wrk.WrkResult:
+    return wrk.WrkResult(requests=requests, duration_us=1_000_000, bytes=0, connect_errors=0, read_errors=0,
+                         write_errors=0, timeouts=0, non_2xx_3xx=0, p50_us=1, p90_us=1, p99_us=1, max_us=1,
+                         mean_us=1.0)
+
+
+@pytest.mark.parametrize("answers, expected_runs", [([0, 7], [(64, 1), (64, 5)]), ([3], [(64, 1)]), ([0, 0], [(64, 1), (64, 5)])])
+def test_a_round_with_no_answer_is_measured_again_longer(tmp_path, answers, expected_runs):
+    from bench.runner import LiveScenario, ScenarioResult
+
+    scenario = next(s for s in SCENARIOS if s.name == "flup-1mib")
+    live = LiveScenario(scenario, "http://127.0.0.1:1/big", tmp_path / "s.lua",
+                        ScenarioResult(scenario.name, scenario.title, scenario.ours))
+    runs = []
+
+    def load(connections, seconds):
+        runs.append((connections, seconds))
+        return wrk_result(answers[len(runs) - 1])
+
+    live.load = load
+    live.measure(64, 1)
+    assert runs == expected_runs
+    assert [r.requests for r in live.rounds[64]] == [answers[-1]]  # only the last attempt counts
