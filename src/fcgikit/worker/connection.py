@@ -365,27 +365,19 @@ class Connection:
         rid = request.request_id
         proto = self.proto
         stdout = request.stdout
-        if not request.stderr_pending and stdout.pending <= MAX_CONTENT:
-            # The usual case: the response in one STDOUT record, then END_REQUEST, in one sendall.
-            end = proto.end_request(rid, request.app_status)
-            if not stdout.pending:
-                self.send(end)
-                return
-            self.send(b"".join((*small_record(FCGI_STDOUT, rid, stdout.take()), end)))
-            return
-        stderr = request.stderr
-        if stdout.pending > MAX_CONTENT or stderr.pending > MAX_CONTENT:
+        stderr_pending = request.stderr_pending  # 0 without making the stream: few requests write to it
+        if stdout.pending > MAX_CONTENT or stderr_pending > MAX_CONTENT:
             buffers = stream_buffers(FCGI_STDOUT, rid, stdout.take_chunks())
-            buffers += stream_buffers(FCGI_STDERR, rid, stderr.take_chunks())
+            buffers += stream_buffers(FCGI_STDERR, rid, request.stderr.take_chunks())
             buffers.append(proto.end_request(rid, request.app_status))
             self.send_buffers(buffers)
             return
-        # Small output on both streams, and END_REQUEST, in one sendall.
+        # The usual case: the whole response and END_REQUEST in one small sendall.
         parts = []
         if stdout.pending:
             parts += small_record(FCGI_STDOUT, rid, stdout.take())
-        if stderr.pending:
-            parts += small_record(FCGI_STDERR, rid, stderr.take())
+        if stderr_pending:
+            parts += small_record(FCGI_STDERR, rid, request.stderr.take())
         parts.append(proto.end_request(rid, request.app_status))
         self.send(b"".join(parts))
 
