@@ -231,8 +231,7 @@ def baseline(src_dir: Path) -> tuple[list[Scenario], list[Comparison]]:
     src = str(Path(src_dir).resolve())
     server = dataclasses.replace(
         SERVE, name="fcgikit.serve (baseline)",
-        argv=lambda port, p: ["env", f"PYTHONPATH={src}{os.pathsep}{p.apps_dir}", sys.executable, "-m",
-                              "fcgikit.serve", *pool_flags(port), "hello_wsgi:app"])
+        argv=lambda port, p: ["env", f"PYTHONPATH={src}{os.pathsep}{p.apps_dir}", *SERVE.command(port, p)])
     scenarios = [Scenario("baseline-serve-hello", f"fcgikit.serve from {src}, WSGI hello", server, HELLO)]
     comparisons = [Comparison("serve-hello", "baseline-serve-hello", None, "fcgikit.serve: working tree vs baseline"),
                    Comparison("baseline-serve-hello", "uwsgi-hello", None, "baseline fcgikit.serve vs uWSGI")]
