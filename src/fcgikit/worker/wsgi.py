@@ -146,15 +146,28 @@ _WSGI_CONSTANTS = {
 
 
 class ErrorStream:
-    """wsgi.errors: text to FCGI_STDERR (the web server's error log) and to the worker's log."""
+    """wsgi.errors: text to FCGI_STDERR (the web server's error log) and to the worker's log.
+
+    The environ holding it is the request's params, so its reference to the request
+    is a cycle: it is let go when the app's response is done (`detach`), and the
+    request's objects are freed there and then rather than by the cycle collector.
+    """
 
     __slots__ = ("_request",)
 
     def __init__(self, request) -> None:
         self._request = request  # its stderr is made when first written
 
+    def detach(self) -> None:
+        self._request = None
+
+    def _stderr(self):
+        if self._request is None:
+            raise ValueError("wsgi.errors written after its request ended")
+        return self._request.stderr
+
     def write(self, text: str) -> int:
-        self._request.stderr.write(text.encode("utf-8", "replace"))
+        self._stderr().write(text.encode("utf-8", "replace"))
         try:
             sys.stderr.write(text)
         except (OSError, ValueError):
@@ -166,7 +179,7 @@ class ErrorStream:
             self.write(line)
 
     def flush(self) -> None:
-        self._request.stderr.flush()
+        self._stderr().flush()
         try:
             sys.stderr.flush()
         except (OSError, ValueError):
@@ -218,7 +231,8 @@ class WSGIResponse:
 
     def run(self, app) -> int:
         request = self.request
-        environ = build_environ(request.params, request.stdin, ErrorStream(request))
+        errors = ErrorStream(request)
+        environ = build_environ(request.params, request.stdin, errors)
         try:
             result = app(environ, self.start_response)
             if type(result) is list:  # the usual answer (a list has no close())
@@ -232,6 +246,8 @@ class WSGIResponse:
                     close()
         except Exception:
             return self._fail(sys.exc_info())
+        finally:
+            errors.detach()
         return 0
 
     def _send_whole(self, result) -> None:
