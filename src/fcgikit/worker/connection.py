@@ -46,6 +46,7 @@ _PADDING = bytes(8)
 # POLLRDHUP (Linux): the peer shut its side down, even with data still unread.
 _RDHUP = getattr(select, "POLLRDHUP", 0)
 _HANGUP_EVENTS = select.POLLIN | _RDHUP
+_MSG_MORE = getattr(socket, "MSG_MORE", 0)
 
 # Connections one child keeps open (idle kept-alive ones included); reported as
 # FCGI_MAX_CONNS and enforced by closing the longest-idle connection.
@@ -265,11 +266,11 @@ class Connection:
 
     # --- sending -----------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, flags: int = 0) -> None:
         if self.gone or self.aborted:
             return
         try:
-            self.sock.sendall(data)
+            self.sock.sendall(data, flags)
         except BlockingIOError:
             self.went_away(f"the web server read nothing for {IO_TIMEOUT:.0f}s")
         except OSError as exc:
@@ -379,7 +380,9 @@ class Connection:
         if stderr_pending:
             parts += small_record(FCGI_STDERR, rid, request.stderr.take())
         parts.append(proto.end_request(rid, request.app_status))
-        self.send(b"".join(parts))
+        # Without FCGI_KEEP_CONN the connection is closed next: MSG_MORE holds the
+        # answer back until then, so it leaves with the FIN in one segment.
+        self.send(b"".join(parts), 0 if self.keep_conn else _MSG_MORE)
 
     def _stdin_end_queued(self) -> bool:
         return any(type(event) is StdinReceived and not event.data for event in self.events)
