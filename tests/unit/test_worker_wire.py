@@ -1,6 +1,7 @@
 """What a request costs on the wire: without FCGI_KEEP_CONN the answer leaves in
 the same TCP segment as the FIN that closes the connection (one segment fewer for
-the kernel and the web server to handle per request)."""
+the kernel and the web server to handle per request), but an answer the program
+finishes early is never held back for a close that comes later."""
 
 import socket
 import struct
@@ -11,12 +12,17 @@ from fcgikit.fastcgi.protocol import FCGI_END_REQUEST, FCGI_STDOUT
 from fcgikit.worker.core import serve
 from fcgikit.worker.wsgi import wsgi_handler
 
-# struct tcp_info (linux/tcp.h): tcpi_segs_in, a u32 at this offset since Linux 4.2
+# struct tcp_info (linux/tcp.h): u32 fields at these offsets (Linux 4.2 and 4.6 on)
 TCPI_SEGS_IN = 140
+TCPI_NOTSENT_BYTES = 144
+
+
+def tcp_info_field(sock: socket.socket, offset: int) -> int:
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), offset)[0]
 
 
 def segments_received(sock: socket.socket) -> int:
-    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), TCPI_SEGS_IN)[0]
+    return tcp_info_field(sock, TCPI_SEGS_IN)
 
 
 def app(environ, start_response):
@@ -46,5 +52,40 @@ def test_without_keep_conn_the_answer_arrives_with_the_close():
                 assert segments_received(sock) == 3
         worker.join(10)
         assert not worker.is_alive()
+    finally:
+        listener.close()
+
+
+def test_an_answer_finished_early_leaves_at_once_while_the_program_works_on():
+    """libfcgi's FCGX_Finish / PHP's fastcgi_finish_request: the answer goes out when
+    the program finishes the request, not when the loop closes the connection later."""
+    from fcgikit.worker.core import accept
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held_back = []
+
+    def program():
+        for request in accept(listener, max_requests=1):
+            request.stdout.write(b"Content-Type: text/plain\r\n\r\nearly")
+            request.finish()
+            # What the kernel still holds of it (MSG_MORE would keep it until the close,
+            # or 200 ms); the program goes on with work after the answer.
+            held_back.append(tcp_info_field(request._conn.sock, TCPI_NOTSENT_BYTES))
+
+    worker = threading.Thread(target=program, daemon=True)
+    worker.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=10) as sock:
+            sock.sendall(ClientConnection().request(1, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/"}, b""))
+            reader = RecordReader()
+            records = []
+            while not records or records[-1][0] != FCGI_END_REQUEST:
+                data = sock.recv(65536)
+                assert data, "closed before END_REQUEST"
+                records += reader.feed(data)
+            stdout = b"".join(content for rtype, _, content in records if rtype == FCGI_STDOUT)
+            assert stdout.endswith(b"\r\n\r\nearly")
+        worker.join(10)
+        assert held_back == [0]
     finally:
         listener.close()

@@ -77,7 +77,7 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 class Connection:
     __slots__ = ("sock", "fd", "addr", "proto", "events", "whole", "begun", "keep_conn", "request", "gone", "closed",
-                 "registered", "must_close", "aborted")
+                 "registered", "must_close", "aborted", "close_follows")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
@@ -96,6 +96,10 @@ class Connection:
         self.gone = False  # the peer went away while a request was being served
         self.aborted = False  # ABORT_REQUEST for the request being served: its output is dropped
         self.closed = False
+        # Set by the loop when it ends the request and closes the connection at once: the
+        # answer may then wait for the FIN (MSG_MORE) and leave with it in one segment.
+        # Not when the program ends the request itself (FCGX_Finish) and works on.
+        self.close_follows = False
 
     @property
     def peer(self) -> str:
@@ -380,9 +384,7 @@ class Connection:
         if stderr_pending:
             parts += small_record(FCGI_STDERR, rid, request.stderr.take())
         parts.append(proto.end_request(rid, request.app_status))
-        # Without FCGI_KEEP_CONN the connection is closed next: MSG_MORE holds the
-        # answer back until then, so it leaves with the FIN in one segment.
-        self.send(b"".join(parts), 0 if self.keep_conn else _MSG_MORE)
+        self.send(b"".join(parts), _MSG_MORE if self.close_follows else 0)
 
     def _stdin_end_queued(self) -> bool:
         return any(type(event) is StdinReceived and not event.data for event in self.events)

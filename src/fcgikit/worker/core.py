@@ -217,6 +217,8 @@ class RequestLoop:
                 yield request
             finally:
                 if not self.stop_now:  # else unwinding at once: nothing more is sent
+                    # Without FCGI_KEEP_CONN the connection is closed right below.
+                    conn.close_follows = not conn.keep_conn
                     request.finish()
                     self.served += 1
                     # The scoreboard says idle when the loop next waits (_mark_idle), not
