@@ -277,8 +277,11 @@ def test_down_after_the_host_is_back_removes_everything(deployment):
 
 def test_an_interrupted_up_releases_the_lock_and_simply_runs_again(deployment):
     deployment.write_spec(replicas=4)
+    # Ctrl-C as at a terminal, however the tests were started: a shell running them in the
+    # background leaves SIGINT ignored, and Python then never raises KeyboardInterrupt.
     up = subprocess.Popen(deployment.command("up"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=deployment.env())
+                          text=True, env=deployment.env(),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in up.stderr:  # Ctrl-C once the first worker container is being started
         seen.append(line)
