@@ -7,9 +7,9 @@ import socket
 import struct
 import threading
 
-from fcgikit.fastcgi import ClientConnection, RecordReader
-from fcgikit.fastcgi.protocol import FCGI_END_REQUEST, FCGI_STDOUT
-from fcgikit.worker.core import serve
+from fcgikit.fastcgi import ClientConnection
+from fcgikit.fastcgi.client import exchange
+from fcgikit.worker.core import accept, serve
 from fcgikit.worker.wsgi import wsgi_handler
 
 # struct tcp_info (linux/tcp.h): u32 fields at these offsets (Linux 4.2 and 4.6 on)
@@ -23,6 +23,9 @@ def tcp_info_field(sock: socket.socket, offset: int) -> int:
 
 def segments_received(sock: socket.socket) -> int:
     return tcp_info_field(sock, TCPI_SEGS_IN)
+
+
+PARAMS = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/"}
 
 
 def app(environ, start_response):
@@ -39,14 +42,8 @@ def test_without_keep_conn_the_answer_arrives_with_the_close():
     try:
         for _ in range(count):
             with socket.create_connection(listener.getsockname(), timeout=10) as sock:
-                sock.sendall(ClientConnection().request(1, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/"}, b""))
-                received = b""
-                while data := sock.recv(65536):
-                    received += data
-                records = RecordReader().feed(received)
-                assert records[-1][0] == FCGI_END_REQUEST
-                stdout = b"".join(content for rtype, _, content in records if rtype == FCGI_STDOUT)
-                assert stdout.endswith(b"\r\n\r\nhello")
+                assert exchange(sock, ClientConnection(), PARAMS).stdout.endswith(b"\r\n\r\nhello")
+                assert sock.recv(1) == b""  # the close, whichever segment brought it
                 # SYN-ACK, the ACK of the request (Linux acks at once on a new connection),
                 # then the answer and the FIN together: not a fourth segment for the FIN.
                 assert segments_received(sock) == 3
@@ -59,8 +56,6 @@ def test_without_keep_conn_the_answer_arrives_with_the_close():
 def test_an_answer_finished_early_leaves_at_once_while_the_program_works_on():
     """libfcgi's FCGX_Finish / PHP's fastcgi_finish_request: the answer goes out when
     the program finishes the request, not when the loop closes the connection later."""
-    from fcgikit.worker.core import accept
-
     listener = socket.create_server(("127.0.0.1", 0))
     held_back = []
 
@@ -76,15 +71,7 @@ def test_an_answer_finished_early_leaves_at_once_while_the_program_works_on():
     worker.start()
     try:
         with socket.create_connection(listener.getsockname(), timeout=10) as sock:
-            sock.sendall(ClientConnection().request(1, {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/"}, b""))
-            reader = RecordReader()
-            records = []
-            while not records or records[-1][0] != FCGI_END_REQUEST:
-                data = sock.recv(65536)
-                assert data, "closed before END_REQUEST"
-                records += reader.feed(data)
-            stdout = b"".join(content for rtype, _, content in records if rtype == FCGI_STDOUT)
-            assert stdout.endswith(b"\r\n\r\nearly")
+            assert exchange(sock, ClientConnection(), PARAMS).stdout.endswith(b"\r\n\r\nearly")
         worker.join(10)
         assert held_back == [0]
     finally:
