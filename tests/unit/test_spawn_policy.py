@@ -123,3 +123,19 @@ def test_spawn_rate_allows_a_burst_then_one_second_later_more():
         rate.record(moment)
     assert not rate.allow(10.5)
     assert rate.allow(11.05)  # the first fork left the one-second window
+
+
+def test_a_just_started_child_is_never_judged_hung():
+    # A heartbeat time of 0 (not written yet, or a torn read) was once taken for
+    # "silent since the machine booted" and a healthy new child was killed.
+    assert hung_reason(False, 0.0, last_seen=0.0, heartbeats=3, now=870.7, timeout=30,
+                       child_started=866.0) is None
+    assert hung_reason(True, request_started=0.0, last_seen=0.0, heartbeats=0, now=870.7, timeout=30,
+                       child_started=866.0) is None
+    # Times from before the child started (its slot's earlier owner) count from its start.
+    assert hung_reason(False, 0.0, last_seen=100.0, heartbeats=3, now=870.7, timeout=30,
+                       child_started=866.0) is None
+    assert hung_reason(True, 100.0, 100.0, 3, now=870.7, timeout=30, child_started=866.0) is None
+    # Its own silence still counts.
+    assert hung_reason(False, 0.0, last_seen=867.0, heartbeats=3, now=900.0, timeout=30,
+                       child_started=866.0).startswith("no heartbeat for 33.0s")

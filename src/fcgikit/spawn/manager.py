@@ -441,7 +441,7 @@ class Manager:
         for child in self.children.values():
             snap = child.slot.snapshot()
             reason = hung_reason(snap.state == SLOT_BUSY, snap.request_started, snap.last_seen,
-                                 snap.heartbeats, now, self.config.timeout)
+                                 snap.heartbeats, now, self.config.timeout, child.started)
             if child.killed or reason is None:
                 continue
             what = f" ({snap.method} {snap.uri})" if snap.state == SLOT_BUSY else ""

@@ -37,20 +37,27 @@ def jittered_max_requests(max_requests: int, rng: random.Random | None = None) -
 
 
 def hung_reason(busy: bool, request_started: float, last_seen: float, heartbeats: int,
-                now: float, timeout: float) -> str | None:
+                now: float, timeout: float, child_started: float = 0.0) -> str | None:
     """Why a worker counts as hung under --timeout, or None.
 
     Busy: one request has run longer than the timeout. Idle: a worker that has
     sent heartbeats has given no sign of life for max(timeout, IDLE_SILENCE_MIN).
     A worker that never heartbeats is judged on its requests only.
+
+    Times are time.monotonic(); `child_started` is when the manager forked the
+    child. Nothing the child wrote can make it older than that: a time of 0 (not
+    written yet) or from before its start (a slot's earlier owner) means it has
+    just started, and a child is never judged on more than its own age.
     """
     if timeout <= 0:
         return None
     if busy:
+        if request_started <= 0 or request_started < child_started:
+            return None  # no request of its own recorded yet
         running = now - request_started
         return f"busy in one request for {running:.1f}s" if running > timeout else None
-    silent = now - last_seen
-    if heartbeats and silent > max(timeout, IDLE_SILENCE_MIN):
+    silent = now - max(last_seen, child_started)
+    if heartbeats and last_seen > 0 and silent > max(timeout, IDLE_SILENCE_MIN):
         return f"no heartbeat for {silent:.1f}s while idle"
     return None
 

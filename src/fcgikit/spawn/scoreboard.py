@@ -4,7 +4,9 @@ The manager creates it before the first fork, so every child inherits the same
 pages. A child writes only its own slot; the manager reads all of them. Each
 record carries a sequence number (a seqlock): the writer makes it odd while it
 writes and even when done, and a reader retries until it sees the same even
-number before and after, so it never reports a half-written URI.
+number before and after copying the record, so it never reports a half-written
+record (a URI cut in two, a request count from one request and a start time
+from another).
 """
 
 import mmap
@@ -18,7 +20,6 @@ SLOT_IDLE = 1
 SLOT_BUSY = 2
 STATE_NAMES = {SLOT_FREE: "free", SLOT_IDLE: "idle", SLOT_BUSY: "busy"}
 
-_SEQ = struct.Struct("=Q")
 # seq, pid, state, requests, request_started (monotonic), last_seen (monotonic),
 # heartbeats, method, uri
 _RECORD = struct.Struct("=QqIQddQ16s440s")
@@ -35,6 +36,18 @@ _TO_HEARTBEATS = struct.Struct("=QqIQddQ")  # _RECORD up to the method: seq ... 
 _BUSY_AND_TEXT = struct.Struct("=IQddQ16s440s")  # _RECORD from state on
 assert _TO_HEARTBEATS.size + struct.calcsize("=16s440s") == _RECORD.size  # then method and uri
 assert _STATE_AT + _BUSY_AND_TEXT.size == _RECORD.size
+_AFTER_SEQ = struct.Struct("=qIQddQ16s440s")  # _RECORD without the sequence number
+assert 8 + _AFTER_SEQ.size == _RECORD.size
+# The sequence number is stored and loaded as one aligned 8-byte word through a
+# memoryview, never with struct: struct's pack_into zero-fills its target before
+# filling it in, so a reader could see a sequence of 0 (even: "stable") in the
+# middle of any write, and accept the record being written.
+assert SLOT_SIZE % 8 == 0
+
+# snapshot(): tries before giving up on a clean copy; after SPIN_ATTEMPTS it
+# yields the CPU between tries, as a writer on the same CPU must run to finish.
+SNAPSHOT_ATTEMPTS = 200
+SPIN_ATTEMPTS = 20
 
 # The pool never uses more than half of this, so a reload (old and new children
 # side by side) always finds free slots.
@@ -73,24 +86,33 @@ class Slot:
 
     def __init__(self, memory: mmap.mmap, index: int):
         self._current = (0, 0.0)  # requests and request_started of the request being served
+        # The reader's last consistent copy; the record as claimed (reset) until one is read.
+        self._last_clean = SlotSnapshot(0, SLOT_FREE, 0, 0.0, 0.0, 0, "", "")
         self.index = index
         self._memory = memory
         self._offset = index * SLOT_SIZE
+        self._seqs = memoryview(memory).cast("Q")  # every slot's sequence number, one word each
+        self._seq_at = self._offset // 8
 
     def _fields(self) -> list:
         return list(_RECORD.unpack_from(self._memory, self._offset))
 
     def _store(self, fields: list) -> None:
-        seq = fields[0]
-        _SEQ.pack_into(self._memory, self._offset, seq + 1)  # odd: writing
-        fields[0] = seq + 1
-        _RECORD.pack_into(self._memory, self._offset, *fields)
-        _SEQ.pack_into(self._memory, self._offset, seq + 2)  # even: stable
+        seqs, at = self._seqs, self._seq_at
+        seq = seqs[at]
+        seqs[at] = seq + 1  # odd: writing
+        _AFTER_SEQ.pack_into(self._memory, self._offset + 8, *fields[1:])
+        seqs[at] = seq + 2  # even: stable
 
     def reset(self, pid: int = 0, state: int = SLOT_IDLE) -> None:
+        """The manager's (re)start of a slot. A child killed in the middle of a
+        write left the sequence odd: it is made even first, or every later
+        write would leave it odd and no reader would ever see the slot again."""
         now = time.monotonic()
-        seq = self._fields()[0]
-        self._store([seq, pid, state, 0, 0.0, now, 0, b"", b""])
+        seqs, at = self._seqs, self._seq_at
+        seqs[at] += seqs[at] & 1
+        self._store([0, pid, state, 0, 0.0, now, 0, b"", b""])
+        self._last_clean = SlotSnapshot(pid, state, 0, 0.0, now, 0, "", "")
 
     def attach(self, pid: int) -> None:
         """Called by the child first thing after fork: the slot is now its own."""
@@ -102,7 +124,8 @@ class Slot:
     def request_started(self, method: str, uri: str) -> None:
         memory, offset = self._memory, self._offset
         seq, _, _, requests, _, _, heartbeats = _TO_HEARTBEATS.unpack_from(memory, offset)
-        _SEQ.pack_into(memory, offset, seq + 1)  # odd: writing
+        seqs, at = self._seqs, self._seq_at
+        seqs[at] = seq + 1  # odd: writing
         requests += 1
         now = monotonic()
         self._current = (requests, now)  # for request_finished, which writes them back as they are
@@ -112,14 +135,14 @@ class Slot:
             method_text, uri_text = _cut(method, 16), _cut(uri, URI_MAX)
         _BUSY_AND_TEXT.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests, now, now, heartbeats, method_text,
                                  uri_text)
-        _SEQ.pack_into(memory, offset, seq + 2)  # even: stable
+        seqs[at] = seq + 2  # even: stable
 
     def request_finished(self) -> None:
-        memory, offset = self._memory, self._offset
-        seq = _SEQ.unpack_from(memory, offset)[0]
-        _SEQ.pack_into(memory, offset, seq + 1)
-        _BUSY.pack_into(memory, offset + _STATE_AT, SLOT_IDLE, *self._current, monotonic())
-        _SEQ.pack_into(memory, offset, seq + 2)
+        seqs, at = self._seqs, self._seq_at
+        seq = seqs[at]
+        seqs[at] = seq + 1  # odd: writing
+        _BUSY.pack_into(self._memory, self._offset + _STATE_AT, SLOT_IDLE, *self._current, monotonic())
+        seqs[at] = seq + 2  # even: stable
 
     def heartbeat(self) -> None:
         fields = self._fields()
@@ -127,15 +150,29 @@ class Slot:
         fields[6] += 1
         self._store(fields)
 
-    def snapshot(self, attempts: int = 100) -> SlotSnapshot:
-        fields = self._fields()
-        for _ in range(attempts):
-            before = _SEQ.unpack_from(self._memory, self._offset)[0]
-            fields = self._fields()
-            if before % 2 == 0 and fields[0] == before:
-                break
-        _, pid, state, requests, started, seen, beats, method, uri = fields
-        return SlotSnapshot(pid, state, requests, started, seen, beats, _text(method), _text(uri))
+    def snapshot(self, attempts: int = SNAPSHOT_ATTEMPTS) -> SlotSnapshot:
+        """A consistent copy of the record (the seqlock's read side).
+
+        The sequence number is read, the record copied, and the sequence read
+        again: the copy is kept only when both reads agree on one even number (odd:
+        a write is in progress). A writer between the two reads changes the
+        number, so a half-written record is never accepted. When no clean copy
+        can be had (the writer keeps writing, or was killed half-way through, so
+        the number stays odd), the last clean copy is returned: stale, never torn.
+        """
+        memory, offset, seqs, at = self._memory, self._offset, self._seqs, self._seq_at
+        for attempt in range(attempts):
+            before = seqs[at]
+            if not before & 1:
+                raw = memory[offset:offset + _RECORD.size]
+                if seqs[at] == before:
+                    _, pid, state, requests, started, seen, beats, method, uri = _RECORD.unpack(raw)
+                    self._last_clean = SlotSnapshot(pid, state, requests, started, seen, beats,
+                                                    _text(method), _text(uri))
+                    return self._last_clean
+            if attempt >= SPIN_ATTEMPTS:
+                time.sleep(0)  # let the writer finish (it may share our CPU)
+        return self._last_clean
 
 
 class NullSlot:
