@@ -3,6 +3,8 @@
 import random
 import signal
 
+import pytest
+
 from fcgikit.spawn.policy import (BACKOFF_MAX, EXIT_APP_LOAD_ERROR, IDLE_SILENCE_MIN, BootFailures,
                                   SpawnRate, describe_exit, exit_code, hung_reason,
                                   jittered_max_requests, respawn_delay)
@@ -139,3 +141,39 @@ def test_a_just_started_child_is_never_judged_hung():
     # Its own silence still counts.
     assert hung_reason(False, 0.0, last_seen=867.0, heartbeats=3, now=900.0, timeout=30,
                        child_started=866.0).startswith("no heartbeat for 33.0s")
+
+
+def test_once_the_pool_has_served_quick_deaths_back_off_but_never_give_up():
+    # An exec'd program (it reports nothing) that a client can make die on every
+    # request: after one child lived past its boot, it is respawned, never given up.
+    failures = BootFailures(limit=5, boot_period=1.0)
+    failures.child_alive(started_at=0.0, now=2.0)  # the first children sat idle, then traffic came
+    for n in range(50):
+        start = 3.0 + n * 0.2
+        assert failures.child_exited(start, start + 0.1, "killed by SIGSEGV", None, served=None) is None
+    assert failures.count == 50
+    assert failures.next_spawn_at() - failures.last_failure_at == pytest.approx(BACKOFF_MAX)  # at the cap
+
+
+def test_a_python_pool_that_served_once_is_never_given_up():
+    failures = BootFailures(limit=2, boot_period=1.0)
+    failures.child_exited(0.0, 0.1, "killed by SIGKILL", None, served=1)
+    for n in range(10):
+        assert failures.child_exited(1.0 + n, 1.1 + n, "exited with status 1", 1, served=0) is None
+
+
+def test_a_child_that_lived_past_its_boot_proves_the_program_even_when_it_then_died():
+    failures = BootFailures(limit=2, boot_period=1.0)
+    assert failures.child_exited(0.0, 5.0, "exited with status 1", 1, served=None) is None
+    for n in range(10):
+        assert failures.child_exited(6.0 + n, 6.1 + n, "exited with status 1", 1, served=None) is None
+
+
+def test_a_program_that_never_worked_is_still_given_up_on():
+    failures = BootFailures(limit=5, boot_period=1.0)
+    verdicts = [failures.child_exited(n * 0.2, n * 0.2 + 0.1, "exited with status 1", 1, served=None)
+                for n in range(5)]
+    assert verdicts[:4] == [None] * 4 and verdicts[4].startswith("children die at boot: 5 in a row")
+    # ... and the app load error gives up at once, proven or not.
+    failures.proven = True
+    assert failures.child_exited(0.0, 0.1, "exited with status 4", EXIT_APP_LOAD_ERROR) is not None

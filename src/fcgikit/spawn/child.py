@@ -9,6 +9,7 @@ import traceback
 from dataclasses import dataclass
 
 from .options import PoolConfig
+from .orphans import die_with_parent
 from .policy import EXIT_EXEC_FAILED
 
 FCGI_LISTENSOCK_FILENO = 0
@@ -77,7 +78,8 @@ def exec_program(argv: list[str], listen_sock: socket.socket, env: dict[str, str
 
 
 def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
-              max_requests: int, manager_fds: list[int], handoff: socket.socket | None = None) -> None:
+              max_requests: int, manager_fds: list[int], handoff: socket.socket | None = None,
+              manager_pid: int | None = None) -> None:
     """The body of a forked child. Never returns: the process ends with _exit."""
     code = 1
     try:
@@ -88,6 +90,13 @@ def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
         if config.directory:
             os.chdir(config.directory)
         drop_privileges(config)
+        # After the uid change, which clears it. SIGTERM: a Python worker stops
+        # accepting at once and finishes the request it is in; an exec'd program
+        # stops as when the manager stops fast.
+        if manager_pid is not None and not die_with_parent(manager_pid, signal.SIGTERM):
+            print(f"fcgikit.spawn[{os.getpid()}]: the manager is gone; not starting", file=sys.stderr)
+            code = 0
+            return
         if callable(target):
             allowed = list(config.allowed_addrs) if config.allowed_addrs else None
             context = ChildContext(listen_sock, slot, max_requests, allowed, handoff)

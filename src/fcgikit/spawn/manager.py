@@ -20,7 +20,7 @@ from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
 from .orphans import become_subreaper, kill_children_except
 from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, SpawnRate, describe_exit, exit_code,
-                     hung_reason, jittered_max_requests)
+                     hung_reason, jittered_max_requests, respawn_delay)
 from .scoreboard import SLOT_BUSY, Scoreboard, Slot
 from .sockets import bound_description, remove_unix_socket
 
@@ -318,6 +318,7 @@ class Manager:
             return None
         max_requests = jittered_max_requests(self.config.max_requests)
         ours, theirs = self.handoff_pair()
+        manager_pid = os.getpid()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGER_SIGNALS)
         try:
             pid = os.fork()
@@ -331,7 +332,7 @@ class Manager:
             return None
         if pid == 0:
             run_child(self.config, self.target, self.listener, slot, max_requests,
-                      self.fds_a_child_must_not_keep(ours), theirs)
+                      self.fds_a_child_must_not_keep(ours), theirs, manager_pid)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if theirs is not None:
             theirs.close()
@@ -417,9 +418,15 @@ class Manager:
         else:
             log.warning("child %d %s; replacing it", child.pid, how)
             self.counters.restarts += 1
-        verdict = self.boot_failures.child_exited(child.started, time.monotonic(), how, code, served)
+        failures = self.boot_failures
+        verdict = failures.child_exited(child.started, time.monotonic(), how, code, served)
         if verdict:
             self.fail(verdict, EXIT_APP_LOAD_ERROR if code == EXIT_APP_LOAD_ERROR else EXIT_CRASH_LOOP)
+        elif failures.count >= failures.limit and failures.count % failures.limit == 0:
+            # A pool that has served is never given up on (BootFailures): say so now and then.
+            log.warning("%d children in a row died within %gs of starting; this pool has served before, "
+                        "so it is not given up: respawning one at a time, %.1fs apart",
+                        failures.count, failures.boot_period, respawn_delay(failures.count))
 
     def manage_pool(self) -> None:
         now = time.monotonic()

@@ -17,19 +17,39 @@ import ctypes
 import os
 import signal
 
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_CHILD_SUBREAPER = 36
 # Killing what a process left behind goes round by round: each killed process
 # hands its own children to us. A fork bomb is not outrun forever.
 MAX_KILL_ROUNDS = 100
 
 
-def become_subreaper() -> bool:
-    """Orphaned descendants of this process are adopted by it, not by init (Linux >= 3.4)."""
+def prctl(option: int, value: int) -> bool:
+    """prctl(2) with one argument, through ctypes; False where there is none (not
+    Linux) or it fails. Shared by every prctl the runtime makes."""
     try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        call = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return False
-    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return call(option, ctypes.c_ulong(value), 0, 0, 0) == 0
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants of this process are adopted by it, not by init (Linux >= 3.4)."""
+    return prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> bool:
+    """Called in a freshly forked child: `signum` comes to it when its parent dies
+    (PR_SET_PDEATHSIG), so children never outlive a manager killed with SIGKILL,
+    still accepting on the socket they inherited. Kept across exec (not of a
+    set-user-ID program), but cleared when the process changes its uid or gid:
+    call it after dropping privileges. Returns False when the parent is already
+    gone (it died before the setting took: the race the getppid() check closes),
+    and the child must not start. Where there is no prctl (not Linux) the check
+    alone is made."""
+    prctl(PR_SET_PDEATHSIG, signum)
+    return os.getppid() == parent_pid
 
 
 def children_of(pid: int) -> set[int]:

@@ -82,9 +82,20 @@ def exit_code(wait_status: int) -> int | None:
 class BootFailures:
     """Counts children that die at boot, in a row, and says when to give up.
 
-    The count starts again once a child forked after the last boot death has
-    lived through BOOT_PERIOD; an old healthy child does not reset it, so one
-    slot crash-looping beside healthy ones still backs off.
+    A boot death is a child that ends within BOOT_PERIOD of its fork without
+    having taken a request. Each one in a row delays the next spawn (the
+    backoff, capped at BACKOFF_MAX). The count starts again once a child forked
+    after the last boot death has lived through BOOT_PERIOD, or has served; an
+    old healthy child does not reset it, so one slot crash-looping beside
+    healthy ones still backs off.
+
+    Giving up the pool is only for a program that cannot work at all: the pool
+    must never have shown that it can. It has once a child took a request (the
+    scoreboard tells, for Python workers) or lived through BOOT_PERIOD (the only
+    sign an exec'd program gives: it reports nothing). From then on, children
+    that die, however soon and however often, are respawned with the backoff:
+    a client that can make a child die (a request that crashes it, a stream
+    that kills it) can slow the pool down but never stop it.
     """
 
     def __init__(self, limit: int = MAX_BOOT_FAILURES, boot_period: float = BOOT_PERIOD):
@@ -93,36 +104,43 @@ class BootFailures:
         self.count = 0
         self.last_failure_at = float("-inf")
         self.last_reason = ""
+        self.proven = False  # a child of this pool has served, or lived past its boot
 
     def child_exited(self, started_at: float, ended_at: float, description: str,
                      code: int | None, served: int | None = None) -> str | None:
         """Record an unexpected exit; returns why the manager must stop, or None.
 
-        `served` is how many requests the child reported on the scoreboard, or
-        None for an exec'd program, which reports nothing. A child that served
-        any booted fine, however short its life (--max-requests 1 under load).
-        An exec'd program that exits 0 left on its own, as php-cgi does every
-        PHP_FCGI_MAX_REQUESTS requests (under load, well within a second).
+        `served` is how many requests the child took (the scoreboard counts a
+        request when it starts), or None for an exec'd program, which reports
+        nothing. A child that took any booted fine, however short its life
+        (--max-requests 1 under load). An exec'd program that exits 0 left on
+        its own, as php-cgi does every PHP_FCGI_MAX_REQUESTS requests (under
+        load, well within a second).
         """
         if code == EXIT_APP_LOAD_ERROR:
             return f"the app could not load: a child {description}"
+        if served:
+            self.proven = True
         if served or (served is None and code == 0):
             self.count = 0
             return None
         if ended_at - started_at >= self.boot_period:
+            self.proven = True
             return None
         self.count += 1
         self.last_failure_at = ended_at
         self.last_reason = description
-        if self.count >= self.limit:
+        if self.count >= self.limit and not self.proven:
             return (f"children die at boot: {self.count} in a row ended within "
                     f"{self.boot_period:g}s of starting, the last {description}")
         return None
 
     def child_alive(self, started_at: float, now: float) -> None:
         """A running child; it proves the program boots if it came after the last failure."""
-        if started_at > self.last_failure_at and now - started_at >= self.boot_period:
-            self.count = 0
+        if now - started_at >= self.boot_period:
+            self.proven = True
+            if started_at > self.last_failure_at:
+                self.count = 0
 
     def next_spawn_at(self) -> float:
         return self.last_failure_at + respawn_delay(self.count)

@@ -24,7 +24,7 @@ import time
 
 from ..fastcgi import ProtocolError
 from .cgi_request import serve_one_cgi_request, started_as_cgi
-from .connection import IO_TIMEOUT, MAX_CONNS, Connection, PeerClosed, describe_peer, set_io_timeouts
+from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
 from .handoff import receive_connections, send_connections
 from .log import log
 
@@ -125,8 +125,11 @@ class RequestLoop:
 
     def __init__(self, listen_sock: socket.socket, *, slot=None, max_requests: int = 0,
                  allowed_addrs=None, stop_exception: type[BaseException] = StopNow,
-                 handoff: socket.socket | None = None) -> None:
+                 handoff: socket.socket | None = None, client_gone_ends_input: bool = False) -> None:
         self.listen_sock = listen_sock
+        # accept(): the program's own code reads stdin, out of the loop's reach, so a
+        # client that leaves must not raise there (see _input_ends_when_client_leaves).
+        self.client_gone_ends_input = client_gone_ends_input
         self.handoff = handoff  # to the manager: idle connections go there on exit, and come from there
         self.slot = slot
         self.max_requests = max_requests or 0
@@ -210,6 +213,8 @@ class RequestLoop:
         slot = self.slot
         request = conn.next_request()
         while request is not None:
+            if self.client_gone_ends_input:
+                _input_ends_when_client_leaves(request)
             if slot is not None:
                 params = request.params  # request.method and .uri, without two calls
                 slot.request_started(params.get("REQUEST_METHOD", ""), params.get("REQUEST_URI") or request.uri)
@@ -485,6 +490,33 @@ class RequestLoop:
             self._poller = None
 
 
+def _input_ends_when_client_leaves(request) -> None:
+    """The request's stdin ends, instead of raising ClientGone, when the web server
+    closes the connection or aborts the request before the body is all there.
+
+    In a WSGI worker the loop calls the app and catches ClientGone itself; in an
+    accept loop the program's own code reads stdin, and an exception there would
+    end the program (`for request in accept()` cannot catch what its body raises).
+    libfcgi does the same: FCGX_GetStr returns what arrived, then end of input;
+    the program goes on to the next FCGI_Accept(). The connection's log line
+    ("... closed the connection before the request body ended during POST /x")
+    is the one line said about it; `request.connection_lost` tells the program,
+    whose output now goes nowhere.
+    """
+    stdin = request.stdin
+    pull = stdin._pull
+    if pull is None:
+        return  # no body: nothing is read from the connection
+
+    def pull_or_end() -> bytes:
+        try:
+            return pull()
+        except ClientGone:
+            return b""
+
+    stdin._pull = pull_or_end
+
+
 def is_idle(conn: Connection) -> bool:
     """Between requests with nothing read ahead: the connection can move to another process."""
     return not (conn.closed or conn.gone or conn.mid_request or conn.events or conn.request is not None)
@@ -542,6 +574,12 @@ def accept(listen_sock: socket.socket | None = None, *, max_requests: int = 0, a
     but the program was started as a CGI script, it yields that one request (from
     the environment and stdio) and ends, as libfcgi does. SIGTERM/SIGUSR1 end the
     loop after the current request; SIGINT/SIGQUIT exit at once.
+
+    A client that goes away in the middle of a request cannot end the loop: its
+    request's stdin just ends (what arrived, then b""), what the program writes
+    goes nowhere, one line is logged, and the next iteration takes the next
+    request. `request.connection_lost` says whether that happened, for a program
+    that must not act on a body cut short (compare with CONTENT_LENGTH too).
     """
     if listen_sock is None:
         listen_sock = listening_socket_on_fd0()
@@ -556,7 +594,7 @@ def accept(listen_sock: socket.socket | None = None, *, max_requests: int = 0, a
     if allowed_addrs is None:
         allowed_addrs = os.environ.get("FCGI_WEB_SERVER_ADDRS")
     loop = RequestLoop(listen_sock, slot=slot, max_requests=max_requests, allowed_addrs=allowed_addrs,
-                       stop_exception=_exit_now)
+                       stop_exception=_exit_now, client_gone_ends_input=True)
     yield from loop
 
 
