@@ -147,6 +147,11 @@ def test_children_exit_when_their_manager_is_killed_with_sigkill(pools, hello_fc
     assert answer.complete and b"hello" in answer.stdout.lower()
     pool.process.kill()  # SIGKILL: the manager cannot tell anyone
     pool.process.wait()
-    wait_for(lambda: not any(_alive(pid) for pid in children), 5.0,
-             f"children {sorted(children)} to exit after their manager died", pool.log)
-    assert _refused(port), "something still accepts on the pool's port"
+    try:
+        wait_for(lambda: not any(_alive(pid) for pid in children), 5.0,
+                 f"children {sorted(children)} to exit after their manager died", pool.log)
+        assert _refused(port), "something still accepts on the pool's port"
+    finally:
+        for pid in children:  # when the test fails: leave no orphan behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
