@@ -15,7 +15,10 @@ def main() -> None:
     for request in fcgikit.accept():
         count += 1
         env = request.environ
-        body = request.stdin.read()  # the POST body, if any
+        # The POST body, if any. A client that leaves half-way cannot stop this loop:
+        # the body then just ends early (request.connection_lost says so), what is
+        # written goes nowhere, and the loop goes on to the next request.
+        body = request.stdin.read()
         request.stdout.write(b"Content-Type: text/plain\r\n\r\n")
         request.stdout.write(
             f"Hello from an accept loop (pid {os.getpid()}, request {count})\n"
