@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 
+from .._prctl import make_non_dumpable
 from ..spawn import add_pool_arguments, run_manager
 from ..spawn.orphans import become_subreaper
 from .gateway import Gateway, make_config
@@ -73,6 +74,9 @@ def make_child(gateway: Gateway):
         # A program that exits before reading its whole body must give us EPIPE,
         # not kill the gateway (the manager restores SIGPIPE's default in children).
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # Inherited from the manager, but a change of user (-u/--user) resets it:
+        # a program (same uid) must not read our /proc environ, memory or fds.
+        make_non_dumpable()
         # What a program leaves outside its process group is adopted here, to be
         # killed with it at the timeout (see process.py).
         become_subreaper()
@@ -85,6 +89,9 @@ def make_child(gateway: Gateway):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # First thing: the manager and everything it forks (the gateway processes)
+    # keep their /proc entries from the programs (see fcgikit/_prctl.py).
+    make_non_dumpable()
     parser = build_parser()
     options = parser.parse_args(argv)
     if options.max_procs < 0:
