@@ -57,8 +57,8 @@ def make_child(app_spec: str, directory: str | None):
 def main(argv: list[str] | None = None) -> int:
     from .spawn import run_manager
 
-    make_non_dumpable()  # the manager and its workers: /proc entries root-only (see _prctl.py)
     options = build_parser().parse_args(argv)
+    make_non_dumpable()  # the manager and its workers: /proc entries root-only (see _prctl.py)
     directory = os.path.abspath(options.chdir) if options.chdir else None
     return run_manager(options, make_child(options.app, directory))
 

@@ -106,9 +106,6 @@ def make_child(gateway: Gateway):
 
 
 def main(argv: list[str] | None = None) -> int:
-    # First thing: the manager and everything it forks (the gateway processes)
-    # keep their /proc entries from the programs (see fcgikit/_prctl.py).
-    make_non_dumpable()
     parser = build_parser()
     options = parser.parse_args(argv)
     if options.max_procs < 0:
@@ -137,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     # A gateway process the manager kills (or that dies) must not leave its
     # running program behind: the manager adopts and kills it.
     options.kill_orphans = True
+    # Before any fork: the manager and everything it forks (the gateway processes)
+    # keep their /proc entries from the programs (see fcgikit/_prctl.py).
+    make_non_dumpable()
     creator = os.getpid()
     try:
         return run_manager(options, make_child(Gateway(config, slots)))

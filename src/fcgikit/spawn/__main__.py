@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    make_non_dumpable()  # the manager's /proc entries root-only (see fcgikit/_prctl.py)
     options = build_parser().parse_args(argv)
+    make_non_dumpable()  # the manager's /proc entries root-only (see fcgikit/_prctl.py)
     return run_manager(options, options.program)
 
 
