@@ -96,8 +96,8 @@ def test_a_body_reaches_the_app(tree, gateway):
 
 def test_the_fallback_is_under_the_program_timeout(tree, gateway):
     _, root = tree
-    status, _, _ = gateway.request(app_params(root, "/sleep", query="s=30"), timeout=20).http()
-    assert status == 504, gateway.log()
+    status, headers, _ = gateway.request(app_params(root, "/sleep", query="s=30"), timeout=20).http()
+    assert (status, dict(headers).get("X-Fcgikit-Fallback")) == (504, "cgi"), gateway.log()
 
 
 def test_unmarked_requests_are_plain_cgi(tree, gateway):
@@ -126,8 +126,8 @@ def test_an_app_that_cannot_load_is_502_with_the_reason_logged(tree):
     gateway = our_gateway(top, root, "--wsgi-fallback", "no_such_module:app", "--wsgi-fallback-dir", str(APPS),
                           "--wsgi-fallback-python", interpreter(), children=1)
     with gateway:
-        status, _, _ = gateway.request(app_params(root, "/")).http()
-        assert status == 502
+        status, headers, _ = gateway.request(app_params(root, "/")).http()
+        assert (status, dict(headers).get("X-Fcgikit-Fallback")) == (502, "cgi")
         assert "cannot import 'no_such_module'" in gateway.wait_for_log("cannot import")
 
 

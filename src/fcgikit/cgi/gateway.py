@@ -93,7 +93,8 @@ class Gateway:
             proc = spawn(script, env, argv)
         except OSError as exc:
             status = start_failure_status(exc)
-            self.refuse(request, status, f"{script.filename}: cannot execute: {exc.strerror or exc}")
+            self.refuse(request, status, f"{script.filename}: cannot execute: {exc.strerror or exc}",
+                        run_options.get("extra_headers", ()))
             return None
         outcome = ProgramRun(request, script, proc, self.config.timeout, self.log, **run_options).run()
         if outcome.exit_status and outcome.status:
@@ -112,7 +113,8 @@ class Gateway:
         started = time.monotonic()
         with self.slots.slot(self.config.queue_timeout) as got_slot:
             if not got_slot:
-                return self.refuse(request, 503, f"fallback {app.spec}: no free --max-procs slot")
+                return self.refuse(request, 503, f"fallback {app.spec}: no free --max-procs slot",
+                                   (FALLBACK_HEADER,))
             outcome = self.run(request, script, app.environ(request.params, script), app.argv(),
                                extra_headers=(FALLBACK_HEADER,))
         status = outcome.status if outcome is not None else "refused"
@@ -120,7 +122,7 @@ class Gateway:
                  f"(one process): {status} in {(time.monotonic() - started) * 1000:.0f} ms")
         return 0
 
-    def refuse(self, request, status: int, reason: str) -> int:
+    def refuse(self, request, status: int, reason: str, extra_headers=()) -> int:
         """Answers with `status` and nothing run; the reason goes to the logs only."""
         self.say(f"{status}: {reason}")
         try:
@@ -128,7 +130,7 @@ class Gateway:
             request.stdin.discard_rest()
         except OSError:
             return 0
-        request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error")))
+        request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error"), extra_headers))
         return 0
 
     def say(self, text: str) -> None:

@@ -406,7 +406,8 @@ class ProgramRun:
         self.release_if_received()
         if self.parser.head_sent:
             return Outcome(0, reason + " (after the headers: response cut short)")
-        self.request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error")))
+        self.request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error"),
+                                                 self.parser.extra_headers))
         return Outcome(status, reason)
 
     def kill_group(self) -> None:

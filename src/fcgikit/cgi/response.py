@@ -96,7 +96,7 @@ class ResponseParser:
             fields = [(n, v) for n, v in fields if n.lower() not in NPH_DROPPED]
         if status_line is not None:
             fields.insert(0, (b"Status", status_line))
-        return self.render(fields + list(self.extra_headers))
+        return self.render(fields + list(self.extra_headers) if self.extra_headers else fields)
 
     def nph_status(self, first_line: bytes) -> bytes | None:
         match = NPH_STATUS_LINE.fullmatch(first_line)
@@ -151,12 +151,13 @@ def check_status(value: bytes) -> int:
     return int(match.group(1))
 
 
-def error_response(status: int, message: str) -> bytes:
+def error_response(status: int, message: str, extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """A small text/plain CGI response the gateway sends itself (403, 404, 502, 503, 504)."""
     reason = REASONS.get(status, "Error")
     body = f"{status} {reason}: {message}\n".encode("latin-1", "replace")
+    extra = b"".join(name + b": " + value + b"\r\n" for name, value in extra_headers)
     return (f"Status: {status} {reason}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+            f"Content-Length: {len(body)}\r\n").encode("latin-1") + extra + b"\r\n" + body
 
 
 REASONS = {
