@@ -136,17 +136,27 @@ NGINX_SERVER = """
         include fastcgi_params;
         fastcgi_param SCRIPT_NAME "";
         fastcgi_param PATH_INFO $uri;
-        fastcgi_param FCGIKIT_FALLBACK 1;     # what the edge adds when no worker answers
+        fastcgi_pass unix:{dead};                # no worker answers: connect() fails, 502
+        error_page 502 503 = @fcgikit_fallback;
+    }}
+    location @fcgikit_fallback {{
+        include fastcgi_params;
+        fastcgi_param SCRIPT_NAME "";
+        fastcgi_param PATH_INFO $uri;
+        fastcgi_param FCGIKIT_FALLBACK 1;     # what marks the request for the gateway
         fastcgi_pass unix:{socket};
     }}
 """
 
 
-def test_behind_nginx(tree, gateway):
-    _, root = tree
-    with Nginx(NGINX_SERVER.format(socket=gateway.socket)) as ngx:
+def test_behind_nginx_when_no_worker_answers(tree, gateway):
+    top, _ = tree
+    server = NGINX_SERVER.format(socket=gateway.socket, dead=top / "no-worker-here.sock")
+    with Nginx(server) as ngx:
         with requests.Session() as session:   # keep-alive client
             for _ in range(3):
                 response = session.post(ngx.url("/echo"), data=b"hello fallback", timeout=30)
                 assert (response.status_code, response.content) == (200, b"hello fallback"), ngx.error_log()
                 assert response.headers["x-fcgikit-fallback"] == "cgi"
+            response = session.get(ngx.url("/environ?x=1"), timeout=30)
+            assert "PATH_INFO='/environ'" in response.text and "REQUEST_METHOD='GET'" in response.text
