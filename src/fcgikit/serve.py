@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 
+from ._prctl import make_non_dumpable
 from .worker import EXIT_APP_LOAD_ERROR, AppLoadError, load_app, serve, wsgi_handler
 
 
@@ -35,6 +36,7 @@ def make_child(app_spec: str, directory: str | None):
     """The callable the manager runs in each forked child."""
 
     def run_wsgi_child(ctx) -> int:
+        make_non_dumpable()  # again: a change of user (-u) resets it
         if directory:
             os.chdir(directory)
         try:
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from .spawn import run_manager
 
     options = build_parser().parse_args(argv)
+    make_non_dumpable()  # the manager and its workers: /proc entries root-only (see _prctl.py)
     directory = os.path.abspath(options.chdir) if options.chdir else None
     return run_manager(options, make_child(options.app, directory))
 

@@ -42,3 +42,25 @@ def test_missing_root_is_a_usage_error(tmp_path):
 def test_the_pool_is_named_after_the_gateway_in_logs_and_status():
     # The manager names a pool of callables after the callable ("child" said nothing).
     assert cli.make_child(gateway=None).__name__ == "fcgikit.cgi"
+
+
+def test_local_redirect_defaults_to_auto_and_takes_only_known_modes():
+    assert parse("-p", "0").local_redirect == "auto"
+    assert parse("-p", "0", "--local-redirect", "follow").local_redirect == "follow"
+    with pytest.raises(SystemExit):
+        parse("-p", "0", "--local-redirect", "internal")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--wsgi-fallback-dir", "/"], "--wsgi-fallback-dir: needs --wsgi-fallback MODULE:APP"),
+    (["--wsgi-fallback", "hello_wsgi:app", "--wsgi-fallback-dir", "/no/such/dir"],
+     "--wsgi-fallback-dir: not a directory: /no/such/dir"),
+    (["--wsgi-fallback", ":app"], "--wsgi-fallback: expected MODULE:APP"),
+    (["--wsgi-fallback", "hello_wsgi:app", "--wsgi-fallback-python", "/no/python"],
+     "--wsgi-fallback-python: not an executable file: /no/python"),
+])
+def test_wsgi_fallback_usage_errors_say_what(capsys, argv, message):
+    with pytest.raises(SystemExit) as leaving:
+        cli.main(["-n", "-p", "0", *argv])
+    assert leaving.value.code == 2
+    assert message in capsys.readouterr().err

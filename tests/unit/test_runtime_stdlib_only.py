@@ -14,7 +14,7 @@ import fcgikit
 
 PACKAGE_DIR = Path(fcgikit.__file__).parent
 RUNTIME_PACKAGES = ("fastcgi", "worker", "spawn", "cgi", "testing")
-RUNTIME_MODULES = ("serve", "probe")
+RUNTIME_MODULES = ("serve", "probe", "_prctl")
 
 
 def runtime_modules() -> list[str]:

@@ -12,10 +12,13 @@ import shutil
 import signal
 import sys
 
+from .._prctl import make_non_dumpable
 from ..spawn import add_pool_arguments, run_manager
 from ..spawn.orphans import become_subreaper
+from .fallback import FALLBACK_PARAM, make_fallback
 from .gateway import Gateway, make_config
 from .process import keep_descriptors_private
+from .redirect import MAX_LOCAL_REDIRECTS, MODES
 from .slots import Slots, Unlimited, make_slot_dir
 
 DEFAULT_QUEUE_TIMEOUT = 10.0
@@ -45,6 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"how long a request waits for a --max-procs slot before 503 (default {DEFAULT_QUEUE_TIMEOUT:g})")
     cgi.add_argument("--user", dest="cgi_user", metavar="USER",
                      help="when the gateway runs as root, programs run as USER (default nobody)")
+    cgi.add_argument("--local-redirect", choices=MODES, default="auto",
+                     help="a program's `Location: /path` (RFC 3875 local redirect): x-accel = answer "
+                          "X-Accel-Redirect (nginx serves the path); follow = run the program the path "
+                          f"names here (GET, at most {MAX_LOCAL_REDIRECTS} hops), a client redirect (302) "
+                          "for any other path; client = always a client redirect; auto (default) = "
+                          "x-accel when SERVER_SOFTWARE says nginx, else follow")
+    fallback = parser.add_argument_group("WSGI fallback")
+    fallback.add_argument("--wsgi-fallback", metavar="MODULE:APP",
+                          help=f"requests with the FastCGI param {FALLBACK_PARAM} (set by the edge's nginx) "
+                               "run this WSGI app once, as a CGI program (one process per request)")
+    fallback.add_argument("--wsgi-fallback-dir", metavar="DIR",
+                          help="the app's directory: its working directory and first on sys.path "
+                               "(default: the current directory; the gateway's PYTHONPATH follows)")
+    fallback.add_argument("--wsgi-fallback-python", metavar="PATH",
+                          help="the interpreter that runs the app (default: the gateway's own)")
     return parser
 
 
@@ -73,6 +91,9 @@ def make_child(gateway: Gateway):
         # A program that exits before reading its whole body must give us EPIPE,
         # not kill the gateway (the manager restores SIGPIPE's default in children).
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # Inherited from the manager, but a change of user (-u/--user) resets it:
+        # a program (same uid) must not read our /proc environ, memory or fds.
+        make_non_dumpable()
         # What a program leaves outside its process group is adopted here, to be
         # killed with it at the timeout (see process.py).
         become_subreaper()
@@ -91,9 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-procs: must be 0 (no limit) or more")
     if options.root is not None and not os.path.isdir(options.root):
         parser.error(f"--root: not a directory: {options.root}")
+    if options.wsgi_fallback_dir is not None and not os.path.isdir(options.wsgi_fallback_dir):
+        parser.error(f"--wsgi-fallback-dir: not a directory: {options.wsgi_fallback_dir}")
+    for name in ("dir", "python"):
+        if getattr(options, f"wsgi_fallback_{name}") is not None and not options.wsgi_fallback:
+            parser.error(f"--wsgi-fallback-{name}: needs --wsgi-fallback MODULE:APP")
+    python = options.wsgi_fallback_python
+    if python is not None and not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        parser.error(f"--wsgi-fallback-python: not an executable file: {python}")
+    if options.wsgi_fallback is not None and not options.wsgi_fallback.partition(":")[0]:
+        parser.error(f"--wsgi-fallback: expected MODULE:APP, e.g. hello_wsgi:app, not {options.wsgi_fallback!r}")
     choose_program_user(options)
     program_timeout = options.timeout or 0.0
-    config = make_config(options.root, program_timeout, options.queue_timeout)
+    fallback = (make_fallback(options.wsgi_fallback, options.wsgi_fallback_dir, options.wsgi_fallback_python)
+                if options.wsgi_fallback else None)
+    config = make_config(options.root, program_timeout, options.queue_timeout, options.local_redirect, fallback)
     if program_timeout:
         options.timeout = program_timeout + options.queue_timeout + MANAGER_GRACE
     slot_dir = make_slot_dir(options.max_procs) if options.max_procs else None
@@ -101,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     # A gateway process the manager kills (or that dies) must not leave its
     # running program behind: the manager adopts and kills it.
     options.kill_orphans = True
+    # Before any fork: the manager and everything it forks (the gateway processes)
+    # keep their /proc entries from the programs (see fcgikit/_prctl.py).
+    make_non_dumpable()
     creator = os.getpid()
     try:
         return run_manager(options, make_child(Gateway(config, slots)))

@@ -44,6 +44,7 @@ class Outcome:
     status: int              # HTTP status the client got (0 if the response was cut short)
     reason: str = ""         # why the gateway answered itself, or cut the response
     exit_status: int | None = None
+    redirect: bytes | None = None   # a deferred local redirect's target (nothing was sent)
 
 
 # Signals a gateway process ignores (Python: SIGXFSZ; the worker: SIGPIPE and the
@@ -88,8 +89,8 @@ class Program:
             os.kill(self.pid, signal.SIGKILL)
 
 
-def spawn(script: Script, env: dict[bytes, bytes]) -> Program:
-    """Starts the program directly (argv[0] is its path), in its own process group,
+def spawn(script: Script, env: dict[bytes, bytes], argv: list[bytes] | None = None) -> Program:
+    """Starts the program directly (argv[0] is its path, or `argv`), in its own process group,
     in its own directory, with three pipes as stdin, stdout and stderr.
 
     posix_spawn (vfork and exec in the C library) costs a fraction of what
@@ -107,7 +108,7 @@ def spawn(script: Script, env: dict[bytes, bytes]) -> Program:
         for _ in range(3):
             pipes.append(os.pipe())  # Python makes both ends close-on-exec
         (stdin_r, stdin_w), (stdout_r, stdout_w), (stderr_r, stderr_w) = pipes
-        pid = os.posix_spawn(program, [program], env, setpgroup=0, setsigmask=(), setsigdef=SIGNALS_RESET,
+        pid = os.posix_spawn(program, argv or [program], env, setpgroup=0, setsigmask=(), setsigdef=SIGNALS_RESET,
                              file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, stdout_w, 1),
                                            (os.POSIX_SPAWN_DUP2, stderr_w, 2)])
     except BaseException:  # out of descriptors, or the program cannot be executed: nothing leaks
@@ -185,16 +186,23 @@ class ProgramRun:
     """Relays one request to one running program and its answer back."""
 
     def __init__(self, request, script: Script, proc: Program, timeout: float, log=None,
-                 adopted: Adopted | None = None) -> None:
+                 adopted: Adopted | None = None, *, deadline: float | None = None,
+                 no_body: bool = False, defer_local_redirect: bool = False,
+                 extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        """`deadline` (monotonic) overrides `timeout`; `no_body`: the program gets an
+        empty stdin (a followed local redirect is a GET)."""
         self.request = request
         self.adopted = adopted or ADOPTED
         self.killed = False
         self.script = script
         self.proc = proc
-        self.deadline = time.monotonic() + timeout if timeout > 0 else None
+        if deadline is None and timeout > 0:
+            deadline = time.monotonic() + timeout
+        self.deadline = deadline
         self.log = log or sys.stderr
-        self.parser = ResponseParser(nph=script.is_nph)
-        self.body = RequestBody(request.stdin, content_length(request.params))
+        self.parser = ResponseParser(nph=script.is_nph, defer_local_redirect=defer_local_redirect,
+                                     extra_headers=extra_headers)
+        self.body = RequestBody(request.stdin, 0 if no_body else content_length(request.params))
         self.pending = b""          # body bytes read from FastCGI, not yet taken by the program
         self.held: list[bytes] = []  # output held back until the body is received
         self.held_size = 0
@@ -385,7 +393,7 @@ class ProgramRun:
         self.release_if_received()
         if tail:
             self.request.stdout.write(tail)
-        return Outcome(self.parser.status)
+        return Outcome(self.parser.status, redirect=self.parser.location)
 
     def time_out(self) -> Outcome:
         return self.fail(504, "timed out: killed the program's process group")
@@ -396,9 +404,10 @@ class ProgramRun:
         self.log_gateway_line(reason)
         self.body.discard()
         self.release_if_received()
-        if self.parser.headers_done:
+        if self.parser.head_sent:
             return Outcome(0, reason + " (after the headers: response cut short)")
-        self.request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error")))
+        self.request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error"),
+                                                 self.parser.extra_headers))
         return Outcome(status, reason)
 
     def kill_group(self) -> None:
@@ -439,7 +448,7 @@ class ProgramRun:
             pass
 
     def log_program_line(self, line: bytes) -> None:
-        tagged = b"[" + os.fsencode(self.script.script_name) + b"] " + line.rstrip(b"\r") + b"\n"
+        tagged = b"[" + os.fsencode(self.script.label) + b"] " + line.rstrip(b"\r") + b"\n"
         self.log.write(tagged.decode("latin-1"))
         self.log.flush()
         try:
@@ -448,10 +457,10 @@ class ProgramRun:
             pass
 
     def log_gateway_line(self, text: str) -> None:
-        self.log.write(f"fcgikit.cgi: {self.script.script_name}: {text}\n")
+        self.log.write(f"fcgikit.cgi: {self.script.label}: {text}\n")
         self.log.flush()
         try:
-            self.request.stderr.write(f"fcgikit.cgi: {self.script.script_name}: {text}\n".encode("latin-1", "replace"))
+            self.request.stderr.write(f"fcgikit.cgi: {self.script.label}: {text}\n".encode("latin-1", "replace"))
         except (OSError, ValueError):
             pass
 

@@ -27,6 +27,11 @@ class Script:
     script_name: str   # SCRIPT_NAME: the URL path that names the program
     path_info: str     # PATH_INFO: what follows the program's name, "" if nothing
     directory: str     # the program's directory, its working directory
+    tag: str = ""      # how the logs name it (default: SCRIPT_NAME)
+
+    @property
+    def label(self) -> str:
+        return self.tag or self.script_name
 
     @property
     def name(self) -> str:

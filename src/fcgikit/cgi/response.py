@@ -6,8 +6,9 @@ so a response is streamed, never gathered.
 
 - document response: the header block as the program wrote it (CRLF line ends);
 - local redirect (`Location: /path`, no other status): handed to nginx as
-  `X-Accel-Redirect`, so nginx serves the new path internally (6.2.2); any body
-  the program printed is dropped;
+  `X-Accel-Redirect`, so nginx serves the new path internally (6.2.2); or, with
+  `defer_local_redirect`, nothing is output and `location` is left for the
+  gateway to follow (gateway.py); any body the program printed is dropped;
 - client redirect (`Location:` an absolute URI): `Status: 302 Found` unless the
   program chose a status;
 - NPH program (`nph-` name): its HTTP status line becomes `Status:`, since nginx
@@ -37,14 +38,23 @@ class BadResponse(Exception):
 class ResponseParser:
     """Feed program output; get the bytes to send as FCGI_STDOUT."""
 
-    def __init__(self, nph: bool = False, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
+    def __init__(self, nph: bool = False, max_header_bytes: int = MAX_HEADER_BYTES,
+                 defer_local_redirect: bool = False, extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         self.nph = nph
+        self.defer_local_redirect = defer_local_redirect
+        self.extra_headers = extra_headers   # added to every response the program makes
+        self.location: bytes | None = None   # a deferred local redirect's target
         self.max_header_bytes = max_header_bytes
         self.head = bytearray()
         self.headers_done = False
         self.kind = ""          # "document", "local-redirect", "client-redirect" once headers_done
         self.status = 0         # the HTTP status the response will carry (0 until known)
         self.discard_body = False
+
+    @property
+    def head_sent(self) -> bool:
+        """Response bytes went out (a deferred local redirect sends none)."""
+        return self.headers_done and self.location is None
 
     def feed(self, data: bytes) -> bytes:
         if self.headers_done:
@@ -86,7 +96,7 @@ class ResponseParser:
             fields = [(n, v) for n, v in fields if n.lower() not in NPH_DROPPED]
         if status_line is not None:
             fields.insert(0, (b"Status", status_line))
-        return self.render(fields)
+        return self.render(fields + list(self.extra_headers) if self.extra_headers else fields)
 
     def nph_status(self, first_line: bytes) -> bytes | None:
         match = NPH_STATUS_LINE.fullmatch(first_line)
@@ -114,8 +124,11 @@ class ResponseParser:
         return b"".join(name + b": " + value + b"\r\n" for name, value in fields) + b"\r\n"
 
     def local_redirect(self, location: bytes) -> bytes:
-        # nginx re-runs the request for this URI (as GET) and never shows it to the client.
         self.kind, self.status, self.discard_body = "local-redirect", 200, True
+        if self.defer_local_redirect:   # the gateway decides what to do with it
+            self.location = location
+            return b""
+        # nginx re-runs the request for this URI (as GET) and never shows it to the client.
         return b"X-Accel-Redirect: " + location + b"\r\n\r\n"
 
 
@@ -138,12 +151,13 @@ def check_status(value: bytes) -> int:
     return int(match.group(1))
 
 
-def error_response(status: int, message: str) -> bytes:
+def error_response(status: int, message: str, extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """A small text/plain CGI response the gateway sends itself (403, 404, 502, 503, 504)."""
     reason = REASONS.get(status, "Error")
     body = f"{status} {reason}: {message}\n".encode("latin-1", "replace")
+    extra = b"".join(name + b": " + value + b"\r\n" for name, value in extra_headers)
     return (f"Status: {status} {reason}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+            f"Content-Length: {len(body)}\r\n").encode("latin-1") + extra + b"\r\n" + body
 
 
 REASONS = {
@@ -154,3 +168,11 @@ REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+
+
+def client_redirect(location: bytes, method: str) -> bytes:
+    """A local redirect handed to the client: it asks the web server for `location`
+    itself, through all of the server's own rules. 302 after a GET or HEAD; 303 (See
+    Other: fetch it with GET) after any other method, as a local redirect is a GET."""
+    status = b"302 Found" if method in ("GET", "HEAD") else b"303 See Other"
+    return b"Status: " + status + b"\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"

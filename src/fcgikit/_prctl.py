@@ -1,0 +1,54 @@
+"""Linux process attributes fcgikit sets on itself through prctl(2) (stdlib only: ctypes).
+
+`make_non_dumpable()`: PR_SET_DUMPABLE 0. The kernel then makes this process's
+/proc/PID entries (environ, mem, fd, maps, ...) belong to root and refuses
+ptrace to anyone without CAP_SYS_PTRACE, so a program running under the same
+uid (a CGI script, say) can no longer read the gateway's environment, memory
+or descriptors. The process itself still reads its own /proc/self.
+
+The flag is inherited by fork() and reset by execve(): each manager sets it at
+start, its forked children inherit it (and set it again after they change
+user, since a uid change also resets it to /proc/sys/fs/suid_dumpable), and an
+exec'd program (a CGI script, php-cgi) starts dumpable, as it would anyway.
+No core dumps are written for a non-dumpable process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+PR_GET_DUMPABLE = 3  # <linux/prctl.h>
+PR_SET_DUMPABLE = 4
+
+_libc = None
+
+
+def _prctl():
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.prctl  # noqa: B018  (AttributeError where there is no prctl)
+        except (OSError, AttributeError):
+            _libc = False
+    return _libc.prctl if _libc else None
+
+
+def make_non_dumpable() -> bool:
+    """PR_SET_DUMPABLE 0 for this process; False where that is not possible (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+
+
+def is_dumpable() -> bool | None:
+    """This process's dumpable flag; None where it cannot be read."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    value = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+    return None if value < 0 else bool(value)
