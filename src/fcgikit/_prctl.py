@@ -24,7 +24,7 @@ PR_SET_DUMPABLE = 4
 _libc = None
 
 
-def _prctl():
+def _libc_prctl():
     global _libc
     if _libc is None:
         try:
@@ -35,20 +35,25 @@ def _prctl():
     return _libc.prctl if _libc else None
 
 
+def prctl(option: int, value: int = 0) -> int | None:
+    """prctl(2) with one argument; its result, or None where there is no prctl (not
+    Linux). The one place the runtime calls prctl from."""
+    call = _libc_prctl()
+    if call is None:
+        return None
+    return call(option, ctypes.c_ulong(value), 0, 0, 0)
+
+
 def make_non_dumpable() -> bool:
     """PR_SET_DUMPABLE 0 for this process; False where that is not possible (not Linux)."""
     if not sys.platform.startswith("linux"):
         return False
-    prctl = _prctl()
-    return prctl is not None and prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
+    return prctl(PR_SET_DUMPABLE, 0) == 0
 
 
 def is_dumpable() -> bool | None:
     """This process's dumpable flag; None where it cannot be read."""
     if not sys.platform.startswith("linux"):
         return None
-    prctl = _prctl()
-    if prctl is None:
-        return None
-    value = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
-    return None if value < 0 else bool(value)
+    value = prctl(PR_GET_DUMPABLE)
+    return None if value is None or value < 0 else bool(value)

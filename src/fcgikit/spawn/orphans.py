@@ -13,9 +13,10 @@ leave behind, and the manager adopts what a dead gateway process leaves behind
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
+
+from .._prctl import prctl
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PR_SET_CHILD_SUBREAPER = 36
@@ -24,19 +25,9 @@ PR_SET_CHILD_SUBREAPER = 36
 MAX_KILL_ROUNDS = 100
 
 
-def prctl(option: int, value: int) -> bool:
-    """prctl(2) with one argument, through ctypes; False where there is none (not
-    Linux) or it fails. Shared by every prctl the runtime makes."""
-    try:
-        call = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    return call(option, ctypes.c_ulong(value), 0, 0, 0) == 0
-
-
 def become_subreaper() -> bool:
     """Orphaned descendants of this process are adopted by it, not by init (Linux >= 3.4)."""
-    return prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
 
 
 def die_with_parent(parent_pid: int, signum: int = signal.SIGTERM) -> bool:
