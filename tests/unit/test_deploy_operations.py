@@ -39,3 +39,99 @@ def test_nginx_workers_are_the_masters_children():
     assert nginx_worker_pids(text) == {8, 9}
     assert nginx_worker_pids("") == set()
     assert nginx_worker_pids("cat: /run/nginx.pid: No such file") == set()
+
+
+# --- the edge's port is checked before anything changes -------------------------------------
+
+
+def _stack_with_busy_ports(busy: set[int]):
+    from fcgikit.deploy.operations import Stack
+    from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
+
+    class Checked(Stack):
+        asked: list
+
+        def port_free(self, host_name, port):
+            self.asked.append((host_name, port))
+            return port not in busy
+
+    spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app")))
+    stack = Checked(spec=spec, project="demo")
+    stack.asked = []
+    return stack
+
+
+def _edge_plans(old_port: int, new_port: int):
+    import dataclasses
+
+    from fcgikit.deploy.hosts import local_host
+    from fcgikit.deploy.plan import Observed, plan_up
+    from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
+
+    def spec(port):
+        return StackSpec(services=Services(nginx=NginxService(port=port), workers=WorkersService(app="a:app")))
+
+    images = {"workers": "w:1", "cgi": "w:1", "nginx": "n:1"}
+    first = plan_up(spec(old_port), "demo", [local_host()], images, Observed())
+    found = tuple(
+        RunningContainer(c.name, c.name, c.service, c.host, c.slot, c.image, c.config_hash,
+                         published={p: h for p, h in c.ports})
+        for c in first.wanted
+    )
+    observed = Observed(found, frozenset({"local"}), first.nginx_conf)
+    return first, plan_up(spec(new_port), "demo", [local_host()], images, dataclasses.replace(observed))
+
+
+def test_a_new_nginx_port_held_by_another_program_refuses_before_any_step():
+    import pytest
+
+    from fcgikit.deploy.errors import FcgikitError
+
+    _, plan = _edge_plans(8080, 9090)
+    stack = _stack_with_busy_ports({9090})
+    with pytest.raises(FcgikitError) as refused:
+        stack.check_edge_ports(plan)
+    assert str(refused.value).startswith("port 9090 on host local (127.0.0.1) is in use by another program; "
+                                          "nothing changed")
+    assert stack.asked == [("local", 9090)]
+
+
+def test_the_port_the_replaced_nginx_holds_is_not_asked_about():
+    first, plan = _edge_plans(8080, 8080)
+    assert plan.changes_nothing
+    stack = _stack_with_busy_ports(set())
+    stack.check_edge_ports(first)  # the first up: no nginx of ours holds 8080, so it is asked about
+    assert stack.asked == [("local", 8080)]
+    # Same port, new nginx image: the old nginx holds 8080 and frees it, so nothing is asked.
+    import dataclasses
+
+    from fcgikit.deploy.plan import StartContainer, StopContainer
+
+    old = next(c for c in first.wanted if c.service == "nginx")
+    running_old = RunningContainer(old.name, old.name, "nginx", "local", old.slot, old.image, "old-hash",
+                                   published={80: 8080})
+    new = dataclasses.replace(old, slot=2, image="n:2")
+    replace = dataclasses.replace(first, steps=(StopContainer(running_old), StartContainer(new, "net", "conf")))
+    busy = _stack_with_busy_ports({8080})
+    busy.check_edge_ports(replace)
+    assert busy.asked == []
+
+
+def test_port_zero_is_never_checked():
+    first, _ = _edge_plans(0, 0)
+    stack = _stack_with_busy_ports(set())
+    stack.check_edge_ports(first)
+    assert stack.asked == []
+
+
+def test_a_port_another_socket_listens_on_is_not_free():
+    import socket
+
+    from fcgikit.deploy.operations import local_port_free
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert not local_port_free(port)
+    assert local_port_free(port)

@@ -6,7 +6,9 @@ and then either prints the plan (dry run) or executes its steps in order.
 
 from __future__ import annotations
 
+import errno
 import queue
+import socket
 import threading
 import time
 import urllib.error
@@ -15,6 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import docker.errors
 
 from . import commands
 from . import images as img
@@ -32,6 +36,7 @@ from .plan import (
     RemoveContainer,
     RemoveNetwork,
     StartContainer,
+    StopContainer,
     WaitAnswering,
     plan_down,
     plan_up,
@@ -58,6 +63,8 @@ class Stack:
     wait_timeout: float = 60.0
     reload_timeout: float = 40.0
     _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    # Outdated nginx containers stopped by the running plan, until their replacement serves.
+    _stopped_edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
 
     # --- engines and observation ----------------------------------------------------------
 
@@ -165,8 +172,12 @@ class Stack:
 
     def execute(self, plan: Plan) -> None:
         """Run the steps in order. If a new container fails before nginx uses it, the
-        containers this run started are removed again, so the old stack keeps serving."""
+        containers this run started are removed again, so the old stack keeps serving.
+        A replaced nginx is only stopped until its successor answers; if the successor
+        cannot start or answer, the old one is started again."""
+        self.check_edge_ports(plan)
         started: list[tuple[str, str]] = []
+        self._stopped_edges = []
         nginx_touched = False
         try:
             for batch in _batches(plan.steps):
@@ -174,11 +185,72 @@ class Stack:
                     self.say(step.describe())
                 self._run_batch(batch, started)
                 nginx_touched = nginx_touched or any(_touches_nginx(step) for step in batch)
-        except BaseException:
+        except BaseException as exc:
+            restored = self._restore_edges(plan, started) if self._stopped_edges else []
+            if restored:
+                nginx_touched = False  # the old nginx serves with its old upstreams again
             if not nginx_touched:
                 for host, name in reversed(started):
                     self.engine(host).stop_and_remove(name, timeout=5)
+            if restored and isinstance(exc, Exception):
+                first, _, rest = str(exc).partition("\n")
+                again = ", ".join(f"{name} on {host}" for host, name in restored)
+                note = f"{first}; the previous nginx ({again}) was started again and serves as before"
+                raise FcgikitError(note + (f"\n{rest}" if rest else "")) from exc
             raise
+
+    # --- the edge: its port checked first, the old one kept until the new one serves ---------
+
+    def check_edge_ports(self, plan: Plan) -> None:
+        """Before anything changes: the host port each new nginx publishes must be free, unless
+        the nginx it replaces holds it (that one frees it)."""
+        freed = {
+            (step.container.host, port) for step in plan.steps
+            if isinstance(step, StopContainer) and step.container.running
+            for port in step.container.published.values()
+        }
+        for step in plan.steps:
+            if not (isinstance(step, StartContainer) and step.container.service == "nginx"):
+                continue
+            host = step.container.host
+            for _, port in step.container.ports:
+                if port and (host, port) not in freed and not self.port_free(host, port):
+                    raise FcgikitError(f"port {port} on host {self._describe_host(host)} is in use by another "
+                                       f"program; nothing changed (free it or choose another nginx port)")
+
+    def port_free(self, host_name: str, port: int) -> bool:
+        """Whether this machine (the local engine's host) can listen on `port`, as Docker will."""
+        return local_port_free(port)
+
+    def _describe_host(self, host_name: str) -> str:
+        host = next((h for h in self.hosts if h.name == host_name), None)
+        return f"{host_name} ({host.address})" if host is not None else host_name
+
+    def _stop_edge(self, step: StopContainer) -> None:
+        c = step.container
+        try:
+            container = self.engine(c.host).container(c.name)
+        except docker.errors.NotFound:
+            return
+        if container.status == "running":
+            container.stop(timeout=step.stop_timeout)
+            self._stopped_edges.append((c.host, c.name))
+
+    def _restore_edges(self, plan: Plan, started: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The new nginx out, the stopped old one back; returns the old ones started again."""
+        new_edges = {(s.container.host, s.container.name) for s in plan.steps
+                     if isinstance(s, StartContainer) and s.container.service == "nginx"}
+        for host, name in started:
+            if (host, name) in new_edges:
+                self.engine(host).stop_and_remove(name, timeout=5)  # frees the port it may hold
+        restored = []
+        for host, name in self._stopped_edges:
+            self.engine(host).container(name).start()
+            restored.append((host, name))
+        self._stopped_edges = []
+        for host, name in restored:
+            self._check_end_to_end(CheckEndToEnd(host, name))  # "serves as before" must be true
+        return restored
 
     def _run_batch(self, batch: list, started: list[tuple[str, str]]) -> None:
         if len(batch) == 1:
@@ -203,8 +275,12 @@ class Stack:
             self._reload_nginx(step)
         elif isinstance(step, CheckEndToEnd):
             self._check_end_to_end(step)
+        elif isinstance(step, StopContainer):
+            self._stop_edge(step)
         elif isinstance(step, RemoveContainer):
             self.engine(step.container.host).stop_and_remove(step.container.name, step.stop_timeout)
+            if (step.container.host, step.container.name) in self._stopped_edges:
+                self._stopped_edges.remove((step.container.host, step.container.name))  # its successor serves
         elif isinstance(step, RemoveNetwork):
             self.engine(step.host).remove_network(self.project)
         else:  # pragma: no cover - a new step type without an executor
@@ -323,6 +399,17 @@ def _status_row(c: RunningContainer, pool: dict | None) -> dict:
             "restarts": pool.get("restarts"),
         }
     return row
+
+
+def local_port_free(port: int) -> bool:
+    """Whether a listener on every IPv4 address could take `port` here (what docker-proxy does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not count
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE  # e.g. EACCES below 1024: Docker (root) can, so do not guess
+    return True
 
 
 def _merge_followed(stack: Stack, found: list[tuple[str, RunningContainer]]) -> Iterator[str]:
