@@ -7,7 +7,10 @@ What changes against the local stack:
   lists them as address:port (placement.py, used by the planner);
 - `up`, `scale` and `down` hold the deploy lock on the primary host (lock.py);
 - a host that cannot be reached is reported and left out: `up` places its share on the
-  remaining hosts, `status` shows it as unreachable.
+  remaining hosts, `status` shows it as unreachable;
+- a host whose SSH host key cannot be verified (changed, or unknown) is not an outage but a
+  security failure: `up`, `scale` and `down` refuse to run at all (nothing changed), as
+  they do when the primary host cannot be reached; `status` shows it with the reason.
 """
 
 from __future__ import annotations
@@ -125,6 +128,26 @@ class RemoteStack(Stack):
 
     # --- operations under the deploy lock ----------------------------------------------------
 
+    def plan_up(self, *, build: bool = True) -> Plan:
+        self.require_verified_hosts("up")
+        return super().plan_up(build=build)
+
+    def plan_scale(self, service: str, replicas: int, *, build: bool = True) -> Plan:
+        self.require_verified_hosts("scale")
+        return super().plan_scale(service, replicas, build=build)
+
+    def plan_down(self) -> Plan:
+        self.require_verified_hosts("down")
+        return super().plan_down()
+
+    def require_verified_hosts(self, command: str) -> None:
+        """Refuse to change anything while a host's key cannot be verified (who answers there
+        may not be that host): leaving it out would rewrite nginx's upstream without it."""
+        rejected = self.fleet.key_rejected
+        if rejected:
+            lines = [str(error).splitlines()[0] for error in rejected.values()]
+            raise FcgikitError(f"{command} refused, nothing changed: {lines[0]}" + "".join(f"\n{line}" for line in lines[1:]))
+
     def up(self) -> UpResult:
         with self._lock("up"):
             return super().up()
@@ -138,6 +161,7 @@ class RemoteStack(Stack):
             return super().down()
 
     def _lock(self, command: str) -> DeployLock:
+        self.require_verified_hosts(command.split()[0])  # before the lock is even taken
         primary = self.inventory.primary.name
         if primary not in self.fleet.sessions:
             raise FcgikitError(
@@ -196,7 +220,8 @@ def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: b
     fleet.connect()
     say = stack_kwargs.get("say", lambda text: None)
     for name, problem in fleet.unreachable.items():
-        say(f"host {name} is unreachable, left out: {problem}")
+        if name not in fleet.key_rejected:  # not left out: up, scale and down refuse to run
+            say(f"host {name} is unreachable, left out: {problem}")
     hosts = inventory_hosts(inventory, lambda name: name in fleet.sessions, lambda name: fleet.session(name).docker())
     if not hosts:
         raise HostsFailed("connecting", fleet.connect_outcomes)
