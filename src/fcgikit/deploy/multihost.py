@@ -45,6 +45,12 @@ def images_for_host(roles: frozenset[str], tags: dict[str, str]) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+def listening_command(port: int) -> str:
+    """A shell command printing how many sockets listen on TCP `port` (any address, IPv4 or 6)."""
+    return (f"cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | "
+            f"awk '$4 == \"0A\" && $2 ~ /:{port:04X}$/ {{n++}} END {{print n + 0}}'")
+
+
 def inventory_hosts(inventory: Inventory, reachable: Callable[[str], bool], connect) -> list[Host]:
     """The planner's hosts: the reachable ones, in inventory order (pure apart from `connect`)."""
     return [
@@ -122,6 +128,12 @@ class RemoteStack(Stack):
             raise HostsFailed("shipping images", outcomes)
         return self.ship_reports
 
+    def port_free(self, host_name: str, port: int) -> bool:
+        """Whether anything listens on TCP `port` on the host (read from the kernel's socket
+        tables over SSH: /proc/net/tcp and tcp6, state 0A = LISTEN; needs nothing installed)."""
+        output = self.fleet.session(host_name).run(listening_command(port), timeout=30).stdout
+        return output.strip() == "0"
+
     def _ship_progress(self, host: str, sent: int, expected: int) -> None:
         share = f" of ~{expected / 1e6:.0f} MB" if expected else ""
         self.progress(f"ship {host}: {sent / 1e6:.0f} MB sent{share}")
@@ -183,10 +195,14 @@ class RemoteStack(Stack):
         outcomes = on_each_host([host.name for host in self.hosts], containers_on)
         seen = [(outcome.host, c, pool) for outcome in outcomes if outcome.ok for c, pool in outcome.value]
         failed = {outcome.host: outcome.error for outcome in outcomes if not outcome.ok}
+        try:
+            stale = self.stale_containers([c for _, c, _ in seen])
+        except Exception:  # the edge host failing now is reported in its row; mark nothing
+            stale = set()
         return {
             "project": self.project,
             "url": self._edge_url(seen),
-            "containers": [_status_row(c, pool) for _, c, pool in seen],
+            "containers": [_status_row(c, pool, stale=(c.host, c.name) in stale) for _, c, pool in seen],
             "hosts": self.host_rows(failed),
         }
 
