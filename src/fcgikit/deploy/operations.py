@@ -7,8 +7,11 @@ and then either prints the plan (dry run) or executes its steps in order.
 from __future__ import annotations
 
 import errno
+import io
 import queue
+import re
 import socket
+import tarfile
 import threading
 import time
 import urllib.error
@@ -23,7 +26,7 @@ import docker.errors
 from . import commands
 from . import images as img
 from .commands import NGINX_PORT
-from .docker_backend import ContainerFailed, Engine, read_nginx_conf
+from .docker_backend import ContainerFailed, Engine, docker_time, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .model import NGINX_CONF_PATH, RunningContainer
@@ -41,7 +44,7 @@ from .plan import (
     plan_down,
     plan_up,
 )
-from .spec import StackSpec, with_replicas
+from .spec import FASTCGI_PORT, StackSpec, with_replicas
 
 Say = Callable[[str], None]
 
@@ -329,13 +332,28 @@ class Stack:
         return None
 
     def status(self) -> dict:
-        rows = []
+        seen = []
         for host in self.hosts:
             engine = self.engine(host.name)
             for c in sorted(engine.observe_containers(self.project), key=_display_order):
-                pool = engine.pool_status(c.name) if c.running and c.service != "nginx" else None
-                rows.append(_status_row(c, pool))
+                seen.append((host.name, c, engine.pool_status(c.name) if c.running and c.service != "nginx" else None))
+        stale = self.stale_containers([c for _, c, _ in seen])
+        rows = [_status_row(c, pool, stale=(c.host, c.name) in stale) for _, c, pool in seen]
         return {"project": self.project, "url": self.url(), "containers": rows}
+
+    def stale_containers(self, containers: Sequence[RunningContainer]) -> set[tuple[str, str]]:
+        """(host, name) of the FastCGI containers the running nginx no longer sends requests to
+        (see find_stale), read from the nginx.conf inside it and that file's time."""
+        edge = next((c for c in containers if c.service == "nginx" and c.running), None)
+        if edge is None:
+            return set()
+        try:
+            stream, stat = self.engine(edge.host).container(edge.name).get_archive(NGINX_CONF_PATH)
+            conf = _first_file(b"".join(stream))
+        except docker.errors.DockerException:
+            return set()  # no conf to judge by: mark nothing
+        by_name = {host.name: host for host in self.hosts}
+        return find_stale(containers, by_name, conf, docker_time(stat.get("mtime", "")))
 
     def logs(self, service: str, follow: bool) -> Iterator[str]:
         """Every container's log lines for `service`, each prefixed by its container name."""
@@ -382,10 +400,56 @@ def _display_order(c: RunningContainer) -> tuple:
     return ({"nginx": 0, "workers": 1, "cgi": 2}.get(c.service, 3), c.slot)
 
 
-def _status_row(c: RunningContainer, pool: dict | None) -> dict:
+def find_stale(
+    containers: Sequence[RunningContainer], hosts: dict[str, Host], nginx_conf: str | None, conf_written: float
+) -> set[tuple[str, str]]:
+    """FastCGI containers that are not among nginx's upstream servers although they are older
+    than nginx's config: left running on a host that was lost while `up` replaced them (they
+    come back under the same names as their replacements), or by an `up` killed half-way.
+    The next `up` or `scale` reuses or removes them. A container started after the config was
+    written is not stale but not in rotation yet (a scale in progress). Pure.
+
+    Nothing is marked when the config lists no upstream server: then it cannot tell."""
+    backends = upstream_servers(nginx_conf or "")
+    if not backends:
+        return set()
+    stale = set()
+    for c in containers:
+        if c.service not in ("workers", "cgi") or (conf_written and c.created > conf_written):
+            continue
+        host = hosts.get(c.host)
+        if c.published and host is not None:  # a remote worker host: nginx reaches its address
+            addresses = {f"{host.address}:{port}" for port in c.published.values()}
+        else:  # beside nginx: reached by name on the project network
+            addresses = {f"{c.name}:{FASTCGI_PORT}"}
+        if not addresses & backends:
+            stale.add((c.host, c.name))
+    return stale
+
+
+def upstream_servers(nginx_conf: str) -> set[str]:
+    """The `server ADDRESS ...;` lines of the conf's `upstream` blocks (pure)."""
+    return set(re.findall(r"^\s*server\s+([^\s;]+)[^;\n]*;", "\n".join(_upstream_blocks(nginx_conf)), re.MULTILINE))
+
+
+def _upstream_blocks(conf: str) -> list[str]:
+    return re.findall(r"\bupstream\s+\S+\s*\{([^}]*)\}", conf)
+
+
+def _first_file(tar_bytes: bytes) -> str:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member else None
+        return handle.read().decode() if handle else ""
+
+
+def _status_row(c: RunningContainer, pool: dict | None, *, stale: bool = False) -> dict:
     row = {
         "name": c.name, "service": c.service, "host": c.host, "state": c.state,
         "health": c.health or "-", "image": c.image, "published": c.published,
+        # Not among nginx's upstream servers: left from a host that was lost (or an up killed
+        # half-way); the next up or scale reuses or removes it.
+        "stale": stale,
     }
     if pool is not None:
         children = pool.get("children", {})
