@@ -189,16 +189,26 @@ class Stack:
                 self._run_batch(batch, started)
                 nginx_touched = nginx_touched or any(_touches_nginx(step) for step in batch)
         except BaseException as exc:
-            restored = self._restore_edges(plan, started) if self._stopped_edges else []
-            if restored:
-                nginx_touched = False  # the old nginx serves with its old upstreams again
+            stopped = list(self._stopped_edges)
+            restored: list[tuple[str, str]] = []
+            problem = None
+            if stopped:
+                try:
+                    restored = self._restore_edges(plan, started)
+                    nginx_touched = False  # the old nginx serves with its old upstreams again
+                except Exception as error:  # say so with the original failure; leave the rest as it is
+                    problem = error
             if not nginx_touched:
                 for host, name in reversed(started):
                     self.engine(host).stop_and_remove(name, timeout=5)
-            if restored and isinstance(exc, Exception):
+            if stopped and isinstance(exc, Exception):
                 first, _, rest = str(exc).partition("\n")
-                again = ", ".join(f"{name} on {host}" for host, name in restored)
-                note = f"{first}; the previous nginx ({again}) was started again and serves as before"
+                if problem is None:
+                    again = ", ".join(f"{name} on {host}" for host, name in restored)
+                    note = f"{first}; the previous nginx ({again}) was started again and serves as before"
+                else:
+                    old = ", ".join(f"{name} on {host}" for host, name in stopped)
+                    note = f"{first}; the previous nginx ({old}) could not be brought back: {' '.join(str(problem).split())}"
                 raise FcgikitError(note + (f"\n{rest}" if rest else "")) from exc
             raise
 
