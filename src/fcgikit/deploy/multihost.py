@@ -236,7 +236,9 @@ def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: b
     fleet.connect()
     say = stack_kwargs.get("say", lambda text: None)
     for name, problem in fleet.unreachable.items():
-        if name not in fleet.key_rejected:  # not left out: up, scale and down refuse to run
+        if name in fleet.key_rejected:  # not an outage: up, scale and down refuse to run
+            say(f"host {name} cannot be verified, not used: {str(problem).splitlines()[0]}")
+        else:
             say(f"host {name} is unreachable, left out: {problem}")
     hosts = inventory_hosts(inventory, lambda name: name in fleet.sessions, lambda name: fleet.session(name).docker())
     if not hosts:
