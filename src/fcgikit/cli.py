@@ -348,9 +348,12 @@ def print_status(report: dict) -> None:
         pool = row.get("pool") or {}
         busy_idle = f"{_dash(pool.get('busy'))}/{_dash(pool.get('idle'))}" if pool else "-"
         state_style = "green" if row["state"] == "running" else "red"
+        state = f"[{state_style}]{row['state']}[/]"
+        if row.get("stale"):
+            state = f"[yellow]{row['state']}, STALE[/]"
         health_style = {"healthy": "green", "unhealthy": "red"}.get(row["health"], "")
         table.add_row(
-            row["name"], row["service"], row["host"], f"[{state_style}]{row['state']}[/]",
+            row["name"], row["service"], row["host"], state,
             f"[{health_style}]{row['health']}[/]" if health_style else row["health"],
             _dash(pool.get("processes")), busy_idle, _dash(pool.get("accepted_conn")), row["image"].rsplit("/", 1)[-1],
         )
@@ -358,6 +361,11 @@ def print_status(report: dict) -> None:
         out.print(f"project {report['project']}: nothing is running")
         return
     out.print(table)
+    stale = [row["name"] + "@" + row["host"] for row in report["containers"] if row.get("stale")]
+    if stale:
+        out.print(f"[yellow]STALE[/]: {', '.join(stale)}: not among nginx's backends (left on a host that was lost "
+                  "while `up` replaced them, or by an interrupted `up`); the next `fcgikit up` or `scale` "
+                  "reuses or removes them")
 
 
 def _dash(value) -> str:

@@ -41,13 +41,13 @@ def snapshot_sources(directory: Path) -> Path:
     return directory
 
 
-def stack_yaml(project: str, apps: Path, cgi_dir: Path, greeting: str = "hello", replicas: int = 2) -> str:
+def stack_yaml(project: str, apps: Path, cgi_dir: Path, greeting: str = "hello", replicas: int = 2, port: int = 0) -> str:
     # Short timeouts: a cut-off worker host must be given up on quickly.
     return f"""\
 project: {project}
 services:
   nginx:
-    port: 0
+    port: {port}
     connect_timeout: 1
   workers:
     app: hello_wsgi:app
@@ -208,6 +208,70 @@ def test_a_second_up_ships_nothing_and_changes_nothing(deployment):
     assert "no change" in done.stdout, done.stdout
 
 
+def edge_conf(deployment) -> str:
+    return deployment.bed.exec(deployment.host("h1"), f"docker exec {deployment.project}-nginx-1 cat /etc/nginx/nginx.conf")
+
+
+def placements(deployment) -> list[tuple[str, str, str]]:
+    return sorted((c["service"], c["name"], c["host"]) for c in deployment.status()["containers"])
+
+
+def test_a_changed_host_key_on_a_worker_host_refuses_up_and_scale_and_changes_nothing(deployment):
+    known_hosts = deployment.bed.known_hosts_path
+    original = known_hosts.read_text()
+    h2, h3 = deployment.host("h2"), deployment.host("h3")
+    before, conf_before = placements(deployment), edge_conf(deployment)
+    assert f"{h2.address}:" in conf_before
+    # h2's address now answers with a key that is not the recorded one (h3's key stands in).
+    h3_key = deployment.bed.exec(h3, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()
+    known_hosts.write_text("".join(
+        f"{h2.address} {h3_key[0]} {h3_key[1]}\n" if line.startswith(f"{h2.address} ") else line + "\n"
+        for line in original.splitlines()))
+    try:
+        for command in (("up",), ("scale", "workers=4")):
+            done = deployment.run(*command, check=False)
+            assert done.returncode == 1, done.stdout + done.stderr
+            errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+            assert errors == [f"error: {command[0]} refused, nothing changed: h2 (root@{h2.address}): HOST KEY CHANGED "
+                              f"(not the one in {known_hosts}); if the host was rebuilt, remove its old line there"], done.stderr
+            assert "left out" not in done.stderr and "is up" not in done.stdout
+        report = deployment.status()  # status still reports, naming why
+        h2_row = next(row for row in report["hosts"] if row["name"] == "h2")
+        assert not h2_row["reachable"] and "HOST KEY CHANGED" in h2_row["problem"]
+    finally:
+        known_hosts.write_text(original)
+    assert placements(deployment) == before
+    assert edge_conf(deployment) == conf_before
+
+
+def test_a_new_nginx_port_another_program_holds_on_the_edge_host_is_refused_before_anything_changes(deployment):
+    h1 = deployment.host("h1")
+    port = 18000 + int(deployment.bed.bed_id, 16) % 1000
+    holder = ("import os, socket, time\n"
+              "s = socket.socket(); s.bind(('0.0.0.0', %d)); s.listen()\n"
+              "open('/tmp/port-holder.pid', 'w').write(str(os.getpid())); time.sleep(600)\n" % port)
+    deployment.bed.client.containers.get(h1.container).exec_run(["python3", "-c", holder], detach=True)
+    deadline = time.monotonic() + 10
+    while "holder" not in deployment.bed.exec(h1, "test -s /tmp/port-holder.pid && echo holder || true"):
+        assert time.monotonic() < deadline, "the port holder did not start"
+        time.sleep(0.2)
+    before, url = placements(deployment), deployment.url()
+    try:
+        deployment.write_spec(port=port)
+        done = deployment.run("up", check=False)
+        assert done.returncode == 1, done.stdout + done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert errors == [f"error: port {port} on host h1 ({h1.address}) is in use by another program; nothing changed "
+                          "(free it or choose another nginx port)"], done.stderr
+        assert "address already in use" not in done.stderr
+    finally:
+        deployment.write_spec()
+        deployment.bed.exec(h1, "kill $(cat /tmp/port-holder.pid); rm -f /tmp/port-holder.pid")
+    assert placements(deployment) == before
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+
+
 def test_scale_up_and_down_under_continuous_requests_fails_none(deployment):
     client = Client(deployment.url())
     client.start()
@@ -267,8 +331,25 @@ def test_a_worker_host_cut_off_under_load_loses_no_request_and_up_replaces_its_w
     assert h2.address not in conf and h3.address in conf
 
 
+def test_the_lost_hosts_containers_are_marked_stale_when_it_is_back_until_the_next_up(deployment):
+    h2 = deployment.host("h2")
+    deployment.bed.reconnect(h2)
+    workers = deployment.containers("workers")
+    # The old worker on h2 is back beside its replacement on h3 (often under the same name).
+    names = sorted((c["name"], c["host"], c["stale"]) for c in workers)
+    old = [c for c in workers if c["host"] == "h2"]
+    assert old and all(c["stale"] for c in old), names
+    assert [c for c in workers if c["stale"]] == old, names
+    table = deployment.run("status").stdout
+    assert "STALE" in table and f"{old[0]['name']}@h2" in table, table
+
+    deployment.run("up")  # reuses or removes them
+    workers = deployment.containers("workers")
+    assert not any(c["stale"] for c in workers), workers
+    assert sorted(c["host"] for c in workers) == ["h2", "h3"], workers
+
+
 def test_down_after_the_host_is_back_removes_everything(deployment):
-    deployment.bed.reconnect(deployment.host("h2"))
     deployment.run("down")
     for host in deployment.bed.hosts:
         left = deployment.bed.exec(host, f"docker ps -aq --filter label=fcgikit.project={deployment.project}")

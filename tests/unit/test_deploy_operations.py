@@ -39,3 +39,203 @@ def test_nginx_workers_are_the_masters_children():
     assert nginx_worker_pids(text) == {8, 9}
     assert nginx_worker_pids("") == set()
     assert nginx_worker_pids("cat: /run/nginx.pid: No such file") == set()
+
+
+# --- the edge's port is checked before anything changes -------------------------------------
+
+
+def _stack_with_busy_ports(busy: set[int]):
+    from fcgikit.deploy.operations import Stack
+    from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
+
+    class Checked(Stack):
+        asked: list
+
+        def port_free(self, host_name, port):
+            self.asked.append((host_name, port))
+            return port not in busy
+
+    spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app")))
+    stack = Checked(spec=spec, project="demo")
+    stack.asked = []
+    return stack
+
+
+def _edge_plans(old_port: int, new_port: int):
+    import dataclasses
+
+    from fcgikit.deploy.hosts import local_host
+    from fcgikit.deploy.plan import Observed, plan_up
+    from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
+
+    def spec(port):
+        return StackSpec(services=Services(nginx=NginxService(port=port), workers=WorkersService(app="a:app")))
+
+    images = {"workers": "w:1", "cgi": "w:1", "nginx": "n:1"}
+    first = plan_up(spec(old_port), "demo", [local_host()], images, Observed())
+    found = tuple(
+        RunningContainer(c.name, c.name, c.service, c.host, c.slot, c.image, c.config_hash,
+                         published={p: h for p, h in c.ports})
+        for c in first.wanted
+    )
+    observed = Observed(found, frozenset({"local"}), first.nginx_conf)
+    return first, plan_up(spec(new_port), "demo", [local_host()], images, dataclasses.replace(observed))
+
+
+def test_a_new_nginx_port_held_by_another_program_refuses_before_any_step():
+    import pytest
+
+    from fcgikit.deploy.errors import FcgikitError
+
+    _, plan = _edge_plans(8080, 9090)
+    stack = _stack_with_busy_ports({9090})
+    with pytest.raises(FcgikitError) as refused:
+        stack.check_edge_ports(plan)
+    assert str(refused.value).startswith("port 9090 on host local (127.0.0.1) is in use by another program; "
+                                          "nothing changed")
+    assert stack.asked == [("local", 9090)]
+
+
+def test_the_port_the_replaced_nginx_holds_is_not_asked_about():
+    first, plan = _edge_plans(8080, 8080)
+    assert plan.changes_nothing
+    stack = _stack_with_busy_ports(set())
+    stack.check_edge_ports(first)  # the first up: no nginx of ours holds 8080, so it is asked about
+    assert stack.asked == [("local", 8080)]
+    # Same port, new nginx image: the old nginx holds 8080 and frees it, so nothing is asked.
+    import dataclasses
+
+    from fcgikit.deploy.plan import StartContainer, StopContainer
+
+    old = next(c for c in first.wanted if c.service == "nginx")
+    running_old = RunningContainer(old.name, old.name, "nginx", "local", old.slot, old.image, "old-hash",
+                                   published={80: 8080})
+    new = dataclasses.replace(old, slot=2, image="n:2")
+    replace = dataclasses.replace(first, steps=(StopContainer(running_old), StartContainer(new, "net", "conf")))
+    busy = _stack_with_busy_ports({8080})
+    busy.check_edge_ports(replace)
+    assert busy.asked == []
+
+
+def test_port_zero_is_never_checked():
+    first, _ = _edge_plans(0, 0)
+    stack = _stack_with_busy_ports(set())
+    stack.check_edge_ports(first)
+    assert stack.asked == []
+
+
+def test_a_port_another_socket_listens_on_is_not_free():
+    import socket
+
+    from fcgikit.deploy.operations import local_port_free
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert not local_port_free(port)
+    assert local_port_free(port)
+
+
+# --- status: containers of a lost host that came back are marked stale ----------------------
+
+
+def _remote_hosts():
+    from fcgikit.deploy.hosts import Host
+
+    return [Host("edge", "10.0.0.1", frozenset({"edge"}), remote=True),
+            Host("a", "10.0.0.2", frozenset({"workers"}), remote=True),
+            Host("b", "10.0.0.3", frozenset({"workers"}), remote=True)]
+
+
+def _found(plan, created: float, only_host: str | None = None):
+    return [
+        RunningContainer(f"{c.host}-{c.name}", c.name, c.service, c.host, c.slot, c.image, c.config_hash,
+                         published={p: h for p, h in c.ports}, created=created)
+        for c in plan.wanted if only_host in (None, c.host)
+    ]
+
+
+def test_the_lost_hosts_containers_are_stale_beside_their_replacements_of_the_same_name():
+    from fcgikit.deploy.operations import find_stale
+    from fcgikit.deploy.plan import Observed, plan_up
+    from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
+
+    spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app", replicas=2)))
+    images = {"workers": "w:1", "cgi": "w:1", "nginx": "n:1"}
+    edge, a, b = _remote_hosts()
+    first = plan_up(spec, "demo", [edge, a, b], images, Observed())
+    assert sorted((c.name, c.host) for c in first.wanted if c.service == "workers") == [
+        ("demo-workers-1", "a"), ("demo-workers-2", "b")]
+    before = _found(first, created=100.0)
+    # Host a is lost: up sees edge and b only, and starts a replacement on b under a's name.
+    seen = [c for c in before if c.host != "a"]
+    second = plan_up(spec, "demo", [edge, b], images, Observed(tuple(seen), frozenset({"edge", "b"}), first.nginx_conf))
+    replacement = [c for c in _found(second, created=200.0) if c.host == "b" and c.slot == 1]
+    assert [c.name for c in replacement] == ["demo-workers-1"]
+    # a is back: status sees all of it. The conf was written by the second up, at 250.
+    back = before + replacement
+    hosts = {host.name: host for host in (edge, a, b)}
+    assert find_stale(back, hosts, second.nginx_conf, conf_written=250.0) == {("a", "demo-workers-1")}
+    # A container started after the conf was written is not in rotation yet, not stale.
+    starting = RunningContainer("new", "demo-workers-3", "workers", "a", 3, "w:1", "h", published={9000: 9103},
+                                created=300.0)
+    assert find_stale(back + [starting], hosts, second.nginx_conf, conf_written=250.0) == {("a", "demo-workers-1")}
+    # Before the loss, nothing was stale; a conf without upstream servers marks nothing.
+    assert find_stale(before, hosts, first.nginx_conf, conf_written=150.0) == set()
+    assert find_stale(back, hosts, "events {}\nhttp {}\n", conf_written=250.0) == set()
+
+
+def test_on_one_host_the_upstream_names_the_containers():
+    from fcgikit.deploy.hosts import local_host
+    from fcgikit.deploy.operations import find_stale, upstream_servers
+    from fcgikit.deploy.plan import Observed, plan_up
+    from fcgikit.deploy.spec import CgiService, NginxService, Services, StackSpec, WorkersService
+
+    spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app", replicas=2),
+                                       cgi=CgiService(replicas=1)))
+    plan = plan_up(spec, "demo", [local_host()], {"workers": "w:1", "cgi": "w:1", "nginx": "n:1"}, Observed())
+    assert upstream_servers(plan.nginx_conf) == {"demo-workers-1:9000", "demo-workers-2:9000", "demo-cgi-1:9000"}
+    left = RunningContainer("x", "demo-workers-7", "workers", "local", 7, "w:1", "h", created=1.0)
+    found = _found(plan, created=1.0) + [left]
+    assert find_stale(found, {"local": local_host()}, plan.nginx_conf, conf_written=2.0) == {("local", "demo-workers-7")}
+
+
+def test_status_shows_stale_containers_and_what_cleans_them_up(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from fcgikit import cli
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=buffer, width=200, color_system=None))
+    row = {"name": "demo-workers-1", "service": "workers", "host": "a", "state": "running", "health": "-",
+           "image": "p/fcgi-worker:1", "published": {}, "stale": True}
+    cli.print_status({"project": "demo", "url": "http://e/", "containers": [row, dict(row, host="b", stale=False)]})
+    lines = buffer.getvalue().splitlines()
+    assert any("demo-workers-1" in line and "│ a " in line and "running, STALE" in line for line in lines), lines
+    assert any("│ b " in line and "STALE" not in line for line in lines if "demo-workers-1" in line), lines
+    assert lines[-1].startswith("STALE: demo-workers-1@a: not among nginx's backends")
+    assert "the next `fcgikit up` or `scale` reuses or removes them" in buffer.getvalue().replace("\n", " ")
+
+
+def test_the_remote_port_check_counts_listeners_from_the_kernels_tables():
+    import socket
+    import subprocess
+
+    from fcgikit.deploy.multihost import listening_command
+
+    def listeners(port):
+        return subprocess.run(["sh", "-c", listening_command(port)], capture_output=True, text=True, check=True).stdout
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        assert listeners(port) == "0\n"  # bound, not listening: Docker could still not have it, but nothing serves
+        holder.listen()
+        assert listeners(port) == "1\n"
+    with socket.socket(socket.AF_INET6) as holder:
+        holder.bind(("::", port))
+        holder.listen()
+        assert listeners(port) == "1\n"

@@ -113,12 +113,15 @@ def test_dead_and_unhealthy_containers_are_replaced():
     assert names(plan.steps, RemoveContainer) == ["demo-workers-1", "demo-workers-2"]
 
 
-def test_changed_port_recreates_nginx_after_freeing_the_port():
+def test_changed_port_recreates_nginx_after_freeing_the_port_and_removes_the_old_once_the_new_serves():
     first = plan_up(stack(port=8080), "demo", HOSTS, IMAGES, Observed())
     plan = plan_up(stack(port=9090), "demo", HOSTS, IMAGES, running(first))
-    assert kinds(plan) == ["RemoveContainer", "StartContainer", "CheckEndToEnd"]
+    # Stopped (not removed) first: if the new one cannot start, the old one is started again.
+    assert kinds(plan) == ["StopContainer", "StartContainer", "CheckEndToEnd", "RemoveContainer"]
     assert plan.steps[0].container.name == "demo-nginx-1"
     assert plan.steps[1].container.name == "demo-nginx-2"
+    assert plan.steps[3].container.name == "demo-nginx-1"
+    assert plan.steps[0].docker_command() == "docker stop -t 10 demo-nginx-1"
 
 
 def test_a_service_dropped_from_the_spec_is_removed():

@@ -121,3 +121,52 @@ def test_lock_held_names_the_holder():
 def test_me_describes_this_process():
     me = LockHolder.me("up", now=0)
     assert me.since == "1970-01-01T00:00:00+00:00" and me.command == "up" and "@" in me.who
+
+
+# --- what a failed connect means: an outage, or a host that cannot be verified ---------------
+
+
+def test_a_changed_or_unknown_host_key_is_a_rejected_key_not_an_outage(tmp_path):
+    from fcgikit.deploy.ssh import HostKeyRejected, connection_failure
+
+    got, expected = (paramiko.Ed25519Key.from_private_key_file(str(_keygen(tmp_path, name))) for name in ("a", "b"))
+    changed = connection_failure(target(), paramiko.BadHostKeyException("10.0.0.1", got, expected))
+    assert isinstance(changed, HostKeyRejected)
+    assert str(changed).startswith("h1 (root@10.0.0.1): HOST KEY CHANGED (not the one in /kh)")
+    unknown = connection_failure(target(), paramiko.SSHException("Server '10.0.0.1' not found in known_hosts"))
+    assert isinstance(unknown, HostKeyRejected) and "unknown host key" in str(unknown)
+
+    for outage in (OSError(113, "No route to host"), paramiko.SSHException("Error reading SSH protocol banner"),
+                   paramiko.AuthenticationException("Authentication failed.")):
+        failure = connection_failure(target(), outage)
+        assert type(failure) is HostUnreachable, outage
+    assert str(connection_failure(target(), OSError(113, "No route to host"))) == "h1 (root@10.0.0.1): cannot connect: No route to host"
+
+
+def _remote_stack_with(unreachable: dict):
+    from fcgikit.deploy.multihost import RemoteStack
+    from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
+    from fcgikit.deploy.ssh import Fleet
+
+    fleet = Fleet([target(name="h1"), target(name="h2", address="10.0.0.2")])
+    fleet.unreachable.update(unreachable)
+    spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app")))
+    return RemoteStack(spec=spec, project="demo", hosts=[], fleet=fleet)
+
+
+def test_a_worker_host_whose_key_is_rejected_refuses_up_scale_and_down_before_anything_is_looked_at():
+    from fcgikit.deploy.errors import FcgikitError
+    from fcgikit.deploy.ssh import HostKeyRejected
+
+    stack = _remote_stack_with({"h2": HostKeyRejected("h2 (root@10.0.0.2): HOST KEY CHANGED (not the one in /kh); hint")})
+    for command, plan in (("up", lambda: stack.plan_up(build=True)), ("scale", lambda: stack.plan_scale("workers", 3)),
+                          ("down", stack.plan_down), ("up", lambda: stack._lock("up"))):
+        with pytest.raises(FcgikitError) as refused:
+            plan()  # no host engine exists in this stack: reaching one would fail differently
+        assert str(refused.value) == (f"{command} refused, nothing changed: "
+                                      "h2 (root@10.0.0.2): HOST KEY CHANGED (not the one in /kh); hint")
+
+
+def test_a_host_that_is_only_unreachable_is_left_out_not_refused():
+    stack = _remote_stack_with({"h2": HostUnreachable("h2 (root@10.0.0.2): cannot connect: No route to host")})
+    stack.require_verified_hosts("up")  # no error: up goes on without h2

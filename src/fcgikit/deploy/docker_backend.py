@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from dataclasses import dataclass
 
 import docker
@@ -22,6 +24,7 @@ from .hosts import Host
 from .model import LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, ContainerSpec, RunningContainer, network_name
 
 LOG_TAIL = 40
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)$")
 
 
 class ContainerFailed(FcgikitError):
@@ -217,7 +220,18 @@ def describe_container(container: Container) -> RunningContainer:
         state=state.get("Status", "unknown"),
         health=(state.get("Health") or {}).get("Status", ""),
         published=ports,
+        created=docker_time(attrs.get("Created", "")),
     )
+
+
+def docker_time(text: str) -> float:
+    """Docker's RFC 3339 times (nanoseconds, `Z`) as epoch seconds; 0.0 when there is none."""
+    found = _RFC3339.match(text or "")
+    if not found or text.startswith("0001-"):
+        return 0.0
+    seconds, fraction, zone = found.groups()
+    zone = "+00:00" if zone in ("Z", "z") else zone
+    return datetime.fromisoformat(seconds + zone).timestamp() + float("0." + (fraction or "0"))
 
 
 def nginx_worker_pids(text: str) -> set[int]:

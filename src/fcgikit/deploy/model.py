@@ -86,6 +86,7 @@ class RunningContainer:
     health: str = ""  # Docker's health status when the image has a HEALTHCHECK
     published: dict[int, int] = field(default_factory=dict)  # container port -> host port
     stop_timeout: int = 10
+    created: float = 0.0  # when the engine created it (epoch seconds; 0 = not known)
 
     @property
     def running(self) -> bool:

@@ -7,7 +7,10 @@ What changes against the local stack:
   lists them as address:port (placement.py, used by the planner);
 - `up`, `scale` and `down` hold the deploy lock on the primary host (lock.py);
 - a host that cannot be reached is reported and left out: `up` places its share on the
-  remaining hosts, `status` shows it as unreachable.
+  remaining hosts, `status` shows it as unreachable;
+- a host whose SSH host key cannot be verified (changed, or unknown) is not an outage but a
+  security failure: `up`, `scale` and `down` refuse to run at all (nothing changed), as
+  they do when the primary host cannot be reached; `status` shows it with the reason.
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ def images_for_host(roles: frozenset[str], tags: dict[str, str]) -> list[str]:
     """The image tags a host with these roles runs, each once (pure)."""
     wanted = [tags[service] for role in sorted(roles) for service in ROLE_IMAGES.get(role, ())]
     return list(dict.fromkeys(wanted))
+
+
+def listening_command(port: int) -> str:
+    """A shell command printing how many sockets listen on TCP `port` (any address, IPv4 or 6)."""
+    return (f"cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | "
+            f"awk '$4 == \"0A\" && $2 ~ /:{port:04X}$/ {{n++}} END {{print n + 0}}'")
 
 
 def inventory_hosts(inventory: Inventory, reachable: Callable[[str], bool], connect) -> list[Host]:
@@ -119,11 +128,37 @@ class RemoteStack(Stack):
             raise HostsFailed("shipping images", outcomes)
         return self.ship_reports
 
+    def port_free(self, host_name: str, port: int) -> bool:
+        """Whether anything listens on TCP `port` on the host (read from the kernel's socket
+        tables over SSH: /proc/net/tcp and tcp6, state 0A = LISTEN; needs nothing installed)."""
+        output = self.fleet.session(host_name).run(listening_command(port), timeout=30).stdout
+        return output.strip() == "0"
+
     def _ship_progress(self, host: str, sent: int, expected: int) -> None:
         share = f" of ~{expected / 1e6:.0f} MB" if expected else ""
         self.progress(f"ship {host}: {sent / 1e6:.0f} MB sent{share}")
 
     # --- operations under the deploy lock ----------------------------------------------------
+
+    def plan_up(self, *, build: bool = True) -> Plan:
+        self.require_verified_hosts("up")
+        return super().plan_up(build=build)
+
+    def plan_scale(self, service: str, replicas: int, *, build: bool = True) -> Plan:
+        self.require_verified_hosts("scale")
+        return super().plan_scale(service, replicas, build=build)
+
+    def plan_down(self) -> Plan:
+        self.require_verified_hosts("down")
+        return super().plan_down()
+
+    def require_verified_hosts(self, command: str) -> None:
+        """Refuse to change anything while a host's key cannot be verified (who answers there
+        may not be that host): leaving it out would rewrite nginx's upstream without it."""
+        rejected = self.fleet.key_rejected
+        if rejected:
+            lines = [str(error).splitlines()[0] for error in rejected.values()]
+            raise FcgikitError(f"{command} refused, nothing changed: {lines[0]}" + "".join(f"\n{line}" for line in lines[1:]))
 
     def up(self) -> UpResult:
         with self._lock("up"):
@@ -138,6 +173,7 @@ class RemoteStack(Stack):
             return super().down()
 
     def _lock(self, command: str) -> DeployLock:
+        self.require_verified_hosts(command.split()[0])  # before the lock is even taken
         primary = self.inventory.primary.name
         if primary not in self.fleet.sessions:
             raise FcgikitError(
@@ -159,10 +195,14 @@ class RemoteStack(Stack):
         outcomes = on_each_host([host.name for host in self.hosts], containers_on)
         seen = [(outcome.host, c, pool) for outcome in outcomes if outcome.ok for c, pool in outcome.value]
         failed = {outcome.host: outcome.error for outcome in outcomes if not outcome.ok}
+        try:
+            stale = self.stale_containers([c for _, c, _ in seen])
+        except Exception:  # the edge host failing now is reported in its row; mark nothing
+            stale = set()
         return {
             "project": self.project,
             "url": self._edge_url(seen),
-            "containers": [_status_row(c, pool) for _, c, pool in seen],
+            "containers": [_status_row(c, pool, stale=(c.host, c.name) in stale) for _, c, pool in seen],
             "hosts": self.host_rows(failed),
         }
 
@@ -196,7 +236,10 @@ def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: b
     fleet.connect()
     say = stack_kwargs.get("say", lambda text: None)
     for name, problem in fleet.unreachable.items():
-        say(f"host {name} is unreachable, left out: {problem}")
+        if name in fleet.key_rejected:  # not an outage: up, scale and down refuse to run
+            say(f"host {name} cannot be verified, not used: {str(problem).splitlines()[0]}")
+        else:
+            say(f"host {name} is unreachable, left out: {problem}")
     hosts = inventory_hosts(inventory, lambda name: name in fleet.sessions, lambda name: fleet.session(name).docker())
     if not hosts:
         raise HostsFailed("connecting", fleet.connect_outcomes)

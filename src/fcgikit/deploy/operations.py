@@ -6,7 +6,12 @@ and then either prints the plan (dry run) or executes its steps in order.
 
 from __future__ import annotations
 
+import errno
+import io
 import queue
+import re
+import socket
+import tarfile
 import threading
 import time
 import urllib.error
@@ -16,10 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker.errors
+
 from . import commands
 from . import images as img
 from .commands import NGINX_PORT
-from .docker_backend import ContainerFailed, Engine, read_nginx_conf
+from .docker_backend import ContainerFailed, Engine, docker_time, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .model import NGINX_CONF_PATH, RunningContainer
@@ -32,11 +39,12 @@ from .plan import (
     RemoveContainer,
     RemoveNetwork,
     StartContainer,
+    StopContainer,
     WaitAnswering,
     plan_down,
     plan_up,
 )
-from .spec import StackSpec, with_replicas
+from .spec import FASTCGI_PORT, StackSpec, with_replicas
 
 Say = Callable[[str], None]
 
@@ -58,6 +66,8 @@ class Stack:
     wait_timeout: float = 60.0
     reload_timeout: float = 40.0
     _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    # Outdated nginx containers stopped by the running plan, until their replacement serves.
+    _stopped_edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
 
     # --- engines and observation ----------------------------------------------------------
 
@@ -165,8 +175,12 @@ class Stack:
 
     def execute(self, plan: Plan) -> None:
         """Run the steps in order. If a new container fails before nginx uses it, the
-        containers this run started are removed again, so the old stack keeps serving."""
+        containers this run started are removed again, so the old stack keeps serving.
+        A replaced nginx is only stopped until its successor answers; if the successor
+        cannot start or answer, the old one is started again."""
+        self.check_edge_ports(plan)
         started: list[tuple[str, str]] = []
+        self._stopped_edges = []
         nginx_touched = False
         try:
             for batch in _batches(plan.steps):
@@ -174,11 +188,82 @@ class Stack:
                     self.say(step.describe())
                 self._run_batch(batch, started)
                 nginx_touched = nginx_touched or any(_touches_nginx(step) for step in batch)
-        except BaseException:
+        except BaseException as exc:
+            stopped = list(self._stopped_edges)
+            restored: list[tuple[str, str]] = []
+            problem = None
+            if stopped:
+                try:
+                    restored = self._restore_edges(plan, started)
+                    nginx_touched = False  # the old nginx serves with its old upstreams again
+                except Exception as error:  # say so with the original failure; leave the rest as it is
+                    problem = error
             if not nginx_touched:
                 for host, name in reversed(started):
                     self.engine(host).stop_and_remove(name, timeout=5)
+            if stopped and isinstance(exc, Exception):
+                first, _, rest = str(exc).partition("\n")
+                if problem is None:
+                    again = ", ".join(f"{name} on {host}" for host, name in restored)
+                    note = f"{first}; the previous nginx ({again}) was started again and serves as before"
+                else:
+                    old = ", ".join(f"{name} on {host}" for host, name in stopped)
+                    note = f"{first}; the previous nginx ({old}) could not be brought back: {' '.join(str(problem).split())}"
+                raise FcgikitError(note + (f"\n{rest}" if rest else "")) from exc
             raise
+
+    # --- the edge: its port checked first, the old one kept until the new one serves ---------
+
+    def check_edge_ports(self, plan: Plan) -> None:
+        """Before anything changes: the host port each new nginx publishes must be free, unless
+        the nginx it replaces holds it (that one frees it)."""
+        freed = {
+            (step.container.host, port) for step in plan.steps
+            if isinstance(step, StopContainer) and step.container.running
+            for port in step.container.published.values()
+        }
+        for step in plan.steps:
+            if not (isinstance(step, StartContainer) and step.container.service == "nginx"):
+                continue
+            host = step.container.host
+            for _, port in step.container.ports:
+                if port and (host, port) not in freed and not self.port_free(host, port):
+                    raise FcgikitError(f"port {port} on host {self._describe_host(host)} is in use by another "
+                                       f"program; nothing changed (free it or choose another nginx port)")
+
+    def port_free(self, host_name: str, port: int) -> bool:
+        """Whether this machine (the local engine's host) can listen on `port`, as Docker will."""
+        return local_port_free(port)
+
+    def _describe_host(self, host_name: str) -> str:
+        host = next((h for h in self.hosts if h.name == host_name), None)
+        return f"{host_name} ({host.address})" if host is not None else host_name
+
+    def _stop_edge(self, step: StopContainer) -> None:
+        c = step.container
+        try:
+            container = self.engine(c.host).container(c.name)
+        except docker.errors.NotFound:
+            return
+        if container.status == "running":
+            container.stop(timeout=step.stop_timeout)
+            self._stopped_edges.append((c.host, c.name))
+
+    def _restore_edges(self, plan: Plan, started: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The new nginx out, the stopped old one back; returns the old ones started again."""
+        new_edges = {(s.container.host, s.container.name) for s in plan.steps
+                     if isinstance(s, StartContainer) and s.container.service == "nginx"}
+        for host, name in started:
+            if (host, name) in new_edges:
+                self.engine(host).stop_and_remove(name, timeout=5)  # frees the port it may hold
+        restored = []
+        for host, name in self._stopped_edges:
+            self.engine(host).container(name).start()
+            restored.append((host, name))
+        self._stopped_edges = []
+        for host, name in restored:
+            self._check_end_to_end(CheckEndToEnd(host, name))  # "serves as before" must be true
+        return restored
 
     def _run_batch(self, batch: list, started: list[tuple[str, str]]) -> None:
         if len(batch) == 1:
@@ -203,8 +288,12 @@ class Stack:
             self._reload_nginx(step)
         elif isinstance(step, CheckEndToEnd):
             self._check_end_to_end(step)
+        elif isinstance(step, StopContainer):
+            self._stop_edge(step)
         elif isinstance(step, RemoveContainer):
             self.engine(step.container.host).stop_and_remove(step.container.name, step.stop_timeout)
+            if (step.container.host, step.container.name) in self._stopped_edges:
+                self._stopped_edges.remove((step.container.host, step.container.name))  # its successor serves
         elif isinstance(step, RemoveNetwork):
             self.engine(step.host).remove_network(self.project)
         else:  # pragma: no cover - a new step type without an executor
@@ -253,13 +342,28 @@ class Stack:
         return None
 
     def status(self) -> dict:
-        rows = []
+        seen = []
         for host in self.hosts:
             engine = self.engine(host.name)
             for c in sorted(engine.observe_containers(self.project), key=_display_order):
-                pool = engine.pool_status(c.name) if c.running and c.service != "nginx" else None
-                rows.append(_status_row(c, pool))
+                seen.append((host.name, c, engine.pool_status(c.name) if c.running and c.service != "nginx" else None))
+        stale = self.stale_containers([c for _, c, _ in seen])
+        rows = [_status_row(c, pool, stale=(c.host, c.name) in stale) for _, c, pool in seen]
         return {"project": self.project, "url": self.url(), "containers": rows}
+
+    def stale_containers(self, containers: Sequence[RunningContainer]) -> set[tuple[str, str]]:
+        """(host, name) of the FastCGI containers the running nginx no longer sends requests to
+        (see find_stale), read from the nginx.conf inside it and that file's time."""
+        edge = next((c for c in containers if c.service == "nginx" and c.running), None)
+        if edge is None:
+            return set()
+        try:
+            stream, stat = self.engine(edge.host).container(edge.name).get_archive(NGINX_CONF_PATH)
+            conf = _first_file(b"".join(stream))
+        except docker.errors.DockerException:
+            return set()  # no conf to judge by: mark nothing
+        by_name = {host.name: host for host in self.hosts}
+        return find_stale(containers, by_name, conf, docker_time(stat.get("mtime", "")))
 
     def logs(self, service: str, follow: bool) -> Iterator[str]:
         """Every container's log lines for `service`, each prefixed by its container name."""
@@ -306,10 +410,56 @@ def _display_order(c: RunningContainer) -> tuple:
     return ({"nginx": 0, "workers": 1, "cgi": 2}.get(c.service, 3), c.slot)
 
 
-def _status_row(c: RunningContainer, pool: dict | None) -> dict:
+def find_stale(
+    containers: Sequence[RunningContainer], hosts: dict[str, Host], nginx_conf: str | None, conf_written: float
+) -> set[tuple[str, str]]:
+    """FastCGI containers that are not among nginx's upstream servers although they are older
+    than nginx's config: left running on a host that was lost while `up` replaced them (they
+    come back under the same names as their replacements), or by an `up` killed half-way.
+    The next `up` or `scale` reuses or removes them. A container started after the config was
+    written is not stale but not in rotation yet (a scale in progress). Pure.
+
+    Nothing is marked when the config lists no upstream server: then it cannot tell."""
+    backends = upstream_servers(nginx_conf or "")
+    if not backends:
+        return set()
+    stale = set()
+    for c in containers:
+        if c.service not in ("workers", "cgi") or (conf_written and c.created > conf_written):
+            continue
+        host = hosts.get(c.host)
+        if c.published and host is not None:  # a remote worker host: nginx reaches its address
+            addresses = {f"{host.address}:{port}" for port in c.published.values()}
+        else:  # beside nginx: reached by name on the project network
+            addresses = {f"{c.name}:{FASTCGI_PORT}"}
+        if not addresses & backends:
+            stale.add((c.host, c.name))
+    return stale
+
+
+def upstream_servers(nginx_conf: str) -> set[str]:
+    """The `server ADDRESS ...;` lines of the conf's `upstream` blocks (pure)."""
+    return set(re.findall(r"^\s*server\s+([^\s;]+)[^;\n]*;", "\n".join(_upstream_blocks(nginx_conf)), re.MULTILINE))
+
+
+def _upstream_blocks(conf: str) -> list[str]:
+    return re.findall(r"\bupstream\s+\S+\s*\{([^}]*)\}", conf)
+
+
+def _first_file(tar_bytes: bytes) -> str:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member else None
+        return handle.read().decode() if handle else ""
+
+
+def _status_row(c: RunningContainer, pool: dict | None, *, stale: bool = False) -> dict:
     row = {
         "name": c.name, "service": c.service, "host": c.host, "state": c.state,
         "health": c.health or "-", "image": c.image, "published": c.published,
+        # Not among nginx's upstream servers: left from a host that was lost (or an up killed
+        # half-way); the next up or scale reuses or removes it.
+        "stale": stale,
     }
     if pool is not None:
         children = pool.get("children", {})
@@ -323,6 +473,17 @@ def _status_row(c: RunningContainer, pool: dict | None) -> dict:
             "restarts": pool.get("restarts"),
         }
     return row
+
+
+def local_port_free(port: int) -> bool:
+    """Whether a listener on every IPv4 address could take `port` here (what docker-proxy does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not count
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE  # e.g. EACCES below 1024: Docker (root) can, so do not guess
+    return True
 
 
 def _merge_followed(stack: Stack, found: list[tuple[str, RunningContainer]]) -> Iterator[str]:

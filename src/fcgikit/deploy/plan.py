@@ -118,6 +118,22 @@ class RemoveContainer:
 
 
 @dataclass(frozen=True)
+class StopContainer:
+    """Stop an outdated nginx to free its port for the new one; it is removed only once the
+    new one serves, and started again if the new one cannot start or does not answer."""
+
+    container: RunningContainer
+    stop_timeout: int = 10
+
+    def describe(self) -> str:
+        c = self.container
+        return f"stop {c.name} ({c.service}) on {c.host}, kept until its replacement serves"
+
+    def docker_command(self) -> str:
+        return f"docker stop -t {self.stop_timeout} {self.container.name}"
+
+
+@dataclass(frozen=True)
 class RemoveNetwork:
     host: str
     name: str
@@ -129,7 +145,8 @@ class RemoveNetwork:
         return f"docker network rm {self.name}"
 
 
-Step = CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | CheckEndToEnd | RemoveContainer | RemoveNetwork
+Step = (CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | CheckEndToEnd | StopContainer | RemoveContainer
+        | RemoveNetwork)
 
 
 @dataclass(frozen=True)
@@ -288,8 +305,9 @@ def _order_up_steps(
     new_nginx = [c for c in start if c.service == "nginx"]
     kept_nginx = [c for c in keep if c.service == "nginx"]
     old_nginx = [c for c in remove if c.service == "nginx"]
-    # An outdated nginx must free its port before the new one can publish it.
-    steps += [RemoveContainer(c, drain[c.name]) for c in old_nginx]
+    # An outdated nginx must free its port before the new one can publish it: it is stopped,
+    # and removed only once the new one has answered (else it is started again).
+    steps += [StopContainer(c, drain[c.name]) for c in old_nginx]
     steps += [StartContainer(c, network, nginx_conf=conf) for c in new_nginx]
     reload = bool(kept_nginx) and observed.nginx_conf != conf
     if reload:
@@ -298,6 +316,7 @@ def _order_up_steps(
         edge = (new_nginx or kept_nginx)[0] if (new_nginx or kept_nginx) else None
         if edge is not None:
             steps.append(CheckEndToEnd(edge.host, edge.name))
+    steps += [RemoveContainer(c, drain[c.name]) for c in old_nginx]
     steps += [RemoveContainer(c, drain[c.name]) for c in remove if c.service != "nginx"]
     return steps
 

@@ -44,6 +44,12 @@ class HostUnreachable(FcgikitError):
     """A host could not be reached or refused us; the message says which and why."""
 
 
+class HostKeyRejected(HostUnreachable):
+    """The host answered with a key that is not the one in known_hosts (changed), or with one
+    known_hosts does not hold (unknown). Not an outage: who answers cannot be verified, so
+    operations that change hosts refuse to run instead of leaving the host out."""
+
+
 # -- host keys ---------------------------------------------------------------------
 
 
@@ -95,29 +101,31 @@ def open_connection(target: SshTarget, *, accept_new_host_keys: bool = False) ->
     connection.client.set_missing_host_key_policy(host_key_policy(target, accept_new_host_keys))
     try:
         connection.open()
-    except paramiko.BadHostKeyException as exc:
-        raise HostUnreachable(
-            f"{target}: HOST KEY CHANGED (not the one in {target.known_hosts}); "
-            "if the host was rebuilt, remove its old line there"
-        ) from exc
-    except paramiko.SSHException as exc:
-        raise HostUnreachable(_describe_ssh_failure(target, exc)) from exc
-    except OSError as exc:
-        raise HostUnreachable(f"{target}: cannot connect: {exc.strerror or exc}") from exc
+    except (paramiko.SSHException, OSError) as exc:
+        raise connection_failure(target, exc) from exc
     connection.transport.set_keepalive(KEEPALIVE_SECONDS)
     return connection
 
 
-def _describe_ssh_failure(target: SshTarget, exc: Exception) -> str:
+def connection_failure(target: SshTarget, exc: Exception) -> HostUnreachable:
+    """What a failed connect means (pure): a host key that cannot be verified is a
+    HostKeyRejected (a security failure), anything else a HostUnreachable (an outage)."""
     text = str(exc)
-    if "not found in known_hosts" in text:
-        return (
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyRejected(
+            f"{target}: HOST KEY CHANGED (not the one in {target.known_hosts}); "
+            "if the host was rebuilt, remove its old line there"
+        )
+    if isinstance(exc, paramiko.SSHException) and "not found in known_hosts" in text:
+        return HostKeyRejected(
             f"{target}: unknown host key (not in {target.known_hosts}); verify it and add it, "
             "or pass --accept-new-host-keys to record it"
         )
     if isinstance(exc, paramiko.AuthenticationException):
-        return f"{target}: authentication failed ({text})"
-    return f"{target}: SSH failed: {text}"
+        return HostUnreachable(f"{target}: authentication failed ({text})")
+    if isinstance(exc, paramiko.SSHException):
+        return HostUnreachable(f"{target}: SSH failed: {text}")
+    return HostUnreachable(f"{target}: cannot connect: {getattr(exc, 'strerror', None) or exc}")
 
 
 class DockerTunnel:
@@ -343,6 +351,11 @@ class Fleet:
 
     def _open(self, name: str) -> HostSession:
         return HostSession.open(self.targets[name], accept_new_host_keys=self.accept_new_host_keys)
+
+    @property
+    def key_rejected(self) -> dict[str, HostKeyRejected]:
+        """The hosts refused because their key could not be verified (changed or unknown)."""
+        return {name: error for name, error in self.unreachable.items() if isinstance(error, HostKeyRejected)}
 
     def session(self, name: str) -> HostSession:
         if name not in self.sessions:
