@@ -170,6 +170,8 @@ StartServers 1
 ServerLimit 2
 ThreadsPerChild 32
 MaxRequestWorkers 64
+MinSpareThreads 8
+MaxSpareThreads 64
 Timeout 60
 MaxKeepAliveRequests 0
 {self.conf}
@@ -177,6 +179,11 @@ MaxKeepAliveRequests 0
 
     def error_log(self) -> str:
         return read(self.dir / "error.log")
+
+    def proxy_errors(self) -> list[str]:
+        """mod_proxy's and mod_proxy_fcgi's complaints (AH01067 "Failed to read
+        FastCGI header", AH00898 "Error reading from remote server", ...)."""
+        return [line for line in self.error_log().splitlines() if "[proxy" in line]
 
 
 class Lighttpd(FrontEnd):

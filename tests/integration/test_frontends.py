@@ -269,19 +269,22 @@ def backend_peers(port: int) -> set[int]:
 
 def test_apache_enablereuse_keep_alive_load_has_no_failed_request(workdir):
     """Apache's kept FastCGI connections (enablereuse=on) under keep-alive clients:
-    3,000 GETs and 1,000 POSTs over 20 connections, not one failed, and Apache
-    really reused its connections to fcgikit.serve."""
+    10,000 GETs and 1,000 POSTs over 20 connections, not one failed, and Apache
+    really reused its connections to fcgikit.serve. (A worker that closed a kept
+    connection when the request's empty FCGI_STDIN record came late failed about
+    one request in 10,000 here: a 503 with AH01067 in Apache's log.)"""
     with pool("serve", ["-F", "4", APP], workdir, "serve-reuse") as served, app_site("apache", served.port) as web:
         before = backend_peers(served.port)
-        gets = load(web.url(""), total=3000, parallel=20)
+        gets = load(web.url(""), total=10000, parallel=20)
         posts = load(web.url(""), total=1000, parallel=20, path_for=lambda i: "/sha256", body_for=post_body,
                      check=digest_ok)
         opened = len(backend_peers(served.port) - before)
+        print(f"apache enablereuse=on: {opened} FastCGI connections for 11,000 requests")
         report = (f"GETs: {summary(gets)}\nPOSTs: {summary(posts)}\n"
                   f"{opened} FastCGI connections opened" + context(web, served))
         assert all(o.ok for o in gets) and all(o.ok for o in posts), report
-        assert "AH01067" not in web.error_log() and "error" not in web.error_log().lower(), report
-    assert 0 < opened <= 200, report  # without reuse: one per request, 4,000
+        assert web.proxy_errors() == [], report
+    assert 0 < opened <= 200, report  # without reuse: one per request, 11,000
 
 
 def post_body(i: int) -> bytes:
