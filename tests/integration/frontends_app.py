@@ -42,17 +42,28 @@ def sha256(environ, start_response):
     return _text(start_response, f"{digest.hexdigest()} {size}\n")
 
 
+def timing(environ, start_response):
+    """When the app was called and when the body had all come (Unix times): a
+    front-end that buffers the request body calls the app only once it has it."""
+    called = time.time()
+    stream, size = environ["wsgi.input"], 0
+    while chunk := stream.read(CHUNK):
+        size += len(chunk)
+    return _text(start_response, f"called={called:.3f} read={time.time():.3f} size={size}\n")
+
+
 def stream(environ, start_response):
-    """`/stream?n=5&gap=0.4`: n lines, one every `gap` seconds, each its own block."""
+    """`/stream?n=5&gap=0.4&pad=0`: n lines, one every `gap` seconds, each its own
+    block, padded with `pad` dots."""
     query = _query(environ)
-    count, gap = int(query.get("n", "5")), float(query.get("gap", "0.4"))
+    count, gap, pad = int(query.get("n", "5")), float(query.get("gap", "0.4")), int(query.get("pad", "0"))
     start_response("200 OK", [("Content-Type", "text/plain")])
 
     def lines():
         for i in range(count):
             if i:
                 time.sleep(gap)
-            yield f"line {i} at {time.time():.3f}\n".encode()
+            yield f"line {i} at {time.time():.3f} {'.' * pad}\n".encode()
 
     return lines()
 
@@ -62,7 +73,7 @@ def numbered(environ, start_response):
     return _text(start_response, f"n={_query(environ).get('i', '')} pid={os.getpid()}\n")
 
 
-ROUTES = {"/env": environ_lines, "/sha256": sha256, "/stream": stream, "/n": numbered}
+ROUTES = {"/env": environ_lines, "/timing": timing, "/sha256": sha256, "/stream": stream, "/n": numbered}
 
 
 def _app(environ, start_response):

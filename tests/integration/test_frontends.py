@@ -11,6 +11,7 @@ with the CGI test scripts, and `fcgikit.spawn -- php-cgi`.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import time
@@ -240,6 +241,45 @@ def test_by_default_each_frontend_buffers_the_response(kind, served, tmp_path):
     with site as web:
         seen = arrivals(web.url("/stream?n=3&gap=0.5"))
     assert len(seen) == 3 and seen[-1] - seen[0] < 0.3 and seen[0] > 0.9, seen
+
+
+def slow_post(port: int, path: str, pieces: int = 3, size: int = 100_000, gap: float = 0.5) -> tuple[float, str]:
+    """POSTs `pieces` x `size` bytes (with a Content-Length) `gap` seconds apart;
+    returns when the upload began (time.time()) and the answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        began = time.time()
+        connection.putrequest("POST", path)
+        connection.putheader("Content-Length", str(pieces * size))
+        connection.endheaders()
+        for i in range(pieces):
+            if i:
+                time.sleep(gap)
+            connection.send(b"u" * size)
+        response = connection.getresponse()
+        return began, f"{response.status} {response.read().decode(errors='replace')}"
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("kind, buffers", [("apache", False), ("lighttpd", True), ("caddy", False)])
+def test_which_frontend_holds_the_request_body_back(kind, buffers, served):
+    """What docs/frontends.md says: lighttpd (server.stream-request-body = 0, its
+    default) calls the app only once the whole body is in; Apache and Caddy
+    call it at once and stream the body."""
+    minimal = {
+        "apache": f'ProxyPass "/" "fcgi://127.0.0.1:{served.port}/"',
+        "lighttpd": f'fastcgi.server = ( "/" => (( "host" => "127.0.0.1", "port" => {served.port}, '
+                    '"check-local" => "disable" )) )',
+        "caddy": f"    reverse_proxy 127.0.0.1:{served.port} {{\n        transport fastcgi\n    }}",
+    }[kind]
+    with {"apache": Apache, "lighttpd": Lighttpd, "caddy": Caddy}[kind](minimal) as web:
+        began, answer = slow_post(web.port, "/timing")
+        assert answer.startswith("200 "), answer + context(web, served)
+    fields = dict(item.split("=") for item in answer.split()[1:])
+    called, read_all = float(fields["called"]) - began, float(fields["read"]) - began
+    assert fields["size"] == "300000" and read_all > 0.9, answer
+    assert (called > 0.9) if buffers else (called < 0.5), f"app called {called:.2f}s after the upload began"
 
 
 def test_keep_alive_clients_get_every_answer(app_web, served):
