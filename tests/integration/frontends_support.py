@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -183,7 +184,12 @@ MaxKeepAliveRequests 0
     def proxy_errors(self) -> list[str]:
         """mod_proxy's and mod_proxy_fcgi's complaints (AH01067 "Failed to read
         FastCGI header", AH00898 "Error reading from remote server", ...)."""
-        return [line for line in self.error_log().splitlines() if "[proxy" in line]
+        return [line for line in self.error_log().splitlines()
+                if re.search(r"\[proxy\w*:(warn|error|crit|alert|emerg)\]", line)]
+
+    def backend_connections(self) -> int:
+        """FastCGI connections Apache opened (needs LogLevel proxy:debug: AH02824)."""
+        return self.error_log().count("AH02824: ")
 
 
 class Lighttpd(FrontEnd):
