@@ -55,14 +55,14 @@ class FrontEnd:
     name = "?"
 
     def __init__(self, conf: str, *, port: int | None = None) -> None:
-        # Its own world-readable directory (pytest's tmp_path is private to its
-        # user): Apache's and lighttpd's workers run as nobody under root.
-        self.dir = Path(tempfile.mkdtemp(prefix=f"fcgikit-{self.name}-"))
-        self.dir.chmod(0o755)
         self.conf = conf
         self.port = port or free_port()
         self.process: subprocess.Popen | None = None
-        self.output = self.dir / "output.log"
+        self.dir = Path("/nonexistent")  # made by start()
+
+    @property
+    def output(self) -> Path:
+        return self.dir / "output.log"
 
     # What a subclass provides.
     def argv(self) -> list[str]:
@@ -78,7 +78,12 @@ class FrontEnd:
         return ""
 
     def start(self, timeout: float = 20.0) -> "FrontEnd":
-        argv = self.argv()  # first: a missing binary skips before anything starts
+        self.argv()  # first: a missing binary skips before anything is made
+        # Its own world-readable directory (pytest's tmp_path is private to its
+        # user): Apache's workers run as nobody under root.
+        self.dir = Path(tempfile.mkdtemp(prefix=f"fcgikit-{self.name}-"))
+        self.dir.chmod(0o755)
+        argv = self.argv()
         self.config_path.write_text(self.config())
         with open(self.output, "wb") as out:
             self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -204,7 +209,7 @@ class Lighttpd(FrontEnd):
 
     def __init__(self, conf: str, *, docroot: Path | None = None, port: int | None = None) -> None:
         super().__init__(conf, port=port)
-        self.docroot = docroot or self.dir
+        self.docroot = docroot
 
     def argv(self) -> list[str]:
         return [require("lighttpd", "lighttpd"), "-D", "-f", str(self.config_path)]
@@ -217,7 +222,7 @@ class Lighttpd(FrontEnd):
 server.modules += ("mod_fastcgi")
 server.bind = "127.0.0.1"
 server.port = {self.port}
-server.document-root = "{self.docroot}"
+server.document-root = "{self.docroot or self.dir}"
 server.errorlog = "{self.dir}/error.log"
 server.upload-dirs = ("{uploads}")
 {self.conf}

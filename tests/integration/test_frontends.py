@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -125,11 +126,12 @@ def served(workdir):
 def docroot():
     """A world-readable docroot (CGI programs run as nobody under root) with the
     CGI test scripts in cgi-bin/ and hello.php."""
-    _top, docroot = docroot_with_scripts()
+    top, docroot = docroot_with_scripts()
     script = docroot / "hello.php"
     script.write_text(PHP_SCRIPT)
     script.chmod(0o644)
-    return docroot
+    yield docroot
+    shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
