@@ -65,52 +65,40 @@ fastcgi.server = ( "/" => ((
     }}""")
 
 
-def cgi_site(kind: str, port: int, docroot: Path, **options):
-    """fcgikit.cgi for DOCROOT/cgi-bin/*, the program's path split from PATH_INFO
-    (Apache keeps its connections to the gateway: enablereuse=on)."""
+def files_site(kind: str, cgi_port: int, php_port: int, docroot: Path):
+    """fcgikit.cgi for DOCROOT/cgi-bin/* (the program's path split from PATH_INFO;
+    Apache keeps its connections to it) and php-cgi under fcgikit.spawn for *.php."""
     if kind == "apache":
         return Apache(f"""\
 ProxyFCGIBackendType GENERIC
 DocumentRoot "{docroot}"
-<Proxy "fcgi://127.0.0.1:{port}">
+
+<Proxy "fcgi://127.0.0.1:{cgi_port}">
     ProxySet enablereuse=on
 </Proxy>
 <Directory "{docroot}/cgi-bin">
-    SetHandler "proxy:fcgi://127.0.0.1:{port}"
+    SetHandler "proxy:fcgi://127.0.0.1:{cgi_port}"
 </Directory>
-""", **options)
-    if kind == "lighttpd":
-        return Lighttpd(f"""\
-fastcgi.server = ( "/cgi-bin/" => ((
-    "host" => "127.0.0.1", "port" => {port}, "check-local" => "disable",
-)))
-""", docroot=docroot)
-    return Caddy(f"""\
-    root * {docroot}
-    reverse_proxy /cgi-bin/* 127.0.0.1:{port} {{
-        transport fastcgi {{
-            split .sh .pl .py .cgi
-        }}
-    }}""")
 
-
-def php_site(kind: str, port: int, docroot: Path):
-    """php-cgi under fcgikit.spawn for DOCROOT/*.php."""
-    if kind == "apache":
-        return Apache(f"""\
-ProxyFCGIBackendType GENERIC
-DocumentRoot "{docroot}"
 <FilesMatch "\\.php$">
-    SetHandler "proxy:fcgi://127.0.0.1:{port}"
+    SetHandler "proxy:fcgi://127.0.0.1:{php_port}"
 </FilesMatch>
 """)
     if kind == "lighttpd":
         return Lighttpd(f"""\
-fastcgi.server = ( ".php" => (( "host" => "127.0.0.1", "port" => {port} )) )
+fastcgi.server = (
+    "/cgi-bin/" => (( "host" => "127.0.0.1", "port" => {cgi_port}, "check-local" => "disable" )),
+    ".php"      => (( "host" => "127.0.0.1", "port" => {php_port} )),
+)
 """, docroot=docroot)
     return Caddy(f"""\
     root * {docroot}
-    php_fastcgi 127.0.0.1:{port}""")
+    reverse_proxy /cgi-bin/* 127.0.0.1:{cgi_port} {{
+        transport fastcgi {{
+            split .sh .pl .py .cgi
+        }}
+    }}
+    php_fastcgi 127.0.0.1:{php_port}""")
 
 
 # -- backends and sites, started once per module ---------------------------------
@@ -157,15 +145,19 @@ def app_web(request, served):
 
 
 @pytest.fixture(scope="module", params=FRONTENDS)
-def cgi_web(request, gateway, docroot):
-    with cgi_site(request.param, gateway.port, docroot) as web:
+def files_web(request, gateway, php, docroot):
+    with files_site(request.param, gateway.port, php.port, docroot) as web:
         yield web
 
 
-@pytest.fixture(scope="module", params=FRONTENDS)
-def php_web(request, php, docroot):
-    with php_site(request.param, php.port, docroot) as web:
-        yield web
+@pytest.fixture
+def cgi_web(files_web):
+    return files_web
+
+
+@pytest.fixture
+def php_web(files_web):
+    return files_web
 
 
 def context(web, *backends) -> str:
