@@ -59,6 +59,13 @@ def body_and_length(environ, start_response):
                                   f"terminated={environ.get('wsgi.input_terminated')} forbidden={forbidden}\n")
 
 
+def read_length(environ, start_response):
+    """Reads CONTENT_LENGTH bytes and no further, as Django does: the answer can leave
+    before the empty STDIN record that ends the body has arrived."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    return _reply(start_response, f"read {len(body)}\n")
+
+
 def _read_in_pieces(environ, start_response):
     digest, size, stream = hashlib.sha256(), 0, environ["wsgi.input"]
     while chunk := stream.read(CHUNK):  # wsgiref.validate allows read(size) only
@@ -93,7 +100,8 @@ def numbered(environ, start_response):
 
 
 ROUTES = {"/": echo_request, "/sha256": sha256, "/first-chunk": first_chunk, "/boom": boom, "/pid": pid,
-          "/sleep": sleep, "/n": numbered, "/body": body_and_length, "/validated": validated}
+          "/sleep": sleep, "/n": numbered, "/body": body_and_length, "/validated": validated,
+          "/read-length": read_length}
 
 
 def app(environ, start_response):
