@@ -370,7 +370,7 @@ def test_the_validator_accepts_what_lighttpd_and_caddy_send(params, recwarn):
     assert seen.get("CONTENT_TYPE") == params.get("CONTENT_TYPE")
 
 
-@pytest.mark.parametrize("length", ["-1", "", "abc", "5 ", "\u00b2"])
+@pytest.mark.parametrize("length", ["-1", "", "abc", "5 ", "\u00b2", None])
 def test_a_length_that_is_not_one_is_left_out_and_the_body_read_to_its_end(length, recwarn):
     """Caddy sends CONTENT_LENGTH=-1 for a chunked upload: no length, and
     wsgi.input_terminated says reading to the end is how to get the body."""
@@ -386,8 +386,12 @@ def test_a_length_that_is_not_one_is_left_out_and_the_body_read_to_its_end(lengt
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"".join(chunks)]
 
-    params = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": length, "HTTP_TRANSFER_ENCODING": "chunked"}
-    status, conn = run(validator(app), params, [b"chunked", b" body"])
+    params = dict(NGINX_PARAMS, REQUEST_METHOD="POST", HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH=length)
+    if length is None:  # no length sent at all, with a body
+        del params["CONTENT_LENGTH"]
+    request, conn = make_request(params, [b"chunked", b" body"])
+    status = wsgi_handler(validator(app))(request)
+    request.finish(status)
     assert (status, parse_cgi_response(conn.stdout)[::2]) == (0, (200, b"chunked body")), conn.stderr
     assert "CONTENT_LENGTH" not in seen and seen["wsgi.input_terminated"] is True
 
