@@ -5,6 +5,7 @@ import os
 import resource
 import time
 from urllib.parse import parse_qs
+from wsgiref.validate import validator
 
 CHUNK = 64 * 1024
 
@@ -48,6 +49,34 @@ def first_chunk(environ, start_response):
     return [f"total {len(first) + rest}\n".encode()]
 
 
+def body_and_length(environ, start_response):
+    """What a framework that honours wsgi.input_terminated sees: the body read to its
+    end (`read()`), the length it was told, and the variables PEP 3333 forbids."""
+    body = environ["wsgi.input"].read()
+    forbidden = sorted(k for k in ("HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_PROXY") if k in environ)
+    return _reply(start_response, f"{hashlib.sha256(body).hexdigest()} {len(body)} "
+                                  f"length={environ.get('CONTENT_LENGTH', 'none')} "
+                                  f"terminated={environ.get('wsgi.input_terminated')} forbidden={forbidden}\n")
+
+
+def read_length(environ, start_response):
+    """Reads CONTENT_LENGTH bytes and no further, as Django does: the answer can leave
+    before the empty STDIN record that ends the body has arrived."""
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    return _reply(start_response, f"read {len(body)}\n")
+
+
+def _read_in_pieces(environ, start_response):
+    digest, size, stream = hashlib.sha256(), 0, environ["wsgi.input"]
+    while chunk := stream.read(CHUNK):  # wsgiref.validate allows read(size) only
+        digest.update(chunk)
+        size += len(chunk)
+    return _reply(start_response, f"{digest.hexdigest()} {size} length={environ.get('CONTENT_LENGTH', 'none')}\n")
+
+
+validated = validator(_read_in_pieces)
+
+
 def boom(environ, start_response):
     raise RuntimeError("the test app failed on purpose")
 
@@ -71,7 +100,8 @@ def numbered(environ, start_response):
 
 
 ROUTES = {"/": echo_request, "/sha256": sha256, "/first-chunk": first_chunk, "/boom": boom, "/pid": pid,
-          "/sleep": sleep, "/n": numbered}
+          "/sleep": sleep, "/n": numbered, "/body": body_and_length, "/validated": validated,
+          "/read-length": read_length}
 
 
 def app(environ, start_response):

@@ -342,3 +342,66 @@ def test_a_status_line_once_accepted_is_still_checked_with_its_headers():
             render_headers("29 Short", [])
         with pytest.raises(HeaderError):
             render_headers("200 OK\nX: y", [])
+
+
+# What lighttpd and Caddy send for a POST besides nginx's params: the Content-Length
+# and Content-Type headers once more as HTTP_ variables, which PEP 3333 forbids.
+LIGHTTPD_POST = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "5", "HTTP_CONTENT_LENGTH": "5"}
+CADDY_POST = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": "5", "CONTENT_TYPE": "text/plain",
+              "HTTP_CONTENT_LENGTH": "5", "HTTP_CONTENT_TYPE": "text/plain"}
+
+
+@pytest.mark.parametrize("params", [LIGHTTPD_POST, CADDY_POST], ids=["lighttpd", "caddy"])
+def test_the_validator_accepts_what_lighttpd_and_caddy_send(params, recwarn):
+    from wsgiref.validate import validator
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        body = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    status, conn = run(validator(app), params, [b"hello"])
+    assert (status, parse_cgi_response(conn.stdout)[::2]) == (0, (200, b"hello")), conn.stderr
+    assert "HTTP_CONTENT_LENGTH" not in seen and "HTTP_CONTENT_TYPE" not in seen
+    assert seen["CONTENT_LENGTH"] == "5"
+    assert seen.get("CONTENT_TYPE") == params.get("CONTENT_TYPE")
+
+
+@pytest.mark.parametrize("length", ["-1", "", "abc", "5 ", "\u00b2", None])
+def test_a_length_that_is_not_one_is_left_out_and_the_body_read_to_its_end(length, recwarn):
+    """Caddy sends CONTENT_LENGTH=-1 for a chunked upload: no length, and
+    wsgi.input_terminated says reading to the end is how to get the body."""
+    from wsgiref.validate import validator
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        chunks = []
+        while chunk := environ["wsgi.input"].read(4):  # the validator allows read(size) only
+            chunks.append(chunk)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"".join(chunks)]
+
+    params = dict(NGINX_PARAMS, REQUEST_METHOD="POST", HTTP_TRANSFER_ENCODING="chunked", CONTENT_LENGTH=length)
+    if length is None:  # no length sent at all, with a body
+        del params["CONTENT_LENGTH"]
+    request, conn = make_request(params, [b"chunked", b" body"])
+    status = wsgi_handler(validator(app))(request)
+    request.finish(status)
+    assert (status, parse_cgi_response(conn.stdout)[::2]) == (0, (200, b"chunked body")), conn.stderr
+    assert "CONTENT_LENGTH" not in seen and seen["wsgi.input_terminated"] is True
+
+
+def test_a_real_length_is_kept():
+    assert build_environ({"CONTENT_LENGTH": "1048576"}, None, None)["CONTENT_LENGTH"] == "1048576"
+    assert build_environ({"CONTENT_LENGTH": "0"}, None, None)["CONTENT_LENGTH"] == "0"
+
+
+def test_a_proxy_header_never_reaches_the_app_as_http_proxy():
+    """httpoxy: many HTTP clients take HTTP_PROXY for their outbound proxy."""
+    environ = build_environ({"HTTP_PROXY": "http://evil:1/", "HTTP_HOST": "h"}, None, None)
+    assert "HTTP_PROXY" not in environ and environ["HTTP_HOST"] == "h"

@@ -431,6 +431,19 @@ class ServerConnection:
         self._refused.add(request_id)
         self._output += encode_end_request(request_id, 0, protocol_status)
 
+    def skip_rest_of_input(self, request_id: int) -> None:
+        """The request was answered (END_REQUEST sent) before its STDIN ended: the
+        rest of its input is skipped until its empty STDIN record (or an abort), as
+        for a refused request, and the connection then carries the next request."""
+        if self._refused is _NONE_REFUSED:
+            self._refused = set()
+        self._refused.add(request_id)
+
+    @property
+    def skipping_input(self) -> bool:
+        """Whether input of a request already answered is still to come (and be skipped)."""
+        return bool(self._refused)
+
     def take_output(self) -> bytes:
         """Records the protocol answered on its own (management, rejections)."""
         out = self._output

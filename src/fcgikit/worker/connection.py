@@ -38,6 +38,9 @@ IO_TIMEOUT = 60.0
 PEER_CHECK_AFTER = 0.01
 # How long a closing connection is drained of a body the app did not read.
 LINGER_SECONDS = 2.0
+# How long a kept connection whose request was answered before its input ended
+# may take to send the rest (to the empty STDIN record) before it is closed.
+DRAIN_TIMEOUT = IO_TIMEOUT
 # Output pieces at least this big are framed in place (record headers around
 # memoryview slices, one sendmsg) instead of being copied into records.
 ZERO_COPY_MIN = 32 * 1024
@@ -77,7 +80,7 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 class Connection:
     __slots__ = ("sock", "fd", "addr", "proto", "events", "whole", "begun", "keep_conn", "request", "gone", "closed",
-                 "registered", "must_close", "aborted", "close_follows")
+                 "registered", "must_close", "aborted", "close_follows", "drain_deadline")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
@@ -100,6 +103,9 @@ class Connection:
         # answer may then wait for the FIN (MSG_MORE) and leave with it in one segment.
         # Not when the program ends the request itself (FCGX_Finish) and works on.
         self.close_follows = False
+        # Set when a request on a kept connection was answered before its input
+        # ended: the rest is skipped as it comes (see draining), until this time.
+        self.drain_deadline = 0.0
 
     @property
     def peer(self) -> str:
@@ -330,16 +336,20 @@ class Connection:
 
     def _end_request(self, request: Request) -> None:
         """Ending a request whose body was left unread, or whose peer may have left."""
-        linger = False
+        linger = drain = False
         if not request.stdin.at_eof and not self.aborted:
-            # The app left part of the body unread. If the rest has arrived, read
-            # past it and the connection can carry the next request. If not, do
-            # not wait for it: nginx stops sending the body once the response has
-            # begun. Answer, then close.
+            # The app left part of the body unread, or its end (the empty STDIN
+            # record) has not arrived yet. If it has arrived, read past it and the
+            # connection can carry the next request. If not, do not wait for it here:
+            # answer, then on a kept connection skip the rest as it comes (the loop
+            # serves others meanwhile; Apache with enablereuse sends the end marker
+            # apart and then reuses the connection); else close (nginx stops sending
+            # the body once the response has begun).
             if self._read_to_stdin_end():
                 request.stdin.discard_rest()
             elif not self.aborted:  # aborted: the web server sends no more of it
-                linger = True
+                drain = request.keep_conn and not self.must_close and not self.proto.skipping_input
+                linger = not drain
         # nginx never sends ABORT_REQUEST: when its client leaves, it closes the
         # connection. Notice it here (one poll), say so once, send nothing.
         if self._may_have_left(request) and self.peer_closed():
@@ -348,7 +358,10 @@ class Connection:
                 self._end_aborted(request)
             return
         self._send_rest(request)
-        if linger:
+        if drain:
+            self.proto.skip_rest_of_input(request.request_id)
+            self.drain_deadline = monotonic() + DRAIN_TIMEOUT
+        elif linger:
             self._linger_close()
 
     def _may_have_left(self, request: Request) -> bool:
@@ -423,6 +436,11 @@ class Connection:
                     break
         except OSError:
             pass
+
+    @property
+    def draining(self) -> bool:
+        """Whether the rest of an answered request's input is still to come (and be skipped)."""
+        return self.drain_deadline != 0.0 and self.proto.skipping_input
 
     @property
     def reusable(self) -> bool:

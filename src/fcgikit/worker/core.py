@@ -38,6 +38,8 @@ HEARTBEAT_INTERVAL = 1.0  # also the longest an idle child sleeps in poll()
 # was served and closed at once (nginx without keep_conn): under load the next one
 # is usually waiting already, and kept-alive connections wait for at most this many.
 ACCEPT_BURST = 8
+# How long a child on its way out waits for the rest of an answered request's input.
+EXIT_DRAIN_WAIT = 1.0
 HANDOFF_GOODBYE_TIMEOUT = 5.0  # a retiring child waits this long for the manager's last word
 
 
@@ -141,6 +143,9 @@ class RequestLoop:
         self.stop_now = False  # SIGINT/SIGQUIT
         self.exit_status = EXIT_OK
         self.conns: dict[int, Connection] = {}
+        # Kept connections whose request was answered before its input ended (rare):
+        # closed if the rest does not come within DRAIN_TIMEOUT.
+        self._draining: dict[int, Connection] = {}
         self._poller: _Poller | None = None
         self._wake_r = self._wake_w = -1
         self._saved_signals: dict | None = None
@@ -189,6 +194,8 @@ class RequestLoop:
                 if self.slot is not None:
                     self._mark_idle()
                     self._heartbeat_if_due()
+                if self._draining:
+                    self._end_stale_drains()
             yield from self._serve_arrived_requests()
             if self.handoff is not None and not self.stop_now:
                 self._hand_over_idle_connections()
@@ -206,6 +213,27 @@ class RequestLoop:
             conn = self.conns.get(fd)
             if conn is not None and not self.stop_now:
                 yield from self._serve_connection(conn)
+        yield from self._finish_drains()
+
+    def _finish_drains(self):
+        """On the way out: a kept connection still skipping an answered request's
+        input cannot move to another process; the rest is usually on its way (a
+        separate write), so it is waited for, briefly, rather than the connection
+        closed under a web server that means to reuse it."""
+        draining = {fd: conn for fd, conn in self._draining.items() if conn.draining and not conn.closed}
+        if not draining or self.stop_now:
+            return
+        poller = select.poll()
+        for fd in draining:
+            poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + EXIT_DRAIN_WAIT
+        while draining and (left := deadline - time.monotonic()) > 0 and not self.stop_now:
+            for fd, _ in poller.poll(left * 1000):
+                conn = draining[fd]
+                yield from self._serve_connection(conn)
+                if conn.closed or not conn.draining:
+                    poller.unregister(fd)
+                    del draining[fd]
 
     def _serve_connection(self, conn: Connection):
         if not self._receive(conn):
@@ -234,6 +262,8 @@ class RequestLoop:
             if not conn.reusable:
                 self._close(conn)
                 return
+            if conn.drain_deadline:  # answered before its input ended (rare)
+                self._draining[conn.fd] = conn
             if self.stopping:
                 return
             request = conn.next_request()
@@ -255,13 +285,29 @@ class RequestLoop:
         except (PeerClosed, ConnectionResetError) as exc:
             # nginx resets its idle cached connections when it stops or reloads:
             # between requests a reset is a close, not news.
+            # Nor while the rest of an answered request's input was skipped: nginx
+            # closes a connection whose request body it did not send whole.
             how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
-            self._close(conn, f"{how} the connection mid-request" if conn.mid_request else None)
+            self._close(conn, f"{how} the connection mid-request" if conn.mid_request and not conn.draining
+                        else None)
         except ProtocolError as exc:
             self._close(conn, f"protocol error: {exc}")
         except OSError as exc:
             self._close(conn, f"connection error: {exc.strerror or exc}")
         return False
+
+    def _end_stale_drains(self) -> None:
+        """A kept connection is ready for its next request once the answered one's
+        input has ended; one whose input does not end in time is closed."""
+        now = time.monotonic()
+        for fd, conn in list(self._draining.items()):
+            if conn.closed or not conn.draining:
+                conn.drain_deadline = 0.0
+                del self._draining[fd]
+            elif now >= conn.drain_deadline:
+                del self._draining[fd]
+                self._close(conn, "the end of an answered request's body did not come in time; "
+                                  "connection closed")
 
     def _mark_idle(self) -> None:
         if self._idle_due:
@@ -519,7 +565,8 @@ def _input_ends_when_client_leaves(request) -> None:
 
 def is_idle(conn: Connection) -> bool:
     """Between requests with nothing read ahead: the connection can move to another process."""
-    return not (conn.closed or conn.gone or conn.mid_request or conn.events or conn.request is not None)
+    return not (conn.closed or conn.gone or conn.mid_request or conn.events or conn.request is not None
+                or conn.proto.skipping_input)
 
 
 def serve(listen_sock: socket.socket, handler, *, slot=None, max_requests: int = 0, allowed_addrs=None,

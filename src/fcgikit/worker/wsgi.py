@@ -33,6 +33,8 @@ _REQUIRED_DEFAULTS = (
 )
 _REQUIRED_NAMES = frozenset(name for name, _ in _REQUIRED_DEFAULTS)
 _MUST_NOT_BE_EMPTY = tuple(name for name, default in _REQUIRED_DEFAULTS if default)
+# Request headers that never reach the app as variables (see build_environ).
+_NOT_FROM_THE_CLIENT = ("HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_PROXY")
 
 
 def url_scheme(params: dict[str, str]) -> str:
@@ -70,11 +72,21 @@ def build_environ(params: dict[str, str], wsgi_input, wsgi_errors) -> dict:
                 environ[name] = default
     split_script_name(environ)
     # nginx sends CONTENT_TYPE/CONTENT_LENGTH even when empty; PEP 3333 allows
-    # them absent but not empty-and-meaningless for LENGTH.
-    if environ.get("CONTENT_LENGTH") == "":
+    # them absent but not empty-and-meaningless for LENGTH. Caddy sends "-1" for
+    # a chunked upload: a length that is not one is dropped too, and the app reads
+    # wsgi.input to its end (wsgi.input_terminated: FCGI_STDIN always ends).
+    # Latin-1 text holds no decimal digits but 0-9: isdecimal() is what int() takes.
+    length = environ.get("CONTENT_LENGTH")
+    if length is not None and not length.isdecimal():
         del environ["CONTENT_LENGTH"]
     if environ.get("CONTENT_TYPE") == "":
         del environ["CONTENT_TYPE"]
+    # lighttpd and Caddy also pass Content-Length/-Type as HTTP_ variables, which
+    # PEP 3333 forbids (wsgiref.validate refuses them). A Proxy: header would
+    # arrive as HTTP_PROXY, which many HTTP clients take for their proxy (httpoxy).
+    if "HTTP_CONTENT_LENGTH" in environ or "HTTP_CONTENT_TYPE" in environ or "HTTP_PROXY" in environ:
+        for name in _NOT_FROM_THE_CLIENT:
+            environ.pop(name, None)
     environ.update(_WSGI_CONSTANTS)
     environ["wsgi.url_scheme"] = url_scheme(environ)
     environ["wsgi.input"] = wsgi_input
