@@ -87,3 +87,10 @@ def test_app_and_cgi_answer_through_the_rendered_config(stack):
     assert cgi.status_code == 200, (cgi.text, stack.error_log())
     assert requests.get(stack.url("/cgi-bin/hello.pl"), timeout=10).status_code == 200
     assert requests.get(stack.url("/cgi-bin/missing"), timeout=10).status_code == 404
+
+
+def test_a_proxy_header_does_not_reach_the_app_as_http_proxy(stack):
+    # httpoxy: the app would see the client's `Proxy:` header as HTTP_PROXY, its HTTP
+    # library's outgoing proxy.
+    environ = requests.get(stack.url("/environ"), headers={"Proxy": "http://evil.invalid:1/"}, timeout=10).text
+    assert "evil.invalid" not in environ, environ

@@ -91,3 +91,11 @@ def test_the_image_config_for_compose_is_the_rendered_one():
         "regenerate: python3 -c 'from fcgikit.deploy.nginxconf import render_compose_nginx_conf as r; "
         "open(\"images/nginx/nginx.conf\", \"w\").write(r())'"
     )
+
+
+def test_every_fastcgi_location_neutralises_httpoxy():
+    # A client's `Proxy:` header must not reach an app as HTTP_PROXY (httpoxy), in the
+    # config `up` renders and in the one baked into the image for compose.
+    for conf in (render_nginx_conf(services(), ["w:9000"], ["c:9000"]), render_compose_nginx_conf()):
+        for opening in ("location / ", "location /cgi-bin/ "):
+            assert 'fastcgi_param HTTP_PROXY "";' in block(conf, opening)

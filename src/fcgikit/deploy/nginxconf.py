@@ -35,6 +35,9 @@ _COMMON_PARAMS = [
     ("SERVER_ADDR", "$server_addr"),
     ("SERVER_PORT", "$server_port"),
     ("SERVER_NAME", "$server_name"),
+    # httpoxy: a client's `Proxy:` header would reach the app as HTTP_PROXY, which many HTTP
+    # libraries take for their outgoing proxy. Set here, nginx passes it empty instead.
+    ("HTTP_PROXY", ""),
 ]
 
 
