@@ -15,23 +15,28 @@ CGI_DIR = "/srv/cgi-bin"
 NGINX_PORT = 80
 # Past the request timeout the manager kills a stuck child; give the drain that long and a bit.
 DRAIN_MARGIN = 5
+# nginx answers 504 when a worker has been silent for the request timeout; the manager kills
+# the process stuck in that request this many seconds later, once nginx has given up on it
+# (a kill first would end the request as nginx's 502, "upstream prematurely closed").
+KILL_MARGIN = 2
 
 
-def pool_flags(processes: int, timeout: int, max_requests: int = 0) -> list[str]:
+def pool_flags(processes: int, timeout: int, max_requests: int = 0, kill_margin: int = 0) -> list[str]:
     """The spawn-fcgi style flags every manager (serve, spawn, cgi) shares.
 
     -n: the manager is the container's main process, so it must not daemonize.
-    A draining child gets as long as a request may take.
+    A draining child gets as long as a request may take; a busy one is killed as
+    stuck `kill_margin` seconds after that.
     """
     flags = ["-n", "-a", "0.0.0.0", "-p", str(FASTCGI_PORT), "-F", str(processes),
-             "--timeout", str(timeout), "--graceful-timeout", str(timeout)]
+             "--timeout", str(timeout + kill_margin), "--graceful-timeout", str(timeout)]
     if max_requests:
         flags += ["--max-requests", str(max_requests)]
     return flags + ["--status-file", STATUS_FILE]
 
 
 def worker_command(workers: WorkersService) -> list[str]:
-    flags = pool_flags(workers.processes, workers.timeout, workers.max_requests)
+    flags = pool_flags(workers.processes, workers.timeout, workers.max_requests, kill_margin=KILL_MARGIN)
     if workers.program:
         return ["python3", "-m", "fcgikit.spawn", *flags, "--", *workers.program]
     return ["python3", "-m", "fcgikit.serve", *flags, workers.app]

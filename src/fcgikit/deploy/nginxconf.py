@@ -13,9 +13,18 @@ from .spec import Services
 WORKERS_UPSTREAM = "fcgikit_workers"
 CGI_UPSTREAM = "fcgikit_cgi"
 CGI_ROOT = "/srv"  # in the worker image the scripts are /srv/cgi-bin/NAME, served at /cgi-bin/NAME
-# nginx waits a little longer than the manager's own request timeout, so that a
-# stuck request ends with the manager's answer rather than nginx's 504.
-READ_TIMEOUT_MARGIN = 5
+# The CGI gateway answers 504 itself when a program outlives the timeout (and kills its
+# process group): nginx waits a little longer, so that the gateway's answer is the one sent.
+CGI_READ_MARGIN = 5
+# A Python worker stuck in a request has no answer to give: its manager can only kill it,
+# which nginx would see as "upstream prematurely closed" (502). So nginx gives up first, at
+# the request timeout itself (504), and the manager kills the stuck process a little later
+# (commands.KILL_MARGIN): the client gets 504 at the timeout, one process is killed.
+# Replays: nginx may pass a failed request to another server only within RETRY_WINDOW of
+# its start, i.e. while it can only have failed to connect (refused, or not accepted within
+# connect_timeout; or a kept-alive connection the worker had closed); never after a
+# timeout or a reset in the middle of the answer, which come later.
+RETRY_WINDOW_MS = 500  # past connect_timeout
 
 # The CGI/1.1 meta-variables, spelled out instead of including Debian's
 # fastcgi_params, so SCRIPT_NAME/PATH_INFO are sent once and mean what we want.
@@ -81,27 +90,35 @@ def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool, 
     blocks = [
         f"client_max_body_size {services.nginx.client_max_body_size};",
         _location("/", WORKERS_UPSTREAM if has_workers else None, _app_params(), services.nginx.connect_timeout,
-                  workers.timeout + READ_TIMEOUT_MARGIN)
+                  workers.timeout, workers.timeout)
     ]
     if services.cgi is not None:
         blocks.append(
             _location("/cgi-bin/", CGI_UPSTREAM if has_cgi else None, _cgi_params(cgi_root),
-                      services.nginx.connect_timeout, services.cgi.timeout + READ_TIMEOUT_MARGIN)
+                      services.nginx.connect_timeout, services.cgi.timeout + CGI_READ_MARGIN, services.cgi.timeout)
         )
     return "\n".join(blocks)
 
 
-def _location(path: str, upstream: str | None, params: list[tuple[str, str]], connect: int, read: int) -> str:
+def retry_window_ms(connect: int, timeout: int) -> int:
+    """How long after its start a failed request may still go to another server: a connect
+    that timed out and a little more, never as long as the request timeout."""
+    return min(connect * 1000 + RETRY_WINDOW_MS, timeout * 1000)
+
+
+def _location(path: str, upstream: str | None, params: list[tuple[str, str]], connect: int, read: int,
+              timeout: int) -> str:
     if upstream is None:
         return f"location {path} {{\n    return 503;\n}}"
     lines = [
         f"fastcgi_pass {upstream};",
         "fastcgi_keep_conn on;",
-        # Retry on the next worker only when the request never reached an app or the worker
-        # died before answering, and only for idempotent methods: without "non_idempotent"
+        # Another server gets the request only when it failed before it can have reached an
+        # app (see RETRY_WINDOW_MS), and only for idempotent methods: without "non_idempotent"
         # nginx never replays POST, LOCK or PATCH (stated here on purpose, not left implicit).
         "fastcgi_next_upstream error timeout;",
         "fastcgi_next_upstream_tries 3;",
+        f"fastcgi_next_upstream_timeout {retry_window_ms(connect, timeout)}ms;",
         f"fastcgi_connect_timeout {connect}s;",
         f"fastcgi_send_timeout {read}s;",
         f"fastcgi_read_timeout {read}s;",

@@ -30,7 +30,9 @@ class NginxService(_Strict):
     client_max_body_size: str = Field(
         "1m", pattern=NGINX_SIZE.pattern, json_schema_extra={"expected": 'a size such as "1m", "512k" or "0"'}
     )
-    connect_timeout: int = Field(5, ge=1, le=3600, description="seconds to connect to a worker")
+    connect_timeout: int = Field(
+        1, ge=1, le=3600, description="seconds to connect to a worker (a private network: short, so a dead one is left soon)"
+    )
     keepalive: int = Field(16, ge=1, le=10000, description="idle FastCGI connections kept per nginx worker")
 
 
