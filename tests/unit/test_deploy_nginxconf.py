@@ -124,3 +124,14 @@ def test_every_fastcgi_location_neutralises_httpoxy():
     for conf in (render_nginx_conf(services(), ["w:9000"], ["c:9000"]), render_compose_nginx_conf()):
         for opening in ("location / ", "location /cgi-bin/ "):
             assert 'fastcgi_param HTTP_PROXY "";' in block(conf, opening)
+
+
+def test_nginx_runs_unprivileged_on_a_high_port_with_a_health_server():
+    for conf in (render_nginx_conf(services(), ["w:9000"], ["c:9000"]), render_compose_nginx_conf()):
+        assert "\nuser " not in conf  # the master is www-data already: `user` needs root
+        assert "pid /run/nginx/nginx.pid;" in conf
+        assert conf.count("listen 8080;") == 2
+        health = block(conf, "server {\n        listen 8080;\n        server_name fcgikit-health;")
+        assert 'location = /health {\n            return 200 "ok\\n";' in health
+        # The app's server comes first: it is the default for every other Host.
+        assert conf.index("location / {\n            fastcgi_pass") < conf.index("server_name fcgikit-health")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .spec import Services
+from .model import NGINX_PID_PATH
+from .spec import NGINX_PORT, Services
 
 WORKERS_UPSTREAM = "fcgikit_workers"
 CGI_UPSTREAM = "fcgikit_cgi"
@@ -51,15 +52,22 @@ _COMMON_PARAMS = [
 
 
 def render_nginx_conf(
-    services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = "80", user: str = "www-data",
+    services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = str(NGINX_PORT),
+    user: str | None = None,
     header: str = "Rendered by fcgikit from the containers actually running; do not edit by hand.",
 ) -> str:
-    """The whole /etc/nginx/nginx.conf; `workers` and `cgi` are FastCGI addresses (host:port)."""
+    """The whole /etc/nginx/nginx.conf; `workers` and `cgi` are FastCGI addresses (host:port).
+
+    nginx's master runs as www-data in its container (no `user`: that needs root); give
+    `user` only for a master started as root.
+    """
     http = _indent(render_http_conf(services, workers, cgi, listen=listen), 1)
-    return _MAIN.format(header=header, user=user, http=http)
+    user_line = f"user {user};\n" if user else ""
+    return _MAIN.format(header=header, user_line=user_line, pid=NGINX_PID_PATH, http=http)
 
 
-def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = "80") -> str:
+def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[str], *,
+                     listen: str = str(NGINX_PORT)) -> str:
     """What goes inside `http { }`: limits, upstreams and the server."""
     nginx = services.nginx
     parts = [
@@ -71,7 +79,20 @@ def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[s
         parts.append(render_upstream(CGI_UPSTREAM, cgi, nginx.keepalive))
     server = render_server_conf(services, has_workers=bool(workers), has_cgi=bool(cgi))
     parts.append(f"server {{\n    listen {listen};\n{_indent(server, 1)}\n}}")
+    parts.append(render_health_server(listen))
     return "\n".join(part for part in parts if part)
+
+
+HEALTH_HOST = "fcgikit-health"
+
+
+def render_health_server(listen: str) -> str:
+    """What the container's HEALTHCHECK asks (`Host: fcgikit-health`, GET /health): nginx
+    itself answers on its public listener, whatever the backends do. Any other Host goes
+    to the first server, the app's."""
+    return (f"server {{\n    listen {listen};\n    server_name {HEALTH_HOST};\n    access_log off;\n"
+            f"    location = /health {{\n        return 200 \"ok\\n\";\n    }}\n"
+            f"    location / {{\n        return 404;\n    }}\n}}")
 
 
 def render_upstream(name: str, addresses: Sequence[str], keepalive: int) -> str:
@@ -148,9 +169,8 @@ def _indent(text: str, levels: int) -> str:
 
 _MAIN = """\
 # {header}
-user {user};
-worker_processes auto;
-pid /run/nginx.pid;
+{user_line}worker_processes auto;
+pid {pid};
 error_log /dev/stderr warn;
 
 events {{
