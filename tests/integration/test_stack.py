@@ -31,7 +31,7 @@ import requests  # noqa: E402
 import yaml  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
-from fcgikit.deploy.model import LABEL_PROJECT  # noqa: E402
+from fcgikit.deploy.model import LABEL_PROJECT, NGINX_PID_PATH  # noqa: E402
 
 # On a clean engine the first test to need images also makes the base (debootstrap, minutes).
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -92,7 +92,7 @@ def project(engine, cli_env):
 def remove_project(engine, name: str) -> None:
     for container in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={name}"}):
         with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # and nginx's anonymous /etc/nginx volume
     for network in engine.networks.list(filters={"label": f"{LABEL_PROJECT}={name}"}):
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
@@ -336,7 +336,7 @@ def test_scale_up_and_down_under_load_fails_no_request(engine, cli_env, project,
 def nginx_master_pid(engine, project: str) -> str:
     [nginx] = [c for c in engine.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})
                if c.labels["fcgikit.service"] == "nginx"]
-    return nginx.exec_run(["cat", "/run/nginx.pid"]).output.decode().strip()
+    return nginx.exec_run(["cat", NGINX_PID_PATH]).output.decode().strip()
 
 
 def test_down_removes_exactly_what_carries_the_project_label(engine, cli_env, project, tmp_path, built_images):

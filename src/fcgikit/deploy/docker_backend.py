@@ -90,8 +90,8 @@ class Engine:
             **confinement_options(spec),
         )
         try:
-            if files:
-                container.put_archive("/", _tar_of(files))
+            for directory, archive in _archives_of(files or {}):
+                container.put_archive(directory, archive)
             container.start()
         except docker.errors.APIError as exc:
             container.remove(force=True, v=True)  # nothing half-made stays behind
@@ -113,7 +113,8 @@ class Engine:
             return handle.read().decode() if handle else None
 
     def write_file(self, name: str, path: str, text: str) -> None:
-        self.container(name).put_archive("/", _tar_of({path: text}))
+        for directory, archive in _archives_of({path: text}):
+            self.container(name).put_archive(directory, archive)
 
     def stop_and_remove(self, name: str, timeout: int) -> None:
         try:
@@ -267,6 +268,16 @@ def _exit_description(container: Container) -> str:
 
 def _binding(address: str, host_port: int):
     return (address, host_port or None) if address else (host_port or None)
+
+
+def _archives_of(files: dict[str, str]) -> list[tuple[str, bytes]]:
+    """(directory, tar of its files) for each directory: Docker extracts into the directory
+    given, which must be writable (a volume: the root filesystem may be read-only)."""
+    by_directory: dict[str, dict[str, str]] = {}
+    for path, text in files.items():
+        directory, _, name = path.rpartition("/")
+        by_directory.setdefault(directory or "/", {})[name] = text
+    return [(directory, _tar_of(named)) for directory, named in sorted(by_directory.items())]
 
 
 def _tar_of(files: dict[str, str]) -> bytes:
