@@ -134,6 +134,7 @@ def test_a_request_past_its_timeout_gets_504_and_kills_one_process(engine, stack
     began = time.monotonic()
     answer = requests.get(url + "sleep?s=30", timeout=60)
     took = time.monotonic() - began
+    print(f"GET /sleep?s=30 with timeout {TIMEOUT}: {answer.status_code} in {took:.2f}s")
     with logs_on_failure(engine, project):
         assert answer.status_code == 504, (answer.status_code, took)
         assert TIMEOUT - 0.2 <= took <= TIMEOUT + 2, took
