@@ -436,5 +436,19 @@ def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_pa
         logs = subprocess.run([*compose_cmd, "logs", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True).stdout
         assert answer is not None and answer.status_code == 200, logs
         assert requests.get(f"http://127.0.0.1:{port}/cgi-bin/hello.sh", timeout=10).status_code == 200, logs
+        # Confined as `fcgikit up` confines its containers, and nginx healthy by its HEALTHCHECK.
+        started = engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})
+        assert len(started) == 3
+        for container in started:
+            host = container.attrs["HostConfig"]
+            assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], container.name
+            assert host["SecurityOpt"] == ["no-new-privileges"], container.name
+            assert host["Memory"] > 0 and host["PidsLimit"] > 0 and host["Tmpfs"], container.name
+        [nginx] = [c for c in started if c.labels.get("com.docker.compose.service") == "nginx"]
+        deadline = time.monotonic() + 60
+        while nginx.attrs["State"]["Health"]["Status"] != "healthy" and time.monotonic() < deadline:
+            time.sleep(1)
+            nginx.reload()
+        assert nginx.attrs["State"]["Health"]["Status"] == "healthy", nginx.attrs["State"]["Health"]
     finally:
         subprocess.run([*compose_cmd, "down", "-t", "5"], cwd=tmp_path, env=env, capture_output=True, timeout=120)

@@ -9,6 +9,7 @@ short request timeout and a fork bomb among the CGI scripts.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -21,7 +22,7 @@ from fcgikit.deploy import commands
 from fcgikit.deploy.model import LABEL_PROJECT, STATUS_FILE
 
 from .test_stack import (  # noqa: F401  (fixtures)
-    ROOT, cli_env, engine, fcgikit, image_prefix, logs_on_failure, project_logs, remove_project, write_spec,
+    ROOT, USER_APP, cli_env, engine, fcgikit, image_prefix, logs_on_failure, project_logs, remove_project, write_spec,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -42,6 +43,8 @@ while True:
         time.sleep(0.01)
 """
 MiB = 1024 * 1024
+# These ask the example app for /environ and /sleep; `fcgikit test --app` runs the rest.
+example_app_only = pytest.mark.skipif(bool(USER_APP), reason="needs the example app's /environ and /sleep")
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +116,7 @@ def test_every_container_is_confined_as_docker_inspect_reports(engine, stack):
         assert requests.get(url, timeout=10).status_code == 200
 
 
+@example_app_only
 def test_a_proxy_header_does_not_reach_the_app(stack):
     _, url, _ = stack
     environ = requests.get(url + "environ", headers={"Proxy": "http://evil.invalid:1/"}, timeout=10).text
@@ -120,14 +124,12 @@ def test_a_proxy_header_does_not_reach_the_app(stack):
 
 
 def pool_timeouts(engine, project: str) -> int:
-    total = 0
-    for container in containers(engine, project)["workers"]:
-        import json
-
-        total += json.loads(container.exec_run(["cat", STATUS_FILE]).output)["timeouts"]
-    return total
+    """Processes the workers' managers killed as stuck (their status files)."""
+    return sum(json.loads(c.exec_run(["cat", STATUS_FILE]).output)["timeouts"]
+               for c in containers(engine, project)["workers"])
 
 
+@example_app_only
 def test_a_request_past_its_timeout_gets_504_and_kills_one_process(engine, stack):
     project, url, _ = stack
     before = pool_timeouts(engine, project)

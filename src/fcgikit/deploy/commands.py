@@ -7,7 +7,7 @@ Like Kamal's command builders: they only build, so what would run can be printed
 from __future__ import annotations
 
 from .model import STATUS_FILE, Confinement, ContainerSpec
-from .spec import FASTCGI_PORT, NGINX_PORT, CgiService, NginxService, WorkersService, _Container
+from .spec import FASTCGI_PORT, NGINX_PORT, CgiService, ContainerSettings, NginxService, WorkersService
 
 # Where the images keep things (see images/fcgi-worker/Dockerfile).
 APP_DIR = "/srv/app"
@@ -75,7 +75,9 @@ NGINX_TMPFS = tuple((path, "uid=33,gid=33") for path in ("/run/nginx", "/run/fcg
 NGINX_VOLUMES = ("/etc/nginx",)
 
 
-def confinement(settings: _Container, tmpfs: tuple[tuple[str, str], ...], volumes: tuple[str, ...] = ()) -> Confinement:
+def confinement(
+    settings: ContainerSettings, tmpfs: tuple[tuple[str, str], ...], volumes: tuple[str, ...] = ()
+) -> Confinement:
     return Confinement(read_only=settings.read_only, tmpfs=tmpfs, volumes=volumes, cap_add=tuple(settings.cap_add),
                        memory=settings.memory, pids=settings.pids)
 

@@ -40,7 +40,7 @@ def memory_bytes(size: str) -> int:
     return int(size[:-1]) * units[unit] if unit in units else int(size)
 
 
-class _Container(_Strict):
+class ContainerSettings(_Strict):
     """How each container of a service is confined. Always: no capabilities but `cap_add`,
     no new privileges (setuid binaries gain nothing). The defaults differ per service."""
 
@@ -83,17 +83,17 @@ class _Container(_Strict):
 PIDS_HEADROOM = 16  # the manager, the healthcheck, `docker exec` of status and probes
 
 
-class NginxContainer(_Container):
+class NginxContainer(ContainerSettings):
     pids: int = Field(256, ge=0, le=1_000_000, description="processes and threads (0: no limit)")
 
 
-class WorkersContainer(_Container):
+class WorkersContainer(ContainerSettings):
     memory: str = Field("512m", pattern=MEMORY_SIZE.pattern,
                         json_schema_extra={"expected": 'a size such as "512m" or "1g" (at least 16m), or "0" for no limit'})
     pids: int = Field(256, ge=0, le=1_000_000, description="processes and threads (0: no limit)")
 
 
-class CgiContainer(_Container):
+class CgiContainer(ContainerSettings):
     pass  # 256m, 128 processes: a fork bomb stays inside its container
 
 
