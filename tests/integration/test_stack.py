@@ -31,7 +31,7 @@ import requests  # noqa: E402
 import yaml  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
-from fcgikit.deploy.model import LABEL_PROJECT  # noqa: E402
+from fcgikit.deploy.model import LABEL_PROJECT, NGINX_PID_PATH  # noqa: E402
 
 # On a clean engine the first test to need images also makes the base (debootstrap, minutes).
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -92,7 +92,7 @@ def project(engine, cli_env):
 def remove_project(engine, name: str) -> None:
     for container in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={name}"}):
         with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True)
+            container.remove(force=True, v=True)  # and nginx's anonymous /etc/nginx volume
     for network in engine.networks.list(filters={"label": f"{LABEL_PROJECT}={name}"}):
         with contextlib.suppress(docker.errors.APIError):
             network.remove()
@@ -336,7 +336,7 @@ def test_scale_up_and_down_under_load_fails_no_request(engine, cli_env, project,
 def nginx_master_pid(engine, project: str) -> str:
     [nginx] = [c for c in engine.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})
                if c.labels["fcgikit.service"] == "nginx"]
-    return nginx.exec_run(["cat", "/run/nginx.pid"]).output.decode().strip()
+    return nginx.exec_run(["cat", NGINX_PID_PATH]).output.decode().strip()
 
 
 def test_down_removes_exactly_what_carries_the_project_label(engine, cli_env, project, tmp_path, built_images):
@@ -436,5 +436,19 @@ def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_pa
         logs = subprocess.run([*compose_cmd, "logs", "--no-color"], cwd=tmp_path, env=env, capture_output=True, text=True).stdout
         assert answer is not None and answer.status_code == 200, logs
         assert requests.get(f"http://127.0.0.1:{port}/cgi-bin/hello.sh", timeout=10).status_code == 200, logs
+        # Confined as `fcgikit up` confines its containers, and nginx healthy by its HEALTHCHECK.
+        started = engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})
+        assert len(started) == 3
+        for container in started:
+            host = container.attrs["HostConfig"]
+            assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], container.name
+            assert host["SecurityOpt"] == ["no-new-privileges"], container.name
+            assert host["Memory"] > 0 and host["PidsLimit"] > 0 and host["Tmpfs"], container.name
+        [nginx] = [c for c in started if c.labels.get("com.docker.compose.service") == "nginx"]
+        deadline = time.monotonic() + 60
+        while nginx.attrs["State"]["Health"]["Status"] != "healthy" and time.monotonic() < deadline:
+            time.sleep(1)
+            nginx.reload()
+        assert nginx.attrs["State"]["Health"]["Status"] == "healthy", nginx.attrs["State"]["Health"]
     finally:
         subprocess.run([*compose_cmd, "down", "-t", "5"], cwd=tmp_path, env=env, capture_output=True, timeout=120)

@@ -54,8 +54,33 @@ def test_limits_and_timeouts_come_from_the_spec():
     assert "client_max_body_size 25m;" in conf
     root = block(conf, "location / ")
     assert "fastcgi_connect_timeout 3s;" in root
-    assert "fastcgi_read_timeout 25s;" in root  # the worker timeout (20) and a margin
-    assert "fastcgi_read_timeout 12s;" in block(conf, "location /cgi-bin/ ")
+    assert "fastcgi_read_timeout 20s;" in root  # the worker timeout: nginx's 504 comes first
+    assert "fastcgi_read_timeout 12s;" in block(conf, "location /cgi-bin/ ")  # after the gateway's own 504
+
+
+def test_a_request_goes_to_another_server_only_within_the_connect_window():
+    # A read timeout (at the request timeout) or a worker killed as stuck (later still)
+    # happens after the window: never replayed. A refused or timed-out connect is inside it.
+    conf = render_nginx_conf(services(connect_timeout=2), ["w:9000"], ["c:9000"])
+    assert "fastcgi_next_upstream_timeout 2500ms;" in block(conf, "location / ")
+    short = Services(nginx=NginxService(connect_timeout=5), workers=WorkersService(app="m:app", timeout=3),
+                     cgi=CgiService(timeout=1))
+    conf = render_nginx_conf(short, ["w:9000"], ["c:9000"])
+    assert "fastcgi_next_upstream_timeout 3000ms;" in block(conf, "location / ")  # never past the timeout
+    assert "fastcgi_next_upstream_timeout 1000ms;" in block(conf, "location /cgi-bin/ ")
+
+
+def test_nginx_gives_up_on_a_stuck_worker_before_its_manager_kills_it():
+    # A kill first would end the request with a 502 (upstream closed); nginx's 504 must come
+    # first. The CGI gateway answers its own 504, so there nginx waits longer.
+    from fcgikit.deploy import commands
+
+    spec = services()
+    root = block(render_nginx_conf(spec, ["w:9000"], ["c:9000"]), "location / ")
+    read = int(root.split("fastcgi_read_timeout ")[1].split("s;")[0])
+    argv = commands.worker_command(spec.workers)
+    kill_after = float(argv[argv.index("--timeout") + 1])
+    assert read == spec.workers.timeout and kill_after >= read + 2
 
 
 def test_app_at_root_gets_the_whole_path_as_path_info_and_cgi_is_split_by_the_gateway():
@@ -91,3 +116,22 @@ def test_the_image_config_for_compose_is_the_rendered_one():
         "regenerate: python3 -c 'from fcgikit.deploy.nginxconf import render_compose_nginx_conf as r; "
         "open(\"images/nginx/nginx.conf\", \"w\").write(r())'"
     )
+
+
+def test_every_fastcgi_location_neutralises_httpoxy():
+    # A client's `Proxy:` header must not reach an app as HTTP_PROXY (httpoxy), in the
+    # config `up` renders and in the one baked into the image for compose.
+    for conf in (render_nginx_conf(services(), ["w:9000"], ["c:9000"]), render_compose_nginx_conf()):
+        for opening in ("location / ", "location /cgi-bin/ "):
+            assert 'fastcgi_param HTTP_PROXY "";' in block(conf, opening)
+
+
+def test_nginx_runs_unprivileged_on_a_high_port_with_a_health_server():
+    for conf in (render_nginx_conf(services(), ["w:9000"], ["c:9000"]), render_compose_nginx_conf()):
+        assert "\nuser " not in conf  # the master is www-data already: `user` needs root
+        assert "pid /run/nginx/nginx.pid;" in conf
+        assert conf.count("listen 8080;") == 2
+        health = block(conf, "server {\n        listen 8080;\n        server_name fcgikit-health;")
+        assert 'location = /health {\n            return 200 "ok\\n";' in health
+        # The app's server comes first: it is the default for every other Host.
+        assert conf.index("location / {\n            fastcgi_pass") < conf.index("server_name fcgikit-health")

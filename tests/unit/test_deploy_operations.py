@@ -239,3 +239,14 @@ def test_the_remote_port_check_counts_listeners_from_the_kernels_tables():
         holder.bind(("::", port))
         holder.listen()
         assert listeners(port) == "1\n"
+def test_the_docker_sdk_gets_the_confinement_of_the_spec():
+    from fcgikit.deploy import commands
+    from fcgikit.deploy.docker_backend import confinement_options
+    from fcgikit.deploy.spec import NginxService
+
+    options = confinement_options(commands.nginx_container("p", "local", 1, "img", NginxService()))
+    assert options["read_only"] is True and options["cap_drop"] == ["ALL"] and options["cap_add"] is None
+    assert options["security_opt"] == ["no-new-privileges"]
+    assert options["mem_limit"] == "256m" and options["pids_limit"] == 256
+    assert set(options["tmpfs"]) == {"/run/nginx", "/run/fcgikit", "/var/lib/nginx"}
+    assert [m["Target"] for m in options["mounts"]] == ["/etc/nginx"]

@@ -55,7 +55,7 @@ def test_from_nothing_everything_starts_in_order():
         "StartContainer", "CheckEndToEnd"]
     assert names(plan.steps, StartContainer) == ["demo-workers-1", "demo-workers-2", "demo-cgi-1", "demo-nginx-1"]
     nginx_start = plan.steps[-2]
-    assert nginx_start.container.ports == ((80, 8080),)
+    assert nginx_start.container.ports == ((8080, 8080),)  # nginx listens on 8080 inside (unprivileged)
     assert "server demo-workers-1:9000" in nginx_start.nginx_conf
     assert "server demo-cgi-1:9000" in nginx_start.nginx_conf
     assert plan.placements() == {
@@ -164,7 +164,7 @@ def test_steps_print_the_docker_commands_they_stand_for():
     assert "hello_wsgi:app" in commands[1]
     assert commands[4] == ("docker exec demo-workers-1 python3 -m fcgikit.probe 127.0.0.1:9000 "
                            "--uri / --timeout 3")
-    assert "-p 8080:80" in commands[7]
+    assert "-p 8080:8080" in commands[7]
     assert all(step.describe() for step in plan.steps)
     wait = next(s for s in plan.steps if isinstance(s, WaitAnswering))
     assert wait.describe() == "wait until demo-workers-1 answers a FastCGI request"
@@ -187,3 +187,30 @@ def test_reload_command_tests_the_config_first():
     reload = next(s for s in plan.steps if isinstance(s, ReloadNginx))
     assert reload.docker_command().split(" && ")[1:] == [
         "docker exec demo-nginx-1 nginx -t -q", "docker exec demo-nginx-1 nginx -s reload"]
+
+
+def test_every_container_is_confined_and_the_printed_command_says_how():
+    plan = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    starts = {s.container.service: s for s in plan.steps if isinstance(s, StartContainer)}
+    for service, memory, pids in (("workers", "512m", 256), ("cgi", "256m", 128), ("nginx", "256m", 256)):
+        command = starts[service].docker_command()
+        for option in ("--read-only", "--cap-drop ALL", "--security-opt no-new-privileges", f"--memory {memory}",
+                       f"--pids-limit {pids}"):
+            assert option in command, (service, option, command)
+        assert "--cap-add" not in command
+    assert "--tmpfs /tmp" in starts["workers"].docker_command()
+    nginx = starts["nginx"].docker_command()
+    for path in ("/run/nginx", "/run/fcgikit", "/var/lib/nginx"):
+        assert f"--tmpfs {path}:uid=33,gid=33" in nginx
+    assert "-v /etc/nginx" in nginx  # nginx.conf is written in with docker cp
+
+
+def test_a_changed_limit_replaces_the_container():
+    before = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    spec = stack()
+    limited = spec.services.workers.model_copy(update={"container": spec.services.workers.container.model_copy(
+        update={"pids": 100})})
+    spec = spec.model_copy(update={"services": spec.services.model_copy(update={"workers": limited})})
+    after = plan_up(spec, "demo", HOSTS, IMAGES, running(before))
+    started = [s.container.service for s in after.steps if isinstance(s, StartContainer)]
+    assert started == ["workers", "workers"]

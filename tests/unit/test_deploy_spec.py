@@ -63,7 +63,7 @@ services:
         "services/workers/env/A: expected a string, got a list",
         "services/cgi/scripts: expected a path, got 3",
         "services/cgi/replicas: expected an integer >= 0, got -1",
-        'services/cgi/colour: unknown key (expected one of: scripts, processes, replicas, timeout, env)',
+        'services/cgi/colour: unknown key (expected one of: scripts, processes, replicas, timeout, env, container)',
     ]
 
 
@@ -107,3 +107,51 @@ def test_with_app_file_directory_and_errors(tmp_path):
         with_app(spec, str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="expected MODULE:APP"):
         with_app(spec, f"{tmp_path}:nocolon")
+
+
+def test_every_service_is_confined_by_default_with_its_own_limits(tmp_path):
+    spec = load_stack_spec(write(tmp_path, "services:\n  workers: {app: 'm:app'}\n  cgi: {}\n"))
+    nginx, workers, cgi = spec.services.nginx.container, spec.services.workers.container, spec.services.cgi.container
+    assert (nginx.memory, nginx.pids) == ("256m", 256)
+    assert (workers.memory, workers.pids) == ("512m", 256)
+    assert (cgi.memory, cgi.pids) == ("256m", 128)
+    assert all(c.read_only and c.cap_add == [] for c in (nginx, workers, cgi))
+
+
+def test_limits_are_set_and_relaxed_per_service(tmp_path):
+    text = """
+services:
+  workers: {app: 'm:app', container: {memory: 2G, pids: 0, read_only: false, cap_add: [cap_net_bind_service]}}
+  cgi: {container: {pids: 64}}
+"""
+    spec = load_stack_spec(write(tmp_path, text))
+    workers = spec.services.workers.container
+    assert (workers.memory, workers.pids, workers.read_only, workers.cap_add) == ("2g", 0, False, ["NET_BIND_SERVICE"])
+    assert spec.services.cgi.container.pids == 64 and spec.services.cgi.container.memory == "256m"
+
+
+def test_bad_limits_are_reported_with_their_paths(tmp_path):
+    text = """
+services:
+  nginx: {container: {memory: lots}}
+  workers: {app: 'm:app', container: {memory: 1m, cap_add: [net-admin], swap: 1}}
+  cgi: {container: {pids: -1}}
+"""
+    assert problems(tmp_path, text) == [
+        'services/nginx/container/memory: expected a size such as "256m" or "1g" (at least 16m), or "0" for no limit, '
+        'got "lots"',
+        'services/workers/container/memory: expected at least 16m (or "0" for no limit), got "1m"',
+        'services/workers/container/cap_add: expected capability names such as NET_BIND_SERVICE, got "net-admin"',
+        'services/workers/container/swap: unknown key (expected one of: memory, pids, read_only, cap_add)',
+        "services/cgi/container/pids: expected an integer >= 0 and <= 1000000, got -1",
+    ]
+
+
+def test_a_pids_limit_must_leave_room_for_the_pool(tmp_path):
+    text = "services:\n  workers: {app: 'm:app', processes: 64, container: {pids: 40}}\n  cgi: {processes: 30}\n"
+    assert problems(tmp_path, text) == [
+        "services/workers: container/pids: 40 is too few for 64 processes: expected at least 80 (or 0 for no limit)",
+        "services/cgi: container/pids: 128 is too few for 30 gateway processes: expected at least 136 "
+        "(or 0 for no limit)",
+    ]
+    load_stack_spec(write(tmp_path, "services:\n  workers: {app: 'm:app', processes: 256, container: {pids: 0}}\n"))

@@ -6,32 +6,36 @@ Like Kamal's command builders: they only build, so what would run can be printed
 
 from __future__ import annotations
 
-from .model import STATUS_FILE, ContainerSpec
-from .spec import FASTCGI_PORT, CgiService, NginxService, WorkersService
+from .model import STATUS_FILE, Confinement, ContainerSpec
+from .spec import FASTCGI_PORT, NGINX_PORT, CgiService, ContainerSettings, NginxService, WorkersService
 
 # Where the images keep things (see images/fcgi-worker/Dockerfile).
 APP_DIR = "/srv/app"
 CGI_DIR = "/srv/cgi-bin"
-NGINX_PORT = 80
 # Past the request timeout the manager kills a stuck child; give the drain that long and a bit.
 DRAIN_MARGIN = 5
+# nginx answers 504 when a worker has been silent for the request timeout; the manager kills
+# the process stuck in that request this many seconds later, once nginx has given up on it
+# (a kill first would end the request as nginx's 502, "upstream prematurely closed").
+KILL_MARGIN = 2
 
 
-def pool_flags(processes: int, timeout: int, max_requests: int = 0) -> list[str]:
+def pool_flags(processes: int, timeout: int, max_requests: int = 0, kill_margin: int = 0) -> list[str]:
     """The spawn-fcgi style flags every manager (serve, spawn, cgi) shares.
 
     -n: the manager is the container's main process, so it must not daemonize.
-    A draining child gets as long as a request may take.
+    A draining child gets as long as a request may take; a busy one is killed as
+    stuck `kill_margin` seconds after that.
     """
     flags = ["-n", "-a", "0.0.0.0", "-p", str(FASTCGI_PORT), "-F", str(processes),
-             "--timeout", str(timeout), "--graceful-timeout", str(timeout)]
+             "--timeout", str(timeout + kill_margin), "--graceful-timeout", str(timeout)]
     if max_requests:
         flags += ["--max-requests", str(max_requests)]
     return flags + ["--status-file", STATUS_FILE]
 
 
 def worker_command(workers: WorkersService) -> list[str]:
-    flags = pool_flags(workers.processes, workers.timeout, workers.max_requests)
+    flags = pool_flags(workers.processes, workers.timeout, workers.max_requests, kill_margin=KILL_MARGIN)
     if workers.program:
         return ["python3", "-m", "fcgikit.spawn", *flags, "--", *workers.program]
     return ["python3", "-m", "fcgikit.serve", *flags, workers.app]
@@ -59,6 +63,25 @@ def read_status_command() -> list[str]:
     return ["cat", STATUS_FILE]
 
 
+# Where each container's processes write; everything else is read-only (`read_only: true`).
+# The workers' and the gateway's /tmp: the status file, spooled request bodies, CGI scripts'
+# temporary files. nginx (www-data, uid 33 in Debian): its pid, temporary files, and
+# /run/fcgikit (written into with `docker exec`, as www-data).
+WORKER_TMPFS = (("/tmp", ""),)
+NGINX_TMPFS = tuple((path, "uid=33,gid=33") for path in ("/run/nginx", "/run/fcgikit", "/var/lib/nginx"))
+# nginx.conf is written in before nginx starts and on every reload (`docker cp`), which a
+# read-only root filesystem refuses: /etc/nginx is an anonymous volume (the image's files
+# copied in, removed with the container). Only root may write it; nginx runs as www-data.
+NGINX_VOLUMES = ("/etc/nginx",)
+
+
+def confinement(
+    settings: ContainerSettings, tmpfs: tuple[tuple[str, str], ...], volumes: tuple[str, ...] = ()
+) -> Confinement:
+    return Confinement(read_only=settings.read_only, tmpfs=tmpfs, volumes=volumes, cap_add=tuple(settings.cap_add),
+                       memory=settings.memory, pids=settings.pids)
+
+
 def worker_container(project: str, host: str, slot: int, image: str, workers: WorkersService) -> ContainerSpec:
     return ContainerSpec(
         project=project,
@@ -69,6 +92,7 @@ def worker_container(project: str, host: str, slot: int, image: str, workers: Wo
         command=tuple(worker_command(workers)),
         env=tuple(sorted(workers.env.items())),
         stop_timeout=workers.timeout + DRAIN_MARGIN,
+        confinement=confinement(workers.container, WORKER_TMPFS),
     )
 
 
@@ -82,6 +106,7 @@ def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiServic
         command=tuple(cgi_command(cgi)),
         env=tuple(sorted(cgi.env.items())),
         stop_timeout=cgi.timeout + DRAIN_MARGIN,
+        confinement=confinement(cgi.container, WORKER_TMPFS),
     )
 
 
@@ -95,4 +120,5 @@ def nginx_container(project: str, host: str, slot: int, image: str, nginx: Nginx
         command=tuple(nginx_command()),
         ports=((NGINX_PORT, nginx.port),),
         stop_timeout=10,
+        confinement=confinement(nginx.container, NGINX_TMPFS, NGINX_VOLUMES),
     )

@@ -17,11 +17,15 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.types import Mount
 
 from . import commands
 from .errors import FcgikitError
 from .hosts import Host
-from .model import LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, ContainerSpec, RunningContainer, network_name
+from .model import (
+    CAP_DROP, LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, NGINX_PID_PATH, SECURITY_OPT, ContainerSpec,
+    RunningContainer, network_name,
+)
 
 LOG_TAIL = 40
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)$")
@@ -86,13 +90,14 @@ class Engine:
             # Back after a crash of the manager, a daemon restart or a reboot, until fcgikit stops it.
             restart_policy={"Name": "unless-stopped"},
             detach=True,
+            **confinement_options(spec),
         )
         try:
-            if files:
-                container.put_archive("/", _tar_of(files))
+            for directory, archive in _archives_of(files or {}):
+                container.put_archive(directory, archive)
             container.start()
         except docker.errors.APIError as exc:
-            container.remove(force=True)  # nothing half-made stays behind
+            container.remove(force=True, v=True)  # nothing half-made stays behind
             raise FcgikitError(f"cannot start {spec.name} on {self.host.name}: {exc.explanation or exc}") from exc
         return container
 
@@ -111,7 +116,8 @@ class Engine:
             return handle.read().decode() if handle else None
 
     def write_file(self, name: str, path: str, text: str) -> None:
-        self.container(name).put_archive("/", _tar_of({path: text}))
+        for directory, archive in _archives_of({path: text}):
+            self.container(name).put_archive(directory, archive)
 
     def stop_and_remove(self, name: str, timeout: int) -> None:
         try:
@@ -120,7 +126,7 @@ class Engine:
             return
         if container.status == "running":
             container.stop(timeout=timeout)
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # and its anonymous volumes (nginx's /etc/nginx)
 
     def logs(self, name: str, tail: int | str = "all") -> str:
         try:
@@ -157,7 +163,7 @@ class Engine:
 
     def nginx_workers(self, name: str) -> set[int]:
         """PIDs of the nginx worker processes (children of the master) in the container."""
-        code, output = self.exec(name, ["sh", "-c", "cat /run/nginx.pid; cat /proc/[0-9]*/stat 2>/dev/null"])
+        code, output = self.exec(name, ["sh", "-c", f"cat {NGINX_PID_PATH}; cat /proc/[0-9]*/stat 2>/dev/null"])
         return nginx_worker_pids(output) if code == 0 else set()
 
     def wait_reloaded(self, name: str, old_workers: set[int], timeout: float) -> bool:
@@ -205,6 +211,21 @@ class Engine:
         return ContainerFailed(f"{name} on {self.host.name} {what}\n--- last {LOG_TAIL} log lines of {name} ---\n{logs}")
 
 
+def confinement_options(spec: ContainerSpec) -> dict:
+    """The Docker SDK's create() arguments that confine a container (see model.Confinement)."""
+    c = spec.confinement
+    return {
+        "read_only": c.read_only,
+        "tmpfs": {path: options for path, options in c.tmpfs} or None,
+        "mounts": [Mount(target=path, source=None, type="volume") for path in c.volumes] or None,
+        "cap_drop": list(CAP_DROP),
+        "cap_add": list(c.cap_add) or None,
+        "security_opt": list(SECURITY_OPT),
+        "mem_limit": c.memory if c.memory != "0" else None,
+        "pids_limit": c.pids or None,
+    }
+
+
 def describe_container(container: Container) -> RunningContainer:
     attrs = container.attrs
     state = attrs.get("State", {})
@@ -235,7 +256,7 @@ def docker_time(text: str) -> float:
 
 
 def nginx_worker_pids(text: str) -> set[int]:
-    """From `cat /run/nginx.pid; cat /proc/*/stat`: the processes whose parent is the master."""
+    """From `cat NGINX_PID_PATH; cat /proc/*/stat`: the processes whose parent is the master."""
     lines = text.splitlines()
     if not lines or not lines[0].strip().isdigit():
         return set()
@@ -261,6 +282,16 @@ def _exit_description(container: Container) -> str:
 
 def _binding(address: str, host_port: int):
     return (address, host_port or None) if address else (host_port or None)
+
+
+def _archives_of(files: dict[str, str]) -> list[tuple[str, bytes]]:
+    """(directory, tar of its files) for each directory: Docker extracts into the directory
+    given, which must be writable (a volume: the root filesystem may be read-only)."""
+    by_directory: dict[str, dict[str, str]] = {}
+    for path, text in files.items():
+        directory, _, name = path.rpartition("/")
+        by_directory.setdefault(directory or "/", {})[name] = text
+    return [(directory, _tar_of(named)) for directory, named in sorted(by_directory.items())]
 
 
 def _tar_of(files: dict[str, str]) -> bytes:

@@ -22,6 +22,7 @@ SERVICE_ROLE = {"workers": "workers", "cgi": "cgi", "nginx": "edge"}
 # In the container images:
 STATUS_FILE = "/tmp/fcgikit-status.json"
 NGINX_CONF_PATH = "/etc/nginx/nginx.conf"
+NGINX_PID_PATH = "/run/nginx/nginx.pid"  # nginx runs as www-data: its own directory, a tmpfs
 
 
 def network_name(project: str) -> str:
@@ -30,6 +31,41 @@ def network_name(project: str) -> str:
 
 def container_name(project: str, service: str, slot: int) -> str:
     return f"{project}-{service}-{slot}"
+
+
+# Every container runs with no capabilities (but what `cap_add` gives back) and cannot gain
+# privileges (no-new-privileges: setuid binaries do not raise them).
+CAP_DROP = ("ALL",)
+SECURITY_OPT = ("no-new-privileges",)
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What a container may do and use, beyond its command."""
+
+    read_only: bool = True  # read-only root filesystem
+    tmpfs: tuple[tuple[str, str], ...] = ()  # (path, mount options): where its processes write
+    volumes: tuple[str, ...] = ()  # anonymous volumes (container paths): files fcgikit writes in with `docker cp`
+    cap_add: tuple[str, ...] = ()
+    memory: str = "0"  # Docker's size syntax; "0": no limit
+    pids: int = 0  # 0: no limit
+
+    def definition(self) -> list:
+        return [self.read_only, [list(t) for t in self.tmpfs], list(self.volumes), list(self.cap_add),
+                self.memory, self.pids]
+
+    def docker_options(self) -> list[str]:
+        """The same as `docker run` options, for printed plans."""
+        options = ["--read-only"] if self.read_only else []
+        options += [f"--tmpfs {path}:{opts}" if opts else f"--tmpfs {path}" for path, opts in self.tmpfs]
+        options += [f"-v {path}" for path in self.volumes]
+        options += [f"--cap-drop {cap}" for cap in CAP_DROP] + [f"--cap-add {cap}" for cap in self.cap_add]
+        options += [f"--security-opt {opt}" for opt in SECURITY_OPT]
+        if self.memory != "0":
+            options.append(f"--memory {self.memory}")
+        if self.pids:
+            options.append(f"--pids-limit {self.pids}")
+        return options
 
 
 @dataclass(frozen=True)
@@ -46,6 +82,7 @@ class ContainerSpec:
     ports: tuple[tuple[int, int], ...] = ()  # (container port, host port; 0 = any free one)
     stop_timeout: int = 10
     bind_address: str = ""  # publish `ports` on this host address only ("" = every address)
+    confinement: Confinement = field(default_factory=lambda: Confinement())
 
     @property
     def name(self) -> str:
@@ -57,6 +94,7 @@ class ContainerSpec:
         definition = [self.service, self.host, self.image, self.command, self.env, self.ports]
         if self.bind_address:  # only when set, so single-host hashes stay what they were
             definition.append(self.bind_address)
+        definition.append(self.confinement.definition())  # a changed limit replaces the container
         return hashlib.sha256(json.dumps(definition).encode()).hexdigest()[:16]
 
     @property

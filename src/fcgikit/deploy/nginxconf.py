@@ -8,14 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .spec import Services
+from .model import NGINX_PID_PATH
+from .spec import NGINX_PORT, Services
 
 WORKERS_UPSTREAM = "fcgikit_workers"
 CGI_UPSTREAM = "fcgikit_cgi"
 CGI_ROOT = "/srv"  # in the worker image the scripts are /srv/cgi-bin/NAME, served at /cgi-bin/NAME
-# nginx waits a little longer than the manager's own request timeout, so that a
-# stuck request ends with the manager's answer rather than nginx's 504.
-READ_TIMEOUT_MARGIN = 5
+# The CGI gateway answers 504 itself when a program outlives the timeout (and kills its
+# process group): nginx waits a little longer, so that the gateway's answer is the one sent.
+CGI_READ_MARGIN = 5
+# A Python worker stuck in a request has no answer to give: its manager can only kill it,
+# which nginx would see as "upstream prematurely closed" (502). So nginx gives up first, at
+# the request timeout itself (504), and the manager kills the stuck process a little later
+# (commands.KILL_MARGIN): the client gets 504 at the timeout, one process is killed.
+# Replays: nginx may pass a failed request to another server only within RETRY_WINDOW of
+# its start, i.e. while it can only have failed to connect (refused, or not accepted within
+# connect_timeout; or a kept-alive connection the worker had closed); never after a
+# timeout or a reset in the middle of the answer, which come later.
+RETRY_WINDOW_MS = 500  # past connect_timeout
 
 # The CGI/1.1 meta-variables, spelled out instead of including Debian's
 # fastcgi_params, so SCRIPT_NAME/PATH_INFO are sent once and mean what we want.
@@ -35,19 +45,29 @@ _COMMON_PARAMS = [
     ("SERVER_ADDR", "$server_addr"),
     ("SERVER_PORT", "$server_port"),
     ("SERVER_NAME", "$server_name"),
+    # httpoxy: a client's `Proxy:` header would reach the app as HTTP_PROXY, which many HTTP
+    # libraries take for their outgoing proxy. Set here, nginx passes it empty instead.
+    ("HTTP_PROXY", ""),
 ]
 
 
 def render_nginx_conf(
-    services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = "80", user: str = "www-data",
+    services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = str(NGINX_PORT),
+    user: str | None = None,
     header: str = "Rendered by fcgikit from the containers actually running; do not edit by hand.",
 ) -> str:
-    """The whole /etc/nginx/nginx.conf; `workers` and `cgi` are FastCGI addresses (host:port)."""
+    """The whole /etc/nginx/nginx.conf; `workers` and `cgi` are FastCGI addresses (host:port).
+
+    nginx's master runs as www-data in its container (no `user`: that needs root); give
+    `user` only for a master started as root.
+    """
     http = _indent(render_http_conf(services, workers, cgi, listen=listen), 1)
-    return _MAIN.format(header=header, user=user, http=http)
+    user_line = f"user {user};\n" if user else ""
+    return _MAIN.format(header=header, user_line=user_line, pid=NGINX_PID_PATH, http=http)
 
 
-def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = "80") -> str:
+def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[str], *,
+                     listen: str = str(NGINX_PORT)) -> str:
     """What goes inside `http { }`: limits, upstreams and the server."""
     nginx = services.nginx
     parts = [
@@ -59,7 +79,20 @@ def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[s
         parts.append(render_upstream(CGI_UPSTREAM, cgi, nginx.keepalive))
     server = render_server_conf(services, has_workers=bool(workers), has_cgi=bool(cgi))
     parts.append(f"server {{\n    listen {listen};\n{_indent(server, 1)}\n}}")
+    parts.append(render_health_server(listen))
     return "\n".join(part for part in parts if part)
+
+
+HEALTH_HOST = "fcgikit-health"
+
+
+def render_health_server(listen: str) -> str:
+    """What the container's HEALTHCHECK asks (`Host: fcgikit-health`, GET /health): nginx
+    itself answers on its public listener, whatever the backends do. Any other Host goes
+    to the first server, the app's."""
+    return (f"server {{\n    listen {listen};\n    server_name {HEALTH_HOST};\n    access_log off;\n"
+            f"    location = /health {{\n        return 200 \"ok\\n\";\n    }}\n"
+            f"    location / {{\n        return 404;\n    }}\n}}")
 
 
 def render_upstream(name: str, addresses: Sequence[str], keepalive: int) -> str:
@@ -78,27 +111,35 @@ def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool, 
     blocks = [
         f"client_max_body_size {services.nginx.client_max_body_size};",
         _location("/", WORKERS_UPSTREAM if has_workers else None, _app_params(), services.nginx.connect_timeout,
-                  workers.timeout + READ_TIMEOUT_MARGIN)
+                  workers.timeout, workers.timeout)
     ]
     if services.cgi is not None:
         blocks.append(
             _location("/cgi-bin/", CGI_UPSTREAM if has_cgi else None, _cgi_params(cgi_root),
-                      services.nginx.connect_timeout, services.cgi.timeout + READ_TIMEOUT_MARGIN)
+                      services.nginx.connect_timeout, services.cgi.timeout + CGI_READ_MARGIN, services.cgi.timeout)
         )
     return "\n".join(blocks)
 
 
-def _location(path: str, upstream: str | None, params: list[tuple[str, str]], connect: int, read: int) -> str:
+def retry_window_ms(connect: int, timeout: int) -> int:
+    """How long after its start a failed request may still go to another server: a connect
+    that timed out and a little more, never as long as the request timeout."""
+    return min(connect * 1000 + RETRY_WINDOW_MS, timeout * 1000)
+
+
+def _location(path: str, upstream: str | None, params: list[tuple[str, str]], connect: int, read: int,
+              timeout: int) -> str:
     if upstream is None:
         return f"location {path} {{\n    return 503;\n}}"
     lines = [
         f"fastcgi_pass {upstream};",
         "fastcgi_keep_conn on;",
-        # Retry on the next worker only when the request never reached an app or the worker
-        # died before answering, and only for idempotent methods: without "non_idempotent"
+        # Another server gets the request only when it failed before it can have reached an
+        # app (see RETRY_WINDOW_MS), and only for idempotent methods: without "non_idempotent"
         # nginx never replays POST, LOCK or PATCH (stated here on purpose, not left implicit).
         "fastcgi_next_upstream error timeout;",
         "fastcgi_next_upstream_tries 3;",
+        f"fastcgi_next_upstream_timeout {retry_window_ms(connect, timeout)}ms;",
         f"fastcgi_connect_timeout {connect}s;",
         f"fastcgi_send_timeout {read}s;",
         f"fastcgi_read_timeout {read}s;",
@@ -128,9 +169,8 @@ def _indent(text: str, levels: int) -> str:
 
 _MAIN = """\
 # {header}
-user {user};
-worker_processes auto;
-pid /run/nginx.pid;
+{user_line}worker_processes auto;
+pid {pid};
 error_log /dev/stderr warn;
 
 events {{

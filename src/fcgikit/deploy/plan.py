@@ -60,7 +60,8 @@ class StartContainer:
         env = " ".join(f"-e {shlex.quote(f'{key}={value}')}" for key, value in c.env)
         bind = f"{c.bind_address}:" if c.bind_address else ""
         ports = " ".join(f"-p {bind}{host_port or ''}:{port}".replace(" :", " ") for port, host_port in c.ports)
-        options = " ".join(part for part in (labels, env, ports) if part)
+        confinement = " ".join(c.confinement.docker_options())
+        options = " ".join(part for part in (labels, env, ports, confinement) if part)
         return (f"docker run -d --name {c.name} --network {self.network} --restart unless-stopped {options} "
                 f"{c.image} {_shell(c.command)}")
 
@@ -114,7 +115,7 @@ class RemoveContainer:
         return f"drain and remove {c.name} ({c.service}) on {c.host}{why}"
 
     def docker_command(self) -> str:
-        return f"docker stop -t {self.stop_timeout} {self.container.name} && docker rm {self.container.name}"
+        return f"docker stop -t {self.stop_timeout} {self.container.name} && docker rm -v {self.container.name}"
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,82 @@ NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
 
 # Every FastCGI listener in a container listens here; nginx reaches it over the project network.
 FASTCGI_PORT = 9000
+# nginx listens here inside its container: a port above 1024, so it runs as www-data with
+# no capability at all; the host port (`services.nginx.port`) is mapped onto it.
+NGINX_PORT = 8080
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+MEMORY_SIZE = re.compile(r"^(0|[1-9][0-9]*[kKmMgG]?)$")
+CAPABILITY = re.compile(r"^[A-Z][A-Z0-9_]*$")
+MIN_MEMORY = 16 * 1024 * 1024
+
+
+def memory_bytes(size: str) -> int:
+    """ "512m" -> bytes ("0" -> 0: no limit)."""
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    unit = size[-1].lower()
+    return int(size[:-1]) * units[unit] if unit in units else int(size)
+
+
+class ContainerSettings(_Strict):
+    """How each container of a service is confined. Always: no capabilities but `cap_add`,
+    no new privileges (setuid binaries gain nothing). The defaults differ per service."""
+
+    memory: str = Field(
+        "256m", pattern=MEMORY_SIZE.pattern,
+        json_schema_extra={"expected": 'a size such as "256m" or "1g" (at least 16m), or "0" for no limit'},
+        description="memory limit of each container (its tmpfs files count too)",
+    )
+    pids: int = Field(128, ge=0, le=1_000_000, description="processes and threads in each container (0: no limit)")
+    read_only: bool = Field(True, description="read-only root filesystem (the tmpfs directories stay writable)")
+    cap_add: list[str] = Field(
+        [], json_schema_extra={"expected": "a list of capability names such as NET_BIND_SERVICE"},
+        description="capabilities to give back (all are dropped)",
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_minimum(cls, value: str) -> str:
+        if value != "0" and memory_bytes(value) < MIN_MEMORY:
+            raise ValueError(f'expected at least 16m (or "0" for no limit), got "{value}"')
+        return value.lower()
+
+    @field_validator("cap_add")
+    @classmethod
+    def _capabilities(cls, value: list[str]) -> list[str]:
+        names = [name.upper().removeprefix("CAP_") for name in value]
+        for given, name in zip(value, names):
+            if not CAPABILITY.match(name):
+                raise ValueError(f'expected capability names such as NET_BIND_SERVICE, got "{given}"')
+        return names
+
+    def check_room_for(self, processes: int, per_process: int, where: str) -> None:
+        """A pids limit leaves room for the pool (and what `docker exec` runs beside it)."""
+        needed = processes * per_process + PIDS_HEADROOM
+        if self.pids and self.pids < needed:
+            raise ValueError(f"container/pids: {self.pids} is too few for {processes} {where}: "
+                             f"expected at least {needed} (or 0 for no limit)")
+
+
+PIDS_HEADROOM = 16  # the manager, the healthcheck, `docker exec` of status and probes
+
+
+class NginxContainer(ContainerSettings):
+    pids: int = Field(256, ge=0, le=1_000_000, description="processes and threads (0: no limit)")
+
+
+class WorkersContainer(ContainerSettings):
+    memory: str = Field("512m", pattern=MEMORY_SIZE.pattern,
+                        json_schema_extra={"expected": 'a size such as "512m" or "1g" (at least 16m), or "0" for no limit'})
+    pids: int = Field(256, ge=0, le=1_000_000, description="processes and threads (0: no limit)")
+
+
+class CgiContainer(ContainerSettings):
+    pass  # 256m, 128 processes: a fork bomb stays inside its container
 
 
 class NginxService(_Strict):
@@ -30,8 +102,11 @@ class NginxService(_Strict):
     client_max_body_size: str = Field(
         "1m", pattern=NGINX_SIZE.pattern, json_schema_extra={"expected": 'a size such as "1m", "512k" or "0"'}
     )
-    connect_timeout: int = Field(5, ge=1, le=3600, description="seconds to connect to a worker")
+    connect_timeout: int = Field(
+        1, ge=1, le=3600, description="seconds to connect to a worker (a private network: short, so a dead one is left soon)"
+    )
     keepalive: int = Field(16, ge=1, le=10000, description="idle FastCGI connections kept per nginx worker")
+    container: NginxContainer = NginxContainer()
 
 
 class WorkersService(_Strict):
@@ -47,6 +122,7 @@ class WorkersService(_Strict):
     max_requests: int = Field(0, ge=0, description="recycle a process after this many requests; 0 never")
     timeout: int = Field(30, ge=1, le=3600, description="seconds a request may take")
     env: dict[str, str] = {}
+    container: WorkersContainer = WorkersContainer()
 
     @field_validator("app")
     @classmethod
@@ -59,6 +135,7 @@ class WorkersService(_Strict):
     def _app_or_program(self) -> WorkersService:
         if (self.app is None) == (self.program is None):
             raise ValueError('set exactly one of "app" (a WSGI MODULE:APP) or "program" (a FastCGI program)')
+        self.container.check_room_for(self.processes, 1, "processes")
         return self
 
 
@@ -68,6 +145,16 @@ class CgiService(_Strict):
     replicas: int = Field(1, ge=0)
     timeout: int = Field(30, ge=1, le=3600)
     env: dict[str, str] = {}
+    container: CgiContainer = CgiContainer()
+
+    @model_validator(mode="after")
+    def _room_for_programs(self) -> CgiService:
+        # Each gateway process runs one program at a time, which may start a few of its own.
+        self.container.check_room_for(self.processes, CGI_PIDS_PER_PROCESS, "gateway processes")
+        return self
+
+
+CGI_PIDS_PER_PROCESS = 4
 
 
 class Services(_Strict):
