@@ -17,7 +17,7 @@ import argparse
 import os
 import sys
 
-from ._prctl import make_non_dumpable
+from .runtime.prctl import make_non_dumpable
 from .worker import EXIT_APP_LOAD_ERROR, AppLoadError, load_app, serve, wsgi_handler
 from .worker.core import listening_socket_on_fd0
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     options = parser.parse_args(argv)
-    make_non_dumpable()  # the manager and its workers: /proc entries root-only (see _prctl.py)
+    make_non_dumpable()  # the manager and its workers: /proc entries root-only (see runtime/prctl.py)
     directory = os.path.abspath(options.chdir) if options.chdir else None
     if options.fd0 or (options.socket_path is None and options.port is None and _fd0_listens()):
         return serve_fd0(parser, options, directory)

@@ -3,7 +3,9 @@
 The wire protocol (`fastcgi`) stands alone; the runtime (`fastcgi`, `worker`,
 `spawn`, `cgi`, `serve`, `probe`, `_prctl`) never reaches into the deployment
 side (`deploy`, `cli`); `worker` runs in every child and knows nothing of the
-manager (`spawn`) or the CGI gateway (`cgi`). A new module is covered as soon as
+manager (`spawn`) or the CGI gateway (`cgi`); the process helpers both sides use
+(`runtime`: handoff, orphans, prctl) import no room, and the manager borrows
+nothing from the worker. A new module is covered as soon as
 it exists: the files are found by walking the package.
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import fcgikit
 
 PACKAGE_DIR = Path(fcgikit.__file__).parent
-RUNTIME = ("fastcgi", "worker", "spawn", "cgi", "serve", "probe", "_prctl")
+RUNTIME = ("fastcgi", "worker", "spawn", "cgi", "runtime", "serve", "probe")
 
 
 def room_of(module: str) -> str:
@@ -75,3 +77,11 @@ def test_the_runtime_never_imports_the_deployment_side():
 
 def test_the_worker_knows_nothing_of_the_manager_or_the_cgi_gateway():
     assert violations(lambda source, target: source == "worker" and target in ("spawn", "cgi", "serve")) == []
+
+
+def test_the_shared_process_helpers_borrow_from_no_room():
+    assert violations(lambda source, target: source == "runtime" and target not in ("runtime", "fcgikit")) == []
+
+
+def test_the_manager_borrows_nothing_from_the_worker():
+    assert violations(lambda source, target: source == "spawn" and target in ("worker", "cgi", "serve")) == []

@@ -8,7 +8,7 @@ import pytest
 from fcgikit.fastcgi import FCGI_BEGIN_REQUEST, FCGI_RESPONDER, encode_record
 from fcgikit.worker.connection import Connection
 from fcgikit.worker.core import is_idle
-from fcgikit.worker.handoff import (MAX_FDS_PER_MESSAGE, batches, decode_batch, encode_batch, receive_connections,
+from fcgikit.runtime.handoff import (MAX_FDS_PER_MESSAGE, batches, decode_batch, encode_batch, receive_connections,
                                     send_connections)
 
 
@@ -78,7 +78,7 @@ def test_held_connections_are_dealt_round_robin_starting_with_a_new_child_each_t
 
 
 def test_drain_yields_every_waiting_batch_then_stops_and_says_when_the_other_end_closed():
-    from fcgikit.worker.handoff import drain
+    from fcgikit.runtime.handoff import drain
 
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     right.setblocking(False)

@@ -14,11 +14,11 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ..worker.handoff import drain, send_connections
+from ..runtime.handoff import drain, send_connections
 from . import report as status_report
 from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
-from .orphans import become_subreaper, kill_children_except
+from ..runtime.orphans import become_subreaper, kill_children_except
 from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, SpawnRate, describe_exit, exit_code,
                      hung_reason, jittered_max_requests, respawn_delay)
 from .scoreboard import SLOT_BUSY, Scoreboard, Slot

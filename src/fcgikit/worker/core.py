@@ -25,7 +25,7 @@ import time
 from ..fastcgi import ProtocolError
 from .cgi_request import serve_one_cgi_request, started_as_cgi
 from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
-from .handoff import drain, receive_connections, send_connections
+from ..runtime.handoff import drain, receive_connections, send_connections
 from .log import log
 
 EXIT_OK = 0
