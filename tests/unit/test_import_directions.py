@@ -1,7 +1,7 @@
 """Import directions between fcgikit's rooms, read from the source (no import runs).
 
 The wire protocol (`fastcgi`) stands alone; the runtime (`fastcgi`, `worker`,
-`spawn`, `cgi`, `serve`, `probe`, `_prctl`) never reaches into the deployment
+`spawn`, `cgi`, `runtime`, `serve`, `probe`) never reaches into the deployment
 side (`deploy`, `cli`); `worker` runs in every child and knows nothing of the
 manager (`spawn`) or the CGI gateway (`cgi`); the process helpers both sides use
 (`runtime`: handoff, orphans, prctl) import no room, and the manager borrows
