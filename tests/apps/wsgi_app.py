@@ -99,7 +99,24 @@ def numbered(environ, start_response):
     return _reply(start_response, f"n={number} pid={os.getpid()}\n")
 
 
-ROUTES = {"/": echo_request, "/sha256": sha256, "/first-chunk": first_chunk, "/boom": boom, "/pid": pid,
+def parts(environ, start_response):
+    """`/parts?n=2&pause=0.3`: n blocks of 'part N\\n', each sent on its own, a pause
+    after each (after the last too: the response ends `pause` seconds after its body)."""
+    query = _query(environ)
+    count, pause = int(query.get("n", "2")), float(query.get("pause", "0.3"))
+    blocks = [f"part {i}\n".encode() for i in range(count)]
+    start_response("200 OK", [("Content-Type", "text/plain"),
+                              ("Content-Length", str(sum(map(len, blocks))))])
+
+    def paced():
+        for block in blocks:
+            yield block
+            time.sleep(pause)
+
+    return paced()
+
+
+ROUTES = {"/": echo_request, "/parts": parts, "/sha256": sha256, "/first-chunk": first_chunk, "/boom": boom, "/pid": pid,
           "/sleep": sleep, "/n": numbered, "/body": body_and_length, "/validated": validated,
           "/read-length": read_length}
 

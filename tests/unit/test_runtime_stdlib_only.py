@@ -13,8 +13,8 @@ from pathlib import Path
 import fcgikit
 
 PACKAGE_DIR = Path(fcgikit.__file__).parent
-RUNTIME_PACKAGES = ("fastcgi", "worker", "spawn", "cgi", "testing")
-RUNTIME_MODULES = ("serve", "probe", "_prctl")
+RUNTIME_PACKAGES = ("fastcgi", "worker", "spawn", "cgi", "runtime", "testing")
+RUNTIME_MODULES = ("serve", "probe")
 
 
 def runtime_modules() -> list[str]:

@@ -90,3 +90,40 @@ def test_client_gone_reports_an_abort_and_the_request_still_ends_with_end_reques
     assert "the web server aborted the request during GET /slow" in capfd.readouterr().err
     left.close()
     right.close()
+
+
+def _served_request(uri: str):
+    from fcgikit.fastcgi.client import get_params
+
+    left, right = socket.socketpair()
+    right.settimeout(5)
+    conn = Connection(left, "")
+    client = ClientConnection()
+    right.sendall(client.request(1, get_params(uri), keep_conn=True))
+    conn.receive()
+    return conn, conn.next_request(), client, left, right
+
+
+def test_a_peer_leaving_once_the_body_is_out_loses_only_the_end_records_and_is_not_warned_about(capfd):
+    """lighttpd over a Unix socket: it closes when the response's STDOUT has come,
+    before END_REQUEST; the send of the end records then fails with EPIPE."""
+    conn, request, client, left, right = _served_request("/n?i=2")
+    request.stdout.write(b"Content-Type: text/plain\r\nContent-Length: 4\r\n\r\nn=2\n")
+    request.stdout.flush()
+    events = client.feed(right.recv(65536))
+    assert b"".join(e.stdout for e in events).endswith(b"n=2\n")
+    right.close()
+    request.finish()
+    assert conn.gone and not conn.reusable
+    assert "WARNING" not in capfd.readouterr().err
+    left.close()
+
+
+def test_a_peer_leaving_before_the_body_is_out_is_warned_about(capfd):
+    conn, request, client, left, right = _served_request("/n?i=3")
+    right.close()
+    request.stdout.write(b"Content-Type: text/plain\r\nContent-Length: 4\r\n\r\nn=3\n")
+    request.finish()
+    assert conn.gone
+    assert "WARNING unix: sending failed: Broken pipe during GET /n?i=3" in capfd.readouterr().err
+    left.close()

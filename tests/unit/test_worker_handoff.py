@@ -8,7 +8,7 @@ import pytest
 from fcgikit.fastcgi import FCGI_BEGIN_REQUEST, FCGI_RESPONDER, encode_record
 from fcgikit.worker.connection import Connection
 from fcgikit.worker.core import is_idle
-from fcgikit.worker.handoff import (MAX_FDS_PER_MESSAGE, batches, decode_batch, encode_batch, receive_connections,
+from fcgikit.runtime.handoff import (MAX_FDS_PER_MESSAGE, batches, decode_batch, encode_batch, receive_connections,
                                     send_connections)
 
 
@@ -75,3 +75,25 @@ def test_held_connections_are_dealt_round_robin_starting_with_a_new_child_each_t
     assert round_robin_shares([1], 3, 0) == [[1], [], []]
     assert round_robin_shares([1], 3, 4) == [[], [1], []]
     assert round_robin_shares([], 2, 1) == [[], []]
+
+
+def test_drain_yields_every_waiting_batch_then_stops_and_says_when_the_other_end_closed():
+    from fcgikit.runtime.handoff import drain
+
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    right.setblocking(False)
+    passed = [socket.socket() for _ in range(MAX_FDS_PER_MESSAGE + 2)]
+    send_connections(left, [(s.fileno(), ("127.0.0.1", 40000 + n)) for n, s in enumerate(passed)], last=True)
+    got = list(drain(right))
+    assert [len(handed) for handed, _ in got] == [MAX_FDS_PER_MESSAGE, 2]
+    assert [last for _, last in got] == [False, True]
+    assert list(drain(right)) == []  # nothing waits now: no batch, no error
+    left.close()
+    with pytest.raises(EOFError):
+        list(drain(right))
+    for handed, _ in got:
+        for fd, _ in handed:
+            os.close(fd)
+    for s in passed:
+        s.close()
+    right.close()

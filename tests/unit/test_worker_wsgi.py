@@ -102,6 +102,15 @@ def test_render_headers_refuses_what_cannot_be_sent(status, headers):
         render_headers(status, headers)
 
 
+def test_render_headers_leaves_out_the_status_line_of_200_ok():
+    """No Status is 200 OK (RFC 3875 6.3.3); Caddy would pass the line on as a header."""
+    assert render_headers("200 OK", [("Content-Type", "text/plain")]) == b"Content-Type: text/plain\r\n\r\n"
+    # Kept: another reason phrase, no header at all, a Location (without Status a 302).
+    assert render_headers("200 Fine", [("X", "1")]) == b"Status: 200 Fine\r\nX: 1\r\n\r\n"
+    assert render_headers("200 OK", []) == b"Status: 200 OK\r\n\r\n"
+    assert render_headers("200 OK", [("LOCATION", "/x")]).startswith(b"Status: 200 OK\r\n")
+
+
 def test_render_headers_refuses_non_str_values():
     with pytest.raises(TypeError):
         render_headers("200 OK", [("X", b"bytes")])
@@ -157,7 +166,7 @@ def test_write_callable_sends_immediately():
         return [b"late"]
 
     _, conn = run(app)
-    assert conn.stdout_sends == [b"Status: 200 OK\r\nX: 1\r\n\r\nearly "]
+    assert conn.stdout_sends == [b"X: 1\r\n\r\nearly "]
     assert conn.stdout.endswith(b"early late")
 
 

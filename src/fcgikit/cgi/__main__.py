@@ -12,9 +12,9 @@ import shutil
 import signal
 import sys
 
-from .._prctl import make_non_dumpable
+from ..runtime.prctl import make_non_dumpable
 from ..spawn import add_pool_arguments, run_manager
-from ..spawn.orphans import become_subreaper
+from ..runtime.orphans import become_subreaper
 from .fallback import FALLBACK_PARAM, make_fallback
 from .gateway import Gateway, make_config
 from .process import keep_descriptors_private
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     # running program behind: the manager adopts and kills it.
     options.kill_orphans = True
     # Before any fork: the manager and everything it forks (the gateway processes)
-    # keep their /proc entries from the programs (see fcgikit/_prctl.py).
+    # keep their /proc entries from the programs (see fcgikit/runtime/prctl.py).
     make_non_dumpable()
     creator = os.getpid()
     try:

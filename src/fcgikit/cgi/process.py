@@ -6,7 +6,7 @@ prints more than a pipe holds before it reads its input cannot deadlock us
 (fcgiwrap writes the whole body first and does). The program gets its own
 process group, so a timeout kills it together with everything it forked; what
 left the group (setsid, a double fork) is found through /proc and killed too,
-since the gateway process adopts orphans as a subreaper (see spawn/orphans.py).
+since the gateway process adopts orphans as a subreaper (see runtime/orphans.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..spawn.orphans import children_of, descendants_of, kill_children_except, kill_with_group
+from ..runtime.orphans import children_of, descendants_of, kill_children_except, kill_with_group
 from .body import RequestBody
 from .resolve import Script
 from .response import BadResponse, ResponseParser, error_response

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         print("usage: wsgi_runner.py [--path DIR]... -- MODULE:APP", file=sys.stderr)
         return 2
     sys.path[0:0] = paths
-    from fcgikit._prctl import make_non_dumpable
+    from fcgikit.runtime.prctl import make_non_dumpable
     make_non_dumpable()   # other CGI programs (same uid) may not read the app's memory
     from wsgiref.handlers import BaseCGIHandler
 

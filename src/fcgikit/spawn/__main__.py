@@ -4,7 +4,7 @@
 import argparse
 import sys
 
-from .._prctl import make_non_dumpable
+from ..runtime.prctl import make_non_dumpable
 from .options import add_pool_arguments
 from .runner import EXIT_USAGE, run_manager
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
-    make_non_dumpable()  # the manager's /proc entries root-only (see fcgikit/_prctl.py)
+    make_non_dumpable()  # the manager's /proc entries root-only (see fcgikit/runtime/prctl.py)
     return run_manager(options, options.program)
 
 

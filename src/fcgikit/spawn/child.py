@@ -9,7 +9,7 @@ import traceback
 from dataclasses import dataclass
 
 from .options import PoolConfig
-from .orphans import die_with_parent
+from ..runtime.orphans import die_with_parent
 from .policy import EXIT_EXEC_FAILED
 
 FCGI_LISTENSOCK_FILENO = 0
@@ -28,7 +28,7 @@ class ChildContext:
     connections from (None: any). `handoff` is the child's end of a Unix socket
     pair to the manager: a retiring child passes its idle kept-alive connections
     there, and connections other children left come from there
-    (fcgikit.worker.handoff)."""
+    (fcgikit.runtime.handoff)."""
 
     listen_sock: socket.socket
     slot: object

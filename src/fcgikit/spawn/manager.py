@@ -14,11 +14,11 @@ import socket
 import time
 from dataclasses import dataclass
 
-from ..worker.handoff import receive_connections, send_connections
+from ..runtime.handoff import drain, send_connections
 from . import report as status_report
 from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
-from .orphans import become_subreaper, kill_children_except
+from ..runtime.orphans import become_subreaper, kill_children_except
 from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, SpawnRate, describe_exit, exit_code,
                      hung_reason, jittered_max_requests, respawn_delay)
 from .scoreboard import SLOT_BUSY, Scoreboard, Slot
@@ -472,25 +472,20 @@ class Manager:
     def collect_connections(self, child: ChildRecord) -> None:
         """Takes the connections a leaving child sent; its `last` batch is answered
         by shutting our side, which tells it nothing more is coming its way."""
-        while True:
-            try:
-                handed, last, eof = receive_connections(child.handoff)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                log.warning("handoff from child %d failed: %s", child.pid, error)
-                return
-            if eof:  # it exited: nothing more will come, and select() must not spin on it
-                self.close_handoff(child)
-                return
-            self.hold(handed)
-            if last and not child.said_last:
-                child.said_last = True
-                log.debug("child %d handed over its idle connections", child.pid)
-                try:
-                    child.handoff.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+        try:
+            for handed, last in drain(child.handoff):
+                self.hold(handed)
+                if last and not child.said_last:
+                    child.said_last = True
+                    log.debug("child %d handed over its idle connections", child.pid)
+                    try:
+                        child.handoff.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+        except EOFError:  # it exited: nothing more will come, and select() must not spin on it
+            self.close_handoff(child)
+        except OSError as error:
+            log.warning("handoff from child %d failed: %s", child.pid, error)
 
     def hold(self, handed: list[tuple[int, object]]) -> None:
         if handed and not self.held:

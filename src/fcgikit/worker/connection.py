@@ -80,7 +80,7 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 class Connection:
     __slots__ = ("sock", "fd", "addr", "proto", "events", "whole", "begun", "keep_conn", "request", "gone", "closed",
-                 "registered", "must_close", "aborted", "close_follows", "drain_deadline")
+                 "registered", "must_close", "aborted", "close_follows", "drain_deadline", "answered")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
@@ -106,6 +106,10 @@ class Connection:
         # Set when a request on a kept connection was answered before its input
         # ended: the rest is skipped as it comes (see draining), until this time.
         self.drain_deadline = 0.0
+        # Set while a request is ended with all of its output already sent: a peer
+        # leaving now loses only the end records (empty STDOUT/STDERR, END_REQUEST),
+        # as lighttpd does once the response's end has come. That is no failure.
+        self.answered = False
 
     @property
     def peer(self) -> str:
@@ -322,6 +326,8 @@ class Connection:
         try:
             if self.gone:
                 return
+            if not request.stdout.pending and not request.stderr_pending:
+                self.answered = True  # a streamed response: only the end records are left
             if request.stdin.at_eof and not (self.aborted or self.events) \
                     and monotonic() - request.started < PEER_CHECK_AFTER:
                 # The usual case: the body was read (or there was none), and the
@@ -333,6 +339,7 @@ class Connection:
             self.request = None
             self.begun = False
             self.aborted = False
+            self.answered = False
 
     def _end_request(self, request: Request) -> None:
         """Ending a request whose body was left unread, or whose peer may have left."""
@@ -455,7 +462,9 @@ class Connection:
         self.gone = True
         request = self.request
         where = f" during {request.method} {request.uri}" if request is not None else ""
-        log(f"{self.peer}: {reason}{where}")
+        # A peer that left once the whole response had reached it lost nothing it needed.
+        log(f"{self.peer}: {reason}{where}" + (" (after the whole response was sent)" if self.answered else ""),
+            "DEBUG" if self.answered else "WARNING")
 
     def close(self) -> None:
         if not self.closed:

@@ -25,7 +25,7 @@ import time
 from ..fastcgi import ProtocolError
 from .cgi_request import serve_one_cgi_request, started_as_cgi
 from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
-from .handoff import receive_connections, send_connections
+from ..runtime.handoff import drain, receive_connections, send_connections
 from .log import log
 
 EXIT_OK = 0
@@ -385,20 +385,15 @@ class RequestLoop:
 
     def _adopt_handed_connections(self) -> None:
         """Idle connections another child left: served from now on like our own."""
-        while True:
-            try:
-                handed, _, eof = receive_connections(self.handoff)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log(f"handoff socket failed ({exc}); no more connections from the manager")
-                self._poller.unregister(self.handoff.fileno())
-                return
-            if eof:
-                self._poller.unregister(self.handoff.fileno())
-                return
-            for fd, addr in handed:
-                self._adopt(fd, addr)
+        try:
+            for handed, _ in drain(self.handoff):
+                for fd, addr in handed:
+                    self._adopt(fd, addr)
+        except EOFError:
+            self._poller.unregister(self.handoff.fileno())
+        except OSError as exc:
+            log(f"handoff socket failed ({exc}); no more connections from the manager")
+            self._poller.unregister(self.handoff.fileno())
 
     def _adopt(self, fd: int, addr) -> None:
         conn = Connection(socket.socket(fileno=fd), addr)  # options (timeouts, NODELAY) came with it

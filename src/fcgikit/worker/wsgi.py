@@ -112,8 +112,17 @@ def _check_status(status) -> None:
         _GOOD_STATUSES.add(status)
 
 
+_STATUS_200_LEN = len("Status: 200 OK\r\n")
+
+
 def render_headers(status: str, headers) -> bytes:
-    """The CGI response head: `Status:` from the WSGI status line, then the headers."""
+    """The CGI response head: `Status:` from the WSGI status line, then the headers.
+
+    `200 OK` goes without a Status line: a CGI response without one is 200 OK
+    (RFC 3875 6.3.3), as nginx, Apache and lighttpd take it, and Caddy would pass
+    the line on to the client as a header. Not when there is no header at all (a
+    CGI response has at least one), nor with a Location header (without Status
+    that is a redirect, 302)."""
     if type(status) is not str or status not in _GOOD_STATUSES:
         _check_status(status)
     lines = ["Status: ", status, "\r\n"]
@@ -125,6 +134,8 @@ def render_headers(status: str, headers) -> bytes:
     expected = len(headers) + 2
     if text.count("\n") != expected or text.count("\r") != expected:
         raise HeaderError("a header name or value contains a line break")
+    if status == "200 OK" and headers and "location" not in text.lower():
+        text = text[_STATUS_200_LEN:]
     try:
         return text.encode("latin-1")
     except UnicodeEncodeError as exc:

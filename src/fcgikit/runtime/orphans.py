@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 
-from .._prctl import prctl
+from .prctl import prctl
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PR_SET_CHILD_SUBREAPER = 36

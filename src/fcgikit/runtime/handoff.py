@@ -67,3 +67,19 @@ def receive_connections(sock: socket.socket) -> tuple[list[tuple[int, object]], 
     peers, last = decode_batch(data)
     peers += [None] * (len(fds) - len(peers))  # a body that lost its addresses: fds are kept
     return list(zip(fds, peers)), last, False
+
+
+def drain(sock: socket.socket):
+    """Yields (connections, last) for every message waiting on the non-blocking
+    handoff socket `sock`, and returns once nothing more is there now. Both ends
+    (the manager collecting from a leaving child, a child adopting from the
+    manager) read through it. Raises EOFError when the other end has closed
+    (nothing more will ever come), OSError when the socket failed."""
+    while True:
+        try:
+            handed, last, eof = receive_connections(sock)
+        except (BlockingIOError, InterruptedError):
+            return
+        if eof:
+            raise EOFError("the other end closed the handoff socket")
+        yield handed, last
