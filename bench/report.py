@@ -59,6 +59,8 @@ def ratio_row(comparison: Comparison, by_name: dict, connections: int) -> dict |
     ours, peer = by_name.get(comparison.ours), by_name.get(comparison.peer)
     if not ours or not peer:
         return None  # not selected in this run (--only)
+    if any(r.get("concurrencies") and connections not in r["concurrencies"] for r in (ours, peer)):
+        return None  # one side is not measured at this concurrency (a brief scenario in --quick)
     row = {"what": comparison.what, "ours": comparison.ours, "peer": comparison.peer,
            "connections": connections, "target": comparison.target, "ratio": None, "met": None,
            "cpu_ratio": None}

@@ -30,6 +30,7 @@ class Settings:
     round_s: int  # one wrk run, per scenario and concurrency, per round
     rounds: int
     concurrencies: tuple[int, ...] = (16, 64)
+    quick: bool = False  # the scenarios marked quick_brief run at the highest concurrency only, unwarmed
 
     @property
     def measure_s(self) -> int:
@@ -40,7 +41,18 @@ ROUND_CAP_S = 2
 RETRY_S = 5  # a round that got no answer at all is run again this long
 
 FULL = Settings(warmup_s=1, round_s=1, rounds=4)
-QUICK = Settings(warmup_s=1, round_s=1, rounds=1)
+QUICK = Settings(warmup_s=1, round_s=1, rounds=1, quick=True)
+
+
+def concurrencies_for(scenario: Scenario, settings: Settings) -> tuple[int, ...]:
+    """The concurrencies a scenario is measured at in this run."""
+    if settings.quick and scenario.quick_brief:
+        return (max(settings.concurrencies),)
+    return tuple(settings.concurrencies)
+
+
+def warms_up(scenario: Scenario, settings: Settings) -> bool:
+    return not (settings.quick and scenario.quick_brief)
 
 
 @dataclass
@@ -51,6 +63,7 @@ class ScenarioResult:
     status: str = "ok"  # ok | skipped | failed
     reason: str = ""
     runs: list[dict] = field(default_factory=list)  # one per concurrency
+    concurrencies: list[int] = field(default_factory=list)  # those it is measured at in this run
     peak_rss_bytes: int | None = None
     max_child_rss_bytes: int | None = None
     max_processes: int | None = None
@@ -209,7 +222,7 @@ def start_scenario(scenario: Scenario, paths: Paths) -> LiveScenario:
         if scenario.server.command(port, paths) is not None:
             server = RunningServer(scenario.server, port, paths)
             server.start()
-        ngx = Nginx(render_server_conf(str(paths.www_dir), scenario.keep_conn),
+        ngx = Nginx(render_server_conf(str(paths.www_dir), scenario.keep_conn, scenario.server.protocol),
                     render_http_conf(f"{HOST}:{port}", scenario.keep_conn), workers=1, log_level="warn")
         ngx.start()
         url = ngx.url(scenario.workload.path)
@@ -271,11 +284,13 @@ def measure_all(live: list[LiveScenario], settings: Settings, progress=print) ->
     thread.start()
     try:
         for scenario in live:
-            run_guarded(scenario, lambda s=scenario: s.warm_up(max(settings.concurrencies), settings.warmup_s))
+            scenario.result.concurrencies = list(concurrencies_for(scenario.scenario, settings))
+            if warms_up(scenario.scenario, settings):
+                run_guarded(scenario, lambda s=scenario: s.warm_up(max(settings.concurrencies), settings.warmup_s))
         for number in range(1, settings.rounds + 1):
             progress(f"bench: round {number}/{settings.rounds}")
             for scenario in live:
-                for connections in settings.concurrencies:
+                for connections in scenario.result.concurrencies:
                     run_guarded(scenario, lambda s=scenario, c=connections: s.measure(c, settings.round_s))
     finally:
         stop.set()

@@ -48,6 +48,7 @@ class RunningServer:
         if self.server.needs_c_hello:
             compile_c_hello(self.paths)
         self.paths.pidfile(self.port).unlink(missing_ok=True)
+        self.server.prepare_files(self.port, self.paths)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(APPS_DIR), os.environ.get("PYTHONPATH")])))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.server.command(self.port, self.paths), cwd=APPS_DIR, env=env,
