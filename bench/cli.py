@@ -71,6 +71,46 @@ def nginx_version() -> str:
         return "not installed"
 
 
+# Debian packages the peers come from, and the Python distributions (pip) of the others.
+DEBIAN_PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "fcgiwrap": "fcgiwrap", "spawn-fcgi": "spawn-fcgi",
+                   "php-fpm": "php{php}-fpm", "php-cgi": "php{php}-cgi"}
+PYTHON_DISTRIBUTIONS = {"flup": "flup", "gunicorn": "gunicorn", "uWSGI": "uwsgi"}
+
+
+def command_output(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def debian_version(package: str) -> str:
+    return command_output(["dpkg-query", "-W", "-f=${Version}", package])
+
+
+def python_version(distribution: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def peer_versions() -> dict[str, str]:
+    """Every peer's version as installed here ("not installed" when it is not), for the report."""
+    php = command_output(["php-cgi", "-r", "echo PHP_MAJOR_VERSION . '.' . PHP_MINOR_VERSION;"]) or "8.2"
+    versions = {"python": platform.python_version()}
+    for name, package in DEBIAN_PACKAGES.items():
+        versions[name] = debian_version(package.format(php=php))
+    for name, distribution in PYTHON_DISTRIBUTIONS.items():
+        versions[name] = python_version(distribution)
+    if not versions["uWSGI"]:
+        versions["uWSGI"] = command_output(["uwsgi", "--version"])
+    return {name: version or "not installed" for name, version in versions.items()}
+
+
 def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[ScenarioResult, LiveScenario | None]:
     """The scenario up and answering, or a result saying why it is skipped or failed."""
     result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
@@ -164,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     started, clock = datetime.now(timezone.utc), time.monotonic()
     meta = {"mode": "containers" if args.containers else ("quick" if args.quick else "full"),
             "started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(),
-            "nginx": nginx_version(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
+            "nginx": nginx_version(), "versions": peer_versions(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
             "warmup_s": settings.warmup_s, "measure_s": settings.measure_s, "rounds": settings.rounds,
             "concurrencies": list(settings.concurrencies)}
     results = run_all(scenarios, args, settings)

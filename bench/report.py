@@ -116,6 +116,10 @@ def problems(results: list[dict]) -> list[str]:
     return found
 
 
+def versions_line(versions: dict[str, str]) -> str:
+    return ", ".join(f"{name} {version}" for name, version in versions.items())
+
+
 def markdown_report(meta: dict, results: list[dict], ratio_rows: list[dict], memory: dict | None) -> str:
     lines = [f"# fcgikit benchmark ({meta['mode']})", "",
              f"- when: {meta['started']} UTC, {meta['seconds']:.0f} s",
@@ -123,6 +127,7 @@ def markdown_report(meta: dict, results: list[dict], ratio_rows: list[dict], mem
              f"- load: wrk, {meta['warmup_s']} s warm-up, then {meta['measure_s']} s per concurrency "
              f"({', '.join(map(str, meta['concurrencies']))} connections) in {meta['rounds']} interleaved rounds; "
              f"nginx {meta['nginx']}, 1 worker process",
+             *([f"- versions: {versions_line(meta['versions'])}"] if meta.get("versions") else []),
              f"- command: `{meta['command']}`", "",
              "## Results", "", results_table(results), "## Ours / peer", "", ratios_text(ratio_rows, memory)]
     trouble = problems(results)
