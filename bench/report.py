@@ -18,24 +18,25 @@ def mib(value: int | None) -> str:
 def results_table(results: list[dict]) -> str:
     """One row per scenario and concurrency."""
     head = ("| scenario | ours | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors "
-            "| server CPU ms/req | peak RSS MiB (all processes) | max process RSS MiB |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| server CPU ms/req | nginx CPU ms/req | peak RSS MiB (all processes) | max process RSS MiB |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for r in results:
         ours = "yes" if r["ours"] else ""
         if r["status"] != "ok":
-            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} | | | | | | | |")
+            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} | | | | | | | | |")
             continue
         for run in r["runs"]:
             rows.append(f"| {r['name']} | {ours} | {run['connections']} | {run['requests_per_s']:.0f} "
                         f"| {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['non_2xx_3xx']} "
-                        f"| {run['socket_errors']} | {cpu_ms(run)} | {mib(r['peak_rss_bytes'])} "
+                        f"| {run['socket_errors']} | {cpu_ms(run)} | {cpu_ms(run, 'nginx_cpu_ms_per_request')} "
+                        f"| {mib(r['peak_rss_bytes'])} "
                         f"| {mib(r['max_child_rss_bytes'])} |")
     return head + "\n".join(rows) + "\n"
 
 
-def cpu_ms(run: dict) -> str:
-    value = run.get("cpu_ms_per_request")
+def cpu_ms(run: dict, key: str = "cpu_ms_per_request") -> str:
+    value = run.get(key)
     return "" if value is None else f"{value:.3f}"
 
 

@@ -139,6 +139,7 @@ class LiveScenario:
         self.server, self.ngx = server, ngx
         self.rounds: dict[int, list[wrk.WrkResult]] = {}
         self.cpu_seconds: dict[int, float] = {}  # per concurrency, over all rounds
+        self.nginx_cpu_seconds: dict[int, float] = {}  # the same for nginx (the edge's cost of the protocol)
         self.warm_requests_per_s = 0.0
         self.memory = MemoryPeak(manager_pid=server.process.pid if server else None)
         script.write_text(wrk.render_script(scenario.workload.method, scenario.workload.body_size))
@@ -171,16 +172,22 @@ class LiveScenario:
         is run again once, for RETRY_S, rather than reported as 0 req/s."""
         seconds = self.round_seconds(connections, base_seconds)
         while True:
-            cpu_before = tree_cpu_seconds(self.root_pids())
+            cpu_before, nginx_before = tree_cpu_seconds(self.root_pids()), self.nginx_cpu()
             result = self.load(connections, seconds)
             cpu = tree_cpu_seconds(self.root_pids()) - cpu_before
+            nginx_cpu = self.nginx_cpu() - nginx_before
             if result.requests or seconds >= RETRY_S:
                 break
             self.wait_idle()
             seconds = RETRY_S
         self.rounds.setdefault(connections, []).append(result)
         self.cpu_seconds[connections] = self.cpu_seconds.get(connections, 0.0) + cpu
+        self.nginx_cpu_seconds[connections] = self.nginx_cpu_seconds.get(connections, 0.0) + nginx_cpu
         self.wait_idle()
+
+    def nginx_cpu(self) -> float:
+        """CPU seconds of our nginx (master and worker) so far; 0 for --containers."""
+        return tree_cpu_seconds({self.ngx.process.pid}) if self.ngx else 0.0
 
     def wait_idle(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
         """Waits for the requests wrk left in flight to drain. nginx gives up on them when
@@ -202,6 +209,9 @@ class LiveScenario:
         for run in result.runs:
             if (self.server or self.ngx) and run["requests"] and not self.scenario.server.forks_per_request:
                 run["cpu_ms_per_request"] = round(1000 * self.cpu_seconds[run["connections"]] / run["requests"], 3)
+            if self.server and self.ngx and run["requests"]:
+                run["nginx_cpu_ms_per_request"] = round(
+                    1000 * self.nginx_cpu_seconds[run["connections"]] / run["requests"], 3)
         if self.server or self.ngx:
             result.peak_rss_bytes, result.max_child_rss_bytes = self.memory.total_bytes, self.memory.max_child_bytes
             result.max_processes = self.memory.max_processes

@@ -283,3 +283,13 @@ def test_peer_versions_say_not_installed_rather_than_nothing():
     versions = peer_versions()
     assert {"nginx", "gunicorn", "uWSGI", "php-fpm", "php-cgi", "flup"} <= set(versions)
     assert all(versions.values())
+
+
+def test_the_results_table_shows_nginx_cpu_per_request_beside_the_servers():
+    result = fake_result("serve-hello", {64: 3000})
+    result["runs"][0].update(cpu_ms_per_request=0.05, nginx_cpu_ms_per_request=0.061)
+    table = report.results_table([result, fake_result("uwsgi-hello", {}, status="skipped")])
+    header, _, row, skipped = table.splitlines()[:4]
+    assert "| server CPU ms/req | nginx CPU ms/req |" in header
+    assert "| 0.050 | 0.061 |" in row
+    assert header.count("|") == row.count("|") == skipped.count("|")
