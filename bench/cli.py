@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = STACK_SCENARIOS if args.containers else SCENARIOS
     if args.list:
         for scenario in catalogue:
-            print(f"{scenario.name:24} {scenario.title}")
+            print(f"{scenario.name:26} {scenario.title}")
         return 0
     extra_comparisons = []
     if args.baseline:

@@ -217,6 +217,13 @@ SPAWN_PHP = Server(
     requires_programs=("php-cgi",),
     argv=lambda port, p: [sys.executable, "-m", "fcgikit.spawn", *pool_flags(port), "--", "php-cgi"],
 )
+# php-cgi leaves after PHP_FCGI_MAX_REQUESTS requests, 500 when the variable is unset, and the
+# manager starts another (php-fpm's pm.max_requests is 0, never, by default). Setting it to 0,
+# as a user can, shows what those restarts cost.
+SPAWN_PHP_NO_RECYCLE = dataclasses.replace(
+    SPAWN_PHP, name="fcgikit.spawn + php-cgi, PHP_FCGI_MAX_REQUESTS=0",
+    argv=lambda port, p: ["env", "PHP_FCGI_MAX_REQUESTS=0", *SPAWN_PHP.command(port, p)],
+)
 FCGIKIT_CGI = Server(
     "fcgikit.cgi", ours=True, requires_modules=("fcgikit.cgi.__main__",), forks_per_request=True,
     argv=lambda port, p: [sys.executable, "-m", "fcgikit.cgi", *pool_flags(port), "--root", str(p.www_dir)],
@@ -281,6 +288,8 @@ SCENARIOS = [
              keep_conn=True, quick_brief=True),
     Scenario("spawn-php-hello", "fcgikit.spawn + php-cgi (one per slot), PHP hello", SPAWN_PHP, PHP_HELLO,
              quick_brief=True),
+    Scenario("spawn-php-hello-norecycle", "fcgikit.spawn + php-cgi, PHP_FCGI_MAX_REQUESTS=0, PHP hello",
+             SPAWN_PHP_NO_RECYCLE, PHP_HELLO, quick_brief=True),
     Scenario("php-fpm-hello", "php-fpm, pm = static, PHP hello", PHP_FPM, PHP_HELLO, quick_brief=True),
 ]
 
@@ -322,6 +331,8 @@ COMPARISONS = [
     Comparison("serve-hello-keepconn", "uwsgi-native-hello", 1.3, "fcgikit.serve (keep_conn) vs uWSGI uwsgi_pass"),
     Comparison("serve-hello", "uwsgi-native-hello", 1.0, "fcgikit.serve (no keep_conn) vs uWSGI uwsgi_pass"),
     Comparison("spawn-php-hello", "php-fpm-hello", 0.95, "fcgikit.spawn + php-cgi vs php-fpm static"),
+    Comparison("spawn-php-hello-norecycle", "php-fpm-hello", None,
+               "fcgikit.spawn + php-cgi, PHP_FCGI_MAX_REQUESTS=0, vs php-fpm static"),
     Comparison("serve-hello-keepconn", "gunicorn-gthread-hello", None, "fcgikit.serve (keep_conn) vs gunicorn gthread"),
     Comparison("serve-hello", "gunicorn-sync-hello", None, "fcgikit.serve (no keep_conn) vs gunicorn sync"),
     Comparison("uwsgi-native-hello", "uwsgi-hello", None, "uWSGI: uwsgi_pass vs its FastCGI mode"),

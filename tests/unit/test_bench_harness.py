@@ -293,3 +293,11 @@ def test_the_results_table_shows_nginx_cpu_per_request_beside_the_servers():
     assert "| server CPU ms/req | nginx CPU ms/req |" in header
     assert "| 0.050 | 0.061 |" in row
     assert header.count("|") == row.count("|") == skipped.count("|")
+
+
+def test_the_no_recycle_php_scenario_differs_only_by_php_fcgi_max_requests(tmp_path):
+    from bench.scenarios import SPAWN_PHP, SPAWN_PHP_NO_RECYCLE, Paths
+
+    paths = Paths(work_dir=tmp_path)
+    assert SPAWN_PHP_NO_RECYCLE.command(9000, paths) == ["env", "PHP_FCGI_MAX_REQUESTS=0",
+                                                         *SPAWN_PHP.command(9000, paths)]
