@@ -172,10 +172,12 @@ class LiveScenario:
         is run again once, for RETRY_S, rather than reported as 0 req/s."""
         seconds = self.round_seconds(connections, base_seconds)
         while True:
-            cpu_before, nginx_before = tree_cpu_seconds(self.root_pids()), self.nginx_cpu()
+            parents = parent_map()  # one /proc pass for both trees
+            cpu_before, nginx_before = tree_cpu_seconds(self.root_pids(), parents), self.nginx_cpu(parents)
             result = self.load(connections, seconds)
-            cpu = tree_cpu_seconds(self.root_pids()) - cpu_before
-            nginx_cpu = self.nginx_cpu() - nginx_before
+            parents = parent_map()
+            cpu = tree_cpu_seconds(self.root_pids(), parents) - cpu_before
+            nginx_cpu = self.nginx_cpu(parents) - nginx_before
             if result.requests or seconds >= RETRY_S:
                 break
             self.wait_idle()
@@ -185,9 +187,9 @@ class LiveScenario:
         self.nginx_cpu_seconds[connections] = self.nginx_cpu_seconds.get(connections, 0.0) + nginx_cpu
         self.wait_idle()
 
-    def nginx_cpu(self) -> float:
+    def nginx_cpu(self, parents: dict[int, int]) -> float:
         """CPU seconds of our nginx (master and worker) so far; 0 for --containers."""
-        return tree_cpu_seconds({self.ngx.process.pid}) if self.ngx else 0.0
+        return tree_cpu_seconds({self.ngx.process.pid}, parents) if self.ngx else 0.0
 
     def wait_idle(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
         """Waits for the requests wrk left in flight to drain. nginx gives up on them when
