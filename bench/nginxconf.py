@@ -120,7 +120,10 @@ def render_server_conf(www_dir: str, keep_conn: bool, protocol: str = "fastcgi")
     )
 
 
-def render_http_conf(backend: str, keep_conn: bool) -> str:
+KEEPALIVE = 16  # idle upstream connections nginx keeps: the stack's default (deploy spec `keepalive`)
+
+
+def render_http_conf(backend: str, keep_conn: bool, keepalive_connections: int = KEEPALIVE) -> str:
     """The upstream block; `backend` is host:port (a closed port for the nginx-only ceiling)."""
-    keepalive = "    keepalive 16;\n" if keep_conn else ""
+    keepalive = f"    keepalive {keepalive_connections};\n" if keep_conn else ""
     return f"upstream {UPSTREAM} {{\n    server {backend};\n{keepalive}}}\n"

@@ -235,7 +235,8 @@ def start_scenario(scenario: Scenario, paths: Paths) -> LiveScenario:
             server = RunningServer(scenario.server, port, paths)
             server.start()
         ngx = Nginx(render_server_conf(str(paths.www_dir), scenario.keep_conn, scenario.server.protocol),
-                    render_http_conf(f"{HOST}:{port}", scenario.keep_conn), workers=1, log_level="warn")
+                    render_http_conf(f"{HOST}:{port}", scenario.keep_conn, scenario.keepalive),
+                    workers=1, log_level="warn")
         ngx.start()
         url = ngx.url(scenario.workload.path)
         try:

@@ -241,6 +241,7 @@ class Scenario:
     server: Server
     workload: Workload
     keep_conn: bool = False  # nginx: upstream keepalive (+ fastcgi_keep_conn on for FastCGI)
+    keepalive: int = 16  # with keep_conn: the idle connections nginx's upstream keeps (the stack's default)
     # --quick measures it at the highest concurrency only, without a warm-up: the peers
     # added for issue 16 keep CI's quick run short (it checks they answer, not their speed).
     quick_brief: bool = False
@@ -282,6 +283,8 @@ SCENARIOS = [
              quick_brief=True),
     Scenario("uwsgi-native-1mib", "uWSGI over uwsgi_pass, 1 MiB response", UWSGI_NATIVE, BIG_1MIB,
              quick_brief=True),
+    Scenario("serve-hello-keepconn-ka64", "fcgikit.serve, WSGI hello, fastcgi_keep_conn, upstream keepalive 64",
+             SERVE, HELLO, keep_conn=True, keepalive=64, quick_brief=True),
     Scenario("serve-post64k-keepconn", "fcgikit.serve, 64 KiB POST echoed, fastcgi_keep_conn", SERVE, ECHO_64K,
              keep_conn=True, quick_brief=True),
     Scenario("serve-1mib-keepconn", "fcgikit.serve, 1 MiB response, fastcgi_keep_conn", SERVE, BIG_1MIB,
@@ -331,6 +334,10 @@ COMPARISONS = [
     Comparison("serve-hello-keepconn", "uwsgi-native-hello", 1.3, "fcgikit.serve (keep_conn) vs uWSGI uwsgi_pass"),
     Comparison("serve-hello", "uwsgi-native-hello", 1.0, "fcgikit.serve (no keep_conn) vs uWSGI uwsgi_pass"),
     Comparison("spawn-php-hello", "php-fpm-hello", 0.95, "fcgikit.spawn + php-cgi vs php-fpm static"),
+    Comparison("serve-hello-keepconn-ka64", "uwsgi-native-hello", None,
+               "fcgikit.serve (keep_conn, keepalive 64) vs uWSGI uwsgi_pass"),
+    Comparison("serve-hello-keepconn-ka64", "serve-hello-keepconn", None,
+               "fcgikit.serve keep_conn: upstream keepalive 64 vs 16"),
     Comparison("spawn-php-hello-norecycle", "php-fpm-hello", None,
                "fcgikit.spawn + php-cgi, PHP_FCGI_MAX_REQUESTS=0, vs php-fpm static"),
     Comparison("serve-hello-keepconn", "gunicorn-gthread-hello", None, "fcgikit.serve (keep_conn) vs gunicorn gthread"),

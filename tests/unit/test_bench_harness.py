@@ -301,3 +301,10 @@ def test_the_no_recycle_php_scenario_differs_only_by_php_fcgi_max_requests(tmp_p
     paths = Paths(work_dir=tmp_path)
     assert SPAWN_PHP_NO_RECYCLE.command(9000, paths) == ["env", "PHP_FCGI_MAX_REQUESTS=0",
                                                          *SPAWN_PHP.command(9000, paths)]
+
+
+def test_upstream_keepalive_is_the_stacks_16_unless_a_scenario_says_otherwise():
+    by_name = {s.name: s for s in SCENARIOS}
+    assert by_name["serve-hello-keepconn"].keepalive == 16
+    assert "keepalive 64;" in render_http_conf("127.0.0.1:1", True, by_name["serve-hello-keepconn-ka64"].keepalive)
+    assert "keepalive" not in render_http_conf("127.0.0.1:1", False, 64)
