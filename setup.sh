@@ -16,6 +16,7 @@ APT_PACKAGES=(
   spawn-fcgi       # the C process manager fcgikit.spawn is compared against
   libfcgi-dev      # to compile libfcgi test programs
   php-cgi          # a FastCGI program fcgikit.spawn must run unmodified (tests)
+  php-fpm          # the PHP FastCGI manager fcgikit.spawn + php-cgi is compared against (bench)
   gcc libc6-dev
   perl
   wrk              # the benchmark client

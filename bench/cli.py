@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -71,6 +72,46 @@ def nginx_version() -> str:
         return "not installed"
 
 
+# Debian packages the peers come from, and the Python distributions (pip) of the others.
+DEBIAN_PACKAGES = {"nginx": "nginx-light", "wrk": "wrk", "fcgiwrap": "fcgiwrap", "spawn-fcgi": "spawn-fcgi",
+                   "php-fpm": "php{php}-fpm", "php-cgi": "php{php}-cgi"}
+PYTHON_DISTRIBUTIONS = {"flup": "flup", "gunicorn": "gunicorn", "uWSGI": "uwsgi"}
+
+
+def command_output(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def debian_version(package: str) -> str:
+    return command_output(["dpkg-query", "-W", "-f=${Version}", package])
+
+
+def python_version(distribution: str) -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def peer_versions() -> dict[str, str]:
+    """Every peer's version as installed here ("not installed" when it is not), for the report."""
+    php = command_output(["php-cgi", "-r", "echo PHP_MAJOR_VERSION . '.' . PHP_MINOR_VERSION;"]) or "8.2"
+    versions = {"python": platform.python_version()}
+    for name, package in DEBIAN_PACKAGES.items():
+        versions[name] = debian_version(package.format(php=php))
+    for name, distribution in PYTHON_DISTRIBUTIONS.items():
+        versions[name] = python_version(distribution)
+    if not versions["uWSGI"]:
+        versions["uWSGI"] = command_output(["uwsgi", "--version"])
+    return {name: version or "not installed" for name, version in versions.items()}
+
+
 def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[ScenarioResult, LiveScenario | None]:
     """The scenario up and answering, or a result saying why it is skipped or failed."""
     result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
@@ -91,15 +132,29 @@ def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[S
         return result, None
 
 
+STARTERS = 4  # scenarios started at once
+
+
 def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Settings) -> list[dict]:
-    results, live = [], []
+    results, live, up = [], [], []
     with tempfile.TemporaryDirectory(prefix="fcgikit-bench-") as work:
         paths = Paths(work_dir=Path(work))
         try:
-            for scenario in scenarios:
-                print(f"bench: starting {scenario.name} ...", end=" ", flush=True)
+            # Started a few at a time: most of a start is waiting for a server to boot
+            # (gunicorn, uWSGI, php-fpm), which need not be done one after the other.
+            print(f"bench: starting {len(scenarios)} scenarios ...", flush=True)
+
+            def start_one(scenario: Scenario) -> tuple[ScenarioResult, LiveScenario | None]:
                 result, running = start(scenario, args, paths)
-                print("up" if running else f"{result.status.upper()}: {result.reason}", flush=True)
+                if running:
+                    up.append(running)  # stopped in `finally` even if the run is interrupted
+                return result, running
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=STARTERS) as pool:
+                started = list(pool.map(start_one, scenarios))
+            for scenario, (result, running) in zip(scenarios, started):
+                print(f"bench: {scenario.name}: " + ("up" if running else f"{result.status.upper()}: {result.reason}"),
+                      flush=True)
                 if running:
                     live.append(running)
                     result = running.result
@@ -108,7 +163,7 @@ def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Setti
             for running in live:
                 running.finish()
         finally:
-            stop_all(live)
+            stop_all(up)
     for result in results:
         print(f"bench: {result.name}: {progress_line(result)}")
     return [dict(dataclasses.asdict(result), errors=result.errors) for result in results]
@@ -142,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     catalogue = STACK_SCENARIOS if args.containers else SCENARIOS
     if args.list:
         for scenario in catalogue:
-            print(f"{scenario.name:24} {scenario.title}")
+            print(f"{scenario.name:26} {scenario.title}")
         return 0
     extra_comparisons = []
     if args.baseline:
@@ -164,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     started, clock = datetime.now(timezone.utc), time.monotonic()
     meta = {"mode": "containers" if args.containers else ("quick" if args.quick else "full"),
             "started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(),
-            "nginx": nginx_version(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
+            "nginx": nginx_version(), "versions": peer_versions(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
             "warmup_s": settings.warmup_s, "measure_s": settings.measure_s, "rounds": settings.rounds,
             "concurrencies": list(settings.concurrencies)}
     results = run_all(scenarios, args, settings)

@@ -83,5 +83,5 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
 
 
-def tree_cpu_seconds(roots: set[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in process_tree(roots, parent_map()))
+def tree_cpu_seconds(roots: set[int], parents: dict[int, int] | None = None) -> float:
+    return sum(cpu_seconds(pid) for pid in process_tree(roots, parent_map() if parents is None else parents))

@@ -18,24 +18,25 @@ def mib(value: int | None) -> str:
 def results_table(results: list[dict]) -> str:
     """One row per scenario and concurrency."""
     head = ("| scenario | ours | conns | req/s | p50 ms | p99 ms | non-2xx | socket errors "
-            "| server CPU ms/req | peak RSS MiB (all processes) | max process RSS MiB |\n"
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+            "| server CPU ms/req | nginx CPU ms/req | peak RSS MiB (all processes) | max process RSS MiB |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
     rows = []
     for r in results:
         ours = "yes" if r["ours"] else ""
         if r["status"] != "ok":
-            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} | | | | | | | |")
+            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} | | | | | | | | |")
             continue
         for run in r["runs"]:
             rows.append(f"| {r['name']} | {ours} | {run['connections']} | {run['requests_per_s']:.0f} "
                         f"| {run['p50_ms']:.2f} | {run['p99_ms']:.2f} | {run['non_2xx_3xx']} "
-                        f"| {run['socket_errors']} | {cpu_ms(run)} | {mib(r['peak_rss_bytes'])} "
+                        f"| {run['socket_errors']} | {cpu_ms(run)} | {cpu_ms(run, 'nginx_cpu_ms_per_request')} "
+                        f"| {mib(r['peak_rss_bytes'])} "
                         f"| {mib(r['max_child_rss_bytes'])} |")
     return head + "\n".join(rows) + "\n"
 
 
-def cpu_ms(run: dict) -> str:
-    value = run.get("cpu_ms_per_request")
+def cpu_ms(run: dict, key: str = "cpu_ms_per_request") -> str:
+    value = run.get(key)
     return "" if value is None else f"{value:.3f}"
 
 
@@ -59,6 +60,8 @@ def ratio_row(comparison: Comparison, by_name: dict, connections: int) -> dict |
     ours, peer = by_name.get(comparison.ours), by_name.get(comparison.peer)
     if not ours or not peer:
         return None  # not selected in this run (--only)
+    if any(r.get("concurrencies") and connections not in r["concurrencies"] for r in (ours, peer)):
+        return None  # one side is not measured at this concurrency (a brief scenario in --quick)
     row = {"what": comparison.what, "ours": comparison.ours, "peer": comparison.peer,
            "connections": connections, "target": comparison.target, "ratio": None, "met": None,
            "cpu_ratio": None}
@@ -114,6 +117,10 @@ def problems(results: list[dict]) -> list[str]:
     return found
 
 
+def versions_line(versions: dict[str, str]) -> str:
+    return ", ".join(f"{name} {version}" for name, version in versions.items())
+
+
 def markdown_report(meta: dict, results: list[dict], ratio_rows: list[dict], memory: dict | None) -> str:
     lines = [f"# fcgikit benchmark ({meta['mode']})", "",
              f"- when: {meta['started']} UTC, {meta['seconds']:.0f} s",
@@ -121,6 +128,7 @@ def markdown_report(meta: dict, results: list[dict], ratio_rows: list[dict], mem
              f"- load: wrk, {meta['warmup_s']} s warm-up, then {meta['measure_s']} s per concurrency "
              f"({', '.join(map(str, meta['concurrencies']))} connections) in {meta['rounds']} interleaved rounds; "
              f"nginx {meta['nginx']}, 1 worker process",
+             *([f"- versions: {versions_line(meta['versions'])}"] if meta.get("versions") else []),
              f"- command: `{meta['command']}`", "",
              "## Results", "", results_table(results), "## Ours / peer", "", ratios_text(ratio_rows, memory)]
     trouble = problems(results)

@@ -30,6 +30,7 @@ class Settings:
     round_s: int  # one wrk run, per scenario and concurrency, per round
     rounds: int
     concurrencies: tuple[int, ...] = (16, 64)
+    quick: bool = False  # the scenarios marked quick_brief run at the highest concurrency only, unwarmed
 
     @property
     def measure_s(self) -> int:
@@ -40,7 +41,18 @@ ROUND_CAP_S = 2
 RETRY_S = 5  # a round that got no answer at all is run again this long
 
 FULL = Settings(warmup_s=1, round_s=1, rounds=4)
-QUICK = Settings(warmup_s=1, round_s=1, rounds=1)
+QUICK = Settings(warmup_s=1, round_s=1, rounds=1, quick=True)
+
+
+def concurrencies_for(scenario: Scenario, settings: Settings) -> tuple[int, ...]:
+    """The concurrencies a scenario is measured at in this run."""
+    if settings.quick and scenario.quick_brief:
+        return (max(settings.concurrencies),)
+    return tuple(settings.concurrencies)
+
+
+def warms_up(scenario: Scenario, settings: Settings) -> bool:
+    return not (settings.quick and scenario.quick_brief)
 
 
 @dataclass
@@ -51,6 +63,7 @@ class ScenarioResult:
     status: str = "ok"  # ok | skipped | failed
     reason: str = ""
     runs: list[dict] = field(default_factory=list)  # one per concurrency
+    concurrencies: list[int] = field(default_factory=list)  # those it is measured at in this run
     peak_rss_bytes: int | None = None
     max_child_rss_bytes: int | None = None
     max_processes: int | None = None
@@ -126,6 +139,7 @@ class LiveScenario:
         self.server, self.ngx = server, ngx
         self.rounds: dict[int, list[wrk.WrkResult]] = {}
         self.cpu_seconds: dict[int, float] = {}  # per concurrency, over all rounds
+        self.nginx_cpu_seconds: dict[int, float] = {}  # the same for nginx (the edge's cost of the protocol)
         self.warm_requests_per_s = 0.0
         self.memory = MemoryPeak(manager_pid=server.process.pid if server else None)
         script.write_text(wrk.render_script(scenario.workload.method, scenario.workload.body_size))
@@ -158,16 +172,24 @@ class LiveScenario:
         is run again once, for RETRY_S, rather than reported as 0 req/s."""
         seconds = self.round_seconds(connections, base_seconds)
         while True:
-            cpu_before = tree_cpu_seconds(self.root_pids())
+            parents = parent_map()  # one /proc pass for both trees
+            cpu_before, nginx_before = tree_cpu_seconds(self.root_pids(), parents), self.nginx_cpu(parents)
             result = self.load(connections, seconds)
-            cpu = tree_cpu_seconds(self.root_pids()) - cpu_before
+            parents = parent_map()
+            cpu = tree_cpu_seconds(self.root_pids(), parents) - cpu_before
+            nginx_cpu = self.nginx_cpu(parents) - nginx_before
             if result.requests or seconds >= RETRY_S:
                 break
             self.wait_idle()
             seconds = RETRY_S
         self.rounds.setdefault(connections, []).append(result)
         self.cpu_seconds[connections] = self.cpu_seconds.get(connections, 0.0) + cpu
+        self.nginx_cpu_seconds[connections] = self.nginx_cpu_seconds.get(connections, 0.0) + nginx_cpu
         self.wait_idle()
+
+    def nginx_cpu(self, parents: dict[int, int]) -> float:
+        """CPU seconds of our nginx (master and worker) so far; 0 for --containers."""
+        return tree_cpu_seconds({self.ngx.process.pid}, parents) if self.ngx else 0.0
 
     def wait_idle(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
         """Waits for the requests wrk left in flight to drain. nginx gives up on them when
@@ -189,6 +211,9 @@ class LiveScenario:
         for run in result.runs:
             if (self.server or self.ngx) and run["requests"] and not self.scenario.server.forks_per_request:
                 run["cpu_ms_per_request"] = round(1000 * self.cpu_seconds[run["connections"]] / run["requests"], 3)
+            if self.server and self.ngx and run["requests"]:
+                run["nginx_cpu_ms_per_request"] = round(
+                    1000 * self.nginx_cpu_seconds[run["connections"]] / run["requests"], 3)
         if self.server or self.ngx:
             result.peak_rss_bytes, result.max_child_rss_bytes = self.memory.total_bytes, self.memory.max_child_bytes
             result.max_processes = self.memory.max_processes
@@ -209,8 +234,9 @@ def start_scenario(scenario: Scenario, paths: Paths) -> LiveScenario:
         if scenario.server.command(port, paths) is not None:
             server = RunningServer(scenario.server, port, paths)
             server.start()
-        ngx = Nginx(render_server_conf(str(paths.www_dir), scenario.keep_conn),
-                    render_http_conf(f"{HOST}:{port}", scenario.keep_conn), workers=1, log_level="warn")
+        ngx = Nginx(render_server_conf(str(paths.www_dir), scenario.keep_conn, scenario.server.protocol),
+                    render_http_conf(f"{HOST}:{port}", scenario.keep_conn, scenario.keepalive),
+                    workers=1, log_level="warn")
         ngx.start()
         url = ngx.url(scenario.workload.path)
         try:
@@ -271,11 +297,13 @@ def measure_all(live: list[LiveScenario], settings: Settings, progress=print) ->
     thread.start()
     try:
         for scenario in live:
-            run_guarded(scenario, lambda s=scenario: s.warm_up(max(settings.concurrencies), settings.warmup_s))
+            scenario.result.concurrencies = list(concurrencies_for(scenario.scenario, settings))
+            if warms_up(scenario.scenario, settings):
+                run_guarded(scenario, lambda s=scenario: s.warm_up(max(settings.concurrencies), settings.warmup_s))
         for number in range(1, settings.rounds + 1):
             progress(f"bench: round {number}/{settings.rounds}")
             for scenario in live:
-                for connections in settings.concurrencies:
+                for connections in scenario.result.concurrencies:
                     run_guarded(scenario, lambda s=scenario, c=connections: s.measure(c, settings.round_s))
     finally:
         stop.set()

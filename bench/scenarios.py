@@ -2,13 +2,16 @@
 
 Every Python server runs the same WSGI app (apps/hello_wsgi.py), both C managers run the
 same libfcgi program (apps/hello.c), both CGI gateways run the same scripts
-(apps/www/cgi-bin/), and nginx's config is the same for all of them but for the upstream
-(see nginxconf.py).
+(apps/www/cgi-bin/), php-fpm and fcgikit.spawn + php-cgi run the same PHP script
+(apps/www/php/hello.php), and nginx's config is the same for all of them but for the
+upstream and, for the peers that do not speak FastCGI (gunicorn over HTTP, uWSGI over its
+own protocol), the pass directive of `location /` (see nginxconf.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib.util
 import os
 import shutil
@@ -53,6 +56,7 @@ BIG_1MIB = Workload("/big", expect_body=None, expect_length=1 << 20)
 CGI_PY = Workload("/cgi-bin/hello.py")
 CGI_SH = Workload("/cgi-bin/hello.sh")
 CGI_WSGI = Workload("/cgi-bin/hello_wsgi.py")
+PHP_HELLO = Workload("/php/hello.php")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,9 @@ class Paths:
 
     def pidfile(self, port: int) -> Path:
         return self.work_dir / f"server-{port}.pid"
+
+    def php_fpm_conf(self, port: int) -> Path:
+        return self.work_dir / f"php-fpm-{port}.conf"
 
 
 def python_module_missing(module: str) -> str | None:
@@ -97,6 +104,8 @@ class Server:
     # (their CPU time then shows nowhere in /proc): no CPU-per-request figure for these.
     forks_per_request: bool = False
     argv: object = None  # callable(port, paths) -> list[str]
+    protocol: str = "fastcgi"  # how nginx talks to it: fastcgi, http (proxy_pass) or uwsgi (uwsgi_pass)
+    prepare: object = None  # callable(port, paths): writes the files the command needs (php-fpm's config)
 
     def missing(self) -> str | None:
         """Why this server cannot run here, or None."""
@@ -110,6 +119,10 @@ class Server:
 
     def command(self, port: int, paths: Paths) -> list[str] | None:
         return self.argv(port, paths) if self.argv else None
+
+    def prepare_files(self, port: int, paths: Paths) -> None:
+        if self.prepare:
+            self.prepare(port, paths)
 
 
 def pool_flags(port: int) -> list[str]:
@@ -126,11 +139,38 @@ FLUP = Server(
     "flup", ours=False, requires_modules=("flup.server.fcgi_fork",),
     argv=lambda port, p: [sys.executable, str(p.apps_dir / "run_flup.py"), HOST, str(port), str(PROCESSES)],
 )
+
+
+def uwsgi_argv(socket_flag: str, port: int, p: Paths) -> list[str]:
+    return ["uwsgi", socket_flag, f"{HOST}:{port}", "--wsgi-file", str(p.apps_dir / "hello_wsgi.py"),
+            "--callable", "app", "--master", "--processes", str(PROCESSES), "--disable-logging", "--die-on-term"]
+
+
 UWSGI = Server(
     "uwsgi", ours=False, requires_programs=("uwsgi",),
-    argv=lambda port, p: ["uwsgi", "--fastcgi-socket", f"{HOST}:{port}", "--wsgi-file",
-                          str(p.apps_dir / "hello_wsgi.py"), "--callable", "app", "--master",
-                          "--processes", str(PROCESSES), "--disable-logging", "--die-on-term"],
+    argv=lambda port, p: uwsgi_argv("--fastcgi-socket", port, p),
+)
+# uWSGI's best case: its own binary protocol behind nginx's uwsgi_pass.
+UWSGI_NATIVE = Server(
+    "uwsgi (uwsgi protocol)", ours=False, requires_programs=("uwsgi",), protocol="uwsgi",
+    argv=lambda port, p: uwsgi_argv("--socket", port, p),
+)
+GTHREAD_THREADS = 4  # gunicorn's gthread workers: threads per worker process
+
+
+def gunicorn_argv(worker_class: str, port: int) -> list[str]:
+    threads = ["--threads", str(GTHREAD_THREADS)] if worker_class == "gthread" else []
+    return [sys.executable, "-m", "gunicorn", "--workers", str(PROCESSES), "--worker-class", worker_class,
+            *threads, "--bind", f"{HOST}:{port}", "hello_wsgi:app"]
+
+
+GUNICORN_SYNC = Server(
+    "gunicorn (sync)", ours=False, requires_modules=("gunicorn",), protocol="http",
+    argv=lambda port, p: gunicorn_argv("sync", port),
+)
+GUNICORN_GTHREAD = Server(
+    "gunicorn (gthread)", ours=False, requires_modules=("gunicorn",), protocol="http",
+    argv=lambda port, p: gunicorn_argv("gthread", port),
 )
 FCGIKIT_SPAWN = Server(
     "fcgikit.spawn", ours=True, requires_modules=("fcgikit.spawn.__main__",), needs_c_hello=True,
@@ -140,6 +180,49 @@ SPAWN_FCGI = Server(
     "spawn-fcgi", ours=False, requires_programs=("spawn-fcgi",), needs_c_hello=True, writes_pidfile=True,
     argv=lambda port, p: ["spawn-fcgi", "-a", HOST, "-p", str(port), "-F", str(PROCESSES),
                           "-P", str(p.pidfile(port)), "--", str(p.c_hello)],
+)
+
+
+def php_fpm_program() -> str:
+    """Debian's php-fpm binary is versioned (php-fpm8.2); the newest one installed."""
+    if shutil.which("php-fpm"):
+        return "php-fpm"
+    found = sorted(glob.glob("/usr/sbin/php-fpm[0-9]*"), key=lambda path: [
+        int(part) if part.isdigit() else 0 for part in path.rsplit("php-fpm", 1)[1].split(".")])
+    return found[-1] if found else "php-fpm"
+
+
+def php_fpm_config(port: int) -> str:
+    """php-fpm's own config for one pool: static, PROCESSES children, no access log.
+
+    Nothing else of the system's (/etc/php/*/fpm/pool.d) is read; php.ini is Debian's, as
+    php-cgi's is (/etc/php/*/cgi/php.ini: the same production defaults). No `user`: as root
+    php-fpm runs with -R and its children stay root, as the php-cgi children of fcgikit.spawn do."""
+    return (f"[global]\nerror_log = /proc/self/fd/2\ndaemonize = no\n\n"
+            f"[bench]\nlisten = {HOST}:{port}\npm = static\npm.max_children = {PROCESSES}\n")
+
+
+def write_php_fpm_config(port: int, p: Paths) -> None:
+    p.php_fpm_conf(port).write_text(php_fpm_config(port))
+
+
+PHP_FPM = Server(
+    "php-fpm", ours=False, requires_programs=(php_fpm_program(),), prepare=write_php_fpm_config,
+    argv=lambda port, p: [php_fpm_program(), "-F", "-O", "-y", str(p.php_fpm_conf(port)),
+                          *(["-R"] if os.geteuid() == 0 else [])],
+)
+# PHP_FCGI_CHILDREN unset: one php-cgi per slot, the manager supervising each.
+SPAWN_PHP = Server(
+    "fcgikit.spawn + php-cgi", ours=True, requires_modules=("fcgikit.spawn.__main__",),
+    requires_programs=("php-cgi",),
+    argv=lambda port, p: [sys.executable, "-m", "fcgikit.spawn", *pool_flags(port), "--", "php-cgi"],
+)
+# php-cgi leaves after PHP_FCGI_MAX_REQUESTS requests, 500 when the variable is unset, and the
+# manager starts another (php-fpm's pm.max_requests is 0, never, by default). Setting it to 0,
+# as a user can, shows what those restarts cost.
+SPAWN_PHP_NO_RECYCLE = dataclasses.replace(
+    SPAWN_PHP, name="fcgikit.spawn + php-cgi, PHP_FCGI_MAX_REQUESTS=0",
+    argv=lambda port, p: ["env", "PHP_FCGI_MAX_REQUESTS=0", *SPAWN_PHP.command(port, p)],
 )
 FCGIKIT_CGI = Server(
     "fcgikit.cgi", ours=True, requires_modules=("fcgikit.cgi.__main__",), forks_per_request=True,
@@ -157,7 +240,11 @@ class Scenario:
     title: str
     server: Server
     workload: Workload
-    keep_conn: bool = False  # nginx: upstream keepalive + fastcgi_keep_conn on
+    keep_conn: bool = False  # nginx: upstream keepalive (+ fastcgi_keep_conn on for FastCGI)
+    keepalive: int = 16  # with keep_conn: the idle connections nginx's upstream keeps (the stack's default)
+    # --quick measures it at the highest concurrency only, without a warm-up: the peers
+    # added for issue 16 keep CI's quick run short (it checks they answer, not their speed).
+    quick_brief: bool = False
 
     @property
     def ours(self) -> bool:
@@ -183,6 +270,30 @@ SCENARIOS = [
     Scenario("serve-1mib", "fcgikit.serve, 1 MiB response", SERVE, BIG_1MIB),
     Scenario("flup-1mib", "flup prefork, 1 MiB response", FLUP, BIG_1MIB),
     Scenario("uwsgi-1mib", "uWSGI FastCGI mode, 1 MiB response", UWSGI, BIG_1MIB),
+    # What users deploy instead (issue 16): gunicorn behind proxy_pass, uWSGI over uwsgi_pass,
+    # php-fpm; and fcgikit.serve as the stack runs it (keep_conn) on the larger requests.
+    *(Scenario(f"gunicorn-{kind}-{name}", f"gunicorn {kind} workers behind proxy_pass, {what}", server,
+               workload, keep_conn=True, quick_brief=True)
+      for kind, server in (("sync", GUNICORN_SYNC), ("gthread", GUNICORN_GTHREAD))
+      for name, what, workload in (("hello", "WSGI hello", HELLO), ("post64k", "64 KiB POST echoed", ECHO_64K),
+                                   ("1mib", "1 MiB response", BIG_1MIB))),
+    Scenario("uwsgi-native-hello", "uWSGI over uwsgi_pass (its own protocol), WSGI hello", UWSGI_NATIVE, HELLO,
+             quick_brief=True),
+    Scenario("uwsgi-native-post64k", "uWSGI over uwsgi_pass, 64 KiB POST echoed", UWSGI_NATIVE, ECHO_64K,
+             quick_brief=True),
+    Scenario("uwsgi-native-1mib", "uWSGI over uwsgi_pass, 1 MiB response", UWSGI_NATIVE, BIG_1MIB,
+             quick_brief=True),
+    Scenario("serve-hello-keepconn-ka64", "fcgikit.serve, WSGI hello, fastcgi_keep_conn, upstream keepalive 64",
+             SERVE, HELLO, keep_conn=True, keepalive=64, quick_brief=True),
+    Scenario("serve-post64k-keepconn", "fcgikit.serve, 64 KiB POST echoed, fastcgi_keep_conn", SERVE, ECHO_64K,
+             keep_conn=True, quick_brief=True),
+    Scenario("serve-1mib-keepconn", "fcgikit.serve, 1 MiB response, fastcgi_keep_conn", SERVE, BIG_1MIB,
+             keep_conn=True, quick_brief=True),
+    Scenario("spawn-php-hello", "fcgikit.spawn + php-cgi (one per slot), PHP hello", SPAWN_PHP, PHP_HELLO,
+             quick_brief=True),
+    Scenario("spawn-php-hello-norecycle", "fcgikit.spawn + php-cgi, PHP_FCGI_MAX_REQUESTS=0, PHP hello",
+             SPAWN_PHP_NO_RECYCLE, PHP_HELLO, quick_brief=True),
+    Scenario("php-fpm-hello", "php-fpm, pm = static, PHP hello", PHP_FPM, PHP_HELLO, quick_brief=True),
 ]
 
 # --containers: the same HTTP requests against a running `fcgikit up` stack, whatever app it serves,
@@ -218,6 +329,28 @@ COMPARISONS = [
     Comparison("serve-1mib", "flup-1mib", None, "1 MiB response: fcgikit.serve vs flup"),
     Comparison("serve-1mib", "uwsgi-1mib", None, "1 MiB response: fcgikit.serve vs uWSGI"),
     Comparison("serve-hello", "nginx-return", None, "fcgikit.serve vs the nginx ceiling"),
+    # Issue 16: what users deploy instead.
+    Comparison("serve-hello-keepconn", "gunicorn-sync-hello", 2.0, "fcgikit.serve (keep_conn) vs gunicorn sync"),
+    Comparison("serve-hello-keepconn", "uwsgi-native-hello", 1.3, "fcgikit.serve (keep_conn) vs uWSGI uwsgi_pass"),
+    Comparison("serve-hello", "uwsgi-native-hello", 1.0, "fcgikit.serve (no keep_conn) vs uWSGI uwsgi_pass"),
+    Comparison("spawn-php-hello", "php-fpm-hello", 0.95, "fcgikit.spawn + php-cgi vs php-fpm static"),
+    Comparison("serve-hello-keepconn-ka64", "uwsgi-native-hello", None,
+               "fcgikit.serve (keep_conn, keepalive 64) vs uWSGI uwsgi_pass"),
+    Comparison("serve-hello-keepconn-ka64", "serve-hello-keepconn", None,
+               "fcgikit.serve keep_conn: upstream keepalive 64 vs 16"),
+    Comparison("spawn-php-hello-norecycle", "php-fpm-hello", None,
+               "fcgikit.spawn + php-cgi, PHP_FCGI_MAX_REQUESTS=0, vs php-fpm static"),
+    Comparison("serve-hello-keepconn", "gunicorn-gthread-hello", None, "fcgikit.serve (keep_conn) vs gunicorn gthread"),
+    Comparison("serve-hello", "gunicorn-sync-hello", None, "fcgikit.serve (no keep_conn) vs gunicorn sync"),
+    Comparison("uwsgi-native-hello", "uwsgi-hello", None, "uWSGI: uwsgi_pass vs its FastCGI mode"),
+    Comparison("serve-post64k-keepconn", "gunicorn-sync-post64k", None, "64 KiB POST: fcgikit.serve (keep_conn) vs gunicorn sync"),
+    Comparison("serve-post64k-keepconn", "gunicorn-gthread-post64k", None,
+               "64 KiB POST: fcgikit.serve (keep_conn) vs gunicorn gthread"),
+    Comparison("serve-post64k-keepconn", "uwsgi-native-post64k", None, "64 KiB POST: fcgikit.serve (keep_conn) vs uWSGI uwsgi_pass"),
+    Comparison("serve-1mib-keepconn", "gunicorn-sync-1mib", None, "1 MiB response: fcgikit.serve (keep_conn) vs gunicorn sync"),
+    Comparison("serve-1mib-keepconn", "gunicorn-gthread-1mib", None,
+               "1 MiB response: fcgikit.serve (keep_conn) vs gunicorn gthread"),
+    Comparison("serve-1mib-keepconn", "uwsgi-native-1mib", None, "1 MiB response: fcgikit.serve (keep_conn) vs uWSGI uwsgi_pass"),
 ]
 
 # The memory target: one fcgikit.serve child with the hello app stays under this RSS.

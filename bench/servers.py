@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import threading
 import time
 
 from .scenarios import APPS_DIR, HOST, Paths, Server
@@ -24,7 +25,15 @@ def become_subreaper() -> None:
         pass  # not Linux: spawn-fcgi's children are then reaped by init
 
 
+_compile_lock = threading.Lock()  # scenarios start in parallel; two of them need the C program
+
+
 def compile_c_hello(paths: Paths) -> None:
+    with _compile_lock:
+        _compile_c_hello(paths)
+
+
+def _compile_c_hello(paths: Paths) -> None:
     if paths.c_hello.exists():
         return
     cmd = ["gcc", "-O2", "-o", str(paths.c_hello), str(APPS_DIR / "hello.c"), "-lfcgi"]
@@ -48,6 +57,7 @@ class RunningServer:
         if self.server.needs_c_hello:
             compile_c_hello(self.paths)
         self.paths.pidfile(self.port).unlink(missing_ok=True)
+        self.server.prepare_files(self.port, self.paths)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(APPS_DIR), os.environ.get("PYTHONPATH")])))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.server.command(self.port, self.paths), cwd=APPS_DIR, env=env,

@@ -173,3 +173,138 @@ def test_a_round_with_no_answer_is_measured_again_longer(tmp_path, answers, expe
     live.measure(64, 1)
     assert runs == expected_runs
     assert [r.requests for r in live.rounds[64]] == [answers[-1]]  # only the last attempt counts
+
+
+# -- issue 16: the peers users deploy instead (gunicorn, uWSGI's own protocol, php-fpm) --
+
+def location_of(conf: str, path: str) -> str:
+    start = conf.index(f"location {path} {{")
+    return conf[start:conf.index("\n}", start)]
+
+
+def test_gunicorn_is_proxied_with_upstream_keepalive_as_nginx_documents_it():
+    conf = render_server_conf("/www", keep_conn=True, protocol="http")
+    root = location_of(conf, "/")
+    assert "proxy_pass http://fcgikit_bench_backend;" in root
+    assert "proxy_http_version 1.1;" in root and 'proxy_set_header Connection "";' in root
+    assert "fastcgi" not in conf and "proxy_max_temp_file_size 0;" in conf  # 1 MiB stays in memory
+    assert "keepalive 16;" in render_http_conf("127.0.0.1:1", True)
+
+
+def test_uwsgi_pass_gets_the_same_params_as_fastcgi_pass():
+    def names(conf, directive):
+        return [line.split()[1] for line in location_of(conf, "/").splitlines()
+                if line.strip().startswith(directive)]
+
+    fastcgi = names(render_server_conf("/www", False), "fastcgi_param")
+    uwsgi_conf = render_server_conf("/www", False, protocol="uwsgi")
+    assert names(uwsgi_conf, "uwsgi_param") == fastcgi
+    assert "uwsgi_pass fcgikit_bench_backend;" in uwsgi_conf and "uwsgi_max_temp_file_size 0;" in uwsgi_conf
+    with pytest.raises(ValueError, match="no keep-alive"):
+        render_server_conf("/www", True, protocol="uwsgi")
+    with pytest.raises(ValueError, match="unknown upstream protocol 'scgi'"):
+        render_server_conf("/www", False, protocol="scgi")
+
+
+def test_php_scripts_get_script_filename_and_redirect_status():
+    php = location_of(render_server_conf("/www", False), "/php/")
+    assert "SCRIPT_FILENAME    $document_root$fastcgi_script_name;" in php
+    assert "REDIRECT_STATUS    200;" in php  # php-cgi's cgi.force_redirect; php-fpm ignores it
+
+
+def test_every_scenario_is_passed_the_way_its_server_speaks():
+    from bench.scenarios import PROCESSES
+
+    by_name = {s.name: s for s in SCENARIOS}
+    assert {by_name[n].server.protocol for n in ("gunicorn-sync-hello", "gunicorn-gthread-1mib")} == {"http"}
+    assert by_name["uwsgi-native-hello"].server.protocol == "uwsgi" and by_name["uwsgi-hello"].server.protocol == "fastcgi"
+    assert all(s.keep_conn for s in SCENARIOS if s.name.startswith("gunicorn"))
+    assert not any(s.keep_conn for s in SCENARIOS if s.server.protocol == "uwsgi")
+    for scenario in SCENARIOS:  # renders, or raises for a combination nginx cannot do
+        render_server_conf("/www", scenario.keep_conn, scenario.server.protocol)
+    sync = by_name["gunicorn-sync-hello"].server.command(8000, None)
+    gthread = by_name["gunicorn-gthread-hello"].server.command(8000, None)
+    assert sync[sync.index("--workers") + 1] == gthread[gthread.index("--workers") + 1] == str(PROCESSES)
+    assert "--threads" in gthread and "--threads" not in sync
+
+
+def test_php_fpm_runs_static_with_as_many_children_as_php_cgi_slots(tmp_path):
+    from bench.scenarios import PHP_FPM, PROCESSES, SPAWN_PHP, Paths, php_fpm_config
+
+    conf = php_fpm_config(9000)
+    assert "pm = static" in conf and f"pm.max_children = {PROCESSES}" in conf and "listen = 127.0.0.1:9000" in conf
+    assert "daemonize = no" in conf and "access.log" not in conf
+    paths = Paths(work_dir=tmp_path)
+    PHP_FPM.prepare_files(9000, paths)
+    assert paths.php_fpm_conf(9000).read_text() == conf
+    fpm = PHP_FPM.command(9000, paths)
+    assert "-F" in fpm and fpm[fpm.index("-y") + 1] == str(paths.php_fpm_conf(9000))
+    spawn = SPAWN_PHP.command(9000, paths)
+    assert spawn[spawn.index("-F") + 1] == str(PROCESSES) and spawn[-2:] == ["--", "php-cgi"]
+
+
+def test_the_issue_16_targets_are_compared():
+    targets = {(c.ours, c.peer): c.target for c in COMPARISONS}
+    assert targets[("serve-hello-keepconn", "gunicorn-sync-hello")] == 2.0
+    assert targets[("serve-hello-keepconn", "uwsgi-native-hello")] == 1.3
+    assert targets[("serve-hello", "uwsgi-native-hello")] == 1.0
+    assert targets[("spawn-php-hello", "php-fpm-hello")] == 0.95
+
+
+def test_quick_measures_the_brief_scenarios_at_the_highest_concurrency_only_unwarmed():
+    from bench.runner import FULL, QUICK, concurrencies_for, warms_up
+
+    by_name = {s.name: s for s in SCENARIOS}
+    brief, old = by_name["gunicorn-sync-hello"], by_name["serve-hello"]
+    assert concurrencies_for(brief, QUICK) == (64,) and not warms_up(brief, QUICK)
+    assert concurrencies_for(old, QUICK) == (16, 64) and warms_up(old, QUICK)
+    assert concurrencies_for(brief, FULL) == (16, 64) and warms_up(brief, FULL)
+
+
+def test_a_concurrency_one_side_was_not_measured_at_gives_no_ratio_row():
+    ours = dict(fake_result("serve-hello-keepconn", {16: 3000, 64: 3000}), concurrencies=[16, 64])
+    peer = dict(fake_result("gunicorn-sync-hello", {64: 1000}), concurrencies=[64])
+    rows = [r for r in report.ratios([ours, peer], (16, 64)) if r["peer"] == "gunicorn-sync-hello"]
+    assert [(r["connections"], r["ratio"], r["met"]) for r in rows] == [(64, 3.0, True)]
+
+
+def test_the_report_names_the_peers_versions():
+    meta = {"mode": "quick", "started": "2026-12-05 10:00:00", "seconds": 1.0, "machine": "m", "warmup_s": 1,
+            "measure_s": 1, "concurrencies": [64], "rounds": 1, "nginx": "1.22.1", "command": "c",
+            "versions": {"gunicorn": "23.0.0", "php-fpm": "not installed"}}
+    text = report.markdown_report(meta, [], [], None)
+    assert "- versions: gunicorn 23.0.0, php-fpm not installed" in text
+
+
+def test_peer_versions_say_not_installed_rather_than_nothing():
+    from bench.cli import debian_version, peer_versions, python_version
+
+    assert debian_version("no-such-package-fcgikit") == "" and python_version("no-such-dist-fcgikit") == ""
+    versions = peer_versions()
+    assert {"nginx", "gunicorn", "uWSGI", "php-fpm", "php-cgi", "flup"} <= set(versions)
+    assert all(versions.values())
+
+
+def test_the_results_table_shows_nginx_cpu_per_request_beside_the_servers():
+    result = fake_result("serve-hello", {64: 3000})
+    result["runs"][0].update(cpu_ms_per_request=0.05, nginx_cpu_ms_per_request=0.061)
+    table = report.results_table([result, fake_result("uwsgi-hello", {}, status="skipped")])
+    header, _, row, skipped = table.splitlines()[:4]
+    assert "| server CPU ms/req | nginx CPU ms/req |" in header
+    assert "| 0.050 | 0.061 |" in row
+    assert header.count("|") == row.count("|") == skipped.count("|")
+
+
+def test_the_no_recycle_php_scenario_differs_only_by_php_fcgi_max_requests(tmp_path):
+    from bench.scenarios import SPAWN_PHP, SPAWN_PHP_NO_RECYCLE, Paths
+
+    paths = Paths(work_dir=tmp_path)
+    assert SPAWN_PHP_NO_RECYCLE.command(9000, paths) == ["env", "PHP_FCGI_MAX_REQUESTS=0",
+                                                         *SPAWN_PHP.command(9000, paths)]
+
+
+def test_upstream_keepalive_is_the_stacks_16_unless_a_scenario_says_otherwise():
+    by_name = {s.name: s for s in SCENARIOS}
+    assert by_name["serve-hello-keepconn"].keepalive == 16
+    assert "keepalive 64;" in render_http_conf("127.0.0.1:1", True, by_name["serve-hello-keepconn-ka64"].keepalive)
+    assert "keepalive" not in render_http_conf("127.0.0.1:1", False, 64)
