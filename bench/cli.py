@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import os
@@ -132,29 +131,15 @@ def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[S
         return result, None
 
 
-STARTERS = 4  # scenarios started at once
-
-
 def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Settings) -> list[dict]:
-    results, live, up = [], [], []
+    results, live = [], []
     with tempfile.TemporaryDirectory(prefix="fcgikit-bench-") as work:
         paths = Paths(work_dir=Path(work))
         try:
-            # Started a few at a time: most of a start is waiting for a server to boot
-            # (gunicorn, uWSGI, php-fpm), which need not be done one after the other.
-            print(f"bench: starting {len(scenarios)} scenarios ...", flush=True)
-
-            def start_one(scenario: Scenario) -> tuple[ScenarioResult, LiveScenario | None]:
+            for scenario in scenarios:
+                print(f"bench: starting {scenario.name} ...", end=" ", flush=True)
                 result, running = start(scenario, args, paths)
-                if running:
-                    up.append(running)  # stopped in `finally` even if the run is interrupted
-                return result, running
-
-            with concurrent.futures.ThreadPoolExecutor(max_workers=STARTERS) as pool:
-                started = list(pool.map(start_one, scenarios))
-            for scenario, (result, running) in zip(scenarios, started):
-                print(f"bench: {scenario.name}: " + ("up" if running else f"{result.status.upper()}: {result.reason}"),
-                      flush=True)
+                print("up" if running else f"{result.status.upper()}: {result.reason}", flush=True)
                 if running:
                     live.append(running)
                     result = running.result
@@ -163,7 +148,7 @@ def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Setti
             for running in live:
                 running.finish()
         finally:
-            stop_all(up)
+            stop_all(live)
     for result in results:
         print(f"bench: {result.name}: {progress_line(result)}")
     return [dict(dataclasses.asdict(result), errors=result.errors) for result in results]

@@ -6,7 +6,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import threading
 import time
 
 from .scenarios import APPS_DIR, HOST, Paths, Server
@@ -25,15 +24,7 @@ def become_subreaper() -> None:
         pass  # not Linux: spawn-fcgi's children are then reaped by init
 
 
-_compile_lock = threading.Lock()  # scenarios start in parallel; two of them need the C program
-
-
 def compile_c_hello(paths: Paths) -> None:
-    with _compile_lock:
-        _compile_c_hello(paths)
-
-
-def _compile_c_hello(paths: Paths) -> None:
     if paths.c_hello.exists():
         return
     cmd = ["gcc", "-O2", "-o", str(paths.c_hello), str(APPS_DIR / "hello.c"), "-lfcgi"]
