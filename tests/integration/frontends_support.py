@@ -11,13 +11,11 @@ A missing binary skips the test with the package to install, except in CI
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -25,7 +23,6 @@ import pytest
 
 from fcgikit.testing import free_port, wait_for_port
 
-from .serve_support import REPO, Served, stop
 
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 
@@ -272,22 +269,6 @@ http://127.0.0.1:{self.port} {{
         return read(self.dir / "error.log")
 
 
-@contextlib.contextmanager
-def pool(module: str, flags: list[str], workdir: Path, name: str = "pool"):
-    """`python3 -m fcgikit.<module> -n -a 127.0.0.1 -p PORT *flags` on a free port:
-    fcgikit.serve, fcgikit.spawn or fcgikit.cgi; SIGTERM, then kill, afterwards."""
-    port = free_port()
-    log_path = workdir / f"{name}-{port}.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", f"fcgikit.{module}", "-n", "-a", "127.0.0.1", "-p", str(port), *flags],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
-    served = Served(port, process, log_path)
-    try:
-        wait_for_port("127.0.0.1", port, timeout=15, process=process)
-        yield served
-    finally:
-        stop(process)
 
 
 def php_cgi() -> str:

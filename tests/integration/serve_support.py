@@ -45,14 +45,20 @@ class Served:
 @contextlib.contextmanager
 def serve_app(tmp_path: Path, app: str = TEST_APP, children: int = 2, *flags: str):
     """The manager + WSGI workers on a free port, stopped (SIGTERM, then kill) afterwards."""
+    with pool("serve", ["-F", str(children), *flags, app], tmp_path, name="serve") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def pool(module: str, flags: list[str], workdir: Path, name: str = "pool"):
+    """`python3 -m fcgikit.<module> -n -a 127.0.0.1 -p PORT *flags` on a free port:
+    fcgikit.serve, fcgikit.spawn or fcgikit.cgi; SIGTERM, then kill, afterwards."""
     port = free_port()
-    log_path = tmp_path / f"serve-{port}.log"
+    log_path = workdir / f"{name}-{port}.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fcgikit.serve", "-n", "-a", "127.0.0.1", "-p", str(port), "-F", str(children),
-             *flags, app],
-            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-        )
+            [sys.executable, "-m", f"fcgikit.{module}", "-n", "-a", "127.0.0.1", "-p", str(port), *flags],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
     served = Served(port, process, log_path)
     try:
         wait_for_port("127.0.0.1", port, timeout=15, process=process)

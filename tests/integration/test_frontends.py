@@ -22,7 +22,8 @@ import pytest
 import requests
 
 from .cgi_support import docroot_with_scripts
-from .frontends_support import Apache, Caddy, Lighttpd, php_cgi, pool, read
+from .frontends_support import Apache, Caddy, Lighttpd, php_cgi, read
+from .serve_support import pool
 from .serve_support import REPO, load, summary
 
 pytestmark = pytest.mark.integration
