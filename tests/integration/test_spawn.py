@@ -376,6 +376,34 @@ def test_php_cgi_runs_unmodified_recycles_and_drains(pools, tmp_path):
         f"{result}\n{errors[-2000:]}\n{pool.log()}"
 
 
+def test_php_cgi_is_not_recycled_every_500_requests_by_default(pools, tmp_path):
+    # php-cgi leaves after PHP_FCGI_MAX_REQUESTS requests, 500 when unset; with
+    # --max-requests 0 (the default, "never") the manager sets it to 0.
+    php_cgi = shutil.which("php-cgi")
+    if php_cgi is None:
+        pytest.fail("php-cgi is needed (./setup.sh installs it)")
+    (tmp_path / "hello.php").write_text(PHP_SCRIPT)
+    pool = pools(["-a", "127.0.0.1", "-p", "0", "-F", "1"], [php_cgi])
+    pool.wait_children(1)
+    location = (f"root {tmp_path}; location / {{ include fastcgi_params; fastcgi_pass 127.0.0.1:{pool.port};"
+                " fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;"
+                " fastcgi_param REDIRECT_STATUS 200; }")
+    with Nginx(location) as ngx:
+        connection = http.client.HTTPConnection("127.0.0.1", ngx.port, timeout=15)
+        pids = Counter()
+        try:
+            for i in range(520):
+                connection.request("GET", f"/hello.php?n={i}")
+                response = connection.getresponse()
+                body = response.read().decode()
+                assert response.status == 200, f"{body}\n{ngx.error_log()}\n{pool.log()}"
+                pids[parse_hello(body)["pid"]] += 1
+        finally:
+            connection.close()
+    assert len(pids) == 1, f"php-cgi was replaced: requests per pid {dict(pids)}\n{pool.log()}"
+    assert pool.status()["restarts"] == 0 and "recycled" not in pool.log() and "exited" not in pool.log(), pool.log()
+
+
 # -- the pool without nginx ------------------------------------------------------
 
 def test_ttin_and_ttou_change_the_number_of_children(pools, hello_fcgi):

@@ -295,12 +295,12 @@ def test_the_results_table_shows_nginx_cpu_per_request_beside_the_servers():
     assert header.count("|") == row.count("|") == skipped.count("|")
 
 
-def test_the_no_recycle_php_scenario_differs_only_by_php_fcgi_max_requests(tmp_path):
-    from bench.scenarios import SPAWN_PHP, SPAWN_PHP_NO_RECYCLE, Paths
+def test_the_recycling_php_scenario_differs_only_by_php_fcgi_max_requests(tmp_path):
+    from bench.scenarios import SPAWN_PHP, SPAWN_PHP_RECYCLE_500, Paths
 
     paths = Paths(work_dir=tmp_path)
-    assert SPAWN_PHP_NO_RECYCLE.command(9000, paths) == ["env", "PHP_FCGI_MAX_REQUESTS=0",
-                                                         *SPAWN_PHP.command(9000, paths)]
+    assert SPAWN_PHP_RECYCLE_500.command(9000, paths) == ["env", "PHP_FCGI_MAX_REQUESTS=500",
+                                                          *SPAWN_PHP.command(9000, paths)]
 
 
 def test_upstream_keepalive_is_the_stacks_16_unless_a_scenario_says_otherwise():

@@ -61,12 +61,18 @@ def drop_privileges(config: PoolConfig) -> None:
 
 
 def program_environment(config: PoolConfig, max_requests: int) -> dict[str, str]:
+    """The exec'd program's environment: the manager's, plus what tells a FastCGI program
+    the pool's settings. php-cgi recycles itself after PHP_FCGI_MAX_REQUESTS requests (others
+    ignore the variable): `--max-requests N` sets it to N; with `--max-requests 0` ("never")
+    it is 0 unless the user's environment sets it, since php-cgi's own default is 500 and
+    under load its restarts cost more than the requests (php-fpm's default is never too)."""
     env = dict(os.environ)
     if config.allowed_addrs:
         env["FCGI_WEB_SERVER_ADDRS"] = ",".join(config.allowed_addrs)
     if max_requests:
-        # php-cgi recycles itself after this many requests; others ignore it.
         env["PHP_FCGI_MAX_REQUESTS"] = str(max_requests)
+    else:
+        env.setdefault("PHP_FCGI_MAX_REQUESTS", "0")
     return env
 
 
