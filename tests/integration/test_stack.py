@@ -417,6 +417,8 @@ def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_pa
     prefix = cli_env["FCGIKIT_IMAGE_PREFIX"]
     compose = (ROOT / "compose.yaml").read_text().replace("image: fcgikit/", f"image: {prefix}/")
     (tmp_path / "compose.yaml").write_text(compose)
+    # Compose reads compose.override.yaml beside it (the limits Swarm's file format refuses).
+    (tmp_path / "compose.override.yaml").write_text((ROOT / "compose.override.yaml").read_text())
     from fcgikit.testing import free_port
 
     port = free_port()
@@ -438,12 +440,13 @@ def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_pa
         assert requests.get(f"http://127.0.0.1:{port}/cgi-bin/hello.sh", timeout=10).status_code == 200, logs
         # Confined as `fcgikit up` confines its containers, and nginx healthy by its HEALTHCHECK.
         started = engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})
-        assert len(started) == 3
+        assert len(started) == 4  # deploy.replicas: 2 workers, as deploy/fcgikit.yaml
         for container in started:
             host = container.attrs["HostConfig"]
             assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], container.name
             assert host["SecurityOpt"] == ["no-new-privileges"], container.name
-            assert host["Memory"] > 0 and host["PidsLimit"] > 0 and host["Tmpfs"], container.name
+            assert host["Memory"] > 0 and host["PidsLimit"] > 0, container.name
+            assert [m for m in host["Mounts"] if m["Type"] == "tmpfs"], container.name
         [nginx] = [c for c in started if c.labels.get("com.docker.compose.service") == "nginx"]
         deadline = time.monotonic() + 60
         while nginx.attrs["State"]["Health"]["Status"] != "healthy" and time.monotonic() < deadline:

@@ -15,6 +15,10 @@ def compose():
     return yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
 
 
+def compose_override():
+    return yaml.safe_load((ROOT / "compose.override.yaml").read_text())["services"]
+
+
 def test_compose_commands_are_the_ones_fcgikit_up_runs():
     spec = load_stack_spec(ROOT / "deploy" / "fcgikit.yaml")
     services = compose()
@@ -27,8 +31,26 @@ def test_compose_uses_the_latest_tags_fcgikit_build_makes():
     services = compose()
     assert services["workers"]["image"] == services["cgi"]["image"] == "fcgikit/fcgi-worker:latest"
     assert services["nginx"]["image"] == "fcgikit/nginx:latest"
-    assert services["nginx"]["ports"] == ["${FCGIKIT_PORT:-8080}:8080"]
-    assert services["nginx"]["depends_on"]["workers"]["condition"] == "service_healthy"
+    assert services["nginx"]["ports"] == [
+        {"target": 8080, "published": "${FCGIKIT_PORT:-8080}", "protocol": "tcp", "mode": "host"}]
+
+
+def test_compose_is_also_a_swarm_stack_file():
+    """`docker stack deploy` refuses a depends_on mapping, mem_limit and pids_limit, drops the short
+    tmpfs form, and this engine has no IPVS (no virtual IPs, no ingress routing mesh)."""
+    services = compose()
+    assert services["nginx"]["depends_on"] == ["workers", "cgi"]
+    for name, service in services.items():
+        assert "mem_limit" not in service and "pids_limit" not in service and "tmpfs" not in service, name
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name
+    assert all(port["mode"] == "host" for port in services["nginx"]["ports"])
+
+
+def test_compose_replicas_are_the_example_specs():
+    spec = load_stack_spec(ROOT / "deploy" / "fcgikit.yaml")
+    services = compose()
+    assert services["workers"]["deploy"]["replicas"] == spec.services.workers.replicas
+    assert services["cgi"]["deploy"]["replicas"] == spec.services.cgi.replicas
 
 
 def test_compose_confines_every_container_as_fcgikit_up_does():
@@ -42,9 +64,14 @@ def test_compose_confines_every_container_as_fcgikit_up_does():
     for name, container in wanted.items():
         c, service = container.confinement, services[name]
         assert service["read_only"] is c.read_only, name
-        assert service["tmpfs"] == [f"{path}:{options}" if options else path for path, options in c.tmpfs], name
+        # The same directories as tmpfs, in the form both Compose and Swarm read (no uid option:
+        # the nginx image makes them mode 1777, which the tmpfs takes over).
+        assert service["volumes"] == [{"type": "tmpfs", "target": path} for path, _ in c.tmpfs], name
         assert service["cap_drop"] == list(CAP_DROP) and "cap_add" not in service, name
         assert service["security_opt"] == list(SECURITY_OPT), name
-        assert (service["mem_limit"], service["pids_limit"]) == (c.memory, c.pids), name
+        # Compose reads its limits from compose.override.yaml, Swarm the memory from deploy.resources.
+        override = compose_override()[name]
+        assert (override["mem_limit"], override["pids_limit"]) == (c.memory, c.pids), name
+        assert service["deploy"]["resources"]["limits"]["memory"] == c.memory, name
     # compose runs the baked-in nginx.conf: nothing is written in, so /etc/nginx needs no volume.
     assert "healthcheck" in services["nginx"]

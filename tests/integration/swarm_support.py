@@ -1,0 +1,97 @@
+"""The local engine as a single-node swarm, for the tests marked `swarm`.
+
+One engine serves every test session on this machine, so:
+- the swarm tests of all sessions run one at a time (an flock on SWARM_LOCK);
+- the engine is put in swarm mode only for them, and left again afterwards when it was not
+  in swarm mode before (`docker swarm leave --force` removes only swarm services and
+  networks; containers started by docker-compose or `docker run` are untouched, and swarm
+  mode does not change how they run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+import requests
+
+SWARM_LOCK = "/tmp/fcgikit-swarm-tests.lock"
+
+
+def swarm_state(client: docker.DockerClient) -> str:
+    return client.info().get("Swarm", {}).get("LocalNodeState", "inactive")
+
+
+@contextlib.contextmanager
+def local_swarm(client: docker.DockerClient) -> Iterator[bool]:
+    """Yields whether this context initialised the swarm (and will leave it)."""
+    with open(SWARM_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        initialised = False
+        if swarm_state(client) == "inactive":
+            done = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+                                  capture_output=True, text=True, timeout=60)
+            if done.returncode != 0:
+                pytest.skip(f"docker swarm init failed: {done.stderr.strip()}")
+            initialised = True
+        try:
+            yield initialised
+        finally:
+            if initialised:
+                subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120)
+
+
+def stack_containers(client: docker.DockerClient, stack: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"com.docker.stack.namespace={stack}"})
+
+
+def remove_stack(client: docker.DockerClient, stack: str, timeout: float = 60) -> None:
+    """`docker stack rm`, then wait until its containers and network are gone."""
+    subprocess.run(["docker", "stack", "rm", stack], capture_output=True, timeout=60)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = stack_containers(client, stack)
+        networks = client.networks.list(filters={"label": f"com.docker.stack.namespace={stack}"})
+        if not left and not networks:
+            return
+        time.sleep(0.5)
+
+
+def wait_answering(url: str, timeout: float = 90) -> requests.Response | None:
+    answer = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            answer = requests.get(url, timeout=5)
+            if answer.status_code == 200:
+                return answer
+        time.sleep(0.5)
+    return answer
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def service_logs(stack: str) -> str:
+    parts = []
+    for service in ("nginx", "workers", "cgi"):
+        done = subprocess.run(["docker", "service", "logs", "--raw", "--tail", "30", f"{stack}_{service}"],
+                              capture_output=True, text=True, timeout=30)
+        parts.append(f"--- {stack}_{service} ---\n{done.stdout}{done.stderr}")
+    return "\n".join(parts)
+
+
+def env_without_fcgikit() -> dict[str, str]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for variable in ("FCGIKIT_PROJECT", "FCGIKIT_FILE", "FCGIKIT_APP", "FCGIKIT_HOSTS", "FCGIKIT_ENGINE"):
+        env.pop(variable, None)
+    return env
