@@ -22,7 +22,7 @@ from rich.table import Table
 from .deploy.cli_hosts import host_lines, hosts_options, stack_for
 from .deploy.cli_hosts import lock as lock_commands
 from .deploy.errors import ConfigError, FcgikitError
-from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, prune_images, source_root
+from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
 from .deploy.operations import Stack
 from .deploy.plan import Plan
 from .deploy.spec import PROJECT_NAME, load_stack_spec, with_app
@@ -104,7 +104,7 @@ def dry_run_option(command):
     return click.option("--dry-run", is_flag=True, help="print the plan and the Docker operations; change nothing")(command)
 
 
-def load_stack(spec_file, project, image_prefix, base_image, app=None) -> Stack:
+def load_stack(spec_file, project, image_prefix, base_image, app=None, **extra) -> Stack:
     spec = load_stack_spec(spec_file or default_spec_file())
     if app:
         try:
@@ -120,7 +120,7 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None) -> Stack:
         say_step(text)
 
     return stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
-                          progress=progress))
+                          progress=progress, app=app, **extra))
 
 
 def default_spec_file() -> Path:
@@ -190,10 +190,13 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @stack_options
 @app_option
-@click.option("--prune", is_flag=True, help="then remove this prefix's older images that no container uses")
-def build(spec_file, project, image_prefix, base_image, app, prune) -> None:
+@click.option("--prune", is_flag=True,
+              help="then remove this prefix's older images that no container and no kept release uses")
+@click.option("--keep-releases", type=click.IntRange(min=1), envvar="FCGIKIT_KEEP_RELEASES", metavar="N",
+              help="with --prune: keep the last N releases (and their images) [default: 5]")
+def build(spec_file, project, image_prefix, base_image, app, prune, keep_releases) -> None:
     """Build the images (and the base, when missing); tags HASH and latest."""
-    stack = load_stack(spec_file, project, image_prefix, base_image, app)
+    stack = load_stack(spec_file, project, image_prefix, base_image, app, keep_releases=keep_releases)
     try:
         built = stack.build(tag_latest=True)
     finally:
@@ -201,9 +204,13 @@ def build(spec_file, project, image_prefix, base_image, app, prune) -> None:
     for kind, image in built.items():
         out.print(f"{image.tag} ({'built' if image.built else 'already there'}; also {image.tag.split(':')[0]}:latest)")
     if prune:
-        client = stack.engine(stack.hosts[0].name).client
-        removed = prune_images(client, stack.names, {image.tag for image in built.values()})
-        out.print(f"pruned {len(removed)} older image tag(s)" + "".join(f"\n  {tag}" for tag in removed))
+        forgotten, removed = stack.prune({image.tag for image in built.values()})
+        for release in forgotten:
+            out.print(f"forgot release {release.number} of project {stack.project}")
+        kept = stack.releases()
+        note = f" (kept: the images of release{'s' if len(kept) != 1 else ''} " \
+               f"{', '.join(str(r.number) for r in kept)})" if kept else ""
+        out.print(f"pruned {len(removed)} older image tag(s){note}" + "".join(f"\n  {tag}" for tag in removed))
 
 
 @cli.command()
@@ -222,7 +229,70 @@ def up(spec_file, project, image_prefix, base_image, app, dry_run) -> None:
         finishing_progress(stack)
     if not result.changed:
         out.print(f"no change: {len(result.plan.wanted)} containers of project {stack.project} are current")
+    if result.release is not None:
+        out.print(f"recorded release {result.release.number} (`fcgikit releases` lists them, "
+                  f"`fcgikit rollback` returns to the one before)")
     out.print(f"{stack.project} is up: [bold]{result.url}[/]")
+
+
+@cli.command()
+@stack_options
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def releases(spec_file, project, image_prefix, base_image, as_json) -> None:
+    """The releases recorded by `up` and `rollback`, oldest first; the current one marked."""
+    stack = load_stack(spec_file, project, image_prefix, base_image)
+    found = stack.releases()
+    rows = [release.row(current=i == len(found) - 1) for i, release in enumerate(found)]
+    if as_json:
+        click.echo(json.dumps({"project": stack.project, "host": stack.release_host(), "releases": rows}, indent=2))
+        return
+    if not rows:
+        out.print(f"project {stack.project}: no release recorded yet (`fcgikit up` records one)")
+        return
+    table = Table(title=f"releases of project {stack.project} (on {stack.release_host()})")
+    for column in ("release", "time (UTC)", "who", "images", "app", "note"):
+        table.add_column(column)
+    for row in rows:
+        images = ", ".join(sorted({tag.rsplit("/", 1)[-1] for tag in row["images"].values()}))
+        note = ("current" if row["current"] else "") + (
+            f"{', ' if row['current'] else ''}rollback to {row['rollback_of']}" if row["rollback_of"] else "")
+        table.add_row(str(row["release"]), row["time"].replace("T", " ").rstrip("Z"), row["who"], images,
+                      _short_app(row["app"]), note)
+    out.print(table)
+
+
+@cli.command()
+@click.argument("release", type=click.IntRange(min=1), required=False)
+@stack_options
+@dry_run_option
+def rollback(release, spec_file, project, image_prefix, base_image, dry_run) -> None:
+    """Return to RELEASE (default: the one before the current) without building and without
+    failing a request: its images and its stack file, the same steps as `up`."""
+    stack = load_stack(spec_file, project, image_prefix, base_image)
+    if dry_run:
+        target, plan = stack.plan_rollback(release, dry_run=True)
+        out.print(f"rollback to release {target.number} ({_release_summary(target)})")
+        print_plan(plan)
+        return
+    result = stack.rollback(release)
+    if not result.changed:
+        out.print(f"no change: release {result.target.number} is what runs")
+    out.print(f"rolled back to release {result.target.number} ({_release_summary(result.target)})"
+              + (f", recorded as release {result.release.number}" if result.release else ""))
+    out.print(f"{stack.project} is up: [bold]{result.url}[/]")
+
+
+def _short_app(app: str | None) -> str:
+    """--app as given, its directory's name only (the table stays narrow; --json has all)."""
+    if not app:
+        return "(the stack file's)"
+    where, sep, rest = app.partition(":")
+    return Path(where).name + sep + rest
+
+
+def _release_summary(release) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(release.time))
+    return f"{when} by {release.who}"
 
 
 @cli.command()

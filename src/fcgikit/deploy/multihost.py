@@ -172,6 +172,25 @@ class RemoteStack(Stack):
         with self._lock("down"):
             return super().down()
 
+    # --- releases: on the primary edge host, where the deploy lock lives ----------------------
+
+    def release_host(self) -> str:
+        return self.inventory.primary.name
+
+    def plan_rollback(self, number: int | None = None, *, dry_run: bool = False):
+        self.require_verified_hosts("rollback")
+        return super().plan_rollback(number, dry_run=dry_run)
+
+    def release_images_ready(self, release, *, dry_run: bool) -> None:
+        """On this machine (where images are built), then shipped to each host lacking them."""
+        super().release_images_ready(release, dry_run=dry_run)
+        if not dry_run:
+            self.ship_images(dict(release.images))
+
+    def rollback(self, number: int | None = None):
+        with self._lock("rollback" + (f" {number}" if number is not None else "")):
+            return super().rollback(number)
+
     def _lock(self, command: str) -> DeployLock:
         self.require_verified_hosts(command.split()[0])  # before the lock is even taken
         primary = self.inventory.primary.name

@@ -30,6 +30,7 @@ from .docker_backend import ContainerFailed, Engine, docker_time, read_nginx_con
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .model import NGINX_CONF_PATH, RunningContainer
+from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
 from .plan import (
     CheckEndToEnd,
     CreateNetwork,
@@ -64,8 +65,11 @@ class Stack:
     say: Say = _quiet  # one line per step done
     progress: Say = _quiet  # transient progress (builds)
     wait_timeout: float = 60.0
+    app: str | None = None  # --app as given, recorded with each release
+    keep_releases: int | None = None  # releases kept (None: FCGIKIT_KEEP_RELEASES, else 5)
     reload_timeout: float = 40.0
     _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
+    _tags: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # the last image_tags()
     # Outdated nginx containers stopped by the running plan, until their replacement serves.
     _stopped_edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
 
@@ -117,7 +121,8 @@ class Stack:
             tags = {kind: image.tag for kind, image in built.items()}
         else:
             tags = self._expected_tags()
-        return {"workers": tags["fcgi-worker"], "cgi": tags["fcgi-worker"], "nginx": tags["nginx"]}
+        self._tags = {"workers": tags["fcgi-worker"], "cgi": tags["fcgi-worker"], "nginx": tags["nginx"]}
+        return dict(self._tags)
 
     def _expected_tags(self) -> dict[str, str]:
         client = self.engine(self._build_host()).client
@@ -145,10 +150,67 @@ class Stack:
 
     def up(self) -> UpResult:
         plan = self.plan_up(build=True)
-        if plan.changes_nothing:
-            return UpResult(plan, self.url(), changed=False)
-        self.execute(plan)
-        return UpResult(plan, self.url(), changed=True)
+        if not plan.changes_nothing:
+            self.execute(plan)
+        release = self.record_release(self._tags, self.spec, self.app)
+        return UpResult(plan, self.url(), changed=not plan.changes_nothing, release=release)
+
+    # --- releases: recorded by up, returned to by rollback (releases.py) ---------------------
+
+    def release_host(self) -> str:
+        """Where the release records live: the one host (the primary edge host with --hosts)."""
+        return self.hosts[0].name
+
+    def release_store(self) -> ReleaseStore:
+        return ReleaseStore(self.engine(self.release_host()).client, self.project)
+
+    def releases(self) -> list[Release]:
+        return self.release_store().list()
+
+    def current_release(self) -> Release | None:
+        """The newest release (what the last successful up or rollback deployed), if any."""
+        found = self.releases()
+        return found[-1] if found else None
+
+    def record_release(self, images: dict[str, str], spec: StackSpec, app: str | None,
+                       rollback_of: int | None = None) -> Release | None:
+        store = self.release_store()
+        release = store.record(images, spec, app or "", rollback_of)
+        for gone in store.trim(keep_releases(self.keep_releases)):
+            self.say(f"forgot release {gone.number} (keeping the last {keep_releases(self.keep_releases)})")
+        return release
+
+    def plan_rollback(self, number: int | None = None, *, dry_run: bool = False) -> tuple[Release, Plan]:
+        """The release to return to and the plan that does it, with the release's images and
+        stack file (nothing is built; the images must still be there)."""
+        target = rollback_target(self.releases(), number)
+        spec = target.stack_spec()
+        self.release_images_ready(target, dry_run=dry_run)
+        return target, plan_up(spec, self.project, self.hosts, dict(target.images), self.observe())
+
+    def release_images_ready(self, release: Release, *, dry_run: bool) -> None:
+        """The release's images must still exist on this engine (kept by `build --prune`)."""
+        client = self.engine(self._build_host()).client
+        missing = sorted(tag for tag in set(release.images.values()) if not img.image_exists(client, tag))
+        if missing:
+            raise FcgikitError(f"release {release.number}'s image {missing[0]} is no longer on this machine "
+                               f"(removed by hand?); nothing changed")
+
+    def rollback(self, number: int | None = None) -> RollbackResult:
+        target, plan = self.plan_rollback(number)
+        if not plan.changes_nothing:
+            self.execute(plan)
+        release = self.record_release(dict(target.images), target.stack_spec(), target.app, rollback_of=target.number)
+        return RollbackResult(target, plan, self.url(), changed=not plan.changes_nothing, release=release)
+
+    def prune(self, built: set[str], keep: int | None = None) -> tuple[list[Release], list[str]]:
+        """Forget releases beyond the newest `keep`, then remove this prefix's images that
+        neither a container, the images just built nor a kept release uses."""
+        store = self.release_store()
+        forgotten = store.trim(keep_releases(keep if keep is not None else self.keep_releases))
+        kept = images_of(store.list())
+        client = self.engine(self._build_host()).client
+        return forgotten, img.prune_images(client, self.names, set(built) | kept)
 
     def plan_scale(self, service: str, replicas: int, *, build: bool = True) -> Plan:
         try:
@@ -404,6 +466,16 @@ class UpResult:
     plan: Plan
     url: str | None
     changed: bool
+    release: Release | None = None  # recorded by this run (None: the newest one already was this)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    target: Release
+    plan: Plan
+    url: str | None
+    changed: bool
+    release: Release | None = None
 
 
 def _display_order(c: RunningContainer) -> tuple:
