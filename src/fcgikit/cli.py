@@ -25,12 +25,13 @@ from .deploy.errors import ConfigError, FcgikitError
 from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
 from .deploy.operations import Stack
 from .deploy.plan import Plan
+from .deploy.secrets import redactor_for
 from .deploy.spec import PROJECT_NAME, load_stack_spec, with_app
 
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the status table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-_settings = {"verbose": False}
+_settings = {"verbose": False, "redact": lambda text: text}  # redact: secret values -> [secret NAME]
 DEFAULT_PROJECT = "fcgikit"
 
 
@@ -62,7 +63,7 @@ class FcgikitGroup(click.Group):
 
 
 def _print_error(message: str) -> None:
-    first, _, rest = message.partition("\n")
+    first, _, rest = _settings["redact"](message).partition("\n")  # attached logs may show a secret
     err.print(f"[red]error:[/] {escape(first)}")
     if rest:  # attached logs, after the one error line
         err.print(escape(rest), style="dim")
@@ -113,6 +114,7 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None, **extra) 
             raise FcgikitError(str(exc)) from None
     name = project or spec.project or DEFAULT_PROJECT
     _check_project(name)
+    _settings["redact"] = redactor_for(spec)
     progress = Progress()
 
     def say(text: str) -> None:
@@ -367,7 +369,7 @@ def logs(service, follow, spec_file, project) -> None:
     stack = load_stack(spec_file, project, DEFAULT_PREFIX, DEFAULT_BASE)
     try:
         for line in stack.logs(service, follow):
-            click.echo(line)
+            click.echo(_settings["redact"](line))
     except KeyboardInterrupt:  # how one stops following: not an error
         pass
 

@@ -63,7 +63,7 @@ services:
         "services/workers/env/A: expected a string, got a list",
         "services/cgi/scripts: expected a path, got 3",
         "services/cgi/replicas: expected an integer >= 0, got -1",
-        'services/cgi/colour: unknown key (expected one of: scripts, processes, replicas, timeout, env, container)',
+        'services/cgi/colour: unknown key (expected one of: scripts, processes, replicas, timeout, env, secrets, container)',
     ]
 
 

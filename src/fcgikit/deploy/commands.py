@@ -6,6 +6,9 @@ Like Kamal's command builders: they only build, so what would run can be printed
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from . import secrets as sec
 from .model import STATUS_FILE, Confinement, ContainerSpec
 from .spec import FASTCGI_PORT, NGINX_PORT, CgiService, ContainerSettings, NginxService, WorkersService
 
@@ -82,8 +85,22 @@ def confinement(
                        memory=settings.memory, pids=settings.pids)
 
 
-def worker_container(project: str, host: str, slot: int, image: str, workers: WorkersService) -> ContainerSpec:
-    return ContainerSpec(
+WORKER_UID = 10001  # the image's `fcgikit` user
+NGINX_UID = 33  # www-data
+
+
+def with_secrets(container: ContainerSpec, mounts: tuple[sec.Mount, ...], uid: int) -> ContainerSpec:
+    """The container waiting for its secrets (see secrets.py): the tmpfs, the wrapped command."""
+    if not mounts:
+        return container
+    confinement = Confinement(**{**container.confinement.__dict__,
+                                 "tmpfs": container.confinement.tmpfs + (sec.tmpfs(uid),)})
+    return replace(container, command=sec.wrap_command(container.command), confinement=confinement, secrets=mounts)
+
+
+def worker_container(project: str, host: str, slot: int, image: str, workers: WorkersService,
+                     secrets: tuple[sec.Mount, ...] = ()) -> ContainerSpec:
+    return with_secrets(ContainerSpec(
         project=project,
         service="workers",
         host=host,
@@ -93,11 +110,12 @@ def worker_container(project: str, host: str, slot: int, image: str, workers: Wo
         env=tuple(sorted(workers.env.items())),
         stop_timeout=workers.timeout + DRAIN_MARGIN,
         confinement=confinement(workers.container, WORKER_TMPFS),
-    )
+    ), secrets, WORKER_UID)
 
 
-def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiService) -> ContainerSpec:
-    return ContainerSpec(
+def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiService,
+                  secrets: tuple[sec.Mount, ...] = ()) -> ContainerSpec:
+    return with_secrets(ContainerSpec(
         project=project,
         service="cgi",
         host=host,
@@ -107,7 +125,7 @@ def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiServic
         env=tuple(sorted(cgi.env.items())),
         stop_timeout=cgi.timeout + DRAIN_MARGIN,
         confinement=confinement(cgi.container, WORKER_TMPFS),
-    )
+    ), secrets, WORKER_UID)
 
 
 def nginx_container(project: str, host: str, slot: int, image: str, nginx: NginxService) -> ContainerSpec:

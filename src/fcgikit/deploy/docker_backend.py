@@ -101,8 +101,9 @@ class Engine:
             raise FcgikitError(f"cannot start {spec.name} on {self.host.name}: {exc.explanation or exc}") from exc
         return container
 
-    def exec(self, name: str, argv: list[str], user: str | None = None) -> tuple[int, str]:
-        result = self.container(name).exec_run(argv, user=user or "", demux=False)
+    def exec(self, name: str, argv: list[str], user: str | None = None,
+             environment: dict[str, str] | None = None) -> tuple[int, str]:
+        result = self.container(name).exec_run(argv, user=user or "", demux=False, environment=environment)
         return result.exit_code, (result.output or b"").decode("utf-8", "replace")
 
     def read_file(self, name: str, path: str) -> str | None:

@@ -16,6 +16,7 @@ LABEL_HOST = "fcgikit.host"
 LABEL_SLOT = "fcgikit.slot"
 LABEL_CONFIG = "fcgikit.config"  # hash of everything that defines the container (image, command, env, ports)
 LABEL_STOP_TIMEOUT = "fcgikit.stop-timeout"  # seconds a drain may take, for whoever stops it later
+LABEL_SECRETS = "fcgikit.secrets"  # the names of the secrets delivered into it (never values)
 
 SERVICES = ("workers", "cgi", "nginx")
 SERVICE_ROLE = {"workers": "workers", "cgi": "cgi", "nginx": "edge"}
@@ -83,6 +84,8 @@ class ContainerSpec:
     stop_timeout: int = 10
     bind_address: str = ""  # publish `ports` on this host address only ("" = every address)
     confinement: Confinement = field(default_factory=lambda: Confinement())
+    # (secret name, environment variable or ""): delivered into /run/secrets after the start
+    secrets: tuple[tuple[str, str], ...] = ()
 
     @property
     def name(self) -> str:
@@ -95,6 +98,8 @@ class ContainerSpec:
         if self.bind_address:  # only when set, so single-host hashes stay what they were
             definition.append(self.bind_address)
         definition.append(self.confinement.definition())  # a changed limit replaces the container
+        if self.secrets:  # the names only: a changed value is found by comparing inside (secrets.py)
+            definition.append([list(m) for m in self.secrets])
         return hashlib.sha256(json.dumps(definition).encode()).hexdigest()[:16]
 
     @property
@@ -106,6 +111,7 @@ class ContainerSpec:
             LABEL_SLOT: str(self.slot),
             LABEL_CONFIG: self.config_hash,
             LABEL_STOP_TIMEOUT: str(self.stop_timeout),
+            **({LABEL_SECRETS: ",".join(f"{n}={v}" if v else n for n, v in self.secrets)} if self.secrets else {}),
         }
 
 
@@ -125,6 +131,8 @@ class RunningContainer:
     published: dict[int, int] = field(default_factory=dict)  # container port -> host port
     stop_timeout: int = 10
     created: float = 0.0  # when the engine created it (epoch seconds; 0 = not known)
+    secrets: tuple[tuple[str, str], ...] = ()  # delivered into it (from its label)
+    secrets_current: bool = True  # its delivered secrets are the values read now (and are there)
 
     @property
     def running(self) -> bool:
@@ -141,5 +149,6 @@ class RunningContainer:
             image=observed.pop("image", ""),
             config_hash=labels.get(LABEL_CONFIG, ""),
             stop_timeout=int(labels.get(LABEL_STOP_TIMEOUT, "10") or 10),
+            secrets=tuple(tuple(item.partition("=")[::2]) for item in labels.get(LABEL_SECRETS, "").split(",") if item),
             **observed,
         )

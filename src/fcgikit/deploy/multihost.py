@@ -90,7 +90,7 @@ class RemoteStack(Stack):
 
         def look(name: str):
             engine = self.engine(name)
-            found = engine.observe_containers(self.project)
+            found = self.check_secrets(engine, engine.observe_containers(self.project))
             has_network = bool(engine.project_networks(self.project))
             nginx = [c for c in found if c.service == "nginx" and c.running]
             return found, has_network, read_nginx_conf(engine, nginx[0].name) if nginx else None

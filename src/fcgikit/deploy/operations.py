@@ -18,18 +18,19 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import docker.errors
 
 from . import commands
+from . import secrets as sec
 from . import images as img
 from .commands import NGINX_PORT
 from .docker_backend import ContainerFailed, Engine, docker_time, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
-from .model import NGINX_CONF_PATH, RunningContainer
+from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer
 from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
 from .plan import (
     CheckEndToEnd,
@@ -70,6 +71,8 @@ class Stack:
     reload_timeout: float = 40.0
     _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
     _tags: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # the last image_tags()
+    # The secrets' values read for the plan being made or run (never printed, never stored).
+    _secret_values: dict[str, bytes] | None = field(default=None, init=False, repr=False)
     # Outdated nginx containers stopped by the running plan, until their replacement serves.
     _stopped_edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
 
@@ -89,7 +92,7 @@ class Stack:
         nginx_conf = None
         for host in self.hosts:
             engine = self.engine(host.name)
-            found = engine.observe_containers(self.project)
+            found = self.check_secrets(engine, engine.observe_containers(self.project))
             containers += found
             if engine.project_networks(self.project):
                 networks.add(host.name)
@@ -146,7 +149,44 @@ class Stack:
     # --- operations -----------------------------------------------------------------------
 
     def plan_up(self, *, build: bool = True) -> Plan:
+        self.read_secrets(self.spec)
         return plan_up(self.spec, self.project, self.hosts, self.image_tags(build=build), self.observe())
+
+    # --- secrets (secrets.py): read where fcgikit runs, delivered after each start ---------------
+
+    def read_secrets(self, spec: StackSpec) -> dict[str, bytes]:
+        """Every value the deployment of `spec` needs, read now (an unreadable one: nothing changes)."""
+        self._secret_values = sec.read_values(spec)
+        return self._secret_values
+
+    def check_secrets(self, engine: Engine, found: list[RunningContainer]) -> list[RunningContainer]:
+        """While planning: a running container whose secrets are missing (restarted by the
+        engine) or hold other values than those read now is not current (replaced)."""
+        if not self._secret_values and not any(c.secrets for c in found):
+            return found
+        values = self._secret_values or {}
+        checked = []
+        for c in found:
+            if c.secrets and c.running and self._secret_values is not None:
+                try:
+                    code, output = engine.exec(c.name, sec.check_command(c.secrets))
+                except docker.errors.APIError:
+                    code, output = 1, ""
+                if code != 0 or not sec.delivered_match(output, c.secrets, values):
+                    c = replace(c, secrets_current=False)
+            checked.append(c)
+        return checked
+
+    def deliver_secrets(self, host: str, name: str, mounts) -> None:
+        values = self._secret_values or {}
+        missing = [secret for secret, _ in mounts if secret not in values]
+        if missing:
+            raise FcgikitError(f"{name} needs secret(s) {', '.join(missing)}, which this run did not read")
+        engine = self.engine(host)
+        for argv, environment in sec.delivery_execs(mounts, values):
+            code, output = engine.exec(name, argv, environment=environment)
+            if code != 0:
+                raise FcgikitError(f"cannot write {argv[-1]} into {name} on {host}: {output.strip()[:200]}")
 
     def up(self) -> UpResult:
         plan = self.plan_up(build=True)
@@ -185,6 +225,7 @@ class Stack:
         stack file (nothing is built; the images must still be there)."""
         target = rollback_target(self.releases(), number)
         spec = target.stack_spec()
+        self.read_secrets(spec)
         self.release_images_ready(target, dry_run=dry_run)
         return target, plan_up(spec, self.project, self.hosts, dict(target.images), self.observe())
 
@@ -217,6 +258,7 @@ class Stack:
             scaled = with_replicas(self.spec, service, replicas)
         except ValueError as exc:
             raise FcgikitError(str(exc)) from None
+        self.read_secrets(scaled)
         return plan_up(scaled, self.project, self.hosts, self.image_tags(build=build), self.observe())
 
     def scale(self, service: str, replicas: int) -> UpResult:
@@ -320,7 +362,11 @@ class Stack:
                 self.engine(host).stop_and_remove(name, timeout=5)  # frees the port it may hold
         restored = []
         for host, name in self._stopped_edges:
-            self.engine(host).container(name).start()
+            container = self.engine(host).container(name)
+            container.start()
+            mounts = sec.mounts_from_label(container.labels.get(LABEL_SECRETS, ""))
+            if mounts:  # its tmpfs came back empty
+                self.deliver_secrets(host, name, mounts)
             restored.append((host, name))
         self._stopped_edges = []
         for host, name in restored:
@@ -344,6 +390,8 @@ class Stack:
             files = {NGINX_CONF_PATH: step.nginx_conf} if step.nginx_conf is not None else None
             self.engine(c.host).start(c, step.network, files)
             started.append((c.host, c.name))
+            if c.secrets:  # before anything waits for it or sends it a request
+                self.deliver_secrets(c.host, c.name, c.secrets)
         elif isinstance(step, WaitAnswering):
             self.engine(step.container.host).wait_answering(step.container.name, timeout=self.wait_timeout)
         elif isinstance(step, ReloadNginx):

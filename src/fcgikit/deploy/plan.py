@@ -18,6 +18,7 @@ from .hosts import Host, hosts_with_role
 from .model import SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, network_name
 from .nginxconf import render_nginx_conf
 from .placement import publish_on_remote_host
+from .secrets import mounts_for
 from .spec import FASTCGI_PORT, StackSpec
 
 
@@ -52,7 +53,8 @@ class StartContainer:
 
     def describe(self) -> str:
         c = self.container
-        return f"start {c.name} ({c.service}) on {c.host} from {c.image}"
+        secrets = f", then write secret(s) {', '.join(n for n, _ in c.secrets)} into its /run/secrets" if c.secrets else ""
+        return f"start {c.name} ({c.service}) on {c.host} from {c.image}{secrets}"
 
     def docker_command(self) -> str:
         c = self.container
@@ -221,11 +223,15 @@ ContainerFactory = Callable[[str, int], ContainerSpec]  # (host, slot) -> the co
 
 def _factories(spec: StackSpec, project: str, images: dict[str, str]) -> dict[str, ContainerFactory]:
     services = spec.services
+    worker_secrets = mounts_for(spec, services.workers.secrets)
     factories: dict[str, ContainerFactory] = {
-        "workers": lambda host, slot: commands.worker_container(project, host, slot, images["workers"], services.workers)
+        "workers": lambda host, slot: commands.worker_container(project, host, slot, images["workers"], services.workers,
+                                                                worker_secrets)
     }
     if services.cgi is not None:
-        factories["cgi"] = lambda host, slot: commands.cgi_container(project, host, slot, images["cgi"], services.cgi)
+        cgi_secrets = mounts_for(spec, services.cgi.secrets)
+        factories["cgi"] = lambda host, slot: commands.cgi_container(project, host, slot, images["cgi"], services.cgi,
+                                                                     cgi_secrets)
     factories["nginx"] = lambda host, slot: commands.nginx_container(project, host, slot, images["nginx"], services.nginx)
     return factories
 
@@ -258,7 +264,7 @@ def _current_on(host: str, factory: ContainerFactory, found: list[RunningContain
     return sorted(
         (
             c for c in found
-            if c.host == host and c.running and c.health != "unhealthy"
+            if c.host == host and c.running and c.health != "unhealthy" and c.secrets_current
             and c.config_hash == factory(host, c.slot).config_hash
         ),
         key=lambda c: c.slot,

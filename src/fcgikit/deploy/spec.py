@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import load_config_file
+from .errors import ConfigError, load_config_file
 
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 MODULE_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -26,6 +27,49 @@ NGINX_PORT = 8080
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Secret(_Strict):
+    """A value read on the machine that runs fcgikit (never stored in the stack file) and
+    delivered into the containers that name it: a file /run/secrets/NAME in a tmpfs, or also
+    an environment variable of the app's processes (see docs/secrets.md)."""
+
+    from_file: Path | None = Field(None, description="read from this file (relative: to the stack file)")
+    from_env: str | None = Field(
+        None, json_schema_extra={"expected": "an environment variable name such as DB_PASSWORD"},
+        description="read from this environment variable of the machine running fcgikit",
+    )
+    deliver: Literal["file", "env"] = Field("file", description="file: /run/secrets/NAME; env: also $VARIABLE")
+    variable: str | None = Field(
+        None, json_schema_extra={"expected": "an environment variable name such as DB_PASSWORD"},
+        description='with deliver: env, the variable\'s name (default: NAME in upper case, "-" and "." as "_")',
+    )
+
+    @field_validator("from_env", "variable")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError(f'expected an environment variable name such as DB_PASSWORD, got "{value}"')
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Secret:
+        if (self.from_file is None) == (self.from_env is None):
+            raise ValueError('set exactly one of "from_file" (a file on this machine) or "from_env" '
+                             '(an environment variable of this machine)')
+        if self.variable is not None and self.deliver != "env":
+            raise ValueError('"variable" names the environment variable of deliver: env; add deliver: env')
+        return self
+
+    def env_variable(self, name: str) -> str:
+        """The variable the app sees with deliver: env ("" for deliver: file)."""
+        if self.deliver != "env":
+            return ""
+        return self.variable or re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
 
 
 MEMORY_SIZE = re.compile(r"^(0|[1-9][0-9]*[kKmMgG]?)$")
@@ -122,6 +166,7 @@ class WorkersService(_Strict):
     max_requests: int = Field(0, ge=0, description="recycle a process after this many requests; 0 never")
     timeout: int = Field(30, ge=1, le=3600, description="seconds a request may take")
     env: dict[str, str] = {}
+    secrets: list[str] = Field([], description="names under the top-level secrets: delivered to each container")
     container: WorkersContainer = WorkersContainer()
 
     @field_validator("app")
@@ -145,6 +190,7 @@ class CgiService(_Strict):
     replicas: int = Field(1, ge=0)
     timeout: int = Field(30, ge=1, le=3600)
     env: dict[str, str] = {}
+    secrets: list[str] = Field([], description="names under the top-level secrets: delivered to each container")
     container: CgiContainer = CgiContainer()
 
     @model_validator(mode="after")
@@ -168,6 +214,17 @@ class StackSpec(_Strict):
         None, json_schema_extra={"expected": "a name of lowercase letters, digits, - and _ (at most 40)"}
     )
     services: Services
+    secrets: dict[str, Secret] = Field(
+        {}, description="values read where fcgikit runs and delivered to the services that name them"
+    )
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_names(cls, value: dict[str, Secret]) -> dict[str, Secret]:
+        for name in value:
+            if not SECRET_NAME.match(name):
+                raise ValueError(f'secret name "{name}": use letters, digits, "_", "-" and "." (a file name, at most 64)')
+        return value
 
     @field_validator("project")
     @classmethod
@@ -185,7 +242,23 @@ def load_stack_spec(path: str | Path) -> StackSpec:
     """Load, validate and resolve relative paths against the file's directory."""
     path = Path(path)
     spec: StackSpec = load_config_file(path, StackSpec)
+    problems = unknown_secret_references(spec)
+    if problems:
+        raise ConfigError(str(path), problems)
     return resolve_paths(spec, path.resolve().parent)
+
+
+def unknown_secret_references(spec: StackSpec) -> list[str]:
+    """A service naming a secret the top-level `secrets:` does not define (pure)."""
+    problems = []
+    for service in ("workers", "cgi"):
+        section = getattr(spec.services, service)
+        for index, name in enumerate(section.secrets if section is not None else []):
+            if name not in spec.secrets:
+                known = ", ".join(spec.secrets) or "none is"
+                problems.append(f'services/{service}/secrets/{index}: no secret "{name}" under secrets: '
+                                f"({known} defined)")
+    return problems
 
 
 def resolve_paths(spec: StackSpec, base: Path) -> StackSpec:
@@ -196,7 +269,12 @@ def resolve_paths(spec: StackSpec, base: Path) -> StackSpec:
     if cgi is not None and cgi.scripts is not None and not cgi.scripts.is_absolute():
         cgi = cgi.model_copy(update={"scripts": (base / cgi.scripts).resolve()})
     services = spec.services.model_copy(update={"workers": workers, "cgi": cgi})
-    return spec.model_copy(update={"services": services})
+    secrets = {
+        name: secret.model_copy(update={"from_file": (base / secret.from_file).resolve()})
+        if secret.from_file is not None and not secret.from_file.is_absolute() else secret
+        for name, secret in spec.secrets.items()
+    }
+    return spec.model_copy(update={"services": services, "secrets": secrets})
 
 
 def with_replicas(spec: StackSpec, service: str, replicas: int) -> StackSpec:
