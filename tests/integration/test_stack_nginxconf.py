@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from fcgikit.deploy import commands
-from fcgikit.deploy.nginxconf import render_server_conf, render_upstream
+from fcgikit.deploy.nginxconf import render_server_conf
 from fcgikit.deploy.spec import CgiService, NginxService, Services, WorkersService
 from fcgikit.probe import probe
 from fcgikit.testing import free_port
@@ -61,17 +61,24 @@ def cgi_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def static_upstream(name: str, addresses: list[str]) -> str:
+    servers = "".join(f"server {address} max_fails=0;" for address in addresses)
+    return f"upstream {name} {{ {servers} keepalive 4; }}"
+
+
 @pytest.fixture
 def stack(tmp_path, cgi_root):
-    """nginx with the rendered locations; the workers' upstream lists a dead server first."""
-    services = Services(nginx=NginxService(client_max_body_size="2m"), workers=WorkersService(app="hello_wsgi:app"),
-                        cgi=CgiService())
+    """nginx with the rendered locations; the workers' upstream lists a dead server first.
+
+    This machine's nginx has no Lua module: the upstreams are static here (the Lua
+    balancer and the fork-CGI fallback are tested in the image, test_stack_edge.py)."""
+    services = Services(nginx=NginxService(client_max_body_size="2m"),
+                        workers=WorkersService(app="hello_wsgi:app", fallback="none"), cgi=CgiService())
     with manager(tmp_path, "workers", "fcgikit.serve", "-F", "2", "hello_wsgi:app") as workers, \
             manager(tmp_path, "cgi", "fcgikit.cgi", "-F", "1", "--root", str(cgi_root / "cgi-bin")) as cgi:
         dead = f"127.0.0.1:{free_port()}"  # nothing listens: nginx must move on to the next server
-        http = "\n".join([render_upstream("fcgikit_workers", [dead, workers], 4),
-                          render_upstream("fcgikit_cgi", [cgi], 4)])
-        server = render_server_conf(services, has_workers=True, has_cgi=True, cgi_root=str(cgi_root))
+        http = "\n".join([static_upstream("fcgikit_workers", [dead, workers]), static_upstream("fcgikit_cgi", [cgi])])
+        server = render_server_conf(services, cgi_root=str(cgi_root))
         with Nginx(server, http) as nginx:
             yield nginx
 
@@ -126,7 +133,7 @@ def test_a_request_past_its_timeout_gets_504_once_and_is_never_replayed(tmp_path
     shutil.copy(ROOT / "tests" / "cgi-bin" / "slow.sh", cgi_root / "cgi-bin" / "slow.sh")
     timeout = 2
     services = Services(nginx=NginxService(connect_timeout=1),
-                        workers=WorkersService(app="hello_wsgi:app", processes=1, timeout=timeout),
+                        workers=WorkersService(app="hello_wsgi:app", processes=1, timeout=timeout, fallback="none"),
                         cgi=CgiService(processes=1, timeout=timeout))
     status_files = [tmp_path / "status-1.json", tmp_path / "status-2.json"]
     worker_argv = commands.worker_command(services.workers)
@@ -136,8 +143,8 @@ def test_a_request_past_its_timeout_gets_504_once_and_is_never_replayed(tmp_path
     with manager(tmp_path, "w1", worker_argv[2], *pool_flags_as_deployed(worker_argv, status_files[0])) as w1, \
             manager(tmp_path, "w2", worker_argv[2], *pool_flags_as_deployed(worker_argv, status_files[1])) as w2, \
             manager(tmp_path, "cgi", cgi_argv[2], *cgi_flags) as cgi:
-        http = "\n".join([render_upstream("fcgikit_workers", [w1, w2], 4), render_upstream("fcgikit_cgi", [cgi], 4)])
-        server = render_server_conf(services, has_workers=True, has_cgi=True, cgi_root=str(cgi_root))
+        http = "\n".join([static_upstream("fcgikit_workers", [w1, w2]), static_upstream("fcgikit_cgi", [cgi])])
+        server = render_server_conf(services, cgi_root=str(cgi_root))
         with Nginx(server, http) as nginx:
             for path in ("/sleep?s=20", "/cgi-bin/slow.sh?20"):
                 began = time.monotonic()

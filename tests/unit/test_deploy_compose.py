@@ -23,7 +23,8 @@ def test_compose_commands_are_the_ones_fcgikit_up_runs():
     spec = load_stack_spec(ROOT / "deploy" / "fcgikit.yaml")
     services = compose()
     assert services["workers"]["command"] == commands.worker_command(spec.services.workers)
-    assert services["cgi"]["command"] == commands.cgi_command(spec.services.cgi)
+    assert services["cgi"]["command"] == commands.cgi_command(spec.services.cgi, spec.services.workers.app)
+    assert "--wsgi-fallback" in services["cgi"]["command"]  # the example stack falls back to fork-CGI
     assert services["workers"]["environment"] == spec.services.workers.env
 
 

@@ -73,6 +73,6 @@ def test_missing_directories_are_reported(tmp_path):
 
 
 def test_nginx_context_and_names():
-    assert sorted(nginx_context(ROOT).files) == ["Dockerfile", "nginx.conf"]
+    assert sorted(nginx_context(ROOT).files) == ["Dockerfile", "fcgikit_edge.lua", "nginx.conf"]
     assert ImageNames().repository("nginx") == "fcgikit/nginx"
     assert ImageNames("mine").repository("fcgi-worker") == "mine/fcgi-worker"

@@ -78,7 +78,7 @@ def _edge_plans(old_port: int, new_port: int):
                          published={p: h for p, h in c.ports})
         for c in first.wanted
     )
-    observed = Observed(found, frozenset({"local"}), first.nginx_conf)
+    observed = Observed(found, frozenset({"local"}), first.nginx_conf, _listed(first))
     return first, plan_up(spec(new_port), "demo", [local_host()], images, dataclasses.replace(observed))
 
 
@@ -156,6 +156,16 @@ def _found(plan, created: float, only_host: str | None = None):
     ]
 
 
+def _listed(plan) -> str:
+    """The backends list `plan` hands the running nginx (names by container on the edge host)."""
+    from fcgikit.deploy.nginxconf import render_backends
+
+    pools = {}
+    for pool, address, name in plan.backends:
+        pools.setdefault(pool, []).append((address, name))
+    return render_backends(pools)
+
+
 def test_the_lost_hosts_containers_are_stale_beside_their_replacements_of_the_same_name():
     from fcgikit.deploy.operations import find_stale
     from fcgikit.deploy.plan import Observed, plan_up
@@ -170,35 +180,40 @@ def test_the_lost_hosts_containers_are_stale_beside_their_replacements_of_the_sa
     before = _found(first, created=100.0)
     # Host a is lost: up sees edge and b only, and starts a replacement on b under a's name.
     seen = [c for c in before if c.host != "a"]
-    second = plan_up(spec, "demo", [edge, b], images, Observed(tuple(seen), frozenset({"edge", "b"}), first.nginx_conf))
+    second = plan_up(spec, "demo", [edge, b], images,
+                     Observed(tuple(seen), frozenset({"edge", "b"}), first.nginx_conf, _listed(first)))
     replacement = [c for c in _found(second, created=200.0) if c.host == "b" and c.slot == 1]
     assert [c.name for c in replacement] == ["demo-workers-1"]
-    # a is back: status sees all of it. The conf was written by the second up, at 250.
+    # a is back: status sees all of it. The list was written by the second up, at 250.
     back = before + replacement
     hosts = {host.name: host for host in (edge, a, b)}
-    assert find_stale(back, hosts, second.nginx_conf, conf_written=250.0) == {("a", "demo-workers-1")}
-    # A container started after the conf was written is not in rotation yet, not stale.
+    assert find_stale(back, hosts, _listed(second), written=250.0) == {("a", "demo-workers-1")}
+    # A container started after the list was written is not in rotation yet, not stale.
     starting = RunningContainer("new", "demo-workers-3", "workers", "a", 3, "w:1", "h", published={9000: 9103},
                                 created=300.0)
-    assert find_stale(back + [starting], hosts, second.nginx_conf, conf_written=250.0) == {("a", "demo-workers-1")}
-    # Before the loss, nothing was stale; a conf without upstream servers marks nothing.
-    assert find_stale(before, hosts, first.nginx_conf, conf_written=150.0) == set()
-    assert find_stale(back, hosts, "events {}\nhttp {}\n", conf_written=250.0) == set()
+    assert find_stale(back + [starting], hosts, _listed(second), written=250.0) == {("a", "demo-workers-1")}
+    # Before the loss, nothing was stale; no list, or an empty one, marks nothing.
+    assert find_stale(before, hosts, _listed(first), written=150.0) == set()
+    assert find_stale(back, hosts, None, written=250.0) == set()
+    assert find_stale(back, hosts, "version 0\n", written=250.0) == set()
 
 
-def test_on_one_host_the_upstream_names_the_containers():
+def test_on_one_host_the_list_names_the_containers():
     from fcgikit.deploy.hosts import local_host
-    from fcgikit.deploy.operations import find_stale, upstream_servers
+    from fcgikit.deploy.nginxconf import render_backends
+    from fcgikit.deploy.operations import find_stale
     from fcgikit.deploy.plan import Observed, plan_up
     from fcgikit.deploy.spec import CgiService, NginxService, Services, StackSpec, WorkersService
 
     spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app", replicas=2),
                                        cgi=CgiService(replicas=1)))
     plan = plan_up(spec, "demo", [local_host()], {"workers": "w:1", "cgi": "w:1", "nginx": "n:1"}, Observed())
-    assert upstream_servers(plan.nginx_conf) == {"demo-workers-1:9000", "demo-workers-2:9000", "demo-cgi-1:9000"}
+    # As the running nginx holds it: addresses resolved to the containers' IPs.
+    text = render_backends({"workers": [("172.18.0.2:9000", "demo-workers-1"), ("172.18.0.3:9000", "demo-workers-2")],
+                            "cgi": [("172.18.0.4:9000", "demo-cgi-1")]})
     left = RunningContainer("x", "demo-workers-7", "workers", "local", 7, "w:1", "h", created=1.0)
     found = _found(plan, created=1.0) + [left]
-    assert find_stale(found, {"local": local_host()}, plan.nginx_conf, conf_written=2.0) == {("local", "demo-workers-7")}
+    assert find_stale(found, {"local": local_host()}, text, written=2.0) == {("local", "demo-workers-7")}
 
 
 def test_status_shows_stale_containers_and_what_cleans_them_up(monkeypatch):

@@ -51,12 +51,13 @@ def test_remote_workers_publish_on_their_private_address_only():
 
 def test_nginx_lists_every_worker_as_address_and_port():
     plan = plan_up(SPEC, "p", HOSTS, IMAGES, Observed())
+    addresses = {name: address for _, address, name in plan.backends}
     for container in plan.wanted:
         if container.service == "workers":
-            assert f"server {container.bind_address}:{container.ports[0][1]} " in plan.nginx_conf
+            assert addresses[container.name] == f"{container.bind_address}:{container.ports[0][1]}"
     cgi = next(c for c in plan.wanted if c.service == "cgi")
-    assert f"server 10.0.0.12:{published_port('cgi', cgi.slot)} " in plan.nginx_conf
-    assert "p-workers-" not in plan.nginx_conf  # no container names: they do not resolve across hosts
+    assert addresses[cgi.name] == f"10.0.0.12:{published_port('cgi', cgi.slot)}"
+    assert "p-workers-" not in plan.nginx_conf
 
 
 def test_only_the_edge_hosts_may_connect():
@@ -74,7 +75,7 @@ def test_a_local_stack_is_planned_as_before():
     local = [Host("local", "127.0.0.1")]
     plan = plan_up(SPEC, "p", local, IMAGES, Observed())
     assert all(c.bind_address == "" and "--allow" not in c.command for c in plan.wanted)
-    assert "server p-workers-1:9000 " in plan.nginx_conf
+    assert ("workers", "p-workers-1:9000", "p-workers-1") in plan.backends
 
 
 def test_allow_list_goes_right_after_the_manager_module():
@@ -136,6 +137,7 @@ def test_workers_beside_the_edge_are_reached_by_name_and_never_published():
     plan = plan_up(SPEC, "p", hosts, IMAGES, Observed())
     beside = [c for c in plan.wanted if c.service == "workers" and c.host == "one"]
     assert beside and all(c.ports == () and c.bind_address == "" and "--allow" not in c.command for c in beside)
+    addresses = [address for _, address, _ in plan.backends]
     for c in beside:
-        assert f"server {c.name}:9000 " in plan.nginx_conf
-    assert "server 10.0.0.11:91" in plan.nginx_conf
+        assert f"{c.name}:9000" in addresses
+    assert any(address.startswith("10.0.0.11:91") for address in addresses)

@@ -6,6 +6,7 @@ from collections import Counter
 
 from fcgikit.deploy.hosts import Host
 from fcgikit.deploy.model import RunningContainer
+from fcgikit.deploy.nginxconf import render_backends
 from fcgikit.deploy.plan import (
     CheckEndToEnd,
     CreateNetwork,
@@ -14,6 +15,7 @@ from fcgikit.deploy.plan import (
     RemoveContainer,
     RemoveNetwork,
     StartContainer,
+    UpdateBackends,
     WaitAnswering,
     plan_down,
     plan_up,
@@ -38,7 +40,19 @@ def running(plan, **changes) -> Observed:
         RunningContainer(f"id-{c.name}", c.name, c.service, c.host, c.slot, c.image, c.config_hash, **changes)
         for c in plan.wanted
     )
-    return Observed(containers, frozenset(c.host for c in containers), plan.nginx_conf)
+    return Observed(containers, frozenset(c.host for c in containers), plan.nginx_conf, backends_text(plan))
+
+
+def backends_text(plan) -> str:
+    """The list the running nginx holds once `plan` ran (addresses resolved to IPs)."""
+    pools = {}
+    for n, (pool, _, name) in enumerate(plan.backends):
+        pools.setdefault(pool, []).append((f"172.18.0.{n + 2}:9000", name))
+    return render_backends(pools)
+
+
+def listed(step: UpdateBackends) -> list[str]:
+    return [name for _, _, name in step.backends]
 
 
 def kinds(plan):
@@ -52,12 +66,16 @@ def names(steps, kind):
 def test_from_nothing_everything_starts_in_order():
     plan = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
     assert kinds(plan) == ["CreateNetwork"] + ["StartContainer"] * 3 + ["WaitAnswering"] * 3 + [
-        "StartContainer", "CheckEndToEnd"]
+        "StartContainer", "UpdateBackends", "CheckEndToEnd"]
     assert names(plan.steps, StartContainer) == ["demo-workers-1", "demo-workers-2", "demo-cgi-1", "demo-nginx-1"]
-    nginx_start = plan.steps[-2]
+    nginx_start = plan.steps[-3]
     assert nginx_start.container.ports == ((8080, 8080),)  # nginx listens on 8080 inside (unprivileged)
-    assert "server demo-workers-1:9000" in nginx_start.nginx_conf
-    assert "server demo-cgi-1:9000" in nginx_start.nginx_conf
+    assert "demo-workers-1" not in nginx_start.nginx_conf  # the backends are not in nginx.conf ...
+    update = plan.steps[-2]  # ... they are handed to the running nginx
+    assert update.container == "demo-nginx-1"
+    assert update.backends == (("workers", "demo-workers-1:9000", "demo-workers-1"),
+                               ("workers", "demo-workers-2:9000", "demo-workers-2"),
+                               ("cgi", "demo-cgi-1:9000", "demo-cgi-1"))
     assert plan.placements() == {
         "workers": ["demo-workers-1@local", "demo-workers-2@local"], "cgi": ["demo-cgi-1@local"],
         "nginx": ["demo-nginx-1@local"],
@@ -71,22 +89,40 @@ def test_running_it_again_changes_nothing():
     assert [c.name for c in again.wanted] == [c.name for c in first.wanted]
 
 
-def test_scale_up_starts_and_waits_before_reloading_and_removes_nothing():
+def test_scale_up_starts_and_waits_before_updating_the_backends_without_a_reload():
     first = plan_up(stack(workers=2), "demo", HOSTS, IMAGES, Observed())
     plan = plan_up(stack(workers=6), "demo", HOSTS, IMAGES, running(first))
     assert names(plan.steps, StartContainer) == [f"demo-workers-{n}" for n in range(3, 7)]
-    assert kinds(plan) == ["StartContainer"] * 4 + ["WaitAnswering"] * 4 + ["ReloadNginx", "CheckEndToEnd"]
-    reload = plan.steps[8]
-    assert all(f"server demo-workers-{n}:9000" in reload.nginx_conf for n in range(1, 7))
+    assert kinds(plan) == ["StartContainer"] * 4 + ["WaitAnswering"] * 4 + ["UpdateBackends", "CheckEndToEnd"]
+    assert listed(plan.steps[8]) == [f"demo-workers-{n}" for n in range(1, 7)] + ["demo-cgi-1"]
+    assert plan.steps[8].describe() == ("update backends of nginx in demo-nginx-1 on local (no reload): "
+                                        "cgi: demo-cgi-1; workers: " + ", ".join(
+                                            f"demo-workers-{n}" for n in range(1, 7)))
 
 
-def test_scale_down_reloads_nginx_before_draining_the_surplus():
+def test_scale_down_takes_the_surplus_out_of_the_backends_before_draining_it():
     six = plan_up(stack(workers=6), "demo", HOSTS, IMAGES, Observed())
     plan = plan_up(with_replicas(stack(workers=6), "workers", 1), "demo", HOSTS, IMAGES, running(six))
-    assert kinds(plan) == ["ReloadNginx", "CheckEndToEnd"] + ["RemoveContainer"] * 5
+    assert kinds(plan) == ["UpdateBackends", "CheckEndToEnd"] + ["RemoveContainer"] * 5
     assert [s.container.name for s in plan.steps[2:]] == [f"demo-workers-{n}" for n in range(2, 7)]
     assert all(s.stop_timeout == 35 for s in plan.steps[2:])  # the request timeout and a margin
-    assert "demo-workers-2" not in plan.steps[0].nginx_conf
+    assert listed(plan.steps[0]) == ["demo-workers-1", "demo-cgi-1"]
+
+
+def test_only_a_real_config_change_reloads_nginx():
+    first = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    bigger = stack().model_copy(update={"services": stack().services.model_copy(update={
+        "nginx": NginxService(client_max_body_size="50m")})})
+    plan = plan_up(bigger, "demo", HOSTS, IMAGES, running(first))
+    assert kinds(plan) == ["ReloadNginx", "CheckEndToEnd"]
+    assert "client_max_body_size 50m;" in plan.steps[0].nginx_conf
+    assert plan.steps[0].describe().endswith("and reload nginx (no restart)")
+
+
+def test_an_nginx_that_lost_its_list_gets_it_again():
+    first = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    restarted = dataclasses.replace(running(first), backends=None)  # e.g. restarted: its tmpfs is empty
+    assert kinds(plan_up(stack(), "demo", HOSTS, IMAGES, restarted)) == ["UpdateBackends", "CheckEndToEnd"]
 
 
 def test_a_new_image_replaces_containers_under_new_names_then_retires_the_old():
@@ -96,8 +132,11 @@ def test_a_new_image_replaces_containers_under_new_names_then_retires_the_old():
     assert names(plan.steps, StartContainer) == ["demo-workers-3", "demo-workers-4", "demo-cgi-2"]
     assert names(plan.steps, RemoveContainer) == ["demo-workers-1", "demo-workers-2", "demo-cgi-1"]
     order = kinds(plan)
-    assert order.index("ReloadNginx") > order.index("WaitAnswering")
-    assert order.index("RemoveContainer") > order.index("ReloadNginx")
+    assert "ReloadNginx" not in order
+    assert order.index("UpdateBackends") > order.index("WaitAnswering")
+    assert order.index("RemoveContainer") > order.index("UpdateBackends")
+    update = plan.steps[order.index("UpdateBackends")]
+    assert listed(update) == ["demo-workers-3", "demo-workers-4", "demo-cgi-2"]
 
 
 def test_dead_and_unhealthy_containers_are_replaced():
@@ -116,11 +155,12 @@ def test_dead_and_unhealthy_containers_are_replaced():
 def test_changed_port_recreates_nginx_after_freeing_the_port_and_removes_the_old_once_the_new_serves():
     first = plan_up(stack(port=8080), "demo", HOSTS, IMAGES, Observed())
     plan = plan_up(stack(port=9090), "demo", HOSTS, IMAGES, running(first))
-    # Stopped (not removed) first: if the new one cannot start, the old one is started again.
-    assert kinds(plan) == ["StopContainer", "StartContainer", "CheckEndToEnd", "RemoveContainer"]
+    # Stopped (not removed) first: if the new one cannot start, the old one is started again
+    # (with the backends list it had: see Stack._restore_edges).
+    assert kinds(plan) == ["StopContainer", "StartContainer", "UpdateBackends", "CheckEndToEnd", "RemoveContainer"]
     assert plan.steps[0].container.name == "demo-nginx-1"
     assert plan.steps[1].container.name == "demo-nginx-2"
-    assert plan.steps[3].container.name == "demo-nginx-1"
+    assert plan.steps[4].container.name == "demo-nginx-1"
     assert plan.steps[0].docker_command() == "docker stop -t 10 demo-nginx-1"
 
 
@@ -165,6 +205,9 @@ def test_steps_print_the_docker_commands_they_stand_for():
     assert commands[4] == ("docker exec demo-workers-1 python3 -m fcgikit.probe 127.0.0.1:9000 "
                            "--uri / --timeout 3")
     assert "-p 8080:8080" in commands[7]
+    assert commands[8].startswith("printf '%s\\n' 'version V' 'workers IP_OF_demo-workers-1:9000 demo-workers-1' ")
+    assert commands[8].endswith("| docker exec -i demo-nginx-1 sh -c 'cat > /run/fcgikit/backends.new && "
+                                "mv -f /run/fcgikit/backends.new /run/fcgikit/backends'")
     assert all(step.describe() for step in plan.steps)
     wait = next(s for s in plan.steps if isinstance(s, WaitAnswering))
     assert wait.describe() == "wait until demo-workers-1 answers a FastCGI request"
@@ -183,7 +226,8 @@ def test_printed_docker_commands_quote_what_the_shell_would_split():
 
 def test_reload_command_tests_the_config_first():
     first = plan_up(stack(workers=1), "demo", HOSTS, IMAGES, Observed())
-    plan = plan_up(stack(workers=2), "demo", HOSTS, IMAGES, running(first))
+    plan = plan_up(stack(workers=1), "demo", HOSTS, IMAGES,
+                   dataclasses.replace(running(first), nginx_conf="edited by hand"))
     reload = next(s for s in plan.steps if isinstance(s, ReloadNginx))
     assert reload.docker_command().split(" && ")[1:] == [
         "docker exec demo-nginx-1 nginx -t -q", "docker exec demo-nginx-1 nginx -s reload"]
@@ -214,3 +258,15 @@ def test_a_changed_limit_replaces_the_container():
     after = plan_up(spec, "demo", HOSTS, IMAGES, running(before))
     started = [s.container.service for s in after.steps if isinstance(s, StartContainer)]
     assert started == ["workers", "workers"]
+
+
+def test_the_cgi_gateway_runs_the_workers_app_as_the_fallback_unless_turned_off():
+    plan = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    cgi = next(c for c in plan.wanted if c.service == "cgi")
+    assert cgi.command[-4:] == ("--wsgi-fallback", "hello_wsgi:app", "--wsgi-fallback-dir", "/srv/app")
+    spec = stack()
+    off = spec.model_copy(update={"services": spec.services.model_copy(update={
+        "workers": spec.services.workers.model_copy(update={"fallback": "none"})})})
+    plan = plan_up(off, "demo", HOSTS, IMAGES, Observed())
+    assert "--wsgi-fallback" not in next(c for c in plan.wanted if c.service == "cgi").command
+    assert "@fcgikit_fallback" not in plan.nginx_conf

@@ -44,8 +44,13 @@ def worker_command(workers: WorkersService) -> list[str]:
     return ["python3", "-m", "fcgikit.serve", *flags, workers.app]
 
 
-def cgi_command(cgi: CgiService) -> list[str]:
-    return ["python3", "-m", "fcgikit.cgi", *pool_flags(cgi.processes, cgi.timeout), "--root", CGI_DIR]
+def cgi_command(cgi: CgiService, fallback_app: str | None = None) -> list[str]:
+    """The CGI gateway; with `fallback_app` (workers.fallback: cgi) it also runs that WSGI
+    app, from the image's app directory, once for each request nginx marks FCGIKIT_FALLBACK."""
+    command = ["python3", "-m", "fcgikit.cgi", *pool_flags(cgi.processes, cgi.timeout), "--root", CGI_DIR]
+    if fallback_app:
+        command += ["--wsgi-fallback", fallback_app, "--wsgi-fallback-dir", APP_DIR]
+    return command
 
 
 def nginx_command() -> list[str]:
@@ -114,14 +119,14 @@ def worker_container(project: str, host: str, slot: int, image: str, workers: Wo
 
 
 def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiService,
-                  secrets: tuple[sec.Mount, ...] = ()) -> ContainerSpec:
+                  secrets: tuple[sec.Mount, ...] = (), fallback_app: str | None = None) -> ContainerSpec:
     return with_secrets(ContainerSpec(
         project=project,
         service="cgi",
         host=host,
         slot=slot,
         image=image,
-        command=tuple(cgi_command(cgi)),
+        command=tuple(cgi_command(cgi, fallback_app)),
         env=tuple(sorted(cgi.env.items())),
         stop_timeout=cgi.timeout + DRAIN_MARGIN,
         confinement=confinement(cgi.container, WORKER_TMPFS),

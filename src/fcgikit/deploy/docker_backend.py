@@ -26,6 +26,7 @@ from .model import (
     CAP_DROP, LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, NGINX_PID_PATH, SECURITY_OPT, ContainerSpec,
     RunningContainer, network_name,
 )
+from .nginxconf import BACKENDS_PATH
 
 LOG_TAIL = 40
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)$")
@@ -119,6 +120,24 @@ class Engine:
     def write_file(self, name: str, path: str, text: str) -> None:
         for directory, archive in _archives_of({path: text}):
             self.container(name).put_archive(directory, archive)
+
+    def replace_file_by_exec(self, name: str, path: str, text: str) -> None:
+        """Write `text` to `path` inside the running container with `docker exec` (works on a
+        tmpfs and a read-only root alike, where put_archive does not), replaced atomically."""
+        script = 'umask 022 && printf %s "$1" > "$2.new" && mv -f "$2.new" "$2"'
+        code, output = self.exec(name, ["sh", "-c", script, "sh", text, path])
+        if code != 0:
+            raise FcgikitError(f"cannot write {path} in {name} on {self.host.name}: {output.strip()}")
+
+    def address_on(self, name: str, network: str) -> str | None:
+        """The container's IP address on `network` (None: not attached, or gone)."""
+        try:
+            container = self.container(name)
+        except docker.errors.NotFound:
+            return None
+        networks = container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+        address = (networks.get(network) or {}).get("IPAddress")
+        return address or None
 
     def stop_and_remove(self, name: str, timeout: int) -> None:
         try:
@@ -274,6 +293,16 @@ def nginx_worker_pids(text: str) -> set[int]:
 
 def read_nginx_conf(engine: Engine, name: str) -> str | None:
     return engine.read_file(name, NGINX_CONF_PATH)
+
+
+def read_backends(engine: Engine, name: str) -> str | None:
+    """The backends list in the running nginx (read with exec: it lives on a tmpfs, which
+    `docker cp` does not see)."""
+    try:
+        code, output = engine.exec(name, ["cat", BACKENDS_PATH])
+    except docker.errors.APIError:
+        return None
+    return output if code == 0 else None
 
 
 def _exit_description(container: Container) -> str:

@@ -104,7 +104,8 @@ def worker_context(root: Path, app_dir: Path | None = None, cgi_dir: Path | None
 
 def nginx_context(root: Path) -> BuildContext:
     directory = root / "images" / "nginx"
-    return BuildContext("nginx", {name: _read(directory / name) for name in ("Dockerfile", "nginx.conf")})
+    return BuildContext("nginx", {name: _read(directory / name)
+                                  for name in ("Dockerfile", "nginx.conf", "fcgikit_edge.lua")})
 
 
 def _read(path: Path) -> tuple[int, bytes]:

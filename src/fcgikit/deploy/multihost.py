@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import docker
 
 from .commands import NGINX_PORT
-from .docker_backend import Engine, read_nginx_conf
+from .docker_backend import Engine, read_backends, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .inventory import Inventory, load_inventory
@@ -93,13 +93,15 @@ class RemoteStack(Stack):
             found = self.check_secrets(engine, engine.observe_containers(self.project))
             has_network = bool(engine.project_networks(self.project))
             nginx = [c for c in found if c.service == "nginx" and c.running]
-            return found, has_network, read_nginx_conf(engine, nginx[0].name) if nginx else None
+            edge = (read_nginx_conf(engine, nginx[0].name), read_backends(engine, nginx[0].name)) if nginx else None
+            return found, has_network, edge
 
         seen = require_all("looking at the hosts", on_each_host([host.name for host in self.hosts], look))
         containers = [c for found, _, _ in seen.values() for c in found]
         networks = frozenset(name for name, (_, has_network, _) in seen.items() if has_network)
-        confs = [conf for _, _, conf in seen.values() if conf is not None]
-        return Observed(tuple(containers), networks, confs[0] if confs else None)
+        edges = [edge for _, _, edge in seen.values() if edge is not None]
+        conf, backends = edges[0] if edges else (None, None)
+        return Observed(tuple(containers), networks, conf, backends)
 
     # --- images: built here, shipped there -------------------------------------------------
 

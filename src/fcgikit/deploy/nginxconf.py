@@ -1,11 +1,20 @@
-"""nginx.conf for the stack, rendered from the worker and CGI gateway addresses (pure).
+"""nginx.conf for the stack (pure).
 
 Requests for `/` go to the WSGI/FastCGI workers, `/cgi-bin/` to the CGI gateway,
-each through an `upstream` with kept-alive FastCGI connections.
+each through an `upstream` with kept-alive FastCGI connections. The upstreams' backends
+are not in this file: a Lua balancer (images/nginx/fcgikit_edge.lua) picks them from
+the list fcgikit writes into the running container (`render_backends`,
+BACKENDS_PATH), so scaling changes that list and never reloads nginx. The file changes,
+and nginx reloads, only for real configuration changes (limits, timeouts, keepalive).
+
+With `workers.fallback: cgi`, a request no FastCGI worker could take (none live, or
+every try failed to connect) is sent to the CGI gateway, which runs the same WSGI app
+once, in a process of its own (FastCGI param FCGIKIT_FALLBACK=1).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from .model import NGINX_PID_PATH
@@ -13,6 +22,19 @@ from .spec import NGINX_PORT, Services
 
 WORKERS_UPSTREAM = "fcgikit_workers"
 CGI_UPSTREAM = "fcgikit_cgi"
+FALLBACK_LOCATION = "@fcgikit_fallback"
+FALLBACK_PARAM = "FCGIKIT_FALLBACK"
+# The edge's run-time state in the nginx container (a tmpfs where the root is read-only):
+# fcgikit writes BACKENDS_PATH with `docker exec`; nginx writes LOADED_PATH once every
+# worker process serves that version.
+RUN_DIR = "/run/fcgikit"
+BACKENDS_PATH = f"{RUN_DIR}/backends"
+LOADED_PATH = f"{RUN_DIR}/loaded"
+LUA_DIR = "/usr/share/fcgikit/lua"  # fcgikit_edge.lua, put there by images/nginx/Dockerfile
+# The upstreams' only `server`: never used while fcgikit's list is loaded ("down"); with
+# the list loaded and no backend live, nginx answers 502 "no live upstreams".
+PLACEHOLDER_SERVER = "127.0.0.1:1 down"
+FALLBACK_WINDOW_MARGIN = 0.5  # seconds past connect_timeout
 CGI_ROOT = "/srv"  # in the worker image the scripts are /srv/cgi-bin/NAME, served at /cgi-bin/NAME
 # The CGI gateway answers 504 itself when a program outlives the timeout (and kills its
 # process group): nginx waits a little longer, so that the gateway's answer is the one sent.
@@ -52,32 +74,37 @@ _COMMON_PARAMS = [
 
 
 def render_nginx_conf(
-    services: Services, workers: Sequence[str], cgi: Sequence[str], *, listen: str = str(NGINX_PORT),
-    user: str | None = None,
-    header: str = "Rendered by fcgikit from the containers actually running; do not edit by hand.",
+    services: Services, *, listen: str = str(NGINX_PORT), user: str | None = None,
+    header: str = "Rendered by fcgikit from fcgikit.yaml; the backends come from " + BACKENDS_PATH + ".",
+    static_backends: dict[str, Sequence[str]] | None = None,
 ) -> str:
-    """The whole /etc/nginx/nginx.conf; `workers` and `cgi` are FastCGI addresses (host:port).
+    """The whole /etc/nginx/nginx.conf.
 
     nginx's master runs as www-data in its container (no `user`: that needs root); give
-    `user` only for a master started as root.
+    `user` only for a master started as root. `static_backends` (pool -> host:port names,
+    compose.yaml's `workers:9000`): the upstreams' own `server` lines, resolved by nginx at
+    start and used while no list has been written (a stack started without fcgikit).
     """
-    http = _indent(render_http_conf(services, workers, cgi, listen=listen), 1)
+    http = _indent(render_http_conf(services, listen=listen, static_backends=static_backends), 1)
     user_line = f"user {user};\n" if user else ""
     return _MAIN.format(header=header, user_line=user_line, pid=NGINX_PID_PATH, http=http)
 
 
-def render_http_conf(services: Services, workers: Sequence[str], cgi: Sequence[str], *,
-                     listen: str = str(NGINX_PORT)) -> str:
-    """What goes inside `http { }`: limits, upstreams and the server."""
+def render_http_conf(
+    services: Services, *, listen: str = str(NGINX_PORT), static_backends: dict[str, Sequence[str]] | None = None,
+) -> str:
+    """What goes inside `http { }`: limits, the Lua edge, upstreams and the server."""
     nginx = services.nginx
+    static = static_backends or {}
     parts = [
         "server_tokens off;",
         "access_log /dev/stdout;",
-        render_upstream(WORKERS_UPSTREAM, workers, nginx.keepalive),
+        *render_edge_conf(),
+        render_upstream(WORKERS_UPSTREAM, "workers", nginx.keepalive, static.get("workers", ())),
     ]
     if services.cgi is not None:
-        parts.append(render_upstream(CGI_UPSTREAM, cgi, nginx.keepalive))
-    server = render_server_conf(services, has_workers=bool(workers), has_cgi=bool(cgi))
+        parts.append(render_upstream(CGI_UPSTREAM, "cgi", nginx.keepalive, static.get("cgi", ())))
+    server = render_server_conf(services)
     parts.append(f"server {{\n    listen {listen};\n{_indent(server, 1)}\n}}")
     parts.append(render_health_server(listen))
     return "\n".join(part for part in parts if part)
@@ -95,42 +122,80 @@ def render_health_server(listen: str) -> str:
             f"    location / {{\n        return 404;\n    }}\n}}")
 
 
-def render_upstream(name: str, addresses: Sequence[str], keepalive: int) -> str:
-    if not addresses:
-        return ""  # nginx refuses an empty upstream; the location answers 503 itself
-    servers = "".join(f"    server {address} max_fails=1 fail_timeout=5s;\n" for address in addresses)
-    return f"upstream {name} {{\n{servers}    keepalive {keepalive};\n}}"
+def render_edge_conf() -> list[str]:
+    """The http-level lines of the Lua edge: its module, its shared marks, its timers."""
+    return [
+        f'lua_package_path "{LUA_DIR}/?.lua;;";',
+        "lua_shared_dict fcgikit_edge 1m;",
+        "lua_socket_log_errors off;  # the probes of a backend marked down fail quietly",
+        'init_worker_by_lua_block { require("fcgikit_edge").init_worker() }',
+    ]
 
 
-def render_server_conf(services: Services, *, has_workers: bool, has_cgi: bool, cgi_root: str = CGI_ROOT) -> str:
-    """What goes inside `server { }` after `listen`: the two locations.
+def render_upstream(name: str, pool: str, keepalive: int, static: Sequence[str] = ()) -> str:
+    """An upstream whose backends the Lua balancer picks from the list's `pool` entries.
+
+    `keepalive` after the balancer: the kept-alive connections are per backend address.
+    """
+    servers = [f"server {address} max_fails=1 fail_timeout=2s;" for address in static] or [
+        f"server {PLACEHOLDER_SERVER};"]
+    lines = [*servers, f'balancer_by_lua_block {{ require("fcgikit_edge").balance("{pool}") }}',
+             f"keepalive {keepalive};"]
+    return f"upstream {name} {{\n" + "".join(f"    {line}\n" for line in lines) + "}"
+
+
+def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT) -> str:
+    """What goes inside `server { }` after `listen`: the locations.
 
     `cgi_root` is the directory that holds cgi-bin/ where the gateway runs.
     """
     workers = services.workers
+    fallback = fallback_enabled(services)
     blocks = [
         f"client_max_body_size {services.nginx.client_max_body_size};",
-        _location("/", WORKERS_UPSTREAM if has_workers else None, _app_params(), services.nginx.connect_timeout,
-                  workers.timeout, workers.timeout)
+        _location("/", WORKERS_UPSTREAM, _app_params(), services.nginx.connect_timeout,
+                  workers.timeout, workers.timeout,
+                  extra=[f"error_page 502 504 = {FALLBACK_LOCATION};"] if fallback else [])
     ]
     if services.cgi is not None:
         blocks.append(
-            _location("/cgi-bin/", CGI_UPSTREAM if has_cgi else None, _cgi_params(cgi_root),
+            _location("/cgi-bin/", CGI_UPSTREAM, _cgi_params(cgi_root),
                       services.nginx.connect_timeout, services.cgi.timeout + CGI_READ_MARGIN, services.cgi.timeout)
         )
+    if fallback:
+        blocks.append(_fallback_location(services))
     return "\n".join(blocks)
 
 
-def retry_window_ms(connect: int, timeout: int) -> int:
+def fallback_enabled(services: Services) -> bool:
+    """`workers.fallback` as it applies: "cgi" by default when there is a CGI service and
+    the workers serve a WSGI app (the gateway runs that app once per request)."""
+    return services.workers.effective_fallback(services.cgi is not None) == "cgi"
+
+
+def _fallback_location(services: Services) -> str:
+    """Where error_page sends what no FastCGI worker took: the CGI gateway, which runs the
+    WSGI app once (FCGIKIT_FALLBACK). The Lua check lets through only requests that no
+    worker can have run (see fcgikit_edge.lua): one that reached an app keeps its error."""
+    cgi = services.cgi
+    assert cgi is not None
+    # A failure this soon after the request's start can only be a failed connect or a
+    # kept-alive connection the worker had closed: the request never ran.
+    window = round(services.nginx.connect_timeout + FALLBACK_WINDOW_MARGIN, 3)
+    location = _location(FALLBACK_LOCATION, CGI_UPSTREAM, _app_params() + [(FALLBACK_PARAM, "1")],
+                         services.nginx.connect_timeout, cgi.timeout + CGI_READ_MARGIN, cgi.timeout,
+                         extra=[f'access_by_lua_block {{ require("fcgikit_edge").fallback({window}) }}'])
+    return location
+
+
+def retry_window_ms(connect: float, timeout: int) -> int:
     """How long after its start a failed request may still go to another server: a connect
     that timed out and a little more, never as long as the request timeout."""
-    return min(connect * 1000 + RETRY_WINDOW_MS, timeout * 1000)
+    return min(round(connect * 1000) + RETRY_WINDOW_MS, timeout * 1000)
 
 
-def _location(path: str, upstream: str | None, params: list[tuple[str, str]], connect: int, read: int,
-              timeout: int) -> str:
-    if upstream is None:
-        return f"location {path} {{\n    return 503;\n}}"
+def _location(path: str, upstream: str, params: list[tuple[str, str]], connect: float, read: int,
+              timeout: int, extra: Sequence[str] = ()) -> str:
     lines = [
         f"fastcgi_pass {upstream};",
         "fastcgi_keep_conn on;",
@@ -140,10 +205,11 @@ def _location(path: str, upstream: str | None, params: list[tuple[str, str]], co
         "fastcgi_next_upstream error timeout;",
         "fastcgi_next_upstream_tries 3;",
         f"fastcgi_next_upstream_timeout {retry_window_ms(connect, timeout)}ms;",
-        f"fastcgi_connect_timeout {connect}s;",
+        f"fastcgi_connect_timeout {_milliseconds(connect)};",
         f"fastcgi_send_timeout {read}s;",
         f"fastcgi_read_timeout {read}s;",
         *(f"fastcgi_param {name} {_quote(value)};" for name, value in params),
+        *extra,
     ]
     return f"location {path} {{\n" + "".join(f"    {line}\n" for line in lines) + "}"
 
@@ -158,6 +224,35 @@ def _cgi_params(cgi_root: str) -> list[tuple[str, str]]:
     return _COMMON_PARAMS + [("DOCUMENT_ROOT", cgi_root), ("SCRIPT_NAME", "$uri"), ("PATH_INFO", "")]
 
 
+def _milliseconds(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
+
+
+def render_backends(backends: dict[str, Sequence[tuple[str, str]]]) -> str:
+    """The list fcgikit writes to BACKENDS_PATH: pool -> [(ip:port, name)], with a version
+    (a hash of the entries) that nginx echoes in LOADED_PATH once it serves them."""
+    lines = [f"{pool} {address} {name}".rstrip() for pool in sorted(backends) for address, name in backends[pool]]
+    version = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+    return "\n".join([f"version {version}", *lines]) + "\n"
+
+
+def parse_backends(text: str | None) -> dict[str, list[tuple[str, str]]] | None:
+    """The inverse of render_backends (None for no or unreadable text)."""
+    if not text or not text.startswith("version "):
+        return None
+    result: dict[str, list[tuple[str, str]]] = {}
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 2:
+            result.setdefault(parts[0], []).append((parts[1], parts[2] if len(parts) > 2 else ""))
+    return result
+
+
+def backends_version(text: str) -> str:
+    first = text.splitlines()[0] if text else ""
+    return first.split()[1] if first.startswith("version ") and len(first.split()) > 1 else ""
+
+
 def _quote(value: str) -> str:
     return '""' if value == "" else value if value.startswith("$") or " " not in value else f'"{value}"'
 
@@ -169,6 +264,8 @@ def _indent(text: str, levels: int) -> str:
 
 _MAIN = """\
 # {header}
+load_module modules/ndk_http_module.so;
+load_module modules/ngx_http_lua_module.so;
 {user_line}worker_processes auto;
 pid {pid};
 error_log /dev/stderr warn;
@@ -186,11 +283,14 @@ http {{
 def render_compose_nginx_conf() -> str:
     """The config baked into the nginx image, for compose.yaml: its services by DNS name.
 
-    nginx resolves `workers` once at start, to every replica compose runs then.
+    nginx resolves `workers` once at start, to every replica compose runs then; with
+    no list written into the container the balancer leaves the choice to nginx's own
+    round robin over them. (fcgikit writes its own config and list.)
     """
     from .spec import CgiService, WorkersService
 
     services = Services(workers=WorkersService(app="hello_wsgi:app"), cgi=CgiService())
     header = ("For compose.yaml (upstreams by service name); `fcgikit up` writes its own. "
               "Rendered by fcgikit.deploy.nginxconf.render_compose_nginx_conf().")
-    return render_nginx_conf(services, ["workers:9000"], ["cgi:9000"], header=header)
+    return render_nginx_conf(services, header=header,
+                             static_backends={"workers": ["workers:9000"], "cgi": ["cgi:9000"]})

@@ -7,11 +7,9 @@ and then either prints the plan (dry run) or executes its steps in order.
 from __future__ import annotations
 
 import errno
-import io
+import ipaddress
 import queue
-import re
 import socket
-import tarfile
 import threading
 import time
 import urllib.error
@@ -27,10 +25,11 @@ from . import commands
 from . import secrets as sec
 from . import images as img
 from .commands import NGINX_PORT
-from .docker_backend import ContainerFailed, Engine, docker_time, read_nginx_conf
+from .docker_backend import ContainerFailed, Engine, read_backends, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
-from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer
+from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer, network_name
+from .nginxconf import BACKENDS_PATH, LOADED_PATH, backends_version, parse_backends, render_backends
 from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
 from .plan import (
     CheckEndToEnd,
@@ -42,6 +41,7 @@ from .plan import (
     RemoveNetwork,
     StartContainer,
     StopContainer,
+    UpdateBackends,
     WaitAnswering,
     plan_down,
     plan_up,
@@ -69,12 +69,14 @@ class Stack:
     app: str | None = None  # --app as given, recorded with each release
     keep_releases: int | None = None  # releases kept (None: FCGIKIT_KEEP_RELEASES, else 5)
     reload_timeout: float = 40.0
+    backends_timeout: float = 10.0  # until every nginx worker process serves a new backends list
     _engines: dict[str, Engine] = field(default_factory=dict, init=False, repr=False)
     _tags: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # the last image_tags()
     # The secrets' values read for the plan being made or run (never printed, never stored).
     _secret_values: dict[str, bytes] | None = field(default=None, init=False, repr=False)
     # Outdated nginx containers stopped by the running plan, until their replacement serves.
     _stopped_edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
+    _edge_backends: dict[tuple[str, str], str | None] = field(default_factory=dict, init=False, repr=False)
 
     # --- engines and observation ----------------------------------------------------------
 
@@ -89,7 +91,7 @@ class Stack:
     def observe(self) -> Observed:
         containers: list[RunningContainer] = []
         networks = set()
-        nginx_conf = None
+        nginx_conf = backends = None
         for host in self.hosts:
             engine = self.engine(host.name)
             found = self.check_secrets(engine, engine.observe_containers(self.project))
@@ -99,7 +101,8 @@ class Stack:
             for c in found:
                 if c.service == "nginx" and c.running and nginx_conf is None:
                     nginx_conf = read_nginx_conf(engine, c.name)
-        return Observed(tuple(containers), frozenset(networks), nginx_conf)
+                    backends = _current_or_none(engine, read_backends(engine, c.name), network_name(self.project))
+        return Observed(tuple(containers), frozenset(networks), nginx_conf, backends)
 
     # --- images ---------------------------------------------------------------------------
 
@@ -285,6 +288,7 @@ class Stack:
         self.check_edge_ports(plan)
         started: list[tuple[str, str]] = []
         self._stopped_edges = []
+        self._edge_backends = {}
         nginx_touched = False
         try:
             for batch in _batches(plan.steps):
@@ -350,6 +354,9 @@ class Stack:
         except docker.errors.NotFound:
             return
         if container.status == "running":
+            # Its backends list lives on a tmpfs, emptied when the container stops: kept here,
+            # so that an old nginx started again serves the same backends as before.
+            self._edge_backends[(c.host, c.name)] = read_backends(self.engine(c.host), c.name)
             container.stop(timeout=step.stop_timeout)
             self._stopped_edges.append((c.host, c.name))
 
@@ -362,11 +369,15 @@ class Stack:
                 self.engine(host).stop_and_remove(name, timeout=5)  # frees the port it may hold
         restored = []
         for host, name in self._stopped_edges:
-            container = self.engine(host).container(name)
+            engine = self.engine(host)
+            container = engine.container(name)
             container.start()
             mounts = sec.mounts_from_label(container.labels.get(LABEL_SECRETS, ""))
             if mounts:  # its tmpfs came back empty
                 self.deliver_secrets(host, name, mounts)
+            backends = self._edge_backends.get((host, name))
+            if backends:  # likewise
+                self._hand_backends(engine, name, backends)
             restored.append((host, name))
         self._stopped_edges = []
         for host, name in restored:
@@ -396,6 +407,8 @@ class Stack:
             self.engine(step.container.host).wait_answering(step.container.name, timeout=self.wait_timeout)
         elif isinstance(step, ReloadNginx):
             self._reload_nginx(step)
+        elif isinstance(step, UpdateBackends):
+            self._update_backends(step)
         elif isinstance(step, CheckEndToEnd):
             self._check_end_to_end(step)
         elif isinstance(step, StopContainer):
@@ -426,6 +439,50 @@ class Stack:
         if not engine.wait_reloaded(step.container, old_workers, timeout=self.reload_timeout):
             self.say(f"nginx's previous workers are still finishing requests after {self.reload_timeout:.0f}s; "
                      "going on (draining containers finish their requests too)")
+
+    def _update_backends(self, step: UpdateBackends) -> None:
+        """Write the list into the running nginx and wait until its worker processes serve it.
+
+        Addresses by container name (the edge host's own network) become the container's IP:
+        the Lua balancer connects to addresses, it resolves no names. A container that has
+        no address (it stopped meanwhile) is left out, and said so.
+        """
+        engine = self.engine(step.host)
+        pools: dict[str, list[tuple[str, str]]] = {}
+        for pool, address, name in step.backends:
+            resolved = self._resolve_backend(engine, step.network, address, name)
+            if resolved is None:
+                self.say(f"{name} has no address on {step.network}: left out of nginx's backends")
+                continue
+            pools.setdefault(pool, []).append((resolved, name))
+        self._hand_backends(engine, step.container, render_backends(pools))
+
+    def _hand_backends(self, engine: Engine, container: str, text: str) -> None:
+        """Write a backends list into the running nginx; return once every one of its worker
+        processes serves it."""
+        engine.replace_file_by_exec(container, BACKENDS_PATH, text)
+        version = backends_version(text)
+        deadline = time.monotonic() + self.backends_timeout
+        while time.monotonic() < deadline:
+            code, output = engine.exec(container, ["cat", LOADED_PATH])
+            if code == 0 and output.strip() == version:
+                return
+            time.sleep(0.1)
+        raise FcgikitError(f"nginx in {container} did not load its new backends within "
+                           f"{self.backends_timeout:.0f}s (no {LOADED_PATH} with version {version}); "
+                           f"its error log: {engine.logs(container, tail=5).strip()}")
+
+    @staticmethod
+    def _resolve_backend(engine: Engine, network: str, address: str, name: str) -> str | None:
+        host, _, port = address.rpartition(":")
+        if host == name:  # on the edge's own host: by container name on the project network
+            ip = engine.address_on(name, network)
+            return f"{ip}:{port}" if ip else None
+        try:
+            ipaddress.ip_address(host)
+            return address
+        except ValueError:
+            return f"{socket.gethostbyname(host)}:{port}"
 
     def _check_end_to_end(self, step: CheckEndToEnd, timeout: float = 20.0) -> None:
         url = self.url()
@@ -463,17 +520,20 @@ class Stack:
 
     def stale_containers(self, containers: Sequence[RunningContainer]) -> set[tuple[str, str]]:
         """(host, name) of the FastCGI containers the running nginx no longer sends requests to
-        (see find_stale), read from the nginx.conf inside it and that file's time."""
+        (see find_stale), read from the backends list inside it (docker exec) and its time."""
         edge = next((c for c in containers if c.service == "nginx" and c.running), None)
         if edge is None:
             return set()
         try:
-            stream, stat = self.engine(edge.host).container(edge.name).get_archive(NGINX_CONF_PATH)
-            conf = _first_file(b"".join(stream))
+            code, output = self.engine(edge.host).exec(
+                edge.name, ["sh", "-c", f"stat -c %Y {BACKENDS_PATH} && cat {BACKENDS_PATH}"])
         except docker.errors.DockerException:
-            return set()  # no conf to judge by: mark nothing
+            return set()  # no list to judge by: mark nothing
+        if code != 0:
+            return set()
+        written, _, text = output.partition("\n")
         by_name = {host.name: host for host in self.hosts}
-        return find_stale(containers, by_name, conf, docker_time(stat.get("mtime", "")))
+        return find_stale(containers, by_name, text, float(written.strip() or 0), resolve=_resolve_quietly)
 
     def logs(self, service: str, follow: bool) -> Iterator[str]:
         """Every container's log lines for `service`, each prefixed by its container name."""
@@ -491,6 +551,23 @@ class Stack:
         yield from _merge_followed(self, found)
 
 
+def _current_or_none(engine: Engine, text: str | None, network: str) -> str | None:
+    """The running nginx's backends list, or None when a container it names by its address on
+    this host's network has another address now (restarted by hand or by the daemon: Docker
+    may give it a new one); the plan then writes the list again."""
+    pools = parse_backends(text)
+    if pools is None:
+        return None
+    for entries in pools.values():
+        for address, name in entries:
+            if not name:
+                continue
+            current = engine.address_on(name, network)
+            if current is not None and address.rpartition(":")[0] != current:
+                return None
+    return text
+
+
 def _batches(steps) -> list[list]:
     """Consecutive removals of FastCGI containers form one batch; every other step is alone."""
     def drains_backend(step) -> bool:
@@ -506,7 +583,8 @@ def _batches(steps) -> list[list]:
 
 
 def _touches_nginx(step) -> bool:
-    return isinstance(step, ReloadNginx) or (isinstance(step, StartContainer) and step.container.service == "nginx")
+    return isinstance(step, (ReloadNginx, UpdateBackends)) or (
+        isinstance(step, StartContainer) and step.container.service == "nginx")
 
 
 @dataclass(frozen=True)
@@ -531,46 +609,45 @@ def _display_order(c: RunningContainer) -> tuple:
 
 
 def find_stale(
-    containers: Sequence[RunningContainer], hosts: dict[str, Host], nginx_conf: str | None, conf_written: float
+    containers: Sequence[RunningContainer], hosts: dict[str, Host], backends: str | None, written: float,
+    resolve: Callable[[str], str] = lambda address: address,
 ) -> set[tuple[str, str]]:
-    """FastCGI containers that are not among nginx's upstream servers although they are older
-    than nginx's config: left running on a host that was lost while `up` replaced them (they
-    come back under the same names as their replacements), or by an `up` killed half-way.
-    The next `up` or `scale` reuses or removes them. A container started after the config was
-    written is not stale but not in rotation yet (a scale in progress). Pure.
+    """FastCGI containers that are not in nginx's backends list (nginxconf.BACKENDS_PATH)
+    although they are older than that list: left running on a host that was lost while `up`
+    replaced them (they come back under the same names as their replacements), or by an `up`
+    killed half-way. The next `up` or `scale` reuses or removes them. A container started
+    after the list was written is not stale but not in rotation yet (a scale in progress).
+    Pure (`resolve`: a host address to the IP the list holds).
 
-    Nothing is marked when the config lists no upstream server: then it cannot tell."""
-    backends = upstream_servers(nginx_conf or "")
-    if not backends:
+    Nothing is marked when there is no list, or it names no backend: then it cannot tell."""
+    pools = parse_backends(backends)
+    entries = [entry for listed in (pools or {}).values() for entry in listed]
+    if not entries:
         return set()
     stale = set()
     for c in containers:
-        if c.service not in ("workers", "cgi") or (conf_written and c.created > conf_written):
+        if c.service not in ("workers", "cgi") or (written and c.created > written):
             continue
         host = hosts.get(c.host)
         if c.published and host is not None:  # a remote worker host: nginx reaches its address
-            addresses = {f"{host.address}:{port}" for port in c.published.values()}
-        else:  # beside nginx: reached by name on the project network
-            addresses = {f"{c.name}:{FASTCGI_PORT}"}
-        if not addresses & backends:
+            addresses = {f"{resolve(host.address)}:{port}" for port in c.published.values()}
+            listed = any(address in addresses and name == c.name for address, name in entries)
+        else:  # beside nginx: its address on the project network, under its name
+            listed = any(name == c.name and address.endswith(f":{FASTCGI_PORT}") for address, name in entries)
+        if not listed:
             stale.add((c.host, c.name))
     return stale
 
 
-def upstream_servers(nginx_conf: str) -> set[str]:
-    """The `server ADDRESS ...;` lines of the conf's `upstream` blocks (pure)."""
-    return set(re.findall(r"^\s*server\s+([^\s;]+)[^;\n]*;", "\n".join(_upstream_blocks(nginx_conf)), re.MULTILINE))
-
-
-def _upstream_blocks(conf: str) -> list[str]:
-    return re.findall(r"\bupstream\s+\S+\s*\{([^}]*)\}", conf)
-
-
-def _first_file(tar_bytes: bytes) -> str:
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as archive:
-        member = archive.next()
-        handle = archive.extractfile(member) if member else None
-        return handle.read().decode() if handle else ""
+def _resolve_quietly(address: str) -> str:
+    try:
+        ipaddress.ip_address(address)
+        return address
+    except ValueError:
+        try:
+            return socket.gethostbyname(address)
+        except OSError:
+            return address
 
 
 def _status_row(c: RunningContainer, pool: dict | None, *, stale: bool = False) -> dict:

@@ -4,6 +4,8 @@ Pure: no Docker, no clock. `fcgikit up`, `scale` and `down` print a plan with
 `--dry-run` and execute the same plan otherwise. The steps are ordered so that no
 request fails: new containers start and answer before nginx is pointed at them,
 and surplus ones are drained only after nginx has stopped sending them requests.
+nginx gets its backends in place (UpdateBackends, no reload); it reloads only when its
+nginx.conf really changes (ReloadNginx).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from . import commands
 from .hosts import Host, hosts_with_role
 from .model import SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, network_name
-from .nginxconf import render_nginx_conf
+from .nginxconf import BACKENDS_PATH, fallback_enabled, parse_backends, render_nginx_conf
 from .placement import publish_on_remote_host
 from .secrets import mounts_for
 from .spec import FASTCGI_PORT, StackSpec
@@ -29,6 +31,7 @@ class Observed:
     containers: tuple[RunningContainer, ...] = ()
     networks: frozenset[str] = frozenset()  # names of hosts that already have the project network
     nginx_conf: str | None = None  # the conf inside the running nginx container
+    backends: str | None = None  # the backends list inside it (nginxconf.BACKENDS_PATH)
 
 
 # The steps. Each says what it does, and the docker command that does the same by hand.
@@ -95,6 +98,38 @@ class ReloadNginx:
 
 
 @dataclass(frozen=True)
+class UpdateBackends:
+    """Hand the running nginx its backends (no reload): the list is written into the
+    container with `docker exec`, and the step ends once every nginx worker process serves
+    it (so a backend left out gets no new request after this step)."""
+
+    container: str
+    host: str
+    network: str
+    backends: tuple[tuple[str, str, str], ...]  # (pool, address as planned, container name)
+
+    def describe(self) -> str:
+        pools: dict[str, list[str]] = {}
+        for pool, _, name in self.backends:
+            pools.setdefault(pool, []).append(name)
+        listed = "; ".join(f"{pool}: {', '.join(names)}" for pool, names in sorted(pools.items())) or "none"
+        return f"update backends of nginx in {self.container} on {self.host} (no reload): {listed}"
+
+    def docker_command(self) -> str:
+        # IP_OF_NAME: the container's address on the network (docker inspect), or the
+        # published host address for a remote host; V: any version token.
+        lines = ["version V"] + [f"{pool} {_ip_placeholder(address, name)} {name}" for pool, address, name in self.backends]
+        return (f"printf '%s\\n' {' '.join(shlex.quote(line) for line in lines)} | docker exec -i {self.container} "
+                f"sh -c 'cat > {BACKENDS_PATH}.new && mv -f {BACKENDS_PATH}.new {BACKENDS_PATH}'")
+
+    def pools(self) -> dict[str, list[tuple[str, str]]]:
+        result: dict[str, list[tuple[str, str]]] = {}
+        for pool, address, name in self.backends:
+            result.setdefault(pool, []).append((address, name))
+        return result
+
+
+@dataclass(frozen=True)
 class CheckEndToEnd:
     host: str
     container: str
@@ -148,8 +183,8 @@ class RemoveNetwork:
         return f"docker network rm {self.name}"
 
 
-Step = (CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | CheckEndToEnd | StopContainer | RemoveContainer
-        | RemoveNetwork)
+Step = (CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | UpdateBackends | CheckEndToEnd | StopContainer
+        | RemoveContainer | RemoveNetwork)
 
 
 @dataclass(frozen=True)
@@ -159,6 +194,7 @@ class Plan:
     steps: tuple[Step, ...]
     nginx_conf: str | None = None
     kept: tuple[RunningContainer, ...] = field(default=())
+    backends: tuple[tuple[str, str, str], ...] = ()  # (pool, address, name) nginx sends to once it ran
 
     @property
     def changes_nothing(self) -> bool:
@@ -191,10 +227,11 @@ def plan_up(
         start += started
         remove += [c for c in found if c not in kept]
     wanted = [factories[c.service](c.host, c.slot) for c in keep] + start
-    conf = _render(spec, wanted, {host.name: host for host in hosts})
+    conf = render_nginx_conf(spec.services)
+    backends = _backends(wanted, {host.name: host for host in hosts})
     drain = {c.name: _stop_timeout(c, factories) for c in remove}
-    steps = _order_up_steps(project, observed, start, keep, remove, conf, drain)
-    return Plan(project, tuple(wanted), tuple(steps), conf, tuple(keep))
+    steps = _order_up_steps(project, observed, start, keep, remove, conf, backends, drain)
+    return Plan(project, tuple(wanted), tuple(steps), conf, tuple(keep), backends)
 
 
 def _wanted_count(spec: StackSpec, service: str) -> int:
@@ -230,8 +267,9 @@ def _factories(spec: StackSpec, project: str, images: dict[str, str]) -> dict[st
     }
     if services.cgi is not None:
         cgi_secrets = mounts_for(spec, services.cgi.secrets)
+        fallback_app = services.workers.app if fallback_enabled(services) else None
         factories["cgi"] = lambda host, slot: commands.cgi_container(project, host, slot, images["cgi"], services.cgi,
-                                                                     cgi_secrets)
+                                                                     cgi_secrets, fallback_app)
     factories["nginx"] = lambda host, slot: commands.nginx_container(project, host, slot, images["nginx"], services.nginx)
     return factories
 
@@ -278,12 +316,19 @@ def _free_slot(used: set[int]) -> int:
     return slot
 
 
-def _render(spec: StackSpec, wanted: list[ContainerSpec], hosts: dict[str, Host]) -> str:
-    def addresses(service: str) -> list[str]:
-        chosen = sorted((c for c in wanted if c.service == service), key=lambda c: (c.host, c.slot))
-        return [upstream_address(c, hosts[c.host]) for c in chosen]
+def _backends(wanted: list[ContainerSpec], hosts: dict[str, Host]) -> tuple[tuple[str, str, str], ...]:
+    """(pool, address, container name) of every FastCGI container nginx is to send to."""
+    chosen = sorted((c for c in wanted if c.service != "nginx"), key=lambda c: (c.service != "workers", c.host, c.slot))
+    return tuple((c.service, upstream_address(c, hosts[c.host]), c.name) for c in chosen)
 
-    return render_nginx_conf(spec.services, addresses("workers"), addresses("cgi"))
+
+def _same_backends(observed: str | None, wanted: tuple[tuple[str, str, str], ...]) -> bool:
+    """Does the running nginx's list name the same containers in the same pools?"""
+    running = parse_backends(observed)
+    if running is None:
+        return False
+    return sorted((pool, name) for pool, entries in running.items() for _, name in entries) == sorted(
+        (pool, name) for pool, _, name in wanted)
 
 
 def upstream_address(container: ContainerSpec, host: Host) -> str:
@@ -301,14 +346,15 @@ def _order_up_steps(
     keep: list[RunningContainer],
     remove: list[RunningContainer],
     conf: str,
+    backends: tuple[tuple[str, str, str], ...],
     drain: dict[str, int],
 ) -> list[Step]:
     network = network_name(project)
     used_hosts = sorted({c.host for c in start})
     steps: list[Step] = [CreateNetwork(h, network, project) for h in used_hosts if h not in observed.networks]
-    backends = [c for c in start if c.service != "nginx"]
-    steps += [StartContainer(c, network) for c in backends]
-    steps += [WaitAnswering(c) for c in backends]
+    started_backends = [c for c in start if c.service != "nginx"]
+    steps += [StartContainer(c, network) for c in started_backends]
+    steps += [WaitAnswering(c) for c in started_backends]
     new_nginx = [c for c in start if c.service == "nginx"]
     kept_nginx = [c for c in keep if c.service == "nginx"]
     old_nginx = [c for c in remove if c.service == "nginx"]
@@ -316,16 +362,24 @@ def _order_up_steps(
     # and removed only once the new one has answered (else it is started again).
     steps += [StopContainer(c, drain[c.name]) for c in old_nginx]
     steps += [StartContainer(c, network, nginx_conf=conf) for c in new_nginx]
+    # A reload only for a real change of nginx.conf; the backends change without one.
     reload = bool(kept_nginx) and observed.nginx_conf != conf
     if reload:
         steps.append(ReloadNginx(kept_nginx[0].name, kept_nginx[0].host, conf))
-    if new_nginx or reload or backends:
-        edge = (new_nginx or kept_nginx)[0] if (new_nginx or kept_nginx) else None
-        if edge is not None:
-            steps.append(CheckEndToEnd(edge.host, edge.name))
+    edge = (new_nginx or kept_nginx)[0] if (new_nginx or kept_nginx) else None
+    update = edge is not None and (bool(new_nginx) or not _same_backends(observed.backends, backends))
+    if update:
+        steps.append(UpdateBackends(edge.name, edge.host, network, backends))
+    if edge is not None and (new_nginx or reload or update or started_backends):
+        steps.append(CheckEndToEnd(edge.host, edge.name))
     steps += [RemoveContainer(c, drain[c.name]) for c in old_nginx]
     steps += [RemoveContainer(c, drain[c.name]) for c in remove if c.service != "nginx"]
     return steps
+
+
+def _ip_placeholder(address: str, name: str) -> str:
+    host, _, port = address.rpartition(":")
+    return f"IP_OF_{name}:{port}" if host == name else address
 
 
 def _shell(argv: Sequence[str]) -> str:

@@ -146,8 +146,10 @@ class NginxService(_Strict):
     client_max_body_size: str = Field(
         "1m", pattern=NGINX_SIZE.pattern, json_schema_extra={"expected": 'a size such as "1m", "512k" or "0"'}
     )
-    connect_timeout: int = Field(
-        1, ge=1, le=3600, description="seconds to connect to a worker (a private network: short, so a dead one is left soon)"
+    connect_timeout: float = Field(
+        0.5, ge=0.05, le=3600,
+        description="seconds to connect to a worker (a private network: a backend that does not accept "
+                    "within it is skipped at once and probed back in)",
     )
     keepalive: int = Field(16, ge=1, le=10000, description="idle FastCGI connections kept per nginx worker")
     container: NginxContainer = NginxContainer()
@@ -168,6 +170,15 @@ class WorkersService(_Strict):
     env: dict[str, str] = {}
     secrets: list[str] = Field([], description="names under the top-level secrets: delivered to each container")
     container: WorkersContainer = WorkersContainer()
+    fallback: Literal["cgi", "none"] | None = Field(
+        None, description='"cgi": when no worker can take a request, the CGI gateway runs the WSGI app once for it; '
+                          '"none": 502. Default: cgi when the stack has a cgi service and the workers serve an app',
+    )
+
+    def effective_fallback(self, has_cgi: bool) -> str:
+        if self.fallback is not None:
+            return self.fallback
+        return "cgi" if has_cgi and self.app is not None else "none"
 
     @field_validator("app")
     @classmethod
@@ -207,6 +218,16 @@ class Services(_Strict):
     nginx: NginxService = NginxService()
     workers: WorkersService
     cgi: CgiService | None = None
+
+    @model_validator(mode="after")
+    def _fallback_needs_cgi(self) -> Services:
+        if self.workers.fallback == "cgi":
+            if self.cgi is None:
+                raise ValueError('workers/fallback: "cgi" needs a cgi service (services/cgi) to run the app')
+            if self.workers.app is None:
+                raise ValueError('workers/fallback: "cgi" runs a WSGI app (workers/app); '
+                                 'a FastCGI program has none: use "none"')
+        return self
 
 
 class StackSpec(_Strict):
