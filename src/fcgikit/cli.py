@@ -23,6 +23,7 @@ from .deploy.cli_hosts import host_lines, hosts_options, stack_for
 from .deploy.cli_hosts import lock as lock_commands
 from .deploy.errors import ConfigError, FcgikitError
 from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
+from .deploy.logs import LogRequest, parse_since, parse_tail
 from .deploy.operations import Stack
 from .deploy.plan import Plan
 from .deploy.secrets import redactor_for
@@ -358,17 +359,24 @@ def status(spec_file, project, image_prefix, base_image, as_json) -> None:
 
 
 @cli.command()
-@click.argument("service", type=click.Choice(["nginx", "workers", "cgi"]))
-@click.option("-f", "--follow", is_flag=True, help="keep printing new lines")
+@click.argument("services", metavar="[SERVICE]...", nargs=-1, type=click.Choice(["nginx", "workers", "cgi"]))
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines, of every container on every host")
+@click.option("-n", "--tail", default="all", metavar="N", help="only the last N lines of each container")
+@click.option("--since", metavar="DURATION|TIME", help="only lines since 10m, 1h30m... ago, or since a time "
+                                                       "(2026-12-05T20:00:00Z)")
+@click.option("-t", "--timestamps", is_flag=True, help="show Docker's timestamp of each line")
 @click.option("--file", "spec_file", type=click.Path(dir_okay=False, path_type=Path), envvar="FCGIKIT_FILE",
               help="stack file (default: ./fcgikit.yaml, else deploy/fcgikit.yaml)")
 @click.option("-p", "--project", envvar="FCGIKIT_PROJECT", help="project name")
 @hosts_options
-def logs(service, follow, spec_file, project) -> None:
-    """Every container's log of SERVICE, each line prefixed by its container name."""
+def logs(services, follow, tail, since, timestamps, spec_file, project) -> None:
+    """The log lines of every container of the SERVICEs (all services when none is given),
+    each prefixed by its container; merged by time, or as they come with -f."""
+    request = LogRequest(tail=parse_tail(tail), since=parse_since(since) if since else None, follow=follow,
+                         timestamps=timestamps)
     stack = load_stack(spec_file, project, DEFAULT_PREFIX, DEFAULT_BASE)
     try:
-        for line in stack.logs(service, follow):
+        for line in stack.logs(services, request):
             click.echo(_settings["redact"](line))
     except KeyboardInterrupt:  # how one stops following: not an error
         pass

@@ -22,6 +22,7 @@ from docker.types import Mount
 from . import commands
 from .errors import FcgikitError
 from .hosts import Host
+from .logs import LogRequest
 from .model import (
     CAP_DROP, LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, NGINX_PID_PATH, SECURITY_OPT, ContainerSpec,
     RunningContainer, network_name,
@@ -154,16 +155,21 @@ class Engine:
         except docker.errors.NotFound:
             return "(container is gone)"
 
-    def follow_logs(self, name: str, follow: bool) -> Iterator[str]:
-        stream = self.container(name).logs(stream=True, follow=follow)
+    def log_lines(self, name: str, label: str, request: LogRequest) -> Iterator[tuple[str, str]]:
+        """(label, line) for each of the container's log lines, Docker's timestamp in front."""
+        since = request.since.as_epoch(time.time()) if request.since is not None else None
+        stream = self.container(name).logs(
+            stream=True, follow=request.follow, timestamps=True,
+            tail="all" if request.tail is None else request.tail, since=since,
+        )
         pending = b""
         for chunk in stream:
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                yield line.decode("utf-8", "replace")
+                yield label, line.decode("utf-8", "replace")
         if pending:
-            yield pending.decode("utf-8", "replace")
+            yield label, pending.decode("utf-8", "replace")
 
     def published_port(self, name: str, port: int) -> int | None:
         container = self.container(name)

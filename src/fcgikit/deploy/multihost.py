@@ -28,6 +28,7 @@ from .errors import FcgikitError
 from .hosts import Host, local_host
 from .inventory import Inventory, load_inventory
 from .lock import DeployLock
+from .logs import LogReader, LogRequest, host_logs_script, split_named_line
 from .operations import Stack, UpResult, _display_order, _status_row
 from .plan import Observed, Plan
 from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
@@ -202,6 +203,32 @@ class RemoteStack(Stack):
                 f"{self.fleet.unreachable.get(primary)}"
             )
         return DeployLock(self.fleet.session(primary), self.project, command)
+
+    # --- logs: one SSH session per host, however many containers it runs ---------------------
+
+    def _every_container(self) -> list:
+        seen = require_all("looking at the hosts", on_each_host(
+            [host.name for host in self.hosts], lambda name: self.engine(name).observe_containers(self.project)))
+        return [c for found in seen.values() for c in found]
+
+    def log_sources(self, containers, request: LogRequest) -> tuple[list[str], list[LogReader]]:
+        """One reader per host: a shell there runs `docker logs` for each of its containers."""
+        by_host: dict[str, list[str]] = {}
+        for c in containers:
+            by_host.setdefault(c.host, []).append(c.name)
+        labels = [f"{c.name}@{c.host}" for c in containers]
+        readers = [functools.partial(self._host_log_lines, host, names, request) for host, names in by_host.items()]
+        return labels, readers
+
+    def _host_log_lines(self, host: str, names: list[str], request: LogRequest):
+        channel = self.fleet.session(host).transport.open_session(timeout=10)
+        try:
+            channel.set_combine_stderr(True)
+            channel.exec_command(host_logs_script(names, request))
+            for raw in channel.makefile("rb"):
+                yield split_named_line(raw.decode("utf-8", "replace").rstrip("\n"), host)
+        finally:
+            channel.close()  # the host's shell sees its stdin end and stops every `docker logs`
 
     # --- reporting ---------------------------------------------------------------------------
 

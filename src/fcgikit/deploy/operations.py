@@ -7,10 +7,9 @@ and then either prints the plan (dry run) or executes its steps in order.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
-import queue
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,13 +20,14 @@ from pathlib import Path
 
 import docker.errors
 
-from . import commands
+from . import commands, logs
 from . import secrets as sec
 from . import images as img
 from .commands import NGINX_PORT
 from .docker_backend import ContainerFailed, Engine, read_backends, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
+from .logs import LogReader, LogRequest
 from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer, network_name
 from .nginxconf import BACKENDS_PATH, LOADED_PATH, backends_version, parse_backends, render_backends
 from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
@@ -535,21 +535,28 @@ class Stack:
         by_name = {host.name: host for host in self.hosts}
         return find_stale(containers, by_name, text, float(written.strip() or 0), resolve=_resolve_quietly)
 
-    def logs(self, service: str, follow: bool) -> Iterator[str]:
-        """Every container's log lines for `service`, each prefixed by its container name."""
-        found = [
-            (host.name, c) for host in self.hosts
-            for c in self.engine(host.name).observe_containers(self.project) if c.service == service
-        ]
-        if not found:
-            raise FcgikitError(f'no "{service}" container in project {self.project}')
-        if not follow:
-            for host, c in sorted(found, key=lambda item: item[1].slot):
-                for line in self.engine(host).follow_logs(c.name, follow=False):
-                    yield f"{c.name} | {line}"
+    def logs(self, services: Sequence[str], request: LogRequest) -> Iterator[str]:
+        """The log lines of the services' containers (every service when none is named), each
+        prefixed by its container: merged by time, or as they come when following."""
+        found = logs.select_containers(self._every_container(), services, self.project)
+        labels, readers = self.log_sources(found, request)
+        line_format = logs.LineFormat(labels, request.timestamps)
+        if request.follow:
+            yield from map(line_format, logs.merge_followed(readers))
             return
-        yield from _merge_followed(self, found)
+        with ThreadPoolExecutor(max_workers=min(8, len(readers))) as pool:
+            read = [line for lines in pool.map(lambda reader: list(reader()), readers) for line in lines]
+        yield from map(line_format, logs.merge_by_time(logs.group_by_label(read)))
 
+    def _every_container(self) -> list[RunningContainer]:
+        return [c for host in self.hosts for c in self.engine(host.name).observe_containers(self.project)]
+
+    def log_sources(self, containers: Sequence[RunningContainer], request: LogRequest) -> tuple[list[str], list[LogReader]]:
+        """The label printed for each container, and the readers of their lines: on the local
+        engine, one stream per container."""
+        labels = [c.name for c in containers]
+        readers = [functools.partial(self.engine(c.host).log_lines, c.name, c.name, request) for c in containers]
+        return labels, readers
 
 def _current_or_none(engine: Engine, text: str | None, network: str) -> str | None:
     """The running nginx's backends list, or None when a container it names by its address on
@@ -681,19 +688,6 @@ def local_port_free(port: int) -> bool:
         except OSError as exc:
             return exc.errno != errno.EADDRINUSE  # e.g. EACCES below 1024: Docker (root) can, so do not guess
     return True
-
-
-def _merge_followed(stack: Stack, found: list[tuple[str, RunningContainer]]) -> Iterator[str]:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump(host: str, name: str) -> None:
-        for line in stack.engine(host).follow_logs(name, follow=True):
-            lines.put(f"{name} | {line}")
-
-    for host, c in found:
-        threading.Thread(target=pump, args=(host, c.name), daemon=True).start()
-    while True:
-        yield lines.get()
 
 
 def _http_get(url: str) -> tuple[int | None, str]:
