@@ -21,6 +21,7 @@ from rich.table import Table
 
 from .deploy.cli_hosts import host_lines, hosts_options, stack_for
 from .deploy.cli_hosts import lock as lock_commands
+from .deploy.appcheck import AppSource, check_stack_app
 from .deploy.errors import ConfigError, FcgikitError
 from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
 from .deploy.logs import LogRequest, parse_since, parse_tail
@@ -99,20 +100,23 @@ def app_option(command):
     return click.option("--app", metavar="PATH[:MODULE:APP]", envvar="FCGIKIT_APP",
                         help="serve your own WSGI app: a directory (with the file's MODULE:APP "
                              "or the one given) or a .py file (callable `app` unless given); "
-                             "give scale the same --app as up")(command)
+                             "scale keeps the app that runs")(command)
 
 
 def dry_run_option(command):
     return click.option("--dry-run", is_flag=True, help="print the plan and the Docker operations; change nothing")(command)
 
 
-def load_stack(spec_file, project, image_prefix, base_image, app=None, **extra) -> Stack:
-    spec = load_stack_spec(spec_file or default_spec_file())
+def load_stack(spec_file, project, image_prefix, base_image, app=None, *, check_app: bool = False, **extra) -> Stack:
+    spec_file = spec_file or default_spec_file()
+    spec = load_stack_spec(spec_file)
     if app:
         try:
             spec = with_app(spec, app)
         except ValueError as exc:
             raise FcgikitError(str(exc)) from None
+    if check_app:  # before anything is built, started or planned (--dry-run too)
+        check_stack_app(spec, AppSource(str(spec_file), app))
     name = project or spec.project or DEFAULT_PROJECT
     _check_project(name)
     _settings["redact"] = redactor_for(spec)
@@ -199,7 +203,7 @@ def cli(verbose: bool) -> None:
               help="with --prune: keep the last N releases (and their images) [default: 5]")
 def build(spec_file, project, image_prefix, base_image, app, prune, keep_releases) -> None:
     """Build the images (and the base, when missing); tags HASH and latest."""
-    stack = load_stack(spec_file, project, image_prefix, base_image, app, keep_releases=keep_releases)
+    stack = load_stack(spec_file, project, image_prefix, base_image, app, check_app=True, keep_releases=keep_releases)
     try:
         built = stack.build(tag_latest=True)
     finally:
@@ -222,7 +226,7 @@ def build(spec_file, project, image_prefix, base_image, app, prune, keep_release
 @dry_run_option
 def up(spec_file, project, image_prefix, base_image, app, dry_run) -> None:
     """Build what is missing, start the stack, check it, print its URL."""
-    stack = load_stack(spec_file, project, image_prefix, base_image, app)
+    stack = load_stack(spec_file, project, image_prefix, base_image, app, check_app=True)
     if dry_run:
         print_plan(stack.plan_up(build=False))
         return
@@ -299,28 +303,43 @@ def _release_summary(release) -> str:
 
 
 @cli.command()
-@click.argument("assignment", metavar="SERVICE=N")
+@click.argument("assignments", metavar="SERVICE=N...", nargs=-1, required=True)
 @stack_options
 @app_option
 @dry_run_option
-def scale(assignment, spec_file, project, image_prefix, base_image, app, dry_run) -> None:
-    """Run N containers of SERVICE (workers or cgi) without failing a request.
+def scale(assignments, spec_file, project, image_prefix, base_image, app, dry_run) -> None:
+    """Run N containers of each SERVICE (workers, cgi) without failing a request:
+    `fcgikit scale workers=4 cgi=2`.
 
-    Until the next `up`, which goes back to the file's replicas.
+    It keeps the app the workers serve (an --app that is not that one is refused: `up`
+    changes the app), and holds until the next `up`, which goes back to the file's replicas.
     """
-    service, replicas = parse_assignment(assignment)
+    replicas = parse_assignments(assignments)
     stack = load_stack(spec_file, project, image_prefix, base_image, app)
+    kept = stack.keep_deployed_app()
+    check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
     if dry_run:
-        print_plan(stack.plan_scale(service, replicas, build=False))
+        print_plan(stack.plan_scale(replicas, build=False))
         return
     try:
-        result = stack.scale(service, replicas)
+        result = stack.scale(replicas)
     finally:
         finishing_progress(stack)
+    counts = ", ".join(f"{service}: {count}" for service, count in replicas.items())
     if not result.changed:
-        out.print(f"no change: {service} already has {replicas} current containers")
+        out.print(f"no change: {counts} current containers")
     else:
-        out.print(f"{service}: {replicas} containers; {result.url}")
+        out.print(f"{counts} containers; {result.url}")
+
+
+def parse_assignments(assignments) -> dict[str, int]:
+    replicas: dict[str, int] = {}
+    for assignment in assignments:
+        service, count = parse_assignment(assignment)
+        if service in replicas:
+            raise click.BadParameter(f'{service} is given twice', param_hint="SERVICE=N")
+        replicas[service] = count
+    return replicas
 
 
 def parse_assignment(assignment: str) -> tuple[str, int]:

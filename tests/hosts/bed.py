@@ -9,14 +9,21 @@ variant and what it needs from the engine).
         bed.hosts[0].address, bed.key_path, bed.known_hosts_path
         bed.cut_off(bed.hosts[1]); bed.reconnect(bed.hosts[1])
 
-`python3 -m tests.hosts.bed N` starts N hosts, prints how to reach them and the time it
-took, and tears them down on Enter.
+From a shell (scripts too):
+
+    python3 -m tests.hosts.bed up 3 --keep   # start 3 hosts, leave them running, print the bed id,
+                                             # ssh command lines and an inventory (hosts.yaml)
+    python3 -m tests.hosts.bed down ID       # remove that bed (containers, network, its directory)
+    python3 -m tests.hosts.bed down --all    # every bed on this engine
+    python3 -m tests.hosts.bed up 3          # on a terminal: until Enter; else up, report, down
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -101,7 +108,8 @@ class TestBed:
     def __init__(self, hosts: int = 3, workdir: Path | None = None, client=None):
         self.bed_id = uuid.uuid4().hex[:8]
         self.client = client or docker.from_env()
-        self.workdir = Path(workdir) if workdir else Path(f"/tmp/fcgikit-bed-{self.bed_id}")
+        self.own_workdir = workdir is None  # made here: removed with the bed
+        self.workdir = Path(workdir) if workdir else bed_directory(self.bed_id)
         self.network_name = f"fcgikit-bed-{self.bed_id}"
         self.hosts = [
             TestHost(name=f"h{i}", container=f"fcgikit-bed-{self.bed_id}-h{i}")
@@ -127,10 +135,7 @@ class TestBed:
         return self
 
     def stop(self) -> None:
-        for container in self.client.containers.list(all=True, filters={"label": f"{BED_LABEL}={self.bed_id}"}):
-            container.remove(force=True, v=True)
-        for network in self.client.networks.list(filters={"label": f"{BED_LABEL}={self.bed_id}"}):
-            network.remove()
+        remove_bed(self.client, self.bed_id, remove_directory=self.own_workdir)
 
     def __enter__(self) -> "TestBed":
         try:
@@ -245,6 +250,29 @@ class TestBed:
         self.known_hosts_path.write_text("\n".join(lines) + "\n")
 
 
+def bed_directory(bed_id: str) -> Path:
+    return Path(f"/tmp/fcgikit-bed-{bed_id}")
+
+
+def remove_bed(client: docker.DockerClient, bed_id: str, *, remove_directory: bool = True) -> int:
+    """Remove a bed's containers (with their engines' volumes), its network and its directory;
+    returns how many hosts were removed."""
+    hosts = client.containers.list(all=True, filters={"label": f"{BED_LABEL}={bed_id}"})
+    for container in hosts:
+        container.remove(force=True, v=True)
+    for network in client.networks.list(filters={"label": f"{BED_LABEL}={bed_id}"}):
+        network.remove()
+    if remove_directory:
+        shutil.rmtree(bed_directory(bed_id), ignore_errors=True)
+    return len(hosts)
+
+
+def running_beds(client: docker.DockerClient) -> list[str]:
+    """The ids of every bed on this engine (running or not)."""
+    found = client.containers.list(all=True, filters={"label": BED_LABEL})
+    return sorted({container.labels[BED_LABEL] for container in found})
+
+
 def _ssh_banner(address: str, port: int) -> bool:
     try:
         with socket.create_connection((address, port), timeout=1) as sock:
@@ -253,14 +281,63 @@ def _ssh_banner(address: str, port: int) -> bool:
         return False
 
 
+def default_roles(bed: TestBed) -> dict[str, list[str]]:
+    """h1 the edge, the others worker hosts, the last one cgi too (one host: everything)."""
+    if len(bed.hosts) == 1:
+        return {bed.hosts[0].name: ["edge", "workers", "cgi"]}
+    roles = {bed.hosts[0].name: ["edge"]} | {host.name: ["workers"] for host in bed.hosts[1:]}
+    roles[bed.hosts[-1].name].append("cgi")
+    return roles
+
+
+def report(bed: TestBed) -> str:
+    inventory = bed.workdir / "hosts.yaml"
+    inventory.write_text(bed.inventory_yaml(default_roles(bed)))
+    lines = [f"bed {bed.bed_id}: {len(bed.hosts)} hosts up in {bed.startup_seconds:.1f}s (network {bed.network_name})"]
+    for host in bed.hosts:
+        lines.append(f"  {host.name}: ssh -i {bed.key_path} -o UserKnownHostsFile={bed.known_hosts_path} root@{host.address}")
+    lines.append(f"  inventory: {inventory}  (fcgikit up --hosts {inventory})")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    count = int(argv[0]) if argv else 3
-    with TestBed(hosts=count) as bed:
-        print(f"{count} hosts up in {bed.startup_seconds:.1f}s (network {bed.network_name})")
-        for host in bed.hosts:
-            print(f"  {host.name}: ssh -i {bed.key_path} -o UserKnownHostsFile={bed.known_hosts_path} root@{host.address}")
+    parser = argparse.ArgumentParser(prog="python3 -m tests.hosts.bed", description="SSH test hosts for fcgikit")
+    commands = parser.add_subparsers(dest="command")
+    up = commands.add_parser("up", help="start N hosts")
+    up.add_argument("count", type=int, nargs="?", default=3)
+    up.add_argument("--keep", action="store_true", help="leave them running; `down ID` removes them")
+    down = commands.add_parser("down", help="remove a bed kept with --keep")
+    down.add_argument("bed_id", metavar="ID", nargs="?")
+    down.add_argument("--all", action="store_true", help="every bed on this engine")
+    if argv and argv[0].isdigit():  # the old form: `bed N`
+        argv = ["up", *argv]
+    args = parser.parse_args(argv or ["up"])
+    client = docker.from_env()
+    if args.command == "down":
+        if bool(args.bed_id) == args.all:
+            parser.error("down: give a bed ID or --all")
+        beds = running_beds(client) if args.all else [args.bed_id]
+        for bed_id in beds:
+            if bed_id not in running_beds(client):
+                print(f"bed {bed_id}: no such bed on this engine", file=sys.stderr)
+                return 1
+            print(f"bed {bed_id}: {remove_bed(client, bed_id)} host(s) removed")
+        return 0
+    bed = TestBed(hosts=args.count, client=client)
+    try:
+        bed.start()
+    except BaseException:
+        bed.stop()
+        raise
+    print(report(bed), flush=True)
+    if args.keep:
+        print(f"  kept; remove it with: python3 -m tests.hosts.bed down {bed.bed_id}")
+        return 0
+    try:
         if sys.stdin.isatty():
             input("Enter tears the bed down. ")
+    finally:
+        bed.stop()
     return 0
 
 

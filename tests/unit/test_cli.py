@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from fcgikit import cli as cli_module
-from fcgikit.cli import cli, parse_assignment
+from fcgikit.cli import cli, parse_assignment, parse_assignments
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_bad_app_option(run, tmp_path):
     spec = write_spec(tmp_path, "services:\n  workers: {app: 'm:app'}\n")
     result = run("up", "-f", spec, "--app", str(tmp_path / "nowhere"))
     assert result.exit_code == 1
-    assert "is neither a directory nor a .py file" in result.stderr
+    assert "nowhere does not exist (expected a directory of modules or a .py file)" in result.stderr
 
 
 def test_scale_assignment_is_checked(run):
@@ -60,6 +60,9 @@ def test_scale_assignment_is_checked(run):
     result = run("scale", "nginx=3")
     assert result.exit_code == 2 and "cannot be scaled" in result.output
     assert parse_assignment("cgi=0") == ("cgi", 0)
+    assert parse_assignments(("workers=4", "cgi=2")) == {"workers": 4, "cgi": 2}
+    result = run("scale", "workers=1", "workers=2")
+    assert result.exit_code == 2 and "workers is given twice" in result.output
 
 
 def test_unexpected_failure_is_one_line_and_traceback_with_verbose(run, tmp_path, monkeypatch):

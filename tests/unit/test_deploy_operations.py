@@ -265,3 +265,62 @@ def test_the_docker_sdk_gets_the_confinement_of_the_spec():
     assert options["mem_limit"] == "256m" and options["pids_limit"] == 256
     assert set(options["tmpfs"]) == {"/run/nginx", "/run/fcgikit", "/var/lib/nginx"}
     assert [m["Target"] for m in options["mounts"]] == ["/etc/nginx"]
+
+
+# --- scale keeps the app the workers serve ----------------------------------------------------
+
+
+def _stack_running(apps: list[str], app_option: str | None, tmp_path):
+    from fcgikit.deploy.operations import Stack
+    from fcgikit.deploy.spec import Services, StackSpec, WorkersService
+
+    class Running(Stack):
+        def _every_container(self):
+            return [RunningContainer(f"w{i}", f"demo-workers-{i}", "workers", "local", i, "img", "h", app=app)
+                    for i, app in enumerate(apps, 1)]
+
+    spec = StackSpec(services=Services(workers=WorkersService(app="hello_wsgi:app")))
+    said = []
+    return Running(spec=spec, project="demo", app=app_option, say=said.append), said
+
+
+def test_scale_without_app_keeps_the_app_that_runs(tmp_path):
+    running = f"{tmp_path}:wsgi:application"
+    stack, said = _stack_running([running, running], None, tmp_path)
+    assert stack.keep_deployed_app() == running
+    assert (stack.spec.services.workers.path, stack.spec.services.workers.app) == (tmp_path, "wsgi:application")
+    assert said == [f"keeping the app the workers serve, {running} (the stack file names hello_wsgi:app; "
+                    "`fcgikit up` changes the app)"]
+
+
+def test_scale_with_the_app_that_runs_or_nothing_running_changes_nothing(tmp_path):
+    for apps in ([], ["hello_wsgi:app"]):
+        stack, said = _stack_running(apps, None, tmp_path)
+        assert stack.keep_deployed_app() is None and said == []
+        assert stack.spec.services.workers.app == "hello_wsgi:app"
+
+
+def test_scale_with_another_app_is_refused(tmp_path):
+    import pytest
+
+    from fcgikit.deploy.errors import FcgikitError
+
+    stack, _ = _stack_running([f"{tmp_path}:wsgi:application"], "other.py", tmp_path)
+    with pytest.raises(FcgikitError, match=r"scale changes replica counts, not the app: the workers of demo serve "
+                                           rf"{tmp_path}:wsgi:application, not hello_wsgi:app \(--app other.py\); "
+                                           r"to serve it, run `fcgikit up --app other.py`"):
+        stack.keep_deployed_app()
+    gone, _ = _stack_running(["/no/such/dir:wsgi:application"], None, tmp_path)
+    with pytest.raises(FcgikitError, match="the directory of the deployed app /no/such/dir:wsgi:application "
+                                           "is not on this machine; run `fcgikit up`"):
+        gone.keep_deployed_app()
+
+
+def test_the_app_most_workers_serve_while_an_up_changes_it():
+    from fcgikit.deploy.operations import deployed_app
+
+    def worker(slot, app, state="running"):
+        return RunningContainer(f"w{slot}", f"w{slot}", "workers", "local", slot, "i", "h", state=state, app=app)
+
+    assert deployed_app([worker(1, "a:app"), worker(2, "b:app"), worker(3, "b:app"), worker(4, "a:app", "exited")]) == "b:app"
+    assert deployed_app([worker(1, "")]) is None

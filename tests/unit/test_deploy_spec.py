@@ -103,8 +103,11 @@ def test_with_app_file_directory_and_errors(tmp_path):
     assert (served.app, served.path) == ("mysite:application", tmp_path)
     assert with_app(spec, str(tmp_path)).services.workers.app == "hello_wsgi:app"
     assert with_app(spec, f"{tmp_path}:pkg.wsgi:application").services.workers.app == "pkg.wsgi:application"
-    with pytest.raises(ValueError, match="neither a directory nor a .py file"):
+    with pytest.raises(ValueError, match=r"missing does not exist \(expected a directory of modules or a .py file\)"):
         with_app(spec, str(tmp_path / "missing"))
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(ValueError, match="notes.txt is neither a directory nor a .py file"):
+        with_app(spec, str(tmp_path / "notes.txt"))
     with pytest.raises(ValueError, match="expected MODULE:APP"):
         with_app(spec, f"{tmp_path}:nocolon")
 

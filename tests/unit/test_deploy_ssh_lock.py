@@ -159,7 +159,7 @@ def test_a_worker_host_whose_key_is_rejected_refuses_up_scale_and_down_before_an
     from fcgikit.deploy.ssh import HostKeyRejected
 
     stack = _remote_stack_with({"h2": HostKeyRejected("h2 (root@10.0.0.2): HOST KEY CHANGED (not the one in /kh); hint")})
-    for command, plan in (("up", lambda: stack.plan_up(build=True)), ("scale", lambda: stack.plan_scale("workers", 3)),
+    for command, plan in (("up", lambda: stack.plan_up(build=True)), ("scale", lambda: stack.plan_scale({"workers": 3})),
                           ("down", stack.plan_down), ("up", lambda: stack._lock("up"))):
         with pytest.raises(FcgikitError) as refused:
             plan()  # no host engine exists in this stack: reaching one would fail differently

@@ -115,7 +115,16 @@ def worker_container(project: str, host: str, slot: int, image: str, workers: Wo
         env=tuple(sorted(workers.env.items())),
         stop_timeout=workers.timeout + DRAIN_MARGIN,
         confinement=confinement(workers.container, WORKER_TMPFS),
+        app=app_label(workers),
     ), secrets, WORKER_UID)
+
+
+def app_label(workers: WorkersService) -> str:
+    """The app the workers serve, as `--app` takes it: DIR:MODULE:APP, or MODULE:APP from the
+    example apps; nothing for a FastCGI program."""
+    if workers.app is None:
+        return ""
+    return f"{workers.path}:{workers.app}" if workers.path is not None else workers.app
 
 
 def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiService,

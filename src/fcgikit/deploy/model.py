@@ -17,6 +17,7 @@ LABEL_SLOT = "fcgikit.slot"
 LABEL_CONFIG = "fcgikit.config"  # hash of everything that defines the container (image, command, env, ports)
 LABEL_STOP_TIMEOUT = "fcgikit.stop-timeout"  # seconds a drain may take, for whoever stops it later
 LABEL_SECRETS = "fcgikit.secrets"  # the names of the secrets delivered into it (never values)
+LABEL_APP = "fcgikit.app"  # the WSGI app workers serve, as --app names it (DIR:MODULE:APP): `scale` keeps it
 
 SERVICES = ("workers", "cgi", "nginx")
 SERVICE_ROLE = {"workers": "workers", "cgi": "cgi", "nginx": "edge"}
@@ -86,6 +87,7 @@ class ContainerSpec:
     confinement: Confinement = field(default_factory=lambda: Confinement())
     # (secret name, environment variable or ""): delivered into /run/secrets after the start
     secrets: tuple[tuple[str, str], ...] = ()
+    app: str = ""  # workers: the app served (a label, not part of the definition's hash: the image and command are)
 
     @property
     def name(self) -> str:
@@ -104,7 +106,7 @@ class ContainerSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {
+        labels = {
             LABEL_PROJECT: self.project,
             LABEL_SERVICE: self.service,
             LABEL_HOST: self.host,
@@ -113,6 +115,9 @@ class ContainerSpec:
             LABEL_STOP_TIMEOUT: str(self.stop_timeout),
             **({LABEL_SECRETS: ",".join(f"{n}={v}" if v else n for n, v in self.secrets)} if self.secrets else {}),
         }
+        if self.app:
+            labels[LABEL_APP] = self.app
+        return labels
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ class RunningContainer:
     created: float = 0.0  # when the engine created it (epoch seconds; 0 = not known)
     secrets: tuple[tuple[str, str], ...] = ()  # delivered into it (from its label)
     secrets_current: bool = True  # its delivered secrets are the values read now (and are there)
+    app: str = ""  # workers: the app they serve (LABEL_APP)
 
     @property
     def running(self) -> bool:
@@ -150,5 +156,6 @@ class RunningContainer:
             config_hash=labels.get(LABEL_CONFIG, ""),
             stop_timeout=int(labels.get(LABEL_STOP_TIMEOUT, "10") or 10),
             secrets=tuple(tuple(item.partition("=")[::2]) for item in labels.get(LABEL_SECRETS, "").split(",") if item),
+            app=labels.get(LABEL_APP, ""),
             **observed,
         )

@@ -147,9 +147,9 @@ class RemoteStack(Stack):
         self.require_verified_hosts("up")
         return super().plan_up(build=build)
 
-    def plan_scale(self, service: str, replicas: int, *, build: bool = True) -> Plan:
+    def plan_scale(self, replicas: dict[str, int], *, build: bool = True) -> Plan:
         self.require_verified_hosts("scale")
-        return super().plan_scale(service, replicas, build=build)
+        return super().plan_scale(replicas, build=build)
 
     def plan_down(self) -> Plan:
         self.require_verified_hosts("down")
@@ -167,9 +167,9 @@ class RemoteStack(Stack):
         with self._lock("up"):
             return super().up()
 
-    def scale(self, service: str, replicas: int) -> UpResult:
-        with self._lock(f"scale {service}={replicas}"):
-            return super().scale(service, replicas)
+    def scale(self, replicas: dict[str, int]) -> UpResult:
+        with self._lock("scale " + " ".join(f"{service}={count}" for service, count in replicas.items())):
+            return super().scale(replicas)
 
     def down(self) -> Plan:
         with self._lock("down"):

@@ -13,6 +13,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -46,7 +47,7 @@ from .plan import (
     plan_down,
     plan_up,
 )
-from .spec import FASTCGI_PORT, StackSpec, with_replicas
+from .spec import FASTCGI_PORT, StackSpec, with_deployed_app, with_replicas
 
 Say = Callable[[str], None]
 
@@ -256,19 +257,43 @@ class Stack:
         client = self.engine(self._build_host()).client
         return forgotten, img.prune_images(client, self.names, set(built) | kept)
 
-    def plan_scale(self, service: str, replicas: int, *, build: bool = True) -> Plan:
+    def plan_scale(self, replicas: dict[str, int], *, build: bool = True) -> Plan:
+        scaled = self.spec
         try:
-            scaled = with_replicas(self.spec, service, replicas)
+            for service, count in replicas.items():
+                scaled = with_replicas(scaled, service, count)
         except ValueError as exc:
             raise FcgikitError(str(exc)) from None
         self.read_secrets(scaled)
         return plan_up(scaled, self.project, self.hosts, self.image_tags(build=build), self.observe())
 
-    def scale(self, service: str, replicas: int) -> UpResult:
-        plan = self.plan_scale(service, replicas)
+    def scale(self, replicas: dict[str, int]) -> UpResult:
+        plan = self.plan_scale(replicas)
         if not plan.changes_nothing:
             self.execute(plan)
         return UpResult(plan, self.url(), changed=not plan.changes_nothing)
+
+    def keep_deployed_app(self) -> str | None:
+        """Before scaling: serve the app that runs, never another one. Without --app, the
+        running workers' app replaces the stack file's (returned); an --app that is not the
+        one running is refused: changing the app is `up`'s work."""
+        deployed = deployed_app(self._every_container())
+        wanted = commands.app_label(self.spec.services.workers)
+        if deployed is None or deployed == wanted:
+            return None
+        if self.app:
+            raise FcgikitError(
+                f"scale changes replica counts, not the app: the workers of {self.project} serve {deployed}, "
+                f"not {wanted} (--app {self.app}); to serve it, run `fcgikit up --app {self.app}`")
+        try:
+            self.spec = with_deployed_app(self.spec, deployed)
+            self.app = deployed  # as if given: what a release records
+        except ValueError as exc:
+            raise FcgikitError(f"scale keeps the app that runs, but {exc}; run `fcgikit up` to deploy the app "
+                               "the stack file names") from None
+        self.say(f"keeping the app the workers serve, {deployed} (the stack file names {wanted}; "
+                 "`fcgikit up` changes the app)")
+        return deployed
 
     def plan_down(self) -> Plan:
         return plan_down(self.project, self.observe())
@@ -573,6 +598,13 @@ def _current_or_none(engine: Engine, text: str | None, network: str) -> str | No
             if current is not None and address.rpartition(":")[0] != current:
                 return None
     return text
+
+
+def deployed_app(containers: Sequence[RunningContainer]) -> str | None:
+    """The app the running workers serve (their LABEL_APP); the most common one while an
+    `up` is changing it; None when no running worker says (none, or a FastCGI program)."""
+    apps = Counter(c.app for c in containers if c.service == "workers" and c.running and c.app)
+    return apps.most_common(1)[0][0] if apps else None
 
 
 def _batches(steps) -> list[list]:

@@ -307,6 +307,17 @@ def with_replicas(spec: StackSpec, service: str, replicas: int) -> StackSpec:
     return spec.model_copy(update={"services": services})
 
 
+def with_deployed_app(spec: StackSpec, label: str) -> StackSpec:
+    """The spec serving the app named by a running worker's label (commands.app_label)."""
+    parts = label.rsplit(":", 2)
+    path = Path(parts[0]) if len(parts) == 3 else None
+    if path is not None and not path.is_dir():
+        raise ValueError(f"the directory of the deployed app {label} is not on this machine")
+    target = ":".join(parts[-2:])
+    updated = spec.services.workers.model_copy(update={"app": target, "program": None, "path": path})
+    return spec.model_copy(update={"services": spec.services.model_copy(update={"workers": updated})})
+
+
 def with_app(spec: StackSpec, app: str) -> StackSpec:
     """The spec serving the user's own app (`--app PATH[:CALLABLE or MODULE:APP]`).
 
@@ -324,7 +335,8 @@ def with_app(spec: StackSpec, app: str) -> StackSpec:
         if target is None:
             raise ValueError(f"--app {app}: name the WSGI app as {where}:MODULE:APP (the spec runs a program)")
     else:
-        raise ValueError(f"--app {app}: {path} is neither a directory nor a .py file")
+        what = "is neither a directory nor a .py file" if path.exists() else "does not exist"
+        raise ValueError(f"--app {app}: {path} {what} (expected a directory of modules or a .py file)")
     if not MODULE_APP.match(target):
         raise ValueError(f'--app {app}: expected MODULE:APP after the path, e.g. {where}:myapp:application')
     updated = workers.model_copy(update={"app": target, "program": None, "path": path})
