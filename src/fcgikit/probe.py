@@ -2,7 +2,8 @@
 
 Sends one GET over the FastCGI protocol and exits 0 when a complete response came
 back (whatever its HTTP status: a 404 still proves the application answers), 1
-otherwise, with the reason on stderr. Used by the images' HEALTHCHECK and by
+otherwise, with the reason on stderr. The request carries the FCGIKIT_PROBE param, so
+the CGI gateway does not log its refusal of `/` as if someone probed for files. Used by the images' HEALTHCHECK and by
 `fcgikit up` while it waits for containers.
 """
 
@@ -12,12 +13,12 @@ import argparse
 import sys
 
 from .fastcgi import ProtocolError
-from .fastcgi.client import fcgi_request, get_params
+from .fastcgi.client import PROBE_PARAM, fcgi_request, get_params
 
 
 def probe(address: str, uri: str = "/", timeout: float = 5.0) -> tuple[bool, str]:
     try:
-        response = fcgi_request(address, get_params(uri), timeout=timeout)
+        response = fcgi_request(address, get_params(uri, **{PROBE_PARAM: "1"}), timeout=timeout)
     except (OSError, ProtocolError, ValueError) as exc:
         return False, f"{address}: {exc.__class__.__name__}: {exc}"
     if not response.complete:

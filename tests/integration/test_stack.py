@@ -394,14 +394,31 @@ def test_workers_can_run_a_fastcgi_program_under_the_manager(engine, cli_env, pr
 
 
 def test_a_worker_that_cannot_start_fails_up_with_its_logs_and_leaves_nothing(engine, cli_env, project, tmp_path):
+    """An app that passes the checks made before anything starts (its module and callable are
+    there) but cannot be imported in the container: `up` fails naming the worker, with its logs."""
     spec = write_spec(tmp_path, workers=1, cgi=0)
-    spec.write_text(spec.read_text().replace("hello_wsgi:app", "no_such_module:app"))
-    result = fcgikit(cli_env, "up", "-p", project, "-f", str(spec), check=False)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "webapp.py").write_text("import no_such_dependency\n\napp = None\n")
+    result = fcgikit(cli_env, "up", "-p", project, "-f", str(spec), "--app", f"{broken}:webapp:app", check=False)
     assert result.returncode == 1
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and f"{project}-workers-1" in error_lines[0], result.stderr
-    assert "no_such_module" in result.stderr, "the container's logs are not attached"
+    assert "no_such_dependency" in result.stderr, "the container's logs are not attached"
     assert [c.name for c in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})] == []
+
+
+def test_a_module_the_app_directory_lacks_is_refused_before_anything_is_built(engine, cli_env, project, tmp_path):
+    spec = write_spec(tmp_path, workers=1, cgi=0)
+    spec.write_text(spec.read_text().replace("hello_wsgi:app", "no_such_module:app"))
+    env = {key: value for key, value in cli_env.items() if key != "FCGIKIT_APP"}  # the stack file's app
+    for dry_run in (("--dry-run",), ()):
+        result = fcgikit(env, "up", *dry_run, "-p", project, "-f", str(spec), check=False)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: {spec}: services/workers/app: module no_such_module not found in "
+                                        f"{ROOT / 'apps'}"), result.stderr
+        assert "building" not in result.stderr and "plan for project" not in result.stdout
+    assert engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}) == []
 
 
 def compose_command() -> list[str]:

@@ -36,7 +36,7 @@ from fcgikit.deploy.errors import FcgikitError
 from fcgikit.deploy.images import DEFAULT_BASE, ImageNames
 from fcgikit.deploy.model import LABEL_PROJECT, NGINX_PID_PATH, STATUS_FILE
 from fcgikit.deploy.operations import Stack
-from fcgikit.deploy.spec import load_stack_spec
+from fcgikit.deploy.spec import load_stack_spec, with_app
 from tests.integration.test_stack import (  # noqa: F401 (fixtures)
     USER_APP,
     cli_env,
@@ -80,8 +80,9 @@ def nginx_containers(engine, project: str) -> list[tuple[str, str]]:
 
 
 def answers(url: str) -> bool:
+    """GET / answered by the app (the example's greeting; any 200 from a user's app)."""
     response = requests.get(url, timeout=10)
-    return response.status_code == 200 and response.text.startswith("Hello")
+    return response.status_code == 200 and (bool(USER_APP) or response.text.startswith("Hello"))
 
 
 def test_a_new_nginx_port_held_by_another_program_is_refused_before_anything_changes(engine, cli_env, project, tmp_path):
@@ -124,7 +125,8 @@ def test_when_the_new_nginx_cannot_start_the_old_one_serves_again(engine, cli_en
         if line.startswith(f"stop {project}-nginx-1 "):
             held.append(listener(new_port))  # taken between the check and the new nginx's start
 
-    stack = Stack(spec=load_stack_spec(with_port(spec, new_port)), project=project,
+    moved = load_stack_spec(with_port(spec, new_port))
+    stack = Stack(spec=with_app(moved, USER_APP) if USER_APP else moved, project=project,
                   names=ImageNames(image_prefix, DEFAULT_BASE), say=say)
     with logs_on_failure(engine, project):
         assert answers(url)

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ..fastcgi.client import PROBE_PARAM
 from .environ import build_environ
 from .fallback import FALLBACK_HEADER, FALLBACK_PARAM, WsgiFallback
 from .process import REASONS_FOR_CLIENT, ProgramRun, spawn, start_failure_status
@@ -123,8 +124,10 @@ class Gateway:
         return 0
 
     def refuse(self, request, status: int, reason: str, extra_headers=()) -> int:
-        """Answers with `status` and nothing run; the reason goes to the logs only."""
-        self.say(f"{status}: {reason}")
+        """Answers with `status` and nothing run; the reason goes to the logs only (not for
+        health probes: their `/` is refused every few seconds, which is no news)."""
+        if not request.params.get(PROBE_PARAM):
+            self.say(f"{status}: {reason}")
         try:
             # First the body: nginx stops sending it once it has our answer (see body.py).
             request.stdin.discard_rest()

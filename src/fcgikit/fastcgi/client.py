@@ -103,6 +103,11 @@ def exchange(sock: socket.socket, conn: ClientConnection, params, stdin: bytes =
             stderr.append(event.stderr)
 
 
+# Sent by `fcgikit.probe` (health checks, `fcgikit up` waiting): an application may answer it
+# without logging it. nginx sends only the params its config names, so clients cannot set it.
+PROBE_PARAM = "FCGIKIT_PROBE"
+
+
 def get_params(uri: str = "/", method: str = "GET", **extra: str) -> dict[str, str]:
     """The params nginx would send for a simple request to `uri`."""
     path, _, query = uri.partition("?")
