@@ -18,7 +18,8 @@ from pathlib import Path
 from . import report
 from .runner import (FULL, QUICK, LiveScenario, ScenarioResult, Settings, measure_all, start_scenario,
                      start_stack_scenario, stop_all)
-from .scenarios import BENCH_DIR, SCENARIOS, STACK_SCENARIOS, Paths, Scenario, baseline, select
+from .scenarios import (BENCH_DIR, SCENARIOS, STACK_BASELINE_PREFIX, STACK_SCENARIOS, Paths, Scenario, baseline,
+                        select, stack_baseline)
 from .servers import become_subreaper
 
 
@@ -29,6 +30,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="run only this scenario (or every scenario starting with NAME); repeatable")
     parser.add_argument("--containers", metavar="URL",
                         help="run the HTTP scenarios against a running `fcgikit up` stack at URL")
+    parser.add_argument("--containers-baseline", metavar="URL",
+                        help="with --containers: a second stack measured in the same rounds (baseline-stack-* "
+                             "scenarios, compared with stack-*), e.g. one deployed from the code before a change")
     parser.add_argument("--rounds", type=int, metavar="N", help="rounds over all scenarios (default 4, quick 1)")
     parser.add_argument("--round-seconds", type=int, metavar="S", help="seconds per wrk run in a round (default 1)")
     parser.add_argument("--warmup", type=int, metavar="S", help="seconds of warm-up per scenario")
@@ -116,8 +120,11 @@ def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[S
     result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
     try:
         if args.containers:
+            url = args.containers
+            if args.containers_baseline and scenario.name.startswith(STACK_BASELINE_PREFIX):
+                url = args.containers_baseline
             try:
-                return result, start_stack_scenario(scenario, args.containers, paths)
+                return result, start_stack_scenario(scenario, url, paths)
             except RuntimeError as exc:
                 result.status, result.reason = "skipped", f"the stack does not serve this: {exc}"
                 return result, None
@@ -185,12 +192,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{scenario.name:26} {scenario.title}")
         return 0
     extra_comparisons = []
+    if args.containers_baseline:
+        if not args.containers:
+            print("bench: --containers-baseline needs --containers", file=sys.stderr)
+            return 2
+        stack_scenarios, comparisons = stack_baseline()
+        extra_comparisons += comparisons
+        catalogue = [*catalogue, *stack_scenarios]
     if args.baseline:
         if not (args.baseline / "fcgikit" / "serve.py").is_file():
             print(f"bench: --baseline {args.baseline}: no fcgikit/serve.py there (give a checkout's src/)",
                   file=sys.stderr)
             return 2
-        baseline_scenarios, extra_comparisons = baseline(args.baseline)
+        baseline_scenarios, comparisons = baseline(args.baseline)
+        extra_comparisons += comparisons
         catalogue = [*catalogue, *baseline_scenarios]
     try:
         scenarios = select(catalogue, args.only)

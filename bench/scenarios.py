@@ -371,6 +371,21 @@ def baseline(src_dir: Path) -> tuple[list[Scenario], list[Comparison]]:
     return scenarios, comparisons
 
 
+STACK_BASELINE_PREFIX = "baseline-"
+
+
+def stack_baseline() -> tuple[list[Scenario], list[Comparison]]:
+    """--containers-baseline URL: the stack scenarios against a second stack (e.g. one deployed
+    from the code before a change), measured in the same rounds as the first: stack-hello vs
+    baseline-stack-hello is the cost of the change through the whole stack (issue 18: the Lua
+    edge may cost at most 5% against a static upstream)."""
+    scenarios = [dataclasses.replace(s, name=STACK_BASELINE_PREFIX + s.name, title=f"baseline {s.title}")
+                 for s in STACK_SCENARIOS]
+    comparisons = [Comparison(s.name, STACK_BASELINE_PREFIX + s.name, 0.95 if s.name == "stack-hello" else None,
+                              f"{s.name}: the stack vs the baseline stack") for s in STACK_SCENARIOS]
+    return scenarios, comparisons
+
+
 def select(scenarios: list[Scenario], only: list[str] | None) -> list[Scenario]:
     """The scenarios named in `only` (exact names or prefixes such as "serve"), in list order."""
     if not only:

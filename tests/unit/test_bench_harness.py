@@ -308,3 +308,14 @@ def test_upstream_keepalive_is_the_stacks_16_unless_a_scenario_says_otherwise():
     assert by_name["serve-hello-keepconn"].keepalive == 16
     assert "keepalive 64;" in render_http_conf("127.0.0.1:1", True, by_name["serve-hello-keepconn-ka64"].keepalive)
     assert "keepalive" not in render_http_conf("127.0.0.1:1", False, 64)
+
+
+def test_containers_baseline_measures_a_second_stack_under_its_own_names_against_the_edge_target():
+    from bench.cli import main
+    from bench.scenarios import STACK_SCENARIOS, stack_baseline
+
+    scenarios, comparisons = stack_baseline()
+    assert [s.name for s in scenarios] == [f"baseline-{s.name}" for s in STACK_SCENARIOS]
+    hello = next(c for c in comparisons if c.ours == "stack-hello")
+    assert (hello.peer, hello.target) == ("baseline-stack-hello", 0.95)  # issue 18: the Lua edge costs <= 5%
+    assert main(["--containers-baseline", "http://127.0.0.1:1/"]) == 2  # needs --containers
