@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import report
-from .runner import (FULL, QUICK, LiveScenario, ScenarioResult, Settings, measure_all, start_scenario,
-                     start_stack_scenario, stop_all)
-from .scenarios import (BENCH_DIR, SCENARIOS, STACK_BASELINE_PREFIX, STACK_SCENARIOS, Paths, Scenario, baseline,
-                        select, stack_baseline)
+from .runner import (FULL, QUICK, LiveScenario, ScenarioResult, Settings, measure_all, start_built_stack_scenario,
+                     start_scenario, start_stack_scenario, stop_all)
+from .scenarios import (BENCH_DIR, BUILT_STACK_SCENARIOS, SCENARIOS, STACK_BASELINE_PREFIX, STACK_SCENARIOS, Paths,
+                        Scenario, baseline, select, stack_baseline)
 from .servers import become_subreaper
 
 
@@ -28,10 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 s warm-up and one 1 s round per concurrency (CI)")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this scenario (or every scenario starting with NAME); repeatable")
-    parser.add_argument("--containers", metavar="URL",
-                        help="run the HTTP scenarios against a running `fcgikit up` stack at URL")
+    parser.add_argument("--containers", metavar="URL", nargs="?", const="",
+                        help="without URL: build and start the container stacks (fcgikit, gunicorn, uWSGI, "
+                             "PHP; bench/stacks.py) and compare them; with URL: run the HTTP scenarios against a "
+                             "running `fcgikit up` stack there")
     parser.add_argument("--containers-baseline", metavar="URL",
-                        help="with --containers: a second stack measured in the same rounds (baseline-stack-* "
+                        help="with --containers URL: a second stack measured in the same rounds (baseline-stack-* "
                              "scenarios, compared with stack-*), e.g. one deployed from the code before a change")
     parser.add_argument("--rounds", type=int, metavar="N", help="rounds over all scenarios (default 4, quick 1)")
     parser.add_argument("--round-seconds", type=int, metavar="S", help="seconds per wrk run in a round (default 1)")
@@ -115,10 +117,13 @@ def peer_versions() -> dict[str, str]:
     return {name: version or "not installed" for name, version in versions.items()}
 
 
-def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[ScenarioResult, LiveScenario | None]:
+def start(scenario: Scenario, args: argparse.Namespace, paths: Paths,
+          stacks: dict | None = None) -> tuple[ScenarioResult, LiveScenario | None]:
     """The scenario up and answering, or a result saying why it is skipped or failed."""
     result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
     try:
+        if scenario.server.stack:
+            return result, start_built_stack_scenario(scenario, stacks[scenario.server.stack], paths)
         if args.containers:
             url = args.containers
             if args.containers_baseline and scenario.name.startswith(STACK_BASELINE_PREFIX):
@@ -138,14 +143,42 @@ def start(scenario: Scenario, args: argparse.Namespace, paths: Paths) -> tuple[S
         return result, None
 
 
+def bring_up_stacks(scenarios: list[Scenario], work: Path, results: list[ScenarioResult]):
+    """--containers without a URL: the stacks the scenarios need, up; None (and every scenario
+    skipped or failed, saying why) when they cannot be."""
+    from .stacks import StackError, Stacks, docker_missing
+
+    names = sorted({s.server.stack for s in scenarios}, key=["fcgikit", "gunicorn", "uwsgi"].index)
+    missing = docker_missing()
+    stacks = Stacks(names, work, log=lambda text: print(text, flush=True))
+    if not missing:
+        try:
+            stacks.up()
+            return stacks
+        except StackError as exc:
+            missing = f"failed: {exc}"
+    for scenario in scenarios:
+        result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
+        if missing.startswith("failed: "):
+            result.fail(f"the stacks did not come up: {missing.removeprefix('failed: ')}")
+        else:
+            result.status, result.reason = "skipped", missing
+        results.append(result)
+    return None
+
+
 def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Settings) -> list[dict]:
-    results, live = [], []
+    results, live, stacks = [], [], None
     with tempfile.TemporaryDirectory(prefix="fcgikit-bench-") as work:
         paths = Paths(work_dir=Path(work))
         try:
+            if any(s.server.stack for s in scenarios):
+                stacks = bring_up_stacks(scenarios, Path(work), results)
+                if stacks is None:
+                    scenarios = []
             for scenario in scenarios:
                 print(f"bench: starting {scenario.name} ...", end=" ", flush=True)
-                result, running = start(scenario, args, paths)
+                result, running = start(scenario, args, paths, stacks.running if stacks else None)
                 print("up" if running else f"{result.status.upper()}: {result.reason}", flush=True)
                 if running:
                     live.append(running)
@@ -156,6 +189,8 @@ def run_all(scenarios: list[Scenario], args: argparse.Namespace, settings: Setti
                 running.finish()
         finally:
             stop_all(live)
+            if stacks:
+                stacks.down()
     for result in results:
         print(f"bench: {result.name}: {progress_line(result)}")
     return [dict(dataclasses.asdict(result), errors=result.errors) for result in results]
@@ -186,7 +221,8 @@ def write_reports(results_dir: Path, stem: str, meta: dict, results: list[dict],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    catalogue = STACK_SCENARIOS if args.containers else SCENARIOS
+    built_stacks = args.containers == ""
+    catalogue = BUILT_STACK_SCENARIOS if built_stacks else STACK_SCENARIOS if args.containers else SCENARIOS
     if args.list:
         for scenario in catalogue:
             print(f"{scenario.name:26} {scenario.title}")
@@ -217,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     become_subreaper()
     started, clock = datetime.now(timezone.utc), time.monotonic()
-    meta = {"mode": "containers" if args.containers else ("quick" if args.quick else "full"),
+    mode = "stacks" if built_stacks else "containers" if args.containers else ("quick" if args.quick else "full")
+    meta = {"mode": mode,
             "started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(),
             "nginx": nginx_version(), "versions": peer_versions(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
             "warmup_s": settings.warmup_s, "measure_s": settings.measure_s, "rounds": settings.rounds,

@@ -134,17 +134,21 @@ class LiveScenario:
     """A scenario whose server and nginx are up, with its wrk rounds so far."""
 
     def __init__(self, scenario: Scenario, url: str, script: Path, result: ScenarioResult,
-                 server: RunningServer | None = None, ngx=None) -> None:
+                 server: RunningServer | None = None, ngx=None, stack=None) -> None:
         self.scenario, self.url, self.script, self.result = scenario, url, script, result
         self.server, self.ngx = server, ngx
+        self.stack = stack  # --containers without a URL: a bench.stacks.Stack, its containers' processes
         self.rounds: dict[int, list[wrk.WrkResult]] = {}
         self.cpu_seconds: dict[int, float] = {}  # per concurrency, over all rounds
         self.nginx_cpu_seconds: dict[int, float] = {}  # the same for nginx (the edge's cost of the protocol)
         self.warm_requests_per_s = 0.0
-        self.memory = MemoryPeak(manager_pid=server.process.pid if server else None)
+        manager = server.process.pid if server else (min(stack.app_pids) if stack and stack.app_pids else None)
+        self.memory = MemoryPeak(manager_pid=manager)
         script.write_text(wrk.render_script(scenario.workload.method, scenario.workload.body_size))
 
     def root_pids(self) -> set[int]:
+        if self.stack:
+            return set(self.stack.app_pids)
         if self.server:
             return self.server.root_pids()
         return {self.ngx.process.pid} if self.ngx else set()
@@ -188,14 +192,16 @@ class LiveScenario:
         self.wait_idle()
 
     def nginx_cpu(self, parents: dict[int, int]) -> float:
-        """CPU seconds of our nginx (master and worker) so far; 0 for --containers."""
+        """CPU seconds of our nginx (master and worker) so far; 0 for --containers URL."""
+        if self.stack:
+            return tree_cpu_seconds(set(self.stack.edge_pids), parents)
         return tree_cpu_seconds({self.ngx.process.pid}, parents) if self.ngx else 0.0
 
     def wait_idle(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
         """Waits for the requests wrk left in flight to drain. nginx gives up on them when
         wrk closes, but a server works through those it has already queued; a fork-CGI
         gateway can take seconds, which would otherwise be charged to the next round."""
-        if not self.server:
+        if not self.server and not self.stack:
             return
         deadline, quiet, last = time.monotonic() + limit_s, 0, tree_cpu_seconds(self.root_pids())
         while quiet < 2 and time.monotonic() < deadline:
@@ -209,16 +215,18 @@ class LiveScenario:
         result = self.result
         result.runs = [combine_rounds(c, rounds) for c, rounds in self.rounds.items()]
         for run in result.runs:
-            if (self.server or self.ngx) and run["requests"] and not self.scenario.server.forks_per_request:
+            if (self.server or self.ngx or self.stack) and run["requests"] and not self.scenario.server.forks_per_request:
                 run["cpu_ms_per_request"] = round(1000 * self.cpu_seconds[run["connections"]] / run["requests"], 3)
-            if self.server and self.ngx and run["requests"]:
+            if ((self.server and self.ngx) or self.stack) and run["requests"]:
                 run["nginx_cpu_ms_per_request"] = round(
                     1000 * self.nginx_cpu_seconds[run["connections"]] / run["requests"], 3)
-        if self.server or self.ngx:
+        if self.server or self.ngx or self.stack:
             result.peak_rss_bytes, result.max_child_rss_bytes = self.memory.total_bytes, self.memory.max_child_bytes
             result.max_processes = self.memory.max_processes
         if self.ngx:
             result.nginx_errors = error_lines(self.ngx.error_log())[:20]
+        if self.stack:
+            result.nginx_errors = stack_error_lines(self.stack.edge_log(), self.scenario.workload)[:20]
         if self.server and not self.server.alive():
             result.fail(f"{self.scenario.server.name} died under load:\n{self.server.log_tail()}")
 
@@ -256,6 +264,25 @@ def start_stack_scenario(scenario: Scenario, base_url: str, paths: Paths) -> Liv
     url = base_url.rstrip("/") + scenario.workload.path
     check_answer(url, scenario.workload, attempts=2)
     return LiveScenario(scenario, url, paths.work_dir / f"{scenario.name}.lua", result)
+
+
+def start_built_stack_scenario(scenario: Scenario, stack, paths: Paths) -> LiveScenario:
+    """--containers without a URL: a stack of bench/stacks.py, answering correctly."""
+    result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
+    url = stack.url + scenario.workload.path
+    try:
+        check_answer(url, scenario.workload)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}\n--- nginx log:\n{stack.edge_log()[-2000:]}\n--- app log:\n{stack.app_log()[-2000:]}") \
+            from None
+    return LiveScenario(scenario, url, paths.work_dir / f"{scenario.name}.lua", result, stack=stack)
+
+
+def stack_error_lines(log: str, workload: Workload) -> list[str]:
+    """A stack's nginx serves several scenarios: its error lines about this one's requests,
+    and those about no request at all."""
+    return [line for line in error_lines(log)
+            if f'request: "{workload.method} {workload.path} ' in line or 'request: "' not in line]
 
 
 def stop_all(live: list[LiveScenario]) -> None:

@@ -106,6 +106,7 @@ class Server:
     argv: object = None  # callable(port, paths) -> list[str]
     protocol: str = "fastcgi"  # how nginx talks to it: fastcgi, http (proxy_pass) or uwsgi (uwsgi_pass)
     prepare: object = None  # callable(port, paths): writes the files the command needs (php-fpm's config)
+    stack: str = ""  # --containers without a URL: the container stack (bench/stacks.py) it runs in
 
     def missing(self) -> str | None:
         """Why this server cannot run here, or None."""
@@ -305,6 +306,21 @@ STACK_SCENARIOS = [
     Scenario("stack-cgi-py", "stack: Python CGI script", NGINX_ONLY, Workload("/cgi-bin/hello.py", expect_body=None)),
 ]
 
+# --containers without a URL: the stacks the harness builds and starts itself (bench/stacks.py),
+# the same WSGI app in each, PROCESSES worker processes in one app container behind nginx in
+# a container. The fcgikit stack is `fcgikit up`'s own; the peers use its nginx image and config.
+STACK_FCGIKIT = Server("fcgikit stack (fcgikit up: nginx + fcgikit.serve, fastcgi_keep_conn)", ours=True,
+                       stack="fcgikit")
+STACK_GUNICORN = Server("gunicorn stack (nginx proxy_pass + gunicorn sync workers)", ours=False, protocol="http",
+                        stack="gunicorn")
+STACK_UWSGI = Server("uWSGI stack (nginx uwsgi_pass + uWSGI)", ours=False, protocol="uwsgi", stack="uwsgi")
+BUILT_STACK_SCENARIOS = [
+    Scenario(f"stack-{server.stack}-{name}", f"{server.name}, {what}", server, workload, quick_brief=True)
+    for server in (STACK_FCGIKIT, STACK_GUNICORN, STACK_UWSGI)
+    for name, what, workload in (("hello", "WSGI hello", HELLO), ("post64k", "64 KiB POST echoed", ECHO_64K),
+                                 ("1mib", "1 MiB response", BIG_1MIB))
+]
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -351,6 +367,13 @@ COMPARISONS = [
     Comparison("serve-1mib-keepconn", "gunicorn-gthread-1mib", None,
                "1 MiB response: fcgikit.serve (keep_conn) vs gunicorn gthread"),
     Comparison("serve-1mib-keepconn", "uwsgi-native-1mib", None, "1 MiB response: fcgikit.serve (keep_conn) vs uWSGI uwsgi_pass"),
+    # Issue 16: the container stacks (--containers without a URL).
+    Comparison("stack-fcgikit-hello", "stack-gunicorn-hello", 2.0, "fcgikit stack vs gunicorn stack"),
+    Comparison("stack-fcgikit-hello", "stack-uwsgi-hello", 1.2, "fcgikit stack vs uWSGI stack (uwsgi_pass)"),
+    Comparison("stack-fcgikit-post64k", "stack-gunicorn-post64k", None, "64 KiB POST: fcgikit stack vs gunicorn stack"),
+    Comparison("stack-fcgikit-post64k", "stack-uwsgi-post64k", None, "64 KiB POST: fcgikit stack vs uWSGI stack"),
+    Comparison("stack-fcgikit-1mib", "stack-gunicorn-1mib", None, "1 MiB response: fcgikit stack vs gunicorn stack"),
+    Comparison("stack-fcgikit-1mib", "stack-uwsgi-1mib", None, "1 MiB response: fcgikit stack vs uWSGI stack"),
 ]
 
 # The memory target: one fcgikit.serve child with the hello app stays under this RSS.

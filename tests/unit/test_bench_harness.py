@@ -84,10 +84,12 @@ def test_select_takes_names_and_prefixes_and_refuses_unknown_ones():
         select(SCENARIOS, ["nope"])
 
 
-def test_every_comparison_names_real_scenarios():
-    names = {s.name for s in SCENARIOS}
+def test_every_comparison_names_real_scenarios_of_one_run():
+    from bench.scenarios import BUILT_STACK_SCENARIOS
+
+    processes, stacks = {s.name for s in SCENARIOS}, {s.name for s in BUILT_STACK_SCENARIOS}
     for comparison in COMPARISONS:
-        assert {comparison.ours, comparison.peer} <= names
+        assert {comparison.ours, comparison.peer} <= processes or {comparison.ours, comparison.peer} <= stacks
 
 
 def fake_result(name, rps_by_conns, status="ok", child_rss=10 << 20):
@@ -319,3 +321,48 @@ def test_containers_baseline_measures_a_second_stack_under_its_own_names_against
     hello = next(c for c in comparisons if c.ours == "stack-hello")
     assert (hello.peer, hello.target) == ("baseline-stack-hello", 0.95)  # issue 18: the Lua edge costs <= 5%
     assert main(["--containers-baseline", "http://127.0.0.1:1/"]) == 2  # needs --containers
+
+
+def fcgikit_stack_conf() -> str:
+    from fcgikit.deploy.nginxconf import render_nginx_conf
+    from fcgikit.deploy.spec import Services, WorkersService
+
+    services = Services(workers=WorkersService(app="hello_wsgi:app", processes=2, replicas=2))
+    return render_nginx_conf(services, ["10.0.0.2:9000", "10.0.0.3:9000"], [])
+
+
+def test_the_uwsgi_stacks_nginx_is_fcgikits_with_uwsgi_pass_and_the_same_params_and_timeouts():
+    from bench.stacks import peer_nginx_conf
+
+    ours = fcgikit_stack_conf()
+    conf = peer_nginx_conf(ours, "uwsgi", "app:9000")
+    assert "fastcgi" not in conf and "keep_conn" not in conf
+    assert "uwsgi_pass fcgikit_workers;" in conf and "uwsgi_param PATH_INFO $uri;" in conf
+    assert "uwsgi_read_timeout 30s;" in conf and "uwsgi_next_upstream error timeout;" in conf
+    assert "server app:9000 max_fails=1 fail_timeout=5s;" in conf and "10.0.0." not in conf
+    # everything outside `location /` and the upstream's servers is fcgikit's, line for line
+    assert conf.count("\n") == ours.count("\n") - 2  # keep_conn dropped, two servers become one
+    assert "access_log /dev/stdout;" in conf and "keepalive 16;" in conf and "worker_processes auto;" in conf
+
+
+def test_the_gunicorn_stacks_nginx_is_fcgikits_with_proxy_pass_and_upstream_keepalive():
+    from bench.stacks import peer_nginx_conf
+
+    conf = peer_nginx_conf(fcgikit_stack_conf(), "http", "app:9000")
+    assert "fastcgi" not in conf
+    assert "proxy_pass http://fcgikit_workers;" in conf and "proxy_http_version 1.1;" in conf
+    assert 'proxy_set_header Connection "";' in conf and "proxy_read_timeout 30s;" in conf
+    assert "proxy_next_upstream_tries 3;" in conf and "keepalive 16;" in conf
+
+
+def test_built_stack_scenarios_and_their_targets():
+    from bench.scenarios import BUILT_STACK_SCENARIOS
+
+    names = {s.name for s in BUILT_STACK_SCENARIOS}
+    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi"}
+    assert [s.name for s in BUILT_STACK_SCENARIOS if s.ours] == ["stack-fcgikit-hello", "stack-fcgikit-post64k",
+                                                                 "stack-fcgikit-1mib"]
+    targets = {(c.ours, c.peer): c.target for c in COMPARISONS if c.ours in names}
+    assert targets[("stack-fcgikit-hello", "stack-gunicorn-hello")] == 2.0
+    assert targets[("stack-fcgikit-hello", "stack-uwsgi-hello")] == 1.2
+    assert all(c.peer in names for c in COMPARISONS if c.ours in names)

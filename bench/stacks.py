@@ -1,0 +1,283 @@
+"""`python3 -m bench --containers` without a URL: the container stacks, built and started here.
+
+Three stacks on this host, each nginx in a container in front of one app container on a
+Docker network of its own, all from the same base image (fcgikit/base:bookworm):
+
+- fcgikit: started by `fcgikit up` from a stack file written here (bench/apps/hello_wsgi.py,
+  PROCESSES worker processes in one container, no recycling, no CGI service), exactly as a
+  user gets it: fcgikit's nginx config (upstream keepalive, fastcgi_keep_conn) and images.
+- gunicorn: `gunicorn --workers PROCESSES` (sync workers) behind `proxy_pass`;
+- uwsgi: `uwsgi --socket --processes PROCESSES` behind `uwsgi_pass` (its own protocol).
+
+The peers' app image is bench/containers/peers.Dockerfile (Debian's gunicorn and uWSGI on the
+same base); their nginx is fcgikit's own nginx image, run as fcgikit runs it, with fcgikit's
+rendered config whose `location /` is translated to the peer's protocol (same timeouts,
+retries, keepalive, access log). Every container is confined alike (read-only root, no
+capabilities, the same memory and pids limits). Names: `fcgikit-bench-*`; everything this
+module starts, it removes at the end.
+
+The processes of a container are this host's processes, so the harness reads their CPU time
+and memory from /proc as for the bare-process scenarios: the app container's tree is "the
+server", the nginx container's tree "nginx".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .scenarios import APPS_DIR, BENCH_DIR, PROCESSES
+
+PREFIX = "fcgikit-bench"  # compose project, container, network and image names
+FCGIKIT_PROJECT = f"{PREFIX}-fcgikit"
+PEER_IMAGE = f"{PREFIX}/peers:latest"
+BASE_IMAGE = "fcgikit/base:bookworm"
+LABEL = "fcgikit.bench"  # on the peers' containers and network: which stack
+APP_PORT = 9000
+WORKERS_UPSTREAM = "fcgikit_workers"  # the upstream name in fcgikit's rendered config
+
+# As `fcgikit up` confines its containers (fcgikit.deploy.model): the peers get the same.
+CONFINE = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+           "--memory", "512m", "--pids-limit", "256"]
+NGINX_TMPFS = ["/run/nginx:uid=33,gid=33", "/run/fcgikit:uid=33,gid=33", "/var/lib/nginx:uid=33,gid=33"]
+
+PEER_COMMANDS = {
+    "gunicorn": ["python3", "-m", "gunicorn", "--workers", str(PROCESSES), "--worker-class", "sync",
+                 "--bind", f"0.0.0.0:{APP_PORT}", "hello_wsgi:app"],
+    "uwsgi": ["uwsgi", "--plugin", "python3", "--socket", f"0.0.0.0:{APP_PORT}", "--wsgi-file",
+              "/srv/app/hello_wsgi.py", "--callable", "app", "--master", "--processes", str(PROCESSES),
+              "--disable-logging", "--die-on-term"],
+}
+PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi"}
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def docker(*args: str, timeout: float = 120, check: bool = True) -> str:
+    try:
+        done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise StackError("docker is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise StackError(f"docker {' '.join(args[:3])} ... took over {timeout:.0f} s") from None
+    if check and done.returncode != 0:
+        raise StackError(f"docker {' '.join(args)} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def docker_missing() -> str | None:
+    """Why the stacks cannot run here, or None."""
+    if not shutil.which("docker"):
+        return "docker is not installed"
+    try:
+        docker("info", "--format", "{{.ServerVersion}}", timeout=20)
+    except StackError as exc:
+        return f"the Docker engine does not answer: {exc}"
+    return None
+
+
+def container_pid(container: str) -> int:
+    return int(docker("inspect", "-f", "{{.State.Pid}}", container).strip())
+
+
+@dataclass
+class Stack:
+    """One running stack: its URL and the containers that make it."""
+
+    name: str
+    url: str
+    app_containers: list[str]
+    edge_container: str
+    app_pids: set[int] = field(default_factory=set)
+    edge_pids: set[int] = field(default_factory=set)
+
+    def refresh_pids(self) -> None:
+        self.app_pids = {container_pid(c) for c in self.app_containers}
+        self.edge_pids = {container_pid(self.edge_container)}
+
+    def edge_log(self) -> str:
+        """nginx's error log (its stderr; the access log is stdout)."""
+        done = subprocess.run(["docker", "logs", self.edge_container], capture_output=True, text=True, timeout=60)
+        return done.stderr
+
+    def app_log(self) -> str:
+        done = subprocess.run(["docker", "logs", "--tail", "50", self.app_containers[0]], capture_output=True,
+                              text=True, timeout=60)
+        return done.stdout + done.stderr
+
+
+def fcgikit_stack_file(port: int) -> str:
+    """The stack file for `fcgikit up`: the bench's app, PROCESSES processes in one container."""
+    return json.dumps({
+        "project": FCGIKIT_PROJECT,
+        "services": {
+            "nginx": {"port": port},
+            "workers": {"app": "hello_wsgi:app", "path": str(APPS_DIR), "processes": PROCESSES, "replicas": 1,
+                        "max_requests": 0},
+        },
+    }, indent=2) + "\n"
+
+
+def fcgikit_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fcgikit.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def peer_location(fastcgi_location: str, protocol: str) -> str:
+    """fcgikit's rendered `location / { fastcgi_... }` translated to proxy_pass or uwsgi_pass:
+    the same timeouts, retries and params (uwsgi), nothing else changed."""
+    lines = []
+    for line in fastcgi_location.splitlines():
+        text = line.strip()
+        pad = line[:len(line) - len(line.lstrip())]
+        if protocol == "uwsgi":
+            if text == "fastcgi_keep_conn on;":
+                continue  # the uwsgi protocol has no keep-alive
+            lines.append(line.replace("fastcgi_", "uwsgi_"))
+        else:
+            if text.startswith("fastcgi_param "):
+                continue  # HTTP carries the request itself
+            if text == "fastcgi_keep_conn on;":
+                # upstream keepalive over HTTP, as nginx documents it
+                lines += [f"{pad}proxy_http_version 1.1;", f'{pad}proxy_set_header Connection "";',
+                          f"{pad}proxy_set_header Host $host;",
+                          f"{pad}proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+                          f"{pad}proxy_set_header X-Forwarded-Proto $scheme;"]
+            elif text.startswith("fastcgi_pass "):
+                lines.append(f"{pad}proxy_pass http://{text.split()[1]}")
+            else:
+                lines.append(line.replace("fastcgi_", "proxy_"))
+    return "\n".join(lines)
+
+
+LOCATION_ROOT = re.compile(r"^( *)location / \{\n.*?^\1\}", re.S | re.M)
+
+
+def peer_nginx_conf(fcgikit_conf: str, protocol: str, app_address: str) -> str:
+    """The fcgikit stack's nginx.conf with its workers replaced by `app_address` and
+    `location /` speaking the peer's protocol."""
+    match = LOCATION_ROOT.search(fcgikit_conf)
+    if not match or "fastcgi_pass" not in match.group(0):
+        raise StackError("the fcgikit stack's nginx.conf has no `location /` with fastcgi_pass")
+    conf = fcgikit_conf[:match.start()] + peer_location(match.group(0), protocol) + fcgikit_conf[match.end():]
+    upstream = re.compile(rf"(upstream {WORKERS_UPSTREAM} \{{\n)( *)server [^\n]*\n(?: *server [^\n]*\n)*")
+    if not upstream.search(conf):
+        raise StackError(f"the fcgikit stack's nginx.conf has no upstream {WORKERS_UPSTREAM}")
+    return upstream.sub(lambda m: f"{m.group(1)}{m.group(2)}server {app_address} max_fails=1 fail_timeout=5s;\n",
+                        conf, 1)
+
+
+class Stacks:
+    """Brings the stacks up (`up`) and removes all it started (`down`)."""
+
+    def __init__(self, names: list[str], work_dir: Path, log=print) -> None:
+        self.names, self.work_dir, self.log = names, work_dir, log
+        self.running: dict[str, Stack] = {}
+        self.started_containers: list[str] = []
+        self.started_networks: list[str] = []
+        self.fcgikit_file: Path | None = None
+
+    def up(self) -> dict[str, Stack]:
+        """Every stack named, up and answering; the fcgikit stack first (its nginx image and
+        config are the peers' too). Raises StackError, having removed what it started."""
+        from fcgikit.testing import free_port
+
+        try:
+            port = free_port()
+            self.fcgikit_file = self.work_dir / "fcgikit-bench.yaml"
+            self.fcgikit_file.write_text(fcgikit_stack_file(port))
+            self.log(f"bench: fcgikit up -p {FCGIKIT_PROJECT} (builds the images when missing) ...")
+            done = fcgikit_cli("up", "-f", str(self.fcgikit_file), "--image-prefix", PREFIX, "--base", BASE_IMAGE)
+            if done.returncode != 0:
+                raise StackError(f"fcgikit up failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+            edge, workers = self.project_containers(FCGIKIT_PROJECT)
+            fcgikit = Stack("fcgikit", f"http://127.0.0.1:{port}", workers, edge)
+            fcgikit.refresh_pids()
+            self.running["fcgikit"] = fcgikit
+            peers = [name for name in self.names if name in PEER_COMMANDS]
+            if peers:
+                self.build_peer_image()
+                nginx_image = docker("inspect", "-f", "{{.Config.Image}}", edge).strip()
+                conf = docker("exec", edge, "cat", "/etc/nginx/nginx.conf")
+                for name in peers:
+                    self.running[name] = self.start_peer(name, nginx_image, conf)
+        except BaseException:
+            self.down()
+            raise
+        return self.running
+
+    @staticmethod
+    def project_containers(project: str) -> tuple[str, list[str]]:
+        rows = docker("ps", "--filter", f"label=fcgikit.project={project}", "--format",
+                      '{{.Names}} {{.Label "fcgikit.service"}}').split("\n")
+        by_service: dict[str, list[str]] = {}
+        for row in filter(None, rows):
+            name, _, service = row.partition(" ")
+            by_service.setdefault(service, []).append(name)
+        if len(by_service.get("nginx", [])) != 1 or not by_service.get("workers"):
+            raise StackError(f"project {project}: expected one nginx and the workers running, found {by_service}")
+        return by_service["nginx"][0], sorted(by_service["workers"])
+
+    def build_peer_image(self) -> None:
+        context = self.work_dir / "peers-context"
+        context.mkdir(exist_ok=True)
+        shutil.copy(BENCH_DIR / "containers" / "peers.Dockerfile", context / "Dockerfile")
+        shutil.copy(APPS_DIR / "hello_wsgi.py", context / "hello_wsgi.py")
+        self.log(f"bench: docker build {PEER_IMAGE} (gunicorn and uWSGI from Debian, on {BASE_IMAGE}) ...")
+        docker("build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "--label", f"{LABEL}=peers", "-t", PEER_IMAGE,
+               str(context), timeout=900)
+
+    def start_peer(self, name: str, nginx_image: str, fcgikit_conf: str) -> Stack:
+        from fcgikit.testing import free_port
+
+        network, app, edge = f"{PREFIX}-{name}", f"{PREFIX}-{name}-app", f"{PREFIX}-{name}-nginx"
+        for container in (app, edge):  # left over by a run that was killed: ours by name and label
+            if docker("ps", "-aq", "--filter", f"name=^{container}$", "--filter", f"label={LABEL}={name}").strip():
+                docker("rm", "-f", container)
+        if docker("network", "ls", "-q", "--filter", f"name=^{network}$", "--filter",
+                  f"label={LABEL}={name}").strip():
+            docker("network", "rm", network)
+        docker("network", "create", "--label", f"{LABEL}={name}", network)
+        self.started_networks.append(network)
+        docker("run", "-d", "--name", app, "--label", f"{LABEL}={name}", "--network", network,
+               "--network-alias", "app", *CONFINE, PEER_IMAGE, *PEER_COMMANDS[name])
+        self.started_containers.append(app)
+        conf_path = self.work_dir / f"nginx-{name}.conf"
+        conf_path.write_text(peer_nginx_conf(fcgikit_conf, PEER_PROTOCOLS[name], f"app:{APP_PORT}"))
+        conf_path.chmod(0o644)
+        port = free_port()
+        tmpfs = [arg for path in NGINX_TMPFS for arg in ("--tmpfs", path)]
+        docker("run", "-d", "--name", edge, "--label", f"{LABEL}={name}", "--network", network,
+               "-p", f"127.0.0.1:{port}:8080", "--read-only", *tmpfs, "--cap-drop", "ALL",
+               "--security-opt", "no-new-privileges", "--memory", "256m", "--pids-limit", "256",
+               "-v", f"{conf_path}:/etc/nginx/nginx.conf:ro", nginx_image)
+        self.started_containers.append(edge)
+        stack = Stack(name, f"http://127.0.0.1:{port}", [app], edge)
+        stack.refresh_pids()
+        return stack
+
+    def down(self) -> None:
+        """Removes what this run started: the peers' containers and networks, the fcgikit stack."""
+        for container in reversed(self.started_containers):
+            docker("rm", "-f", container, check=False)
+        for network in self.started_networks:
+            docker("network", "rm", network, check=False)
+        self.started_containers, self.started_networks = [], []
+        if self.fcgikit_file is not None:
+            done = fcgikit_cli("down", "-f", str(self.fcgikit_file), timeout=300)
+            if done.returncode != 0:
+                self.log(f"bench: fcgikit down failed: {done.stderr.strip()[-1000:]}")
+            self.fcgikit_file = None
+        self.running = {}
+
+
+def temp_work_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="fcgikit-bench-stacks-"))
