@@ -146,9 +146,9 @@ def start(scenario: Scenario, args: argparse.Namespace, paths: Paths,
 def bring_up_stacks(scenarios: list[Scenario], work: Path, results: list[ScenarioResult]):
     """--containers without a URL: the stacks the scenarios need, up; None (and every scenario
     skipped or failed, saying why) when they cannot be."""
-    from .stacks import StackError, Stacks, docker_missing
+    from .stacks import STACK_ORDER, StackError, Stacks, docker_missing
 
-    names = sorted({s.server.stack for s in scenarios}, key=["fcgikit", "gunicorn", "uwsgi"].index)
+    names = sorted({s.server.stack for s in scenarios}, key=STACK_ORDER.index)
     missing = docker_missing()
     stacks = Stacks(names, work, log=lambda text: print(text, flush=True))
     if not missing:

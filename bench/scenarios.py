@@ -314,11 +314,17 @@ STACK_FCGIKIT = Server("fcgikit stack (fcgikit up: nginx + fcgikit.serve, fastcg
 STACK_GUNICORN = Server("gunicorn stack (nginx proxy_pass + gunicorn sync workers)", ours=False, protocol="http",
                         stack="gunicorn")
 STACK_UWSGI = Server("uWSGI stack (nginx uwsgi_pass + uWSGI)", ours=False, protocol="uwsgi", stack="uwsgi")
+# PHP: fcgikit.spawn + php-cgi against php-fpm, in fcgikit's worker image with PHP added, behind
+# fcgikit's nginx config with the PHP params.
+STACK_PHP_FCGIKIT = Server("PHP stack (nginx + fcgikit.spawn -- php-cgi)", ours=True, stack="php-fcgikit")
+STACK_PHP_FPM = Server("PHP stack (nginx + php-fpm, pm = static)", ours=False, stack="php-fpm")
 BUILT_STACK_SCENARIOS = [
-    Scenario(f"stack-{server.stack}-{name}", f"{server.name}, {what}", server, workload, quick_brief=True)
-    for server in (STACK_FCGIKIT, STACK_GUNICORN, STACK_UWSGI)
-    for name, what, workload in (("hello", "WSGI hello", HELLO), ("post64k", "64 KiB POST echoed", ECHO_64K),
-                                 ("1mib", "1 MiB response", BIG_1MIB))
+    *(Scenario(f"stack-{server.stack}-{name}", f"{server.name}, {what}", server, workload, quick_brief=True)
+      for server in (STACK_FCGIKIT, STACK_GUNICORN, STACK_UWSGI)
+      for name, what, workload in (("hello", "WSGI hello", HELLO), ("post64k", "64 KiB POST echoed", ECHO_64K),
+                                   ("1mib", "1 MiB response", BIG_1MIB))),
+    *(Scenario(f"stack-{server.stack}-hello", f"{server.name}, PHP hello", server, PHP_HELLO, quick_brief=True)
+      for server in (STACK_PHP_FCGIKIT, STACK_PHP_FPM)),
 ]
 
 
@@ -374,6 +380,8 @@ COMPARISONS = [
     Comparison("stack-fcgikit-post64k", "stack-uwsgi-post64k", None, "64 KiB POST: fcgikit stack vs uWSGI stack"),
     Comparison("stack-fcgikit-1mib", "stack-gunicorn-1mib", None, "1 MiB response: fcgikit stack vs gunicorn stack"),
     Comparison("stack-fcgikit-1mib", "stack-uwsgi-1mib", None, "1 MiB response: fcgikit stack vs uWSGI stack"),
+    Comparison("stack-php-fcgikit-hello", "stack-php-fpm-hello", 0.95,
+               "PHP stack: fcgikit.spawn + php-cgi vs php-fpm static"),
 ]
 
 # The memory target: one fcgikit.serve child with the hello app stays under this RSS.

@@ -1,20 +1,26 @@
 """`python3 -m bench --containers` without a URL: the container stacks, built and started here.
 
-Three stacks on this host, each nginx in a container in front of one app container on a
+Five stacks on this host, each nginx in a container in front of one app container on a
 Docker network of its own, all from the same base image (fcgikit/base:bookworm):
 
 - fcgikit: started by `fcgikit up` from a stack file written here (bench/apps/hello_wsgi.py,
   PROCESSES worker processes in one container, no recycling, no CGI service), exactly as a
   user gets it: fcgikit's nginx config (upstream keepalive, fastcgi_keep_conn) and images.
 - gunicorn: `gunicorn --workers PROCESSES` (sync workers) behind `proxy_pass`;
-- uwsgi: `uwsgi --socket --processes PROCESSES` behind `uwsgi_pass` (its own protocol).
+- uwsgi: `uwsgi --socket --processes PROCESSES` behind `uwsgi_pass` (its own protocol);
+- php-fcgikit: `python3 -m fcgikit.spawn -F PROCESSES -- php-cgi`, and php-fpm: `php-fpm -F` with
+  `pm = static`, PROCESSES children: the same script (bench/apps/www/php/hello.php) behind
+  fcgikit's nginx config with the PHP params (SCRIPT_FILENAME, REDIRECT_STATUS), without
+  keep_conn (a PHP process serves one connection at a time).
+  (`fcgikit up` itself cannot run php-cgi yet: its nginx config sends a `program` no
+  SCRIPT_FILENAME, and php-cgi answers 404 "No input file specified".)
 
-The peers' app image is bench/containers/peers.Dockerfile (Debian's gunicorn and uWSGI on the
-same base); their nginx is fcgikit's own nginx image, run as fcgikit runs it, with fcgikit's
-rendered config whose `location /` is translated to the peer's protocol (same timeouts,
-retries, keepalive, access log). Every container is confined alike (read-only root, no
-capabilities, the same memory and pids limits). Names: `fcgikit-bench-*`; everything this
-module starts, it removes at the end.
+The peers' app image is bench/containers/peers.Dockerfile: the fcgikit stack's worker image
+(base and runtime) with Debian's gunicorn, uWSGI, php-cgi and php-fpm added. Their nginx is
+fcgikit's own nginx image, run as fcgikit runs it, with fcgikit's rendered config whose
+`location /` is translated to the peer's protocol (same timeouts, retries, keepalive, access
+log). Every container is confined alike (read-only root, no capabilities, the same memory and
+pids limits). Names: `fcgikit-bench-*`; everything this module starts, it removes at the end.
 
 The processes of a container are this host's processes, so the harness reads their CPU time
 and memory from /proc as for the bare-process scenarios: the app container's tree is "the
@@ -37,7 +43,8 @@ from .scenarios import APPS_DIR, BENCH_DIR, PROCESSES
 PREFIX = "fcgikit-bench"  # compose project, container, network and image names
 FCGIKIT_PROJECT = f"{PREFIX}-fcgikit"
 PEER_IMAGE = f"{PREFIX}/peers:latest"
-BASE_IMAGE = "fcgikit/base:bookworm"
+PHP_ROOT = "/srv/www"  # in the PHP image: the script is /srv/www/php/hello.php, served at /php/hello.php
+BASE_IMAGE = "fcgikit/base:bookworm"  # fcgikit up's default base; the peers' image is built on its worker image
 LABEL = "fcgikit.bench"  # on the peers' containers and network: which stack
 APP_PORT = 9000
 WORKERS_UPSTREAM = "fcgikit_workers"  # the upstream name in fcgikit's rendered config
@@ -54,7 +61,13 @@ PEER_COMMANDS = {
               "/srv/app/hello_wsgi.py", "--callable", "app", "--master", "--processes", str(PROCESSES),
               "--disable-logging", "--die-on-term"],
 }
-PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi"}
+PEER_COMMANDS.update({
+    "php-fcgikit": ["python3", "-m", "fcgikit.spawn", "-n", "-a", "0.0.0.0", "-p", str(APP_PORT),
+                    "-F", str(PROCESSES), "--", "php-cgi"],
+    "php-fpm": ["php-fpm", "-F", "-O", "-y", "/etc/bench-php-fpm.conf"],
+})
+PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi", "php-fcgikit": "php", "php-fpm": "php"}
+STACK_ORDER = ["fcgikit", *PEER_COMMANDS]  # the fcgikit stack comes up first: the others use its images
 
 
 class StackError(RuntimeError):
@@ -135,6 +148,25 @@ def peer_location(fastcgi_location: str, protocol: str) -> str:
     """fcgikit's rendered `location / { fastcgi_... }` translated to proxy_pass or uwsgi_pass:
     the same timeouts, retries and params (uwsgi), nothing else changed."""
     lines = []
+    if protocol == "php":  # FastCGI still, the script's file named as PHP wants it
+        for line in fastcgi_location.splitlines():
+            pad = line[:len(line) - len(line.lstrip())]
+            if line.strip() == "fastcgi_keep_conn on;":
+                # A PHP process serves one connection at a time: a connection nginx keeps idle
+                # holds a process (p99 in the hundreds of ms). PHP users' nginx (Debian's
+                # snippets/fastcgi-php.conf) does not keep them; neither side does here.
+                continue
+            if line.strip() == 'fastcgi_param SCRIPT_NAME "";':
+                lines.append(f"{pad}fastcgi_param SCRIPT_NAME $fastcgi_script_name;")
+            elif line.strip() == "fastcgi_param PATH_INFO $uri;":
+                lines += [f"{pad}fastcgi_param SCRIPT_FILENAME {PHP_ROOT}$fastcgi_script_name;",
+                          f"{pad}fastcgi_param DOCUMENT_ROOT {PHP_ROOT};",
+                          f"{pad}fastcgi_param REDIRECT_STATUS 200;"]
+            else:
+                lines.append(line)
+        if len(lines) != len(fastcgi_location.splitlines()) + 1:
+            raise StackError("fcgikit's `location /` no longer sets SCRIPT_NAME \"\" and PATH_INFO $uri")
+        return "\n".join(lines)
     for line in fastcgi_location.splitlines():
         text = line.strip()
         pad = line[:len(line) - len(line.lstrip())]
@@ -204,11 +236,11 @@ class Stacks:
             self.running["fcgikit"] = fcgikit
             peers = [name for name in self.names if name in PEER_COMMANDS]
             if peers:
-                self.build_peer_image()
+                image = self.build_peer_image(docker("inspect", "-f", "{{.Config.Image}}", workers[0]).strip())
                 nginx_image = docker("inspect", "-f", "{{.Config.Image}}", edge).strip()
                 conf = docker("exec", edge, "cat", "/etc/nginx/nginx.conf")
                 for name in peers:
-                    self.running[name] = self.start_peer(name, nginx_image, conf)
+                    self.running[name] = self.start_peer(name, image, nginx_image, conf)
         except BaseException:
             self.down()
             raise
@@ -226,16 +258,23 @@ class Stacks:
             raise StackError(f"project {project}: expected one nginx and the workers running, found {by_service}")
         return by_service["nginx"][0], sorted(by_service["workers"])
 
-    def build_peer_image(self) -> None:
+    def build_peer_image(self, worker_image: str) -> str:
+        """bench/containers/peers.Dockerfile on the fcgikit stack's worker image."""
+        from .scenarios import WWW_DIR, php_fpm_config
+
         context = self.work_dir / "peers-context"
         context.mkdir(exist_ok=True)
         shutil.copy(BENCH_DIR / "containers" / "peers.Dockerfile", context / "Dockerfile")
         shutil.copy(APPS_DIR / "hello_wsgi.py", context / "hello_wsgi.py")
-        self.log(f"bench: docker build {PEER_IMAGE} (gunicorn and uWSGI from Debian, on {BASE_IMAGE}) ...")
-        docker("build", "-q", "--build-arg", f"BASE={BASE_IMAGE}", "--label", f"{LABEL}=peers", "-t", PEER_IMAGE,
-               str(context), timeout=900)
+        shutil.copy(WWW_DIR / "php" / "hello.php", context / "hello.php")
+        (context / "php-fpm.conf").write_text(php_fpm_config(APP_PORT).replace("127.0.0.1:", "0.0.0.0:"))
+        self.log(f"bench: docker build {PEER_IMAGE} (gunicorn, uWSGI, php-cgi and php-fpm from Debian, "
+                 f"on {worker_image}) ...")
+        docker("build", "-q", "--build-arg", f"WORKER_IMAGE={worker_image}", "--label", f"{LABEL}=peers",
+               "-t", PEER_IMAGE, str(context), timeout=900)
+        return PEER_IMAGE
 
-    def start_peer(self, name: str, nginx_image: str, fcgikit_conf: str) -> Stack:
+    def start_peer(self, name: str, image: str, nginx_image: str, fcgikit_conf: str) -> Stack:
         from fcgikit.testing import free_port
 
         network, app, edge = f"{PREFIX}-{name}", f"{PREFIX}-{name}-app", f"{PREFIX}-{name}-nginx"
@@ -248,7 +287,7 @@ class Stacks:
         docker("network", "create", "--label", f"{LABEL}={name}", network)
         self.started_networks.append(network)
         docker("run", "-d", "--name", app, "--label", f"{LABEL}={name}", "--network", network,
-               "--network-alias", "app", *CONFINE, PEER_IMAGE, *PEER_COMMANDS[name])
+               "--network-alias", "app", *CONFINE, image, *PEER_COMMANDS[name])
         self.started_containers.append(app)
         conf_path = self.work_dir / f"nginx-{name}.conf"
         conf_path.write_text(peer_nginx_conf(fcgikit_conf, PEER_PROTOCOLS[name], f"app:{APP_PORT}"))

@@ -1,16 +1,19 @@
-# The peers' app container for `python3 -m bench --containers`: gunicorn and uWSGI (with its
-# python3 plugin) from Debian, on the same base image as fcgikit's worker image, running the
-# same WSGI app (bench/apps/hello_wsgi.py). Built by the harness (bench/stacks.py).
-ARG BASE=fcgikit/base:bookworm
-FROM ${BASE}
+# The peers' app container for `python3 -m bench --containers`: fcgikit's own worker image
+# (its base and runtime, as `fcgikit up` built it for the bench's stack) with Debian's
+# gunicorn, uWSGI (python3 plugin), php-cgi and php-fpm added, and the bench's apps. One image
+# for every peer stack: gunicorn, uWSGI, php-fpm, and fcgikit.spawn -- php-cgi.
+# Built by bench/stacks.py (one apt-get; about a minute the first time).
+ARG WORKER_IMAGE
+FROM ${WORKER_IMAGE}
+USER root
 RUN set -e; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 python3-gunicorn uwsgi-core uwsgi-plugin-python3; \
+        python3-gunicorn uwsgi-core uwsgi-plugin-python3 php-cgi php-fpm; \
     rm -rf /var/lib/apt/lists/*; \
-    useradd --system --uid 10001 --user-group --home-dir /srv --shell /usr/sbin/nologin bench
+    ln -s "$(ls /usr/sbin/php-fpm* | sort -V | tail -1)" /usr/local/sbin/php-fpm
 COPY hello_wsgi.py /srv/app/
-ENV PYTHONPATH=/srv/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-USER bench
+COPY hello.php /srv/www/php/hello.php
+COPY php-fpm.conf /etc/bench-php-fpm.conf
+USER fcgikit
 WORKDIR /srv/app
-EXPOSE 9000

@@ -1,5 +1,5 @@
-"""`python3 -m bench --containers` (no URL) builds and starts the fcgikit, gunicorn and uWSGI
-container stacks, measures them and removes them (speed is not judged here)."""
+"""`python3 -m bench --containers` (no URL) builds and starts the fcgikit, gunicorn, uWSGI,
+php-cgi and php-fpm container stacks, measures them and removes them (speed is not judged here)."""
 
 import json
 import os
@@ -12,7 +12,8 @@ import pytest
 pytestmark = [pytest.mark.bench, pytest.mark.docker, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-HELLOS = ["stack-fcgikit-hello", "stack-gunicorn-hello", "stack-uwsgi-hello"]
+HELLOS = ["stack-fcgikit-hello", "stack-gunicorn-hello", "stack-uwsgi-hello", "stack-php-fcgikit-hello",
+          "stack-php-fpm-hello"]
 
 
 def docker_lines(*args: str) -> list[str]:
@@ -33,8 +34,8 @@ def engine():
 
 @pytest.mark.timeout(900)
 def test_the_container_stacks_run_answer_with_zero_errors_and_are_removed(engine, tmp_path):
-    # The first run builds the peers' image (gunicorn and uWSGI from Debian) and fcgikit's;
-    # later runs find them and take about 30 s.
+    # The first run builds fcgikit's images and the peers' (one apt-get on fcgikit's worker
+    # image, about a minute); later runs find them and take about 30 s.
     args = ["--containers", "--quick", "--results-dir", str(tmp_path), *[f"--only={name}" for name in HELLOS]]
     done = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=880)
@@ -52,7 +53,8 @@ def test_the_container_stacks_run_answer_with_zero_errors_and_are_removed(engine
         assert scenario["peak_rss_bytes"] > 0, name
     targets = {(r["ours"], r["peer"]): r for r in report["ratios"] if r["target"] is not None}
     assert set(targets) == {("stack-fcgikit-hello", "stack-gunicorn-hello"),
-                            ("stack-fcgikit-hello", "stack-uwsgi-hello")}, report["ratios"]
+                            ("stack-fcgikit-hello", "stack-uwsgi-hello"),
+                            ("stack-php-fcgikit-hello", "stack-php-fpm-hello")}, report["ratios"]
     assert all(row["ratio"] for row in targets.values()), report["ratios"]
     assert done.returncode == 0, output
 

@@ -355,14 +355,25 @@ def test_the_gunicorn_stacks_nginx_is_fcgikits_with_proxy_pass_and_upstream_keep
     assert "proxy_next_upstream_tries 3;" in conf and "keepalive 16;" in conf
 
 
+def test_the_php_stacks_nginx_is_fcgikits_with_the_script_named_for_php():
+    from bench.stacks import peer_nginx_conf
+
+    conf = peer_nginx_conf(fcgikit_stack_conf(), "php", "app:9000")
+    assert "fastcgi_pass fcgikit_workers;" in conf and "keep_conn" not in conf
+    assert "fastcgi_param SCRIPT_FILENAME /srv/www$fastcgi_script_name;" in conf
+    assert "fastcgi_param REDIRECT_STATUS 200;" in conf and "fastcgi_param SCRIPT_NAME $fastcgi_script_name;" in conf
+    assert "PATH_INFO" not in conf
+
+
 def test_built_stack_scenarios_and_their_targets():
     from bench.scenarios import BUILT_STACK_SCENARIOS
 
     names = {s.name for s in BUILT_STACK_SCENARIOS}
-    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi"}
+    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "php-fcgikit", "php-fpm"}
     assert [s.name for s in BUILT_STACK_SCENARIOS if s.ours] == ["stack-fcgikit-hello", "stack-fcgikit-post64k",
-                                                                 "stack-fcgikit-1mib"]
+                                                                 "stack-fcgikit-1mib", "stack-php-fcgikit-hello"]
     targets = {(c.ours, c.peer): c.target for c in COMPARISONS if c.ours in names}
     assert targets[("stack-fcgikit-hello", "stack-gunicorn-hello")] == 2.0
     assert targets[("stack-fcgikit-hello", "stack-uwsgi-hello")] == 1.2
+    assert targets[("stack-php-fcgikit-hello", "stack-php-fpm-hello")] == 0.95
     assert all(c.peer in names for c in COMPARISONS if c.ours in names)
