@@ -311,6 +311,9 @@ STACK_SCENARIOS = [
 # a container. The fcgikit stack is `fcgikit up`'s own; the peers use its nginx image and config.
 STACK_FCGIKIT = Server("fcgikit stack (fcgikit up: nginx + fcgikit.serve, fastcgi_keep_conn)", ours=True,
                        stack="fcgikit")
+# The same worker container behind a second nginx with a static upstream, as the stack's edge
+# was before it followed the workers without reloads (issue 18's Lua balancer): the edge's cost.
+STACK_FCGIKIT_STATIC = Server("fcgikit stack, static upstream (no Lua balancer)", ours=True, stack="fcgikit-static")
 STACK_GUNICORN = Server("gunicorn stack (nginx proxy_pass + gunicorn sync workers)", ours=False, protocol="http",
                         stack="gunicorn")
 STACK_UWSGI = Server("uWSGI stack (nginx uwsgi_pass + uWSGI)", ours=False, protocol="uwsgi", stack="uwsgi")
@@ -323,6 +326,8 @@ BUILT_STACK_SCENARIOS = [
       for server in (STACK_FCGIKIT, STACK_GUNICORN, STACK_UWSGI)
       for name, what, workload in (("hello", "WSGI hello", HELLO), ("post64k", "64 KiB POST echoed", ECHO_64K),
                                    ("1mib", "1 MiB response", BIG_1MIB))),
+    Scenario("stack-fcgikit-static-hello", f"{STACK_FCGIKIT_STATIC.name}, WSGI hello", STACK_FCGIKIT_STATIC, HELLO,
+             quick_brief=True),
     *(Scenario(f"stack-{server.stack}-hello", f"{server.name}, PHP hello", server, PHP_HELLO, quick_brief=True)
       for server in (STACK_PHP_FCGIKIT, STACK_PHP_FPM)),
 ]
@@ -380,6 +385,8 @@ COMPARISONS = [
     Comparison("stack-fcgikit-post64k", "stack-uwsgi-post64k", None, "64 KiB POST: fcgikit stack vs uWSGI stack"),
     Comparison("stack-fcgikit-1mib", "stack-gunicorn-1mib", None, "1 MiB response: fcgikit stack vs gunicorn stack"),
     Comparison("stack-fcgikit-1mib", "stack-uwsgi-1mib", None, "1 MiB response: fcgikit stack vs uWSGI stack"),
+    Comparison("stack-fcgikit-hello", "stack-fcgikit-static-hello", 0.95,
+               "fcgikit stack: the Lua balancer edge vs a static upstream"),
     Comparison("stack-php-fcgikit-hello", "stack-php-fpm-hello", 0.95,
                "PHP stack: fcgikit.spawn + php-cgi vs php-fpm static"),
 ]

@@ -67,7 +67,7 @@ PEER_COMMANDS.update({
     "php-fpm": ["php-fpm", "-F", "-O", "-y", "/etc/bench-php-fpm.conf"],
 })
 PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi", "php-fcgikit": "php", "php-fpm": "php"}
-STACK_ORDER = ["fcgikit", *PEER_COMMANDS]  # the fcgikit stack comes up first: the others use its images
+STACK_ORDER = ["fcgikit", "fcgikit-static", *PEER_COMMANDS]  # the fcgikit stack comes up first: the others use its images
 
 
 class StackError(RuntimeError):
@@ -193,18 +193,41 @@ def peer_location(fastcgi_location: str, protocol: str) -> str:
 LOCATION_ROOT = re.compile(r"^( *)location / \{\n.*?^\1\}", re.S | re.M)
 
 
+UPSTREAM_BLOCK = re.compile(rf"^( *)upstream {WORKERS_UPSTREAM} \{{\n(.*?)^\1\}}", re.S | re.M)
+# The Lua edge (issue 18): its module, its http-level lines, its balancer.
+LUA_LINES = re.compile(r"^ *(load_module modules/(ndk_http|ngx_http_lua)_module\.so;|lua_[a-z_]+ |"
+                       r"init_worker_by_lua_block )[^\n]*\n", re.M)
+
+
+def static_edge_conf(fcgikit_conf: str, app_address: str) -> str:
+    """fcgikit's nginx.conf with a plain upstream: one static `server app_address`, the same
+    keepalive, no Lua balancer (what a gunicorn or php-fpm user's nginx has; and fcgikit's
+    own edge as it was before it followed the workers without reloads)."""
+    match = UPSTREAM_BLOCK.search(fcgikit_conf)
+    keepalive = re.search(r"^ *keepalive \d+;", match.group(2), re.M) if match else None
+    if not match or not keepalive:
+        raise StackError(f"the fcgikit stack's nginx.conf has no upstream {WORKERS_UPSTREAM} with keepalive")
+    pad = match.group(1) + "    "
+    upstream = (f"{match.group(1)}upstream {WORKERS_UPSTREAM} {{\n"
+                f"{pad}server {app_address} max_fails=1 fail_timeout=2s;\n{pad}{keepalive.group(0).strip()}\n"
+                f"{match.group(1)}}}")
+    conf = fcgikit_conf[:match.start()] + upstream + fcgikit_conf[match.end():]
+    conf = LUA_LINES.sub("", conf)
+    if "lua" in conf:
+        raise StackError("the fcgikit stack's nginx.conf uses Lua where bench/stacks.py does not expect it")
+    return conf
+
+
 def peer_nginx_conf(fcgikit_conf: str, protocol: str, app_address: str) -> str:
-    """The fcgikit stack's nginx.conf with its workers replaced by `app_address` and
-    `location /` speaking the peer's protocol."""
-    match = LOCATION_ROOT.search(fcgikit_conf)
+    """The fcgikit stack's nginx.conf with a static upstream to `app_address` and `location /`
+    speaking the peer's protocol ("fastcgi": unchanged)."""
+    conf = static_edge_conf(fcgikit_conf, app_address)
+    if protocol == "fastcgi":
+        return conf
+    match = LOCATION_ROOT.search(conf)
     if not match or "fastcgi_pass" not in match.group(0):
         raise StackError("the fcgikit stack's nginx.conf has no `location /` with fastcgi_pass")
-    conf = fcgikit_conf[:match.start()] + peer_location(match.group(0), protocol) + fcgikit_conf[match.end():]
-    upstream = re.compile(rf"(upstream {WORKERS_UPSTREAM} \{{\n)( *)server [^\n]*\n(?: *server [^\n]*\n)*")
-    if not upstream.search(conf):
-        raise StackError(f"the fcgikit stack's nginx.conf has no upstream {WORKERS_UPSTREAM}")
-    return upstream.sub(lambda m: f"{m.group(1)}{m.group(2)}server {app_address} max_fails=1 fail_timeout=5s;\n",
-                        conf, 1)
+    return conf[:match.start()] + peer_location(match.group(0), protocol) + conf[match.end():]
 
 
 class Stacks:
@@ -234,11 +257,13 @@ class Stacks:
             fcgikit = Stack("fcgikit", f"http://127.0.0.1:{port}", workers, edge)
             fcgikit.refresh_pids()
             self.running["fcgikit"] = fcgikit
+            nginx_image = docker("inspect", "-f", "{{.Config.Image}}", edge).strip()
+            conf = docker("exec", edge, "cat", "/etc/nginx/nginx.conf")
+            if "fcgikit-static" in self.names:
+                self.running["fcgikit-static"] = self.start_static_edge(fcgikit, nginx_image, conf)
             peers = [name for name in self.names if name in PEER_COMMANDS]
             if peers:
                 image = self.build_peer_image(docker("inspect", "-f", "{{.Config.Image}}", workers[0]).strip())
-                nginx_image = docker("inspect", "-f", "{{.Config.Image}}", edge).strip()
-                conf = docker("exec", edge, "cat", "/etc/nginx/nginx.conf")
                 for name in peers:
                     self.running[name] = self.start_peer(name, image, nginx_image, conf)
         except BaseException:
@@ -274,23 +299,23 @@ class Stacks:
                "-t", PEER_IMAGE, str(context), timeout=900)
         return PEER_IMAGE
 
-    def start_peer(self, name: str, image: str, nginx_image: str, fcgikit_conf: str) -> Stack:
-        from fcgikit.testing import free_port
-
-        network, app, edge = f"{PREFIX}-{name}", f"{PREFIX}-{name}-app", f"{PREFIX}-{name}-nginx"
-        for container in (app, edge):  # left over by a run that was killed: ours by name and label
+    @staticmethod
+    def remove_leftovers(name: str, containers: list[str], network: str | None) -> None:
+        """What a killed run left: ours by name and label."""
+        for container in containers:
             if docker("ps", "-aq", "--filter", f"name=^{container}$", "--filter", f"label={LABEL}={name}").strip():
                 docker("rm", "-f", container)
-        if docker("network", "ls", "-q", "--filter", f"name=^{network}$", "--filter",
-                  f"label={LABEL}={name}").strip():
+        if network and docker("network", "ls", "-q", "--filter", f"name=^{network}$", "--filter",
+                              f"label={LABEL}={name}").strip():
             docker("network", "rm", network)
-        docker("network", "create", "--label", f"{LABEL}={name}", network)
-        self.started_networks.append(network)
-        docker("run", "-d", "--name", app, "--label", f"{LABEL}={name}", "--network", network,
-               "--network-alias", "app", *CONFINE, image, *PEER_COMMANDS[name])
-        self.started_containers.append(app)
+
+    def start_edge(self, name: str, network: str, nginx_image: str, conf: str) -> tuple[str, str]:
+        """An nginx container (fcgikit's image, confined as fcgikit runs it) with `conf`; its URL."""
+        from fcgikit.testing import free_port
+
+        edge = f"{PREFIX}-{name}-nginx"
         conf_path = self.work_dir / f"nginx-{name}.conf"
-        conf_path.write_text(peer_nginx_conf(fcgikit_conf, PEER_PROTOCOLS[name], f"app:{APP_PORT}"))
+        conf_path.write_text(conf)
         conf_path.chmod(0o644)
         port = free_port()
         tmpfs = [arg for path in NGINX_TMPFS for arg in ("--tmpfs", path)]
@@ -299,7 +324,33 @@ class Stacks:
                "--security-opt", "no-new-privileges", "--memory", "256m", "--pids-limit", "256",
                "-v", f"{conf_path}:/etc/nginx/nginx.conf:ro", nginx_image)
         self.started_containers.append(edge)
-        stack = Stack(name, f"http://127.0.0.1:{port}", [app], edge)
+        return edge, f"http://127.0.0.1:{port}"
+
+    def start_peer(self, name: str, image: str, nginx_image: str, fcgikit_conf: str) -> Stack:
+        network, app = f"{PREFIX}-{name}", f"{PREFIX}-{name}-app"
+        self.remove_leftovers(name, [app, f"{PREFIX}-{name}-nginx"], network)
+        docker("network", "create", "--label", f"{LABEL}={name}", network)
+        self.started_networks.append(network)
+        docker("run", "-d", "--name", app, "--label", f"{LABEL}={name}", "--network", network,
+               "--network-alias", "app", *CONFINE, image, *PEER_COMMANDS[name])
+        self.started_containers.append(app)
+        conf = peer_nginx_conf(fcgikit_conf, PEER_PROTOCOLS[name], f"app:{APP_PORT}")
+        edge, url = self.start_edge(name, network, nginx_image, conf)
+        stack = Stack(name, url, [app], edge)
+        stack.refresh_pids()
+        return stack
+
+    def start_static_edge(self, fcgikit: Stack, nginx_image: str, fcgikit_conf: str) -> Stack:
+        """fcgikit-static: a second nginx in front of the fcgikit stack's own worker container,
+        on its network, with a static upstream instead of the Lua balancer."""
+        name = "fcgikit-static"
+        self.remove_leftovers(name, [f"{PREFIX}-{name}-nginx"], None)
+        worker = fcgikit.app_containers[0]
+        network, _, address = docker("inspect", "-f",
+                                     "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}\n{{end}}",
+                                     worker).strip().splitlines()[0].partition(" ")
+        edge, url = self.start_edge(name, network, nginx_image, static_edge_conf(fcgikit_conf, f"{address}:{APP_PORT}"))
+        stack = Stack(name, url, list(fcgikit.app_containers), edge)
         stack.refresh_pids()
         return stack
 

@@ -328,7 +328,7 @@ def fcgikit_stack_conf() -> str:
     from fcgikit.deploy.spec import Services, WorkersService
 
     services = Services(workers=WorkersService(app="hello_wsgi:app", processes=2, replicas=2))
-    return render_nginx_conf(services, ["10.0.0.2:9000", "10.0.0.3:9000"], [])
+    return render_nginx_conf(services)
 
 
 def test_the_uwsgi_stacks_nginx_is_fcgikits_with_uwsgi_pass_and_the_same_params_and_timeouts():
@@ -339,10 +339,23 @@ def test_the_uwsgi_stacks_nginx_is_fcgikits_with_uwsgi_pass_and_the_same_params_
     assert "fastcgi" not in conf and "keep_conn" not in conf
     assert "uwsgi_pass fcgikit_workers;" in conf and "uwsgi_param PATH_INFO $uri;" in conf
     assert "uwsgi_read_timeout 30s;" in conf and "uwsgi_next_upstream error timeout;" in conf
-    assert "server app:9000 max_fails=1 fail_timeout=5s;" in conf and "10.0.0." not in conf
-    # everything outside `location /` and the upstream's servers is fcgikit's, line for line
-    assert conf.count("\n") == ours.count("\n") - 2  # keep_conn dropped, two servers become one
+    assert "server app:9000 max_fails=1 fail_timeout=2s;" in conf
     assert "access_log /dev/stdout;" in conf and "keepalive 16;" in conf and "worker_processes auto;" in conf
+    assert "lua" not in conf  # a plain upstream, as uWSGI's users have
+    # the rest is fcgikit's, line for line: the health server, limits, timeouts
+    tail = ours[ours.index("    server {"):]
+    assert tail.replace("fastcgi_", "uwsgi_").replace("            uwsgi_keep_conn on;\n", "") in conf
+
+
+def test_the_static_edge_is_fcgikits_conf_without_the_lua_balancer():
+    from bench.stacks import static_edge_conf
+
+    ours = fcgikit_stack_conf()
+    conf = static_edge_conf(ours, "172.18.0.2:9000")
+    assert "balancer_by_lua" in ours and "lua" not in conf and "load_module" not in conf
+    assert "    upstream fcgikit_workers {\n        server 172.18.0.2:9000 max_fails=1 fail_timeout=2s;\n" \
+           "        keepalive 16;\n    }\n" in conf
+    assert ours[ours.index("    server {"):] in conf  # the server blocks unchanged
 
 
 def test_the_gunicorn_stacks_nginx_is_fcgikits_with_proxy_pass_and_upstream_keepalive():
@@ -369,11 +382,14 @@ def test_built_stack_scenarios_and_their_targets():
     from bench.scenarios import BUILT_STACK_SCENARIOS
 
     names = {s.name for s in BUILT_STACK_SCENARIOS}
-    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "php-fcgikit", "php-fpm"}
-    assert [s.name for s in BUILT_STACK_SCENARIOS if s.ours] == ["stack-fcgikit-hello", "stack-fcgikit-post64k",
-                                                                 "stack-fcgikit-1mib", "stack-php-fcgikit-hello"]
+    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "fcgikit-static",
+                                                               "php-fcgikit", "php-fpm"}
+    assert [s.name for s in BUILT_STACK_SCENARIOS if s.ours] == [
+        "stack-fcgikit-hello", "stack-fcgikit-post64k", "stack-fcgikit-1mib", "stack-fcgikit-static-hello",
+        "stack-php-fcgikit-hello"]
     targets = {(c.ours, c.peer): c.target for c in COMPARISONS if c.ours in names}
     assert targets[("stack-fcgikit-hello", "stack-gunicorn-hello")] == 2.0
     assert targets[("stack-fcgikit-hello", "stack-uwsgi-hello")] == 1.2
     assert targets[("stack-php-fcgikit-hello", "stack-php-fpm-hello")] == 0.95
+    assert targets[("stack-fcgikit-hello", "stack-fcgikit-static-hello")] == 0.95
     assert all(c.peer in names for c in COMPARISONS if c.ours in names)
