@@ -294,7 +294,7 @@ def test_program_is_killed_when_the_web_server_goes_away(tree):
             sock.sendall(client.request(1, params_for(root, "/cgi-bin/stream.sh"), b""))
             seen = b""
             while b"tick" not in seen:
-                for event in client.feed(sock.recv(65536)):
+                for event in client.receive(sock.recv(65536)):
                     seen += getattr(event, "stdout", b"") or b""
         pid = int(seen.split(b"pid=")[1].split()[0])
         assert not pid_is_gone(pid)

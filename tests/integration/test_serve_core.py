@@ -22,7 +22,6 @@ from fcgikit.fastcgi import (
     FCGI_UNKNOWN_ROLE,
     ClientConnection,
     ResponseReceived,
-    decode_params,
     encode_params,
     encode_record,
 )
@@ -71,7 +70,7 @@ def read_response(sock: socket.socket, client: ClientConnection, request_id: int
         data = sock.recv(65536)
         if not data:
             return b"".join(stdout), None
-        for event in client.feed(data):
+        for event in client.receive(data):
             if isinstance(event, ResponseReceived) and event.request_id == request_id:
                 stdout.append(event.stdout)
                 if event.ended:
@@ -127,8 +126,8 @@ def test_without_keep_conn_the_worker_closes_after_the_response(tmp_path):
 def test_get_values_is_answered_truthfully(tmp_path):
     with worker(tmp_path) as proc, connect(proc) as sock:
         sock.sendall(ClientConnection().get_values([b"FCGI_MAX_CONNS", b"FCGI_MAX_REQS", b"FCGI_MPXS_CONNS"]))
-        (_, content), = ClientConnection().feed(sock.recv(65536))
-        values = dict(decode_params(content))
+        (answer,) = ClientConnection().receive(sock.recv(65536))
+        values = answer.values
         assert values[b"FCGI_MAX_REQS"] == b"1" and values[b"FCGI_MPXS_CONNS"] == b"0"
         assert int(values[b"FCGI_MAX_CONNS"]) >= 16
 
@@ -166,7 +165,7 @@ def read_until(sock, client, text: bytes) -> bytes:
     while text not in seen:
         data = sock.recv(65536)
         assert data, f"the worker closed the connection before sending {text!r}; got {seen!r}"
-        seen += b"".join(e.stdout for e in client.feed(data) if isinstance(e, ResponseReceived))
+        seen += b"".join(e.stdout for e in client.receive(data) if isinstance(e, ResponseReceived))
     return seen
 
 
@@ -236,7 +235,7 @@ def test_the_app_sees_the_body_before_the_client_finished_sending(tmp_path):
         sock.sendall(head + encode_record(FCGI_STDIN, 1, b"a" * 1000))
         first = b""
         while b"first" not in first:  # the app answered while 99.9% of the body is unsent
-            first += b"".join(e.stdout for e in client.feed(sock.recv(65536)) if isinstance(e, ResponseReceived))
+            first += b"".join(e.stdout for e in client.receive(sock.recv(65536)) if isinstance(e, ResponseReceived))
         assert b"first 1000" in first
         rest = b"b" * (total - 1000)
         for i in range(0, len(rest), 65528):

@@ -185,7 +185,7 @@ def test_random_garbage_and_cut_requests_leave_the_workers_serving(stack):
             while not any(getattr(e, "ended", False) for e in events):
                 data = sock.recv(65536)
                 assert data, served.log()
-                events += client.feed(data)
+                events += client.receive(data)
         assert b"".join(getattr(e, "stdout", b"") for e in events).split(b"\r\n\r\n")[1].startswith(
             b"84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882 10 ")
     assert_all_ok(run, served, ngx)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fcgikit.fastcgi import ClientConnection
+from fcgikit.fastcgi import ClientConnection, ResponseReceived
 from fcgikit.fastcgi.client import get_params
 
 from .serve_support import REPO, TEST_APP, stop
@@ -49,7 +49,7 @@ def read_body_then_close(path: str, uri: str, body_size: int) -> bytes:
     while b"\r\n\r\n" not in stdout or len(stdout.split(b"\r\n\r\n", 1)[1]) < body_size:
         data = sock.recv(65536)
         assert data, f"the worker closed before the body came: {stdout!r}"
-        stdout += b"".join(event.stdout for event in conn.feed(data) if not isinstance(event, tuple))
+        stdout += b"".join(event.stdout for event in conn.receive(data) if isinstance(event, ResponseReceived))
     sock.close()
     return stdout.split(b"\r\n\r\n", 1)[1]
 

@@ -31,6 +31,9 @@ from fcgikit.fastcgi import (
     RequestBegun,
     ServerConnection,
     StdinReceived,
+    UnknownTypeReceived,
+    ValuesReceived,
+    WholeRequest,
     decode_params,
     encode_begin_request,
     encode_params,
@@ -45,9 +48,17 @@ def records(data: bytes):
     return RecordReader().feed(data)
 
 
+def as_records(events: list) -> list:
+    """A WholeRequest as the three events the record path gives for it."""
+    out = []
+    for event in events:
+        out += event.events() if type(event) is WholeRequest else [event]
+    return out
+
+
 def feed_request(conn, request_id=1, params=None, stdin=b"", keep_conn=False):
     wire = ClientConnection().request(request_id, params or get_params("/"), stdin, keep_conn=keep_conn)
-    return conn.feed(wire)
+    return as_records(conn.receive(wire))
 
 
 # --- records -------------------------------------------------------------------
@@ -117,15 +128,15 @@ def test_params_values_over_64k_arrive_whole():
 def test_duplicate_params_last_one_wins():
     wire = encode_params([(b"X", b"first"), (b"X", b"second")])
     conn = ServerConnection()
-    conn.feed(encode_begin_request(1))
-    events = conn.feed(encode_record(FCGI_PARAMS, 1, wire) + encode_record(FCGI_PARAMS, 1))
+    conn.receive(encode_begin_request(1))
+    events = conn.receive(encode_record(FCGI_PARAMS, 1, wire) + encode_record(FCGI_PARAMS, 1))
     assert events == [ParamsReceived(1, {"X": "second"})]
 
 
 def test_params_are_latin1_so_any_byte_survives():
     conn = ServerConnection()
-    conn.feed(encode_begin_request(1))
-    events = conn.feed(encode_record(FCGI_PARAMS, 1, encode_params([(b"Q", b"\xc3\xa9\xff")]))
+    conn.receive(encode_begin_request(1))
+    events = conn.receive(encode_record(FCGI_PARAMS, 1, encode_params([(b"Q", b"\xc3\xa9\xff")]))
                        + encode_record(FCGI_PARAMS, 1))
     assert events[0].params["Q"].encode("latin-1") == b"\xc3\xa9\xff"
 
@@ -138,9 +149,9 @@ def test_a_length_claiming_gigabytes_is_an_error_not_an_allocation():
 
 def test_params_beyond_the_limit_are_refused():
     conn = ServerConnection(params_limit=1000)
-    conn.feed(encode_begin_request(1))
+    conn.receive(encode_begin_request(1))
     with pytest.raises(ProtocolError, match="exceed"):
-        conn.feed(encode_stream(FCGI_PARAMS, 1, encode_params({"A": "x" * 2000})))
+        conn.receive(encode_stream(FCGI_PARAMS, 1, encode_params({"A": "x" * 2000})))
 
 
 # --- the application side -------------------------------------------------------
@@ -161,7 +172,8 @@ def test_a_whole_request_becomes_events():
 def test_response_ends_both_streams_then_the_request():
     conn = ServerConnection()
     feed_request(conn)
-    wire = conn.stdout(1, b"Content-Type: text/plain\r\n\r\nhi") + conn.end_request(1, app_status=3)
+    wire = b"".join(conn.stream(FCGI_STDOUT, 1, [b"Content-Type: text/plain\r\n\r\nhi"]))
+    wire += b"".join(conn.end_request(1, app_status=3))
     got = records(wire)
     assert [r[0] for r in got] == [FCGI_STDOUT, FCGI_STDOUT, 7, FCGI_END_REQUEST]
     assert got[1][2] == b"" and got[2][2] == b""
@@ -181,7 +193,7 @@ def test_keep_conn_lets_one_connection_carry_many_requests():
 
 def test_get_values_is_answered_truthfully():
     conn = ServerConnection(max_conns=10, max_reqs=10)
-    assert conn.feed(ClientConnection().get_values(["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "OTHER"])) == []
+    assert conn.receive(ClientConnection().get_values(["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "OTHER"])) == []
     (rtype, rid, content), = records(conn.take_output())
     assert (rtype, rid) == (FCGI_GET_VALUES_RESULT, 0)
     assert dict(decode_params(content)) == {b"FCGI_MAX_CONNS": b"10", b"FCGI_MAX_REQS": b"10", b"FCGI_MPXS_CONNS": b"0"}
@@ -189,15 +201,24 @@ def test_get_values_is_answered_truthfully():
 
 def test_unknown_management_type_gets_unknown_type():
     conn = ServerConnection()
-    conn.feed(encode_record(42, 0, b""))
+    conn.receive(encode_record(42, 0, b""))
     (rtype, rid, content), = records(conn.take_output())
     assert (rtype, rid, content[0]) == (FCGI_UNKNOWN_TYPE, 0, 42)
+
+
+def test_the_client_reads_management_answers_as_typed_events():
+    server = ServerConnection(max_conns=10, max_reqs=1)
+    server.receive(ClientConnection().get_values(["FCGI_MAX_CONNS", "FCGI_MPXS_CONNS"]) + encode_record(42, 0, b""))
+    assert ClientConnection().receive(server.take_output()) == [
+        ValuesReceived({b"FCGI_MAX_CONNS": b"10", b"FCGI_MPXS_CONNS": b"0"}),
+        UnknownTypeReceived(42),
+    ]
 
 
 @pytest.mark.parametrize("role", [FCGI_AUTHORIZER, FCGI_FILTER, 99])
 def test_a_role_not_served_gets_unknown_role(role):
     conn = ServerConnection()
-    assert conn.feed(encode_begin_request(5, role)) == []
+    assert conn.receive(encode_begin_request(5, role)) == []
     (rtype, rid, content), = records(conn.take_output())
     assert (rtype, rid) == (FCGI_END_REQUEST, 5)
     assert content[4] == FCGI_UNKNOWN_ROLE
@@ -206,7 +227,7 @@ def test_a_role_not_served_gets_unknown_role(role):
 def test_a_refused_request_still_sending_its_input_does_not_break_the_connection():
     conn = ServerConnection()
     wire = ClientConnection().request(6, {"A": "b"}, b"body", role=FCGI_AUTHORIZER, keep_conn=True)
-    assert conn.feed(wire) == []
+    assert conn.receive(wire) == []
     (rtype, rid, content), = records(conn.take_output())
     assert (rtype, rid, content[4]) == (FCGI_END_REQUEST, 6, FCGI_UNKNOWN_ROLE)
     events = feed_request(conn, request_id=7, keep_conn=True)
@@ -216,7 +237,7 @@ def test_a_refused_request_still_sending_its_input_does_not_break_the_connection
 def test_input_of_a_request_refused_while_busy_is_skipped():
     conn = ServerConnection()
     feed_request(conn, request_id=1, keep_conn=True)
-    assert conn.feed(ClientConnection().request(2, {"A": "b"}, b"x")) == []
+    assert conn.receive(ClientConnection().request(2, {"A": "b"}, b"x")) == []
     (rtype, rid, content), = records(conn.take_output())
     assert (rid, content[4]) == (2, FCGI_CANT_MPX_CONN)
     assert conn.request_id == 1
@@ -227,19 +248,19 @@ def test_a_peer_piling_up_refused_requests_is_cut_off():
     feed_request(conn, request_id=1, keep_conn=True)
     with pytest.raises(ProtocolError, match="refused requests"):
         for request_id in range(2, 40):
-            conn.feed(encode_begin_request(request_id))
+            conn.receive(encode_begin_request(request_id))
 
 
 def test_filter_role_when_served_delivers_data_stream():
     conn = ServerConnection(roles=frozenset({FCGI_FILTER}))
-    conn.feed(encode_begin_request(1, FCGI_FILTER) + encode_record(FCGI_PARAMS, 1) + encode_record(FCGI_STDIN, 1))
-    assert conn.feed(encode_record(FCGI_DATA, 1, b"file")) == [DataReceived(1, b"file")]
+    conn.receive(encode_begin_request(1, FCGI_FILTER) + encode_record(FCGI_PARAMS, 1) + encode_record(FCGI_STDIN, 1))
+    assert conn.receive(encode_record(FCGI_DATA, 1, b"file")) == [DataReceived(1, b"file")]
 
 
 def test_a_second_request_on_a_busy_connection_gets_cant_mpx_conn():
     conn = ServerConnection()
     feed_request(conn, request_id=1, keep_conn=True)
-    assert conn.feed(encode_begin_request(2)) == []
+    assert conn.receive(encode_begin_request(2)) == []
     (rtype, rid, content), = records(conn.take_output())
     assert (rtype, rid, content[4]) == (FCGI_END_REQUEST, 2, FCGI_CANT_MPX_CONN)
     assert conn.request_id == 1
@@ -247,31 +268,31 @@ def test_a_second_request_on_a_busy_connection_gets_cant_mpx_conn():
 
 def test_abort_request_is_an_event():
     conn = ServerConnection()
-    conn.feed(encode_begin_request(1))
-    assert conn.feed(encode_record(FCGI_ABORT_REQUEST, 1)) == [RequestAborted(1)]
+    conn.receive(encode_begin_request(1))
+    assert conn.receive(encode_record(FCGI_ABORT_REQUEST, 1)) == [RequestAborted(1)]
 
 
 def test_an_abort_that_crossed_the_end_request_is_ignored():
     conn = ServerConnection()
     feed_request(conn, request_id=1, keep_conn=True)
     conn.end_request(1)
-    assert conn.feed(encode_record(FCGI_ABORT_REQUEST, 1)) == []
+    assert conn.receive(encode_record(FCGI_ABORT_REQUEST, 1)) == []
     assert feed_request(conn, request_id=1, keep_conn=True)[0] == RequestBegun(1, 1, True)
 
 
 def test_input_of_an_aborted_request_still_on_its_way_is_skipped():
     conn = ServerConnection()
-    conn.feed(encode_begin_request(3, keep_conn=True) + encode_record(FCGI_PARAMS, 3))
-    assert conn.feed(encode_record(FCGI_ABORT_REQUEST, 3)) == [RequestAborted(3)]
+    conn.receive(encode_begin_request(3, keep_conn=True) + encode_record(FCGI_PARAMS, 3))
+    assert conn.receive(encode_record(FCGI_ABORT_REQUEST, 3)) == [RequestAborted(3)]
     conn.end_request(3)
-    assert conn.feed(encode_record(FCGI_STDIN, 3, b"late") + encode_record(FCGI_STDIN, 3)) == []
+    assert conn.receive(encode_record(FCGI_STDIN, 3, b"late") + encode_record(FCGI_STDIN, 3)) == []
     assert feed_request(conn, request_id=4, keep_conn=True)[0] == RequestBegun(4, 1, True)
 
 
 @pytest.mark.parametrize("keep_conn", [True, False])
 def test_a_role_refused_without_keep_conn_asks_to_close_the_connection(keep_conn):
     conn = ServerConnection()
-    conn.feed(encode_begin_request(5, FCGI_AUTHORIZER, keep_conn=keep_conn))
+    conn.receive(encode_begin_request(5, FCGI_AUTHORIZER, keep_conn=keep_conn))
     assert conn.close_requested is (not keep_conn)
 
 
@@ -288,14 +309,14 @@ def test_a_role_refused_without_keep_conn_asks_to_close_the_connection(keep_conn
 )
 def test_broken_sequences_are_protocol_errors(wire, message):
     with pytest.raises(ProtocolError, match=message):
-        ServerConnection().feed(wire)
+        ServerConnection().receive(wire)
 
 
 def test_stdin_after_its_end_is_an_error():
     conn = ServerConnection()
     feed_request(conn)
     with pytest.raises(ProtocolError, match="after its end"):
-        conn.feed(encode_record(FCGI_STDIN, 1, b"late"))
+        conn.receive(encode_record(FCGI_STDIN, 1, b"late"))
 
 
 # --- client helpers ---------------------------------------------------------------
@@ -340,9 +361,9 @@ def test_a_request_fed_in_any_chunks_gives_the_same_events(params, stdin, reques
     conn = ServerConnection()
     events, pos = [], 0
     for size in cuts:
-        events += conn.feed(wire[pos : pos + size])
+        events += as_records(conn.receive(wire[pos : pos + size]))
         pos += size
-    events += conn.feed(wire[pos:])
+    events += as_records(conn.receive(wire[pos:]))
     assert events[0] == RequestBegun(request_id, 1, True)
     assert events[1] == ParamsReceived(request_id, params)
     assert b"".join(e.data for e in events[2:]) == stdin
@@ -367,7 +388,7 @@ def test_the_fast_params_decoder_agrees_with_the_reference_one(body):
 def test_random_bytes_give_events_or_a_protocol_error_never_anything_else(garbage):
     conn = ServerConnection(params_limit=64 * 1024)
     try:
-        conn.feed(garbage)
+        conn.receive(garbage)
         conn.take_output()
     except ProtocolError:
         pass
@@ -380,10 +401,10 @@ def test_random_bytes_give_events_or_a_protocol_error_never_anything_else(garbag
 def test_hostile_records_after_a_valid_begin_never_escape_as_other_errors(content, rtype_index):
     rtype = [FCGI_PARAMS, FCGI_STDIN, FCGI_DATA, FCGI_GET_VALUES, FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, 0, 200][rtype_index]
     conn = ServerConnection()
-    conn.feed(encode_begin_request(1))
+    conn.receive(encode_begin_request(1))
     try:
-        conn.feed(encode_record(rtype, 1, content) + encode_record(FCGI_PARAMS, 1))
-        conn.feed(encode_record(FCGI_GET_VALUES, 0, content))
+        conn.receive(encode_record(rtype, 1, content) + encode_record(FCGI_PARAMS, 1))
+        conn.receive(encode_record(FCGI_GET_VALUES, 0, content))
     except ProtocolError:
         pass
 
@@ -393,5 +414,5 @@ def test_hostile_records_after_a_valid_begin_never_escape_as_other_errors(conten
 def test_a_truncated_request_yields_no_false_end(stdin, cut):
     wire = ClientConnection().request(1, {"A": "b"}, stdin)
     conn = ServerConnection()
-    events = conn.feed(wire[: max(0, len(wire) - cut)])
+    events = conn.receive(wire[: max(0, len(wire) - cut)])
     assert StdinReceived(1, b"") not in events

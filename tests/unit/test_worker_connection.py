@@ -5,8 +5,16 @@ import threading
 
 import pytest
 
-from fcgikit.fastcgi import FCGI_STDERR, FCGI_STDOUT, MAX_CONTENT, ClientConnection, ResponseReceived, RecordReader
-from fcgikit.worker.connection import Connection, stream_buffers
+from fcgikit.fastcgi import (
+    FCGI_STDERR,
+    FCGI_STDOUT,
+    MAX_CONTENT,
+    ClientConnection,
+    RecordReader,
+    ResponseReceived,
+    stream_buffers,
+)
+from fcgikit.worker.connection import Connection
 
 
 def decode(buffers) -> tuple[bytes, list[int]]:
@@ -49,7 +57,7 @@ def test_send_buffers_survives_partial_writes():
     conn.send_stream(FCGI_STDERR, 1, [b"warning"], 7)
     left.close()
     thread.join(10)
-    events = ClientConnection().feed(bytes(received))
+    events = ClientConnection().receive(bytes(received))
     out = b"".join(e.stdout for e in events if isinstance(e, ResponseReceived))
     err = b"".join(e.stderr for e in events if isinstance(e, ResponseReceived))
     assert out == b"Status: 200 OK\r\n\r\n" + body and err == b"warning"
@@ -83,7 +91,7 @@ def test_client_gone_reports_an_abort_and_the_request_still_ends_with_end_reques
     assert request.client_gone() and request.connection_lost
     request.stdout.write(b"Content-Type: text/plain\r\n\r\ntoo late\n")
     request.finish()
-    events = client.feed(right.recv(65536))
+    events = client.receive(right.recv(65536))
     assert b"".join(e.stdout for e in events) == b""  # what the app wrote after the abort is dropped
     assert events[-1].ended and events[-1].protocol_status == FCGI_REQUEST_COMPLETE
     assert conn.reusable
@@ -110,7 +118,7 @@ def test_a_peer_leaving_once_the_body_is_out_loses_only_the_end_records_and_is_n
     conn, request, client, left, right = _served_request("/n?i=2")
     request.stdout.write(b"Content-Type: text/plain\r\nContent-Length: 4\r\n\r\nn=2\n")
     request.stdout.flush()
-    events = client.feed(right.recv(65536))
+    events = client.receive(right.recv(65536))
     assert b"".join(e.stdout for e in events).endswith(b"n=2\n")
     right.close()
     request.finish()

@@ -32,13 +32,13 @@ def test_the_protocol_skips_the_rest_of_an_answered_requests_input_then_takes_th
     proto = ServerConnection()
     head = encode_begin_request(1, keep_conn=True) + encode_record(FCGI_PARAMS, 1, encode_params({"A": "b"})) \
         + encode_record(FCGI_PARAMS, 1)
-    assert [type(e) for e in proto.feed(head)] == [RequestBegun, ParamsReceived]
+    assert [type(e) for e in proto.receive(head)] == [RequestBegun, ParamsReceived]
     proto.end_request(1)
     proto.skip_rest_of_input(1)
     assert proto.skipping_input
-    assert proto.feed(encode_record(FCGI_STDIN, 1, b"late body")) == []
+    assert proto.receive(encode_record(FCGI_STDIN, 1, b"late body")) == []
     # the end of that input and the next request in one read
-    events = proto.feed(encode_record(FCGI_STDIN, 1) + head + encode_record(FCGI_STDIN, 1))
+    events = proto.receive(encode_record(FCGI_STDIN, 1) + head + encode_record(FCGI_STDIN, 1))
     assert [type(e) for e in events] == [RequestBegun, ParamsReceived, StdinReceived]
     assert not proto.skipping_input
 
@@ -56,7 +56,7 @@ def test_a_kept_connection_whose_input_never_ends_is_closed_after_the_drain_time
             sock.sendall(request[: -len(encode_record(FCGI_STDIN, 1))])  # all but the end marker
             answered = time.monotonic()
             data = b""
-            while not any(getattr(e, "ended", False) for e in client.feed(data)):
+            while not any(getattr(e, "ended", False) for e in client.receive(data)):
                 data = sock.recv(65536)
                 assert data
             assert sock.recv(100) == b""  # closed: the end marker never came

@@ -38,12 +38,16 @@ from .protocol import (
     ResponseReceived,
     ServerConnection,
     StdinReceived,
+    UnknownTypeReceived,
+    ValuesReceived,
+    WholeRequest,
     decode_params,
     encode_begin_request,
     encode_end_request,
     encode_params,
     encode_record,
     encode_stream,
+    stream_buffers,
 )
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from .protocol import FCGI_REQUEST_COMPLETE, ClientConnection, ProtocolError
+from .protocol import FCGI_REQUEST_COMPLETE, ClientConnection, ProtocolError, ResponseReceived
 
 
 @dataclass
@@ -94,9 +94,9 @@ def exchange(sock: socket.socket, conn: ClientConnection, params, stdin: bytes =
         data = sock.recv(65536)
         if not data:
             raise ProtocolError("the application closed the connection before END_REQUEST")
-        for event in conn.feed(data):
-            if isinstance(event, tuple) or event.request_id != request_id:
-                continue
+        for event in conn.receive(data):
+            if type(event) is not ResponseReceived or event.request_id != request_id:
+                continue  # management answers (ValuesReceived, UnknownTypeReceived), other requests
             if event.ended:
                 return FastCGIResponse(b"".join(stdout), b"".join(stderr), event.app_status, event.protocol_status)
             stdout.append(event.stdout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import struct
 from dataclasses import dataclass
+from operator import itemgetter
 
 FCGI_VERSION_1 = 1
 HEADER = struct.Struct("!BBHHBx")
@@ -302,6 +303,31 @@ class RequestAborted:
     request_id: int
 
 
+class WholeRequest(tuple):
+    """A body-less request that came whole in one read (nginx's usual GET): what
+    RequestBegun, ParamsReceived and an empty StdinReceived say, as one event,
+    `(request_id, keep_conn, params)`.
+
+    Made for nearly every request, so it is a tuple made by tuple's own
+    constructor (no __init__ frame; a dataclass cost 2% of a worker's
+    instructions per request) and read by unpacking."""
+
+    __slots__ = ()
+
+    request_id: int = property(itemgetter(0))  # type: ignore[assignment]
+    keep_conn: bool = property(itemgetter(1))  # type: ignore[assignment]
+    params: dict[str, str] = property(itemgetter(2))  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"WholeRequest(request_id={self[0]!r}, keep_conn={self[1]!r}, params={self[2]!r})"
+
+    def events(self) -> list:
+        """The same request as the record-by-record path gives it."""
+        request_id, keep_conn, params = self
+        return [RequestBegun(request_id, FCGI_RESPONDER, keep_conn), ParamsReceived(request_id, params),
+                StdinReceived(request_id, b"")]
+
+
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
     """Client side: one stream record or the end of a request."""
@@ -312,6 +338,20 @@ class ResponseReceived:
     ended: bool = False
     app_status: int = 0
     protocol_status: int = FCGI_REQUEST_COMPLETE
+
+
+@dataclass(frozen=True, slots=True)
+class ValuesReceived:
+    """Client side: the application's FCGI_GET_VALUES_RESULT."""
+
+    values: dict[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownTypeReceived:
+    """Client side: the application's FCGI_UNKNOWN_TYPE, naming a record type it does not know."""
+
+    record_type: int
 
 
 # --- the application side -------------------------------------------------------
@@ -342,7 +382,9 @@ class ServerConnection:
         self._limits = (max_conns, max_reqs)  # for GET_VALUES, which nginx never sends: encoded then
         self._roles = roles
         self._params_limit = params_limit
-        self._output = b""  # rare: management answers, refusals
+        # Records the protocol answered on its own (management, refusals; rare): the
+        # caller sends them (`take_output()`) when this is not empty.
+        self.output = b""
         self.request_id: int | None = None  # the active request
         self.keep_conn = False
         self._params: list[bytes] | None = None
@@ -357,15 +399,48 @@ class ServerConnection:
 
     # incoming
 
-    def feed(self, data: bytes) -> list:
-        whole = self.whole_request(data)
-        if whole is not None:
-            request_id, keep_conn, params = whole
-            return [RequestBegun(request_id, FCGI_RESPONDER, keep_conn), ParamsReceived(request_id, params),
-                    StdinReceived(request_id, b"")]
+    def receive(self, data: bytes) -> list:
+        """The events in one read from the web server: one event per record that
+        concerns the application (`_receive_records`), or a single WholeRequest for
+        the usual read from nginx: exactly BEGIN_REQUEST (RESPONDER), all of PARAMS
+        and an empty STDIN (a request without a body), nothing before or after, on
+        a connection between requests. That one is taken in one pass (the same
+        checks; the record path takes anything else, nothing consumed before).
+        Records the protocol answers on its own (GET_VALUES, unknown types,
+        refusals) wait in `output`."""
+        end = len(data)
+        if end < _SMALLEST_WHOLE_REQUEST or self.request_id is not None or self._refused \
+                or (self._reader is not None and self._reader.buffered) or type(data) is not bytes:
+            return self._receive_records(data)
+        (version, rtype, request_id, length, padding, role, flags,
+         version2, rtype2, rid, length2, padding2) = _BEGIN_AND_NEXT_HEADER.unpack_from(data)
+        if (version, rtype, length, padding, role) != _RESPONDER_BEGIN or role not in self._roles \
+                or request_id == FCGI_NULL_REQUEST_ID or request_id == self._aborted_id \
+                or data[-_INPUTS_END_LEN:] != _inputs_end(request_id):
+            return self._receive_records(data)
+        params_end = end - _INPUTS_END_LEN
+        if _FIRST_PARAMS_AT + length2 + padding2 == params_end and length2 and rtype2 == FCGI_PARAMS \
+                and rid == request_id and version2 == FCGI_VERSION_1:
+            body = data[_FIRST_PARAMS_AT : _FIRST_PARAMS_AT + length2]  # one PARAMS record: nginx's usual
+        else:
+            body = _params_records(data, request_id, _BEGIN_RECORD.size, params_end)
+            if body is None:
+                return self._receive_records(data)
+        if len(body) > self._params_limit:
+            return self._receive_records(data)  # which says why
+        params = decode_params_text(body)
+        keep_conn = flags & FCGI_KEEP_CONN != 0
+        self.request_id = request_id
+        self.keep_conn = keep_conn
+        self._params = None
+        self._stdin_open = self._data_open = False
+        return [WholeRequest((request_id, keep_conn, params))]
+
+    def _receive_records(self, data: bytes) -> list:
+        """The record-by-record path: one event per record for the application."""
         if self._reader is None:
             self._reader = RecordReader()
-        events = []
+        events: list = []
         for rtype, request_id, content in self._reader.feed(data):
             if request_id == FCGI_NULL_REQUEST_ID:
                 self._management_record(rtype, content)
@@ -388,48 +463,13 @@ class ServerConnection:
                 raise ProtocolError(f"record type {rtype} for request {request_id}, which is not active")
         return events
 
-    def whole_request(self, data: bytes) -> tuple[int, bool, dict[str, str]] | None:
-        """The usual read from nginx, in one pass: exactly BEGIN_REQUEST (RESPONDER),
-        all of PARAMS and an empty STDIN (a request without a body), nothing before
-        or after, on a connection between requests. Gives (request_id, keep_conn,
-        params), the request begun and its stdin already over, as `feed` would in
-        three events. The same checks as the record-by-record path, which `feed`
-        takes for anything else (None: nothing was consumed, no state changed)."""
-        end = len(data)
-        if end < _SMALLEST_WHOLE_REQUEST or self.request_id is not None or self._refused \
-                or (self._reader is not None and self._reader.buffered) or type(data) is not bytes:
-            return None
-        (version, rtype, request_id, length, padding, role, flags,
-         version2, rtype2, rid, length2, padding2) = _BEGIN_AND_NEXT_HEADER.unpack_from(data)
-        if (version, rtype, length, padding, role) != _RESPONDER_BEGIN or role not in self._roles \
-                or request_id == FCGI_NULL_REQUEST_ID or request_id == self._aborted_id \
-                or data[-_INPUTS_END_LEN:] != _inputs_end(request_id):
-            return None
-        params_end = end - _INPUTS_END_LEN
-        if _FIRST_PARAMS_AT + length2 + padding2 == params_end and length2 and rtype2 == FCGI_PARAMS \
-                and rid == request_id and version2 == FCGI_VERSION_1:
-            body = data[_FIRST_PARAMS_AT : _FIRST_PARAMS_AT + length2]  # one PARAMS record: nginx's usual
-        else:
-            body = _params_records(data, request_id, _BEGIN_RECORD.size, params_end)
-            if body is None:
-                return None
-        if len(body) > self._params_limit:
-            return None  # the record path says why
-        params = decode_params_text(body)
-        keep_conn = flags & FCGI_KEEP_CONN != 0
-        self.request_id = request_id
-        self.keep_conn = keep_conn
-        self._params = None
-        self._stdin_open = self._data_open = False
-        return request_id, keep_conn, params
-
     def _refuse(self, request_id: int, protocol_status: int) -> None:
         if len(self._refused) >= self.MAX_REFUSED:
             raise ProtocolError(f"{len(self._refused)} refused requests still sending input")
         if self._refused is _NONE_REFUSED:
             self._refused = set()
         self._refused.add(request_id)
-        self._output += encode_end_request(request_id, 0, protocol_status)
+        self.output += encode_end_request(request_id, 0, protocol_status)
 
     def skip_rest_of_input(self, request_id: int) -> None:
         """The request was answered (END_REQUEST sent) before its STDIN ended: the
@@ -446,8 +486,8 @@ class ServerConnection:
 
     def take_output(self) -> bytes:
         """Records the protocol answered on its own (management, rejections)."""
-        out = self._output
-        self._output = b""
+        out = self.output
+        self.output = b""
         return out
 
     @property
@@ -462,9 +502,9 @@ class ServerConnection:
                       b"FCGI_MPXS_CONNS": b"0"}
             asked = decode_params(content)
             answer = {name: values[name] for name, _ in asked if name in values}
-            self._output += encode_record(FCGI_GET_VALUES_RESULT, 0, encode_params(answer))
+            self.output += encode_record(FCGI_GET_VALUES_RESULT, 0, encode_params(answer))
         else:
-            self._output += encode_record(FCGI_UNKNOWN_TYPE, 0, bytes((rtype,)) + bytes(7))
+            self.output += encode_record(FCGI_UNKNOWN_TYPE, 0, bytes((rtype,)) + bytes(7))
 
     def _begin(self, request_id: int, content: bytes) -> RequestBegun | None:
         if len(content) < BEGIN_BODY.size:
@@ -529,21 +569,95 @@ class ServerConnection:
 
     # outgoing
 
-    def stdout(self, request_id: int, data: bytes) -> bytes:
-        return encode_stream(FCGI_STDOUT, request_id, data)
+    def stream(self, rtype: int, request_id: int, chunks: list[bytes]) -> list:
+        """STDOUT or STDERR records carrying `chunks`, as buffers to send in order
+        (sendmsg, or joined): small output as one buffer, big chunks framed in place."""
+        return stream_buffers(rtype, request_id, chunks)
 
-    def stderr(self, request_id: int, data: bytes) -> bytes:
-        return encode_stream(FCGI_STDERR, request_id, data)
-
-    def end_request(
-        self, request_id: int, app_status: int = 0, protocol_status: int = FCGI_REQUEST_COMPLETE
-    ) -> bytes:
-        """Ends both output streams and the request; the connection may then take another."""
+    def end_request(self, request_id: int, app_status: int = 0, protocol_status: int = FCGI_REQUEST_COMPLETE,
+                    stdout: list[bytes] | None = None, stderr: list[bytes] | None = None) -> list:
+        """The rest of the output (if any), the end of both streams and END_REQUEST,
+        as buffers to send in order: one buffer unless the output is big. The
+        connection may then take another request."""
         if request_id == self.request_id:
             self.request_id = None
             self._params = None
             self._stdin_open = self._data_open = False
-        return _end_records(request_id, app_status, protocol_status)
+        end = _end_records(request_id, app_status, protocol_status)
+        if not stderr:
+            if not stdout:
+                return [end]
+            if len(stdout) == 1 and (length := len(data := stdout[0])) <= MAX_CONTENT:
+                # The usual case, a small body written at once: one record, one buffer.
+                padding = -length & 7
+                return [b"".join((HEADER.pack(FCGI_VERSION_1, FCGI_STDOUT, request_id, length, padding), data,
+                                  _PADDING[:padding], end))]
+        buffers = stream_buffers(FCGI_STDOUT, request_id, stdout) if stdout else []
+        if stderr:
+            buffers += stream_buffers(FCGI_STDERR, request_id, stderr)
+        buffers.append(end)
+        if len(buffers) <= 3:  # each stream fit one record: one small buffer
+            return [b"".join(buffers)]
+        return buffers
+
+
+# Output chunks at least this big are framed in place (record headers around
+# memoryview slices, for one sendmsg) instead of being copied into records.
+ZERO_COPY_MIN = 32 * 1024
+
+
+def stream_buffers(rtype: int, request_id: int, chunks: list[bytes]) -> list:
+    """Stream records for `chunks` as a list of buffers (no end-of-stream record).
+
+    Output that fits one record is one buffer; of bigger output, small chunks are
+    joined into records and big ones framed in place, so a 1 MiB body is never
+    copied on its way to the kernel.
+    """
+    if len(chunks) == 1:
+        data = chunks[0]
+        length = len(data)
+        if not length:
+            return []
+        if length <= MAX_CONTENT:
+            padding = -length & 7
+            return [b"".join((HEADER.pack(FCGI_VERSION_1, rtype, request_id, length, padding), data,
+                              _PADDING[:padding]))]
+    buffers: list = []
+    small: list[bytes] = []
+    for chunk in chunks:
+        if len(chunk) < ZERO_COPY_MIN:
+            small.append(chunk)
+            continue
+        if small:
+            buffers += _records(rtype, request_id, b"".join(small))
+            small = []
+        buffers += _records(rtype, request_id, chunk)
+    if small:
+        buffers += _records(rtype, request_id, b"".join(small))
+    return buffers
+
+
+def _records(rtype: int, request_id: int, data: bytes) -> list:
+    """Records of `data` as buffers: a record that fits is one joined buffer; a big
+    `data` is framed in place, its content as memoryview slices."""
+    length = len(data)
+    if length <= MAX_CONTENT:
+        if not length:
+            return []
+        padding = -length & 7
+        return [b"".join((HEADER.pack(FCGI_VERSION_1, rtype, request_id, length, padding), data, _PADDING[:padding]))]
+    view = memoryview(data)
+    pack = HEADER.pack
+    out: list = []
+    for start in range(0, length, MAX_CONTENT):
+        piece = view[start : start + MAX_CONTENT]
+        size = len(piece)
+        padding = -size & 7
+        out.append(pack(FCGI_VERSION_1, rtype, request_id, size, padding))
+        out.append(piece)
+        if padding:
+            out.append(_PADDING[:padding])
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -615,8 +729,10 @@ class ClientConnection:
     def get_values(self, names) -> bytes:
         return encode_record(FCGI_GET_VALUES, 0, encode_params({name: b"" for name in names}))
 
-    def feed(self, data: bytes) -> list:
-        events = []
+    def receive(self, data: bytes) -> list:
+        """The events in one read from the application: ResponseReceived for its
+        streams and END_REQUEST, ValuesReceived, UnknownTypeReceived."""
+        events: list = []
         for rtype, request_id, content in self._reader.feed(data):
             if rtype == FCGI_STDOUT:
                 events.append(ResponseReceived(request_id, stdout=content))
@@ -628,8 +744,12 @@ class ClientConnection:
                 app_status, protocol_status = END_BODY.unpack_from(content)
                 events.append(ResponseReceived(request_id, ended=True, app_status=app_status,
                                                protocol_status=protocol_status))
-            elif rtype in (FCGI_GET_VALUES_RESULT, FCGI_UNKNOWN_TYPE):
-                events.append((rtype, content))
+            elif rtype == FCGI_GET_VALUES_RESULT:
+                events.append(ValuesReceived(dict(decode_params(content))))
+            elif rtype == FCGI_UNKNOWN_TYPE:
+                if not content:
+                    raise ProtocolError("UNKNOWN_TYPE record without a body")
+                events.append(UnknownTypeReceived(content[0]))
             else:
                 raise ProtocolError(f"record type {rtype} is not one an application sends")
         return events

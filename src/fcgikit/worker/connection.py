@@ -15,17 +15,14 @@ from collections import deque
 from time import monotonic
 
 from ..fastcgi import (
-    FCGI_STDERR,
-    FCGI_STDOUT,
-    FCGI_VERSION_1,
-    HEADER,
-    MAX_CONTENT,
+    FCGI_REQUEST_COMPLETE,
     ParamsReceived,
     ProtocolError,
     RequestAborted,
     RequestBegun,
     ServerConnection,
     StdinReceived,
+    WholeRequest,
 )
 from .log import log
 from .request import Request
@@ -41,11 +38,7 @@ LINGER_SECONDS = 2.0
 # How long a kept connection whose request was answered before its input ended
 # may take to send the rest (to the empty STDIN record) before it is closed.
 DRAIN_TIMEOUT = IO_TIMEOUT
-# Output pieces at least this big are framed in place (record headers around
-# memoryview slices, one sendmsg) instead of being copied into records.
-ZERO_COPY_MIN = 32 * 1024
 IOV_MAX = 1024
-_PADDING = bytes(8)
 # POLLRDHUP (Linux): the peer shut its side down, even with data still unread.
 _RDHUP = getattr(select, "POLLRDHUP", 0)
 _HANGUP_EVENTS = select.POLLIN | _RDHUP
@@ -79,7 +72,7 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 
 class Connection:
-    __slots__ = ("sock", "fd", "addr", "proto", "events", "whole", "begun", "keep_conn", "request", "gone", "closed",
+    __slots__ = ("sock", "fd", "addr", "proto", "events", "begun", "keep_conn", "request", "gone", "closed",
                  "registered", "must_close", "aborted", "close_follows", "drain_deadline", "answered")
 
     def __init__(self, sock: socket.socket, addr) -> None:
@@ -89,10 +82,7 @@ class Connection:
         self.registered = False  # under the loop's poll()
         self.must_close = False  # after this request, whatever FCGI_KEEP_CONN says
         self.proto = ServerConnection(max_conns=MAX_CONNS, max_reqs=1)
-        self.events: deque = deque()
-        # A whole body-less request read in one go (the usual case), not split
-        # into events: (request_id, keep_conn, params).
-        self.whole: tuple | None = None
+        self.events: deque = deque()  # received, not yet taken by the request or the loop
         self.begun = False  # a request has begun and not ended
         self.keep_conn = False  # the begun request's FCGI_KEEP_CONN
         self.request: Request | None = None  # the one being served
@@ -122,41 +112,33 @@ class Connection:
         data = self.sock.recv(RECV_SIZE, flags)
         if not data:
             raise PeerClosed()
-        if not self.events:
-            whole = self.proto.whole_request(data)
-            if whole is not None:
-                self.whole = whole
-                return
+        proto = self.proto
         try:
-            events = self.proto.feed(data)
-        except ProtocolError:
-            # Answers queued before the error (END_REQUEST for a refused role) still go out.
-            self.sock.sendall(self.proto.take_output())
-            raise
-        out = self.proto.take_output()
-        if out:
-            self.sock.sendall(out)
+            events = proto.receive(data)
+        finally:
+            # Answers the protocol gave on its own (GET_VALUES, refusals) go out,
+            # those queued before a ProtocolError too.
+            if proto.output:
+                self.sock.sendall(proto.take_output())
         if events:
             self.events.extend(events)
 
     @property
     def mid_request(self) -> bool:
         """Whether a close now cuts something off (a request begun or a record half read)."""
-        return self.begun or self.whole is not None or self.proto.buffered > 0
+        return self.begun or bool(self.events) or self.proto.buffered > 0
 
     def next_request(self) -> Request | None:
         """The next request whose params are complete, from what was received."""
-        whole = self.whole
-        if whole is not None:
-            self.whole = None
-            request_id, keep_conn, params = whole
-            self.begun, self.keep_conn = True, keep_conn
-            request = self.request = Request(self, request_id, params, keep_conn, stdin_ended=True)
-            return request
         events = self.events
         while events:
             event = events.popleft()
             kind = type(event)
+            if kind is WholeRequest:  # the usual case: a body-less request in one read
+                request_id, keep_conn, params = event
+                self.begun, self.keep_conn = True, keep_conn
+                request = self.request = Request(self, request_id, params, keep_conn, True)
+                return request
             if kind is RequestBegun:
                 self.begun, self.keep_conn = True, event.keep_conn
             elif kind is ParamsReceived:
@@ -169,7 +151,7 @@ class Connection:
             elif kind is RequestAborted:
                 # Aborted before the app saw it: nothing to undo, just answer.
                 self.begun = False
-                self.send(self.proto.end_request(event.request_id))
+                self.send_buffers(self.proto.end_request(event.request_id))
                 if not self.proto.keep_conn:
                     self.must_close = True
         return None
@@ -291,21 +273,19 @@ class Connection:
             self.went_away(f"sending failed: {exc.strerror or exc}")
 
     def send_stream(self, rtype: int, request_id: int, chunks: list[bytes], size: int) -> None:
-        if size <= MAX_CONTENT:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.send(self.proto.stdout(request_id, data) if rtype == FCGI_STDOUT
-                      else self.proto.stderr(request_id, data))
-        else:
-            self.send_buffers(stream_buffers(rtype, request_id, chunks))
+        self.send_buffers(self.proto.stream(rtype, request_id, chunks))
 
-    def send_buffers(self, buffers: list) -> None:
+    def send_buffers(self, buffers: list, flags: int = 0) -> None:
         """sendall() for a list of buffers, without joining them first."""
+        if len(buffers) == 1:
+            self.send(buffers[0], flags)
+            return
         if self.gone or self.aborted:
             return
         sendmsg = self.sock.sendmsg
         try:
             while buffers:
-                sent = sendmsg(buffers[:IOV_MAX])
+                sent = sendmsg(buffers[:IOV_MAX], (), flags)
                 done = 0
                 for buf in buffers:
                     size = len(buf)
@@ -384,27 +364,16 @@ class Connection:
         request.stdout.take_chunks()
         request.stderr.take_chunks()
         self.aborted = False
-        self.send(self.proto.end_request(request.request_id, request.app_status))
+        self.send_buffers(self.proto.end_request(request.request_id, request.app_status))
 
     def _send_rest(self, request: Request) -> None:
-        rid = request.request_id
-        proto = self.proto
-        stdout = request.stdout
-        stderr_pending = request.stderr_pending  # 0 without making the stream: few requests write to it
-        if stdout.pending > MAX_CONTENT or stderr_pending > MAX_CONTENT:
-            buffers = stream_buffers(FCGI_STDOUT, rid, stdout.take_chunks())
-            buffers += stream_buffers(FCGI_STDERR, rid, request.stderr.take_chunks())
-            buffers.append(proto.end_request(rid, request.app_status))
+        stdout = request.stdout.take_chunks() if request.stdout.pending else None
+        stderr = request.stderr.take_chunks() if request.stderr_pending else None  # few requests make it
+        buffers = self.proto.end_request(request.request_id, request.app_status, FCGI_REQUEST_COMPLETE, stdout, stderr)
+        if len(buffers) == 1:  # the usual case: the whole response and END_REQUEST in one small send
+            self.send(buffers[0], _MSG_MORE if self.close_follows else 0)
+        else:
             self.send_buffers(buffers)
-            return
-        # The usual case: the whole response and END_REQUEST in one small sendall.
-        parts = []
-        if stdout.pending:
-            parts += small_record(FCGI_STDOUT, rid, stdout.take())
-        if stderr_pending:
-            parts += small_record(FCGI_STDERR, rid, request.stderr.take())
-        parts.append(proto.end_request(rid, request.app_status))
-        self.send(b"".join(parts), _MSG_MORE if self.close_follows else 0)
 
     def _stdin_end_queued(self) -> bool:
         return any(type(event) is StdinReceived and not event.data for event in self.events)
@@ -474,45 +443,3 @@ class Connection:
             except OSError:
                 pass
 
-
-def stream_buffers(rtype: int, request_id: int, chunks: list[bytes]) -> list:
-    """Stream records for `chunks` as a list of buffers for sendmsg().
-
-    Small chunks are joined into records; big ones are framed in place, so a
-    1 MiB body is never copied on its way to the kernel.
-    """
-    buffers: list = []
-    small: list[bytes] = []
-    for chunk in chunks:
-        if len(chunk) < ZERO_COPY_MIN:
-            small.append(chunk)
-            continue
-        if small:
-            buffers += _records(rtype, request_id, b"".join(small))
-            small = []
-        buffers += _records(rtype, request_id, chunk)
-    if small:
-        buffers += _records(rtype, request_id, b"".join(small))
-    return buffers
-
-
-def small_record(rtype: int, request_id: int, data: bytes) -> tuple:
-    """One stream record of 1 to MAX_CONTENT bytes, as pieces to join."""
-    length = len(data)
-    padding = -length & 7
-    return HEADER.pack(FCGI_VERSION_1, rtype, request_id, length, padding), data, _PADDING[:padding]
-
-
-def _records(rtype: int, request_id: int, data: bytes) -> list:
-    view = memoryview(data)
-    pack = HEADER.pack
-    out = []
-    for start in range(0, len(data), MAX_CONTENT):
-        piece = view[start : start + MAX_CONTENT]
-        length = len(piece)
-        padding = -length & 7
-        out.append(pack(FCGI_VERSION_1, rtype, request_id, length, padding))
-        out.append(piece)
-        if padding:
-            out.append(_PADDING[:padding])
-    return out
