@@ -28,7 +28,8 @@ from .deploy.logs import LogRequest, parse_since, parse_tail
 from .deploy.operations import Stack
 from .deploy.plan import Plan
 from .deploy.secrets import redactor_for
-from .deploy.spec import PROJECT_NAME, load_stack_spec, with_app
+from .deploy.spec import PROJECT_NAME, incomplete_tls, load_stack_spec, with_app, with_self_signed_tls
+from .deploy.tls import default_directory
 
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the status table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -107,9 +108,21 @@ def dry_run_option(command):
     return click.option("--dry-run", is_flag=True, help="print the plan and the Docker operations; change nothing")(command)
 
 
-def load_stack(spec_file, project, image_prefix, base_image, app=None, *, check_app: bool = False, **extra) -> Stack:
+def tls_option(command):
+    return click.option("--tls", type=click.Choice(["self-signed"]), envvar="FCGIKIT_TLS",
+                        help="HTTPS with a development certificate (see docs/tls.md); "
+                             "give scale the same --tls as up")(command)
+
+
+def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None, *, check_app: bool = False,
+               **extra) -> Stack:
     spec_file = spec_file or default_spec_file()
     spec = load_stack_spec(spec_file)
+    if tls == "self-signed":
+        spec = with_self_signed_tls(spec)
+    problems = incomplete_tls(spec)
+    if problems:
+        raise ConfigError(str(spec_file), problems)
     if app:
         try:
             spec = with_app(spec, app)
@@ -223,10 +236,11 @@ def build(spec_file, project, image_prefix, base_image, app, prune, keep_release
 @cli.command()
 @stack_options
 @app_option
+@tls_option
 @dry_run_option
-def up(spec_file, project, image_prefix, base_image, app, dry_run) -> None:
+def up(spec_file, project, image_prefix, base_image, app, tls, dry_run) -> None:
     """Build what is missing, start the stack, check it, print its URL."""
-    stack = load_stack(spec_file, project, image_prefix, base_image, app, check_app=True)
+    stack = load_stack(spec_file, project, image_prefix, base_image, app, tls, check_app=True)
     if dry_run:
         print_plan(stack.plan_up(build=False))
         return
@@ -240,6 +254,14 @@ def up(spec_file, project, image_prefix, base_image, app, dry_run) -> None:
         out.print(f"recorded release {result.release.number} (`fcgikit releases` lists them, "
                   f"`fcgikit rollback` returns to the one before)")
     out.print(f"{stack.project} is up: [bold]{result.url}[/]")
+    print_tls_hint(stack)
+
+
+def print_tls_hint(stack: Stack) -> None:
+    tls = stack.spec.services.nginx.tls
+    if tls is not None and tls.self_signed:
+        ca = default_directory(stack.project) / "ca.pem"
+        out.print(f"development certificate: trust {ca} (e.g. curl --cacert {ca} URL)")
 
 
 @cli.command()
@@ -306,8 +328,9 @@ def _release_summary(release) -> str:
 @click.argument("assignments", metavar="SERVICE=N...", nargs=-1, required=True)
 @stack_options
 @app_option
+@tls_option
 @dry_run_option
-def scale(assignments, spec_file, project, image_prefix, base_image, app, dry_run) -> None:
+def scale(assignments, spec_file, project, image_prefix, base_image, app, tls, dry_run) -> None:
     """Run N containers of each SERVICE (workers, cgi) without failing a request:
     `fcgikit scale workers=4 cgi=2`.
 
@@ -315,7 +338,7 @@ def scale(assignments, spec_file, project, image_prefix, base_image, app, dry_ru
     changes the app), and holds until the next `up`, which goes back to the file's replicas.
     """
     replicas = parse_assignments(assignments)
-    stack = load_stack(spec_file, project, image_prefix, base_image, app)
+    stack = load_stack(spec_file, project, image_prefix, base_image, app, tls)
     kept = stack.keep_deployed_app()
     check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
     if dry_run:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import secrets as sec
+from .tls import TLS_MOUNTS
 from .model import STATUS_FILE, Confinement, ContainerSpec
-from .spec import FASTCGI_PORT, NGINX_PORT, CgiService, ContainerSettings, NginxService, WorkersService
+from .spec import FASTCGI_PORT, NGINX_PORT, NGINX_TLS_PORT, CgiService, ContainerSettings, NginxService, WorkersService
 
 # Where the images keep things (see images/fcgi-worker/Dockerfile).
 APP_DIR = "/srv/app"
@@ -143,14 +144,16 @@ def cgi_container(project: str, host: str, slot: int, image: str, cgi: CgiServic
 
 
 def nginx_container(project: str, host: str, slot: int, image: str, nginx: NginxService) -> ContainerSpec:
-    return ContainerSpec(
+    """With `tls`: HTTPS on NGINX_TLS_PORT too, the certificate and key delivered like secrets."""
+    tls_port = ((NGINX_TLS_PORT, nginx.tls.port),) if nginx.tls is not None else ()
+    return with_secrets(ContainerSpec(
         project=project,
         service="nginx",
         host=host,
         slot=slot,
         image=image,
         command=tuple(nginx_command()),
-        ports=((NGINX_PORT, nginx.port),),
+        ports=((NGINX_PORT, nginx.port),) + tls_port,
         stop_timeout=10,
         confinement=confinement(nginx.container, NGINX_TMPFS, NGINX_VOLUMES),
-    )
+    ), TLS_MOUNTS if nginx.tls is not None else (), NGINX_UID)

@@ -29,7 +29,7 @@ from .hosts import Host, local_host
 from .inventory import Inventory, load_inventory
 from .lock import DeployLock
 from .logs import LogReader, LogRequest, host_logs_script, split_named_line
-from .operations import Stack, UpResult, _display_order, _status_row
+from .operations import Stack, UpResult, _display_order, _status_row, edge_url
 from .plan import Observed, Plan
 from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
 from .ssh import Fleet, HostsFailed, on_each_host, require_all
@@ -258,7 +258,7 @@ class RemoteStack(Stack):
         addresses = {host.name: host.address for host in self.hosts}
         for host, c, _ in seen:
             if c.service == "nginx" and c.running and NGINX_PORT in c.published:
-                return f"http://{addresses[host]}:{c.published[NGINX_PORT]}/"
+                return edge_url(addresses[host], c.published)
         return None
 
     def host_rows(self, engine_failures: dict | None = None) -> list[dict]:

@@ -18,7 +18,8 @@ import hashlib
 from collections.abc import Sequence
 
 from .model import NGINX_PID_PATH
-from .spec import NGINX_PORT, Services
+from .spec import NGINX_PORT, NGINX_TLS_PORT, Services, TlsSettings
+from .tls import redirect_target, tls_directives
 
 WORKERS_UPSTREAM = "fcgikit_workers"
 CGI_UPSTREAM = "fcgikit_cgi"
@@ -104,13 +105,28 @@ def render_http_conf(
     ]
     if services.cgi is not None:
         parts.append(render_upstream(CGI_UPSTREAM, "cgi", nginx.keepalive, static.get("cgi", ())))
-    server = render_server_conf(services)
-    parts.append(f"server {{\n    listen {listen};\n{_indent(server, 1)}\n}}")
+    tls = services.nginx.tls
+    server = render_server_conf(services, https=tls is not None)
+    if tls is None:
+        parts.append(f"server {{\n    listen {listen};\n{_indent(server, 1)}\n}}")
+    else:
+        parts += render_tls_servers(tls, server, listen)
     parts.append(render_health_server(listen))
     return "\n".join(part for part in parts if part)
 
 
 HEALTH_HOST = "fcgikit-health"
+
+
+def render_tls_servers(tls: TlsSettings, server: str, listen: str, tls_listen: str = str(NGINX_TLS_PORT)) -> list[str]:
+    """The HTTPS server (the app's locations) and, on the HTTP port, either the redirect to
+    it or the same locations again (`redirect: false`)."""
+    https = "\n".join([f"listen {tls_listen} ssl;", *tls_directives(tls), server])
+    if tls.redirect:
+        plain = f"location / {{\n    return 301 {redirect_target(tls)};\n}}"
+    else:
+        plain = server
+    return [f"server {{\n{_indent(https, 1)}\n}}", f"server {{\n    listen {listen};\n{_indent(plain, 1)}\n}}"]
 
 
 def render_health_server(listen: str) -> str:
@@ -132,38 +148,28 @@ def render_edge_conf() -> list[str]:
     ]
 
 
-def render_upstream(name: str, pool: str, keepalive: int, static: Sequence[str] = ()) -> str:
-    """An upstream whose backends the Lua balancer picks from the list's `pool` entries.
-
-    `keepalive` after the balancer: the kept-alive connections are per backend address.
-    """
-    servers = [f"server {address} max_fails=1 fail_timeout=2s;" for address in static] or [
-        f"server {PLACEHOLDER_SERVER};"]
-    lines = [*servers, f'balancer_by_lua_block {{ require("fcgikit_edge").balance("{pool}") }}',
-             f"keepalive {keepalive};"]
-    return f"upstream {name} {{\n" + "".join(f"    {line}\n" for line in lines) + "}"
-
-
-def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT) -> str:
+def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT, https: bool = False) -> str:
     """What goes inside `server { }` after `listen`: the locations.
 
-    `cgi_root` is the directory that holds cgi-bin/ where the gateway runs.
+    `cgi_root` is the directory that holds cgi-bin/ where the gateway runs; `https`: the
+    apps get HTTPS=on over TLS (wsgi.url_scheme https), as CGI/1.1 servers set it.
     """
     workers = services.workers
     fallback = fallback_enabled(services)
+    tls_params = [("HTTPS", "$https")] if https else []
     blocks = [
         f"client_max_body_size {services.nginx.client_max_body_size};",
-        _location("/", WORKERS_UPSTREAM, _app_params(), services.nginx.connect_timeout,
+        _location("/", WORKERS_UPSTREAM, _app_params() + tls_params, services.nginx.connect_timeout,
                   workers.timeout, workers.timeout,
                   extra=[f"error_page 502 504 = {FALLBACK_LOCATION};"] if fallback else [])
     ]
     if services.cgi is not None:
         blocks.append(
-            _location("/cgi-bin/", CGI_UPSTREAM, _cgi_params(cgi_root),
+            _location("/cgi-bin/", CGI_UPSTREAM, _cgi_params(cgi_root) + tls_params,
                       services.nginx.connect_timeout, services.cgi.timeout + CGI_READ_MARGIN, services.cgi.timeout)
         )
     if fallback:
-        blocks.append(_fallback_location(services))
+        blocks.append(_fallback_location(services, tls_params))
     return "\n".join(blocks)
 
 
@@ -173,7 +179,7 @@ def fallback_enabled(services: Services) -> bool:
     return services.workers.effective_fallback(services.cgi is not None) == "cgi"
 
 
-def _fallback_location(services: Services) -> str:
+def _fallback_location(services: Services, extra_params: Sequence[tuple[str, str]] = ()) -> str:
     """Where error_page sends what no FastCGI worker took: the CGI gateway, which runs the
     WSGI app once (FCGIKIT_FALLBACK). The Lua check lets through only requests that no
     worker can have run (see fcgikit_edge.lua): one that reached an app keeps its error."""
@@ -182,7 +188,7 @@ def _fallback_location(services: Services) -> str:
     # A failure this soon after the request's start can only be a failed connect or a
     # kept-alive connection the worker had closed: the request never ran.
     window = round(services.nginx.connect_timeout + FALLBACK_WINDOW_MARGIN, 3)
-    location = _location(FALLBACK_LOCATION, CGI_UPSTREAM, _app_params() + [(FALLBACK_PARAM, "1")],
+    location = _location(FALLBACK_LOCATION, CGI_UPSTREAM, _app_params() + list(extra_params) + [(FALLBACK_PARAM, "1")],
                          services.nginx.connect_timeout, cgi.timeout + CGI_READ_MARGIN, cgi.timeout,
                          extra=[f'access_by_lua_block {{ require("fcgikit_edge").fallback({window}) }}'])
     return location

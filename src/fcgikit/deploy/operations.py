@@ -10,6 +10,7 @@ import errno
 import functools
 import ipaddress
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -47,7 +48,8 @@ from .plan import (
     plan_down,
     plan_up,
 )
-from .spec import FASTCGI_PORT, StackSpec, with_deployed_app, with_replicas
+from .spec import FASTCGI_PORT, NGINX_TLS_PORT, StackSpec, with_deployed_app, with_replicas
+from .tls import read_cert_and_key
 
 Say = Callable[[str], None]
 
@@ -160,8 +162,13 @@ class Stack:
 
     def read_secrets(self, spec: StackSpec) -> dict[str, bytes]:
         """Every value the deployment of `spec` needs, read now (an unreadable one: nothing changes)."""
-        self._secret_values = sec.read_values(spec)
-        return self._secret_values
+        values = sec.read_values(spec)
+        tls = spec.services.nginx.tls
+        if tls is not None:  # the certificate and key: nginx's secrets
+            edges = [host.address for host in self.hosts if "edge" in host.roles]
+            values.update(read_cert_and_key(tls, self.project, edges))
+        self._secret_values = values
+        return values
 
     def check_secrets(self, engine: Engine, found: list[RunningContainer]) -> list[RunningContainer]:
         """While planning: a running container whose secrets are missing (restarted by the
@@ -530,7 +537,7 @@ class Stack:
         for host in self.hosts:
             for c in self.engine(host.name).observe_containers(self.project):
                 if c.service == "nginx" and c.running and NGINX_PORT in c.published:
-                    return f"http://{host.address}:{c.published[NGINX_PORT]}/"
+                    return edge_url(host.address, c.published)
         return None
 
     def status(self) -> dict:
@@ -605,6 +612,14 @@ def deployed_app(containers: Sequence[RunningContainer]) -> str | None:
     `up` is changing it; None when no running worker says (none, or a FastCGI program)."""
     apps = Counter(c.app for c in containers if c.service == "workers" and c.running and c.app)
     return apps.most_common(1)[0][0] if apps else None
+
+
+def edge_url(address: str, published: dict[int, int]) -> str:
+    """The stack's address: HTTPS when nginx publishes its TLS port."""
+    if NGINX_TLS_PORT in published:
+        port = published[NGINX_TLS_PORT]
+        return f"https://{address}/" if port == 443 else f"https://{address}:{port}/"
+    return f"http://{address}:{published[NGINX_PORT]}/"
 
 
 def _batches(steps) -> list[list]:
@@ -723,8 +738,11 @@ def local_port_free(port: int) -> bool:
 
 
 def _http_get(url: str) -> tuple[int | None, str]:
+    # Over HTTPS the check asks whether the stack answers, not whether this machine trusts the
+    # certificate's issuer (a development CA) or the name (an address here): not verified.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
             response.read()
             return response.status, f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:

@@ -141,6 +141,37 @@ class CgiContainer(ContainerSettings):
     pass  # 256m, 128 processes: a fork bomb stays inside its container
 
 
+# nginx listens for HTTPS here inside its container (above 1024: no capability needed).
+NGINX_TLS_PORT = 8443
+
+
+class TlsSettings(_Strict):
+    """HTTPS at the edge (see docs/tls.md): the user's PEM certificate and key, delivered into
+    nginx like secrets, or a development certificate fcgikit makes (`self_signed`)."""
+
+    cert: Path | None = Field(None, description="PEM certificate, the chain after it (relative: to the stack file)")
+    key: Path | None = Field(None, description="PEM private key of the certificate")
+    self_signed: bool = Field(False, description="development only: a certificate from a CA fcgikit makes")
+    port: int = Field(443, ge=1, le=65535, description="host port nginx serves HTTPS on")
+    redirect: bool = Field(True, description="HTTP answers 301 to the same URL on HTTPS")
+    hsts: int = Field(0, ge=0, le=63072000,
+                      description="Strict-Transport-Security max-age in seconds (0: no header); 31536000 is a year")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsSettings:
+        if self.self_signed:
+            if self.cert is not None or self.key is not None:
+                raise ValueError('either "cert" and "key" or "self_signed: true", not both')
+        elif (self.cert is None) != (self.key is None):
+            raise ValueError('set both "cert" and "key" (PEM files)')
+        return self
+
+    @property
+    def complete(self) -> bool:
+        """A certificate is named (or made): else only `--tls self-signed` can complete it."""
+        return self.self_signed or self.cert is not None
+
+
 class NginxService(_Strict):
     port: int = Field(8080, ge=0, le=65535, description="host port; 0 picks a free one")
     client_max_body_size: str = Field(
@@ -152,7 +183,14 @@ class NginxService(_Strict):
                     "within it is skipped at once and probed back in)",
     )
     keepalive: int = Field(16, ge=1, le=10000, description="idle FastCGI connections kept per nginx worker")
+    tls: TlsSettings | None = Field(None, description="HTTPS: cert and key, or self_signed")
     container: NginxContainer = NginxContainer()
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> NginxService:
+        if self.tls is not None and self.tls.port == self.port:
+            raise ValueError(f"tls/port: {self.tls.port} is also the HTTP port; give HTTPS its own port")
+        return self
 
 
 class WorkersService(_Strict):
@@ -269,6 +307,14 @@ def load_stack_spec(path: str | Path) -> StackSpec:
     return resolve_paths(spec, path.resolve().parent)
 
 
+def incomplete_tls(spec: StackSpec) -> list[str]:
+    tls = spec.services.nginx.tls
+    if tls is None or tls.complete:
+        return []
+    return ['services/nginx/tls: set "cert" and "key" (PEM files) or "self_signed: true", '
+            "or give `--tls self-signed`"]
+
+
 def unknown_secret_references(spec: StackSpec) -> list[str]:
     """A service naming a secret the top-level `secrets:` does not define (pure)."""
     problems = []
@@ -289,7 +335,11 @@ def resolve_paths(spec: StackSpec, base: Path) -> StackSpec:
     cgi = spec.services.cgi
     if cgi is not None and cgi.scripts is not None and not cgi.scripts.is_absolute():
         cgi = cgi.model_copy(update={"scripts": (base / cgi.scripts).resolve()})
-    services = spec.services.model_copy(update={"workers": workers, "cgi": cgi})
+    nginx = spec.services.nginx
+    if nginx.tls is not None and nginx.tls.cert is not None:
+        nginx = nginx.model_copy(update={"tls": nginx.tls.model_copy(update={
+            "cert": (base / nginx.tls.cert).resolve(), "key": (base / nginx.tls.key).resolve()})})
+    services = spec.services.model_copy(update={"workers": workers, "cgi": cgi, "nginx": nginx})
     secrets = {
         name: secret.model_copy(update={"from_file": (base / secret.from_file).resolve()})
         if secret.from_file is not None and not secret.from_file.is_absolute() else secret
@@ -341,3 +391,13 @@ def with_app(spec: StackSpec, app: str) -> StackSpec:
         raise ValueError(f'--app {app}: expected MODULE:APP after the path, e.g. {where}:myapp:application')
     updated = workers.model_copy(update={"app": target, "program": None, "path": path})
     return spec.model_copy(update={"services": spec.services.model_copy(update={"workers": updated})})
+
+
+def with_self_signed_tls(spec: StackSpec) -> StackSpec:
+    """`fcgikit up --tls self-signed`: the stack file's tls settings (port, redirect, hsts)
+    with a development certificate, or HTTPS on port 443 when it has none."""
+    nginx = spec.services.nginx
+    settings = (nginx.tls.model_dump() if nginx.tls is not None else {})
+    settings.update(cert=None, key=None, self_signed=True)
+    nginx = nginx.model_copy(update={"tls": TlsSettings(**settings)})
+    return spec.model_copy(update={"services": spec.services.model_copy(update={"nginx": nginx})})
