@@ -281,7 +281,9 @@ def prune_images(client: docker.DockerClient, names: ImageNames, keep: set[str])
     `keep`: the tags just built (and `latest` is kept too); an image any container was
     created from, running or not, stays. Returns the tags removed.
     """
-    in_use = {c.image.id for c in client.containers.list(all=True) if c.image is not None}
+    # The image ID each container was created from, without looking the image up: a container
+    # whose image was removed meanwhile (force) must not fail the prune.
+    in_use = {c.attrs.get("Image") for c in client.containers.list(all=True)} - {None, ""}
     removed = []
     for kind in ("fcgi-worker", "nginx"):
         for image in client.images.list(name=names.repository(kind)):
