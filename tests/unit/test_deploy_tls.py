@@ -22,7 +22,7 @@ def spec(**tls) -> StackSpec:
 
 
 def test_https_server_has_modern_protocols_hsts_and_http_redirects():
-    conf = render_nginx_conf(spec(self_signed=True, port=8443, hsts=31536000).services, ["w:9000"], [])
+    conf = render_nginx_conf(spec(self_signed=True, port=8443, hsts=31536000).services)
     https, plain = conf.split("listen 8443 ssl;")[1], conf.split("listen 8080;")[1]
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in https and "ssl_certificate /run/secrets/tls.crt;" in https
     assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in https
@@ -32,7 +32,7 @@ def test_https_server_has_modern_protocols_hsts_and_http_redirects():
 
 
 def test_without_redirect_http_serves_the_app_too_and_port_443_needs_no_port_in_urls():
-    conf = render_nginx_conf(spec(self_signed=True, redirect=False).services, ["w:9000"], [])
+    conf = render_nginx_conf(spec(self_signed=True, redirect=False).services)
     assert "return 301" not in conf and conf.count("fastcgi_pass fcgikit_workers;") == 2
     assert "Strict-Transport-Security" not in conf
     assert tlsmod.redirect_target(TlsSettings(self_signed=True)) == "https://$host$request_uri"

@@ -148,6 +148,18 @@ def render_edge_conf() -> list[str]:
     ]
 
 
+def render_upstream(name: str, pool: str, keepalive: int, static: Sequence[str] = ()) -> str:
+    """An upstream whose backends the Lua balancer picks from the list's `pool` entries.
+
+    `keepalive` after the balancer: the kept-alive connections are per backend address.
+    """
+    servers = [f"server {address} max_fails=1 fail_timeout=2s;" for address in static] or [
+        f"server {PLACEHOLDER_SERVER};"]
+    lines = [*servers, f'balancer_by_lua_block {{ require("fcgikit_edge").balance("{pool}") }}',
+             f"keepalive {keepalive};"]
+    return f"upstream {name} {{\n" + "".join(f"    {line}\n" for line in lines) + "}"
+
+
 def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT, https: bool = False) -> str:
     """What goes inside `server { }` after `listen`: the locations.
 
