@@ -216,7 +216,9 @@ def test_a_second_up_ships_nothing_and_changes_nothing(deployment):
 
 
 def edge_conf(deployment) -> str:
-    return deployment.bed.exec(deployment.host("h1"), f"docker exec {deployment.project}-nginx-1 cat /etc/nginx/nginx.conf")
+    """The edge's nginx.conf and its backends list (the addresses are in the list)."""
+    return deployment.bed.exec(deployment.host("h1"), f"docker exec {deployment.project}-nginx-1 "
+                                                       "cat /etc/nginx/nginx.conf /run/fcgikit/backends")
 
 
 def placements(deployment) -> list[tuple[str, str, str]]:
