@@ -27,7 +27,7 @@ LINE_NUMBER = re.compile(r":\d+\)$")
 
 
 def frame_name(frame: str) -> str:
-    """`serve (fcgikit/worker/core.py:352)` -> `serve (fcgikit/worker/core.py)`: lines apart, one function."""
+    """`serve (fcgikit/worker/loop.py:352)` -> `serve (fcgikit/worker/loop.py)`: lines apart, one function."""
     return LINE_NUMBER.sub(")", frame.strip())
 
 

@@ -19,7 +19,7 @@ import sys
 
 from .runtime.prctl import make_non_dumpable
 from .worker import EXIT_APP_LOAD_ERROR, AppLoadError, load_app, serve, wsgi_handler
-from .worker.core import listening_socket_on_fd0
+from .worker.loop import listening_socket_on_fd0
 
 
 def build_parser() -> argparse.ArgumentParser:

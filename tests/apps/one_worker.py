@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from fcgikit.worker import serve, wsgi_handler
-from fcgikit.worker.core import listening_socket_on_fd0
+from fcgikit.worker.loop import listening_socket_on_fd0
 from tests.apps.wsgi_app import app
 
 

@@ -129,13 +129,13 @@ def test_memory_target_is_the_largest_serve_child():
 def test_profile_stacks_are_summed_per_function_not_per_line():
     from bench.profile import summarise_stacks
 
-    raw = ('process 1:"python3 -m fcgikit.serve";serve (core.py:10);send (connection.py:5) 3\n'
-           'process 2:"python3 -m fcgikit.serve";serve (core.py:12);send (connection.py:7) 2\n'
-           'serve (core.py:10);decode (protocol.py:1) 5\n')
+    raw = ('process 1:"python3 -m fcgikit.serve";serve (loop.py:10);send (connection.py:5) 3\n'
+           'process 2:"python3 -m fcgikit.serve";serve (loop.py:12);send (connection.py:7) 2\n'
+           'serve (loop.py:10);decode (protocol.py:1) 5\n')
     own, inclusive, total = summarise_stacks(raw)
     assert total == 10
     assert own == {"send (connection.py)": 5, "decode (protocol.py)": 5}
-    assert inclusive["serve (core.py)"] == 10
+    assert inclusive["serve (loop.py)"] == 10
     assert not any(name.startswith("process") for name in inclusive)
 
 

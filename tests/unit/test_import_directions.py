@@ -19,7 +19,7 @@ RUNTIME = ("fastcgi", "worker", "spawn", "cgi", "runtime", "serve", "probe")
 
 
 def room_of(module: str) -> str:
-    """`fcgikit.worker.core` -> `worker`; `fcgikit` -> `fcgikit`."""
+    """`fcgikit.worker.loop` -> `worker`; `fcgikit` -> `fcgikit`."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 
@@ -63,7 +63,7 @@ def violations(rule) -> list[str]:
 
 def test_the_graph_is_read():
     graph = import_graph()
-    assert "fcgikit.worker.connection" in graph["fcgikit.worker.core"]
+    assert "fcgikit.worker.connection" in graph["fcgikit.worker.loop"]
     assert "fcgikit.fastcgi" in graph["fcgikit.worker.connection"]
 
 

@@ -44,7 +44,7 @@ print(json.dumps({"loaded": loaded, "outside": outside}))
 
 def test_discovery_finds_every_runtime_area():
     names = runtime_modules()
-    for expected in ("fcgikit.fastcgi.protocol", "fcgikit.worker.core", "fcgikit.worker.wsgi", "fcgikit.serve"):
+    for expected in ("fcgikit.fastcgi.protocol", "fcgikit.worker.loop", "fcgikit.worker.wsgi", "fcgikit.serve"):
         assert expected in names
 
 

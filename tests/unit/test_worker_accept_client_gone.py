@@ -8,7 +8,7 @@ import time
 
 from fcgikit.fastcgi import FCGI_STDIN, ClientConnection, encode_record
 from fcgikit.fastcgi.client import exchange
-from fcgikit.worker.core import accept
+from fcgikit.worker.loop import accept
 
 PARAMS = {"REQUEST_METHOD": "POST", "SCRIPT_NAME": "/", "REQUEST_URI": "/upload", "CONTENT_LENGTH": "100000"}
 

@@ -19,7 +19,7 @@ from fcgikit.fastcgi import (
 from fcgikit.fastcgi.client import exchange, get_params
 from fcgikit.fastcgi.protocol import encode_begin_request
 from fcgikit.worker import connection
-from fcgikit.worker.core import serve
+from fcgikit.worker.loop import serve
 from fcgikit.worker.wsgi import wsgi_handler
 
 

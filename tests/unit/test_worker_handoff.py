@@ -7,7 +7,6 @@ import pytest
 
 from fcgikit.fastcgi import FCGI_BEGIN_REQUEST, FCGI_RESPONDER, encode_record
 from fcgikit.worker.connection import Connection
-from fcgikit.worker.core import is_idle
 from fcgikit.runtime.handoff import (MAX_FDS_PER_MESSAGE, batches, decode_batch, encode_batch, receive_connections,
                                     send_connections)
 
@@ -57,12 +56,12 @@ def test_only_a_connection_between_requests_with_nothing_read_ahead_is_idle():
     a, b = socket.socketpair()
     try:
         conn = Connection(a, "")
-        assert is_idle(conn)
+        assert conn.is_idle()
         b.sendall(encode_record(FCGI_BEGIN_REQUEST, 1, bytes([0, FCGI_RESPONDER, 1, 0, 0, 0, 0, 0]))[:5])
         conn.receive()
-        assert not is_idle(conn)  # half a record in our buffer: it cannot move
+        assert not conn.is_idle()  # half a record in our buffer: it cannot move
         conn.close()
-        assert not is_idle(conn)
+        assert not conn.is_idle()
     finally:
         a.close()
         b.close()

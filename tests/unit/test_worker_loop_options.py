@@ -9,7 +9,7 @@ import struct
 
 from fcgikit.fastcgi import ClientConnection
 from fcgikit.worker.connection import IO_TIMEOUT
-from fcgikit.worker.core import RequestLoop
+from fcgikit.worker.loop import RequestLoop
 
 
 def receive_timeout(sock: socket.socket) -> int:
@@ -26,11 +26,11 @@ def test_a_connection_older_than_the_child_gets_the_timeouts_and_does_not_decide
     late = None
     try:
         first = next(requests)
-        assert receive_timeout(first._conn.sock) == int(IO_TIMEOUT)  # set on it, as it had none
+        assert receive_timeout(first._channel.sock) == int(IO_TIMEOUT)  # set on it, as it had none
         late = socket.create_connection(listener.getsockname(), timeout=5)
         late.sendall(request)
         second = next(requests)
-        assert receive_timeout(second._conn.sock) == int(IO_TIMEOUT)
+        assert receive_timeout(second._channel.sock) == int(IO_TIMEOUT)
         # The late one had them from the listening socket: no more per-connection setting.
         assert loop._options_inherited is True
     finally:

@@ -8,7 +8,7 @@ import time
 
 from fcgikit.fastcgi import ClientConnection
 from fcgikit.spawn.scoreboard import SLOT_BUSY, SLOT_IDLE, Scoreboard
-from fcgikit.worker.core import RequestLoop
+from fcgikit.worker.loop import RequestLoop
 
 
 def send_request(listener, uri: str) -> socket.socket:

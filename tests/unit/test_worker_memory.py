@@ -13,7 +13,7 @@ import pytest
 
 from fcgikit.fastcgi import ClientConnection
 from fcgikit.fastcgi.client import exchange
-from fcgikit.worker.core import serve
+from fcgikit.worker.loop import serve
 from fcgikit.worker.wsgi import wsgi_handler
 
 PARAMS = {"REQUEST_METHOD": "GET", "REQUEST_URI": "/", "SCRIPT_NAME": "/", "SERVER_NAME": "t", "SERVER_PORT": "80",

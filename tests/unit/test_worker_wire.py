@@ -9,7 +9,7 @@ import threading
 
 from fcgikit.fastcgi import ClientConnection
 from fcgikit.fastcgi.client import exchange
-from fcgikit.worker.core import accept, serve
+from fcgikit.worker.loop import accept, serve
 from fcgikit.worker.wsgi import wsgi_handler
 
 # struct tcp_info (linux/tcp.h): u32 fields at these offsets (Linux 4.2 and 4.6 on)
@@ -65,7 +65,7 @@ def test_an_answer_finished_early_leaves_at_once_while_the_program_works_on():
             request.finish()
             # What the kernel still holds of it (MSG_MORE would keep it until the close,
             # or 200 ms); the program goes on with work after the answer.
-            held_back.append(tcp_info_field(request._conn.sock, TCPI_NOTSENT_BYTES))
+            held_back.append(tcp_info_field(request._channel.sock, TCPI_NOTSENT_BYTES))
 
     worker = threading.Thread(target=program, daemon=True)
     worker.start()

@@ -1,11 +1,11 @@
-"""A fake connection for the worker's Request: stdin from a list, output recorded."""
+"""A fake RequestChannel for the worker's Request: stdin from a list, output recorded."""
 
 from fcgikit.fastcgi import FCGI_STDOUT
 from fcgikit.worker.connection import ClientGone
-from fcgikit.worker.request import Request
+from fcgikit.worker.request import Request, RequestChannel
 
 
-class FakeConnection:
+class FakeConnection(RequestChannel):
     def __init__(self, stdin_chunks=(), *, gone=False, stdin_error=False):
         self.stdin_chunks = list(stdin_chunks)
         self.pulls = 0
@@ -16,6 +16,10 @@ class FakeConnection:
         self.aborted = False
         self.reasons: list[str] = []
         self.stdin_error = stdin_error
+
+    @property
+    def lost(self) -> bool:
+        return self.gone or self.aborted
 
     def pull_stdin(self, request_id):
         self.pulls += 1
@@ -38,8 +42,8 @@ class FakeConnection:
         self.reasons.append(reason)
 
     def end_request(self, request):
-        stderr = request.stderr.take() if request.stderr_pending else b""  # as Connection does: not made if unused
-        self.ended.append((request.request_id, request.stdout.take(), stderr, request.app_status))
+        stdout, stderr = request.take_output()  # as Connection does: stderr is not made if unused
+        self.ended.append((request.request_id, b"".join(stdout or ()), b"".join(stderr or ()), request.app_status))
 
     @property
     def stdout(self) -> bytes:

@@ -6,7 +6,7 @@
 
 from .app import AppLoadError, load_app
 from .connection import ClientGone
-from .core import EXIT_APP_LOAD_ERROR, FCGI_LISTENSOCK_FILENO, RequestLoop, accept, serve
+from .loop import EXIT_APP_LOAD_ERROR, FCGI_LISTENSOCK_FILENO, RequestLoop, accept, serve
 from .request import Request
 from .wsgi import build_environ, render_headers, wsgi_handler
 

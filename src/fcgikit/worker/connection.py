@@ -72,14 +72,19 @@ def set_io_timeouts(sock: socket.socket, seconds: float = IO_TIMEOUT) -> None:
 
 
 class Connection:
+    """One connection's state machine: between requests (`is_idle`), a request's
+    params arriving, the request being served (`request`), its end (`finish`),
+    an answered request's input still arriving (`draining`), closed (`close`).
+    The loop only asks it what it is and tells it what to do; what a `Request`
+    needs of it is `RequestChannel` (request.py)."""
+
     __slots__ = ("sock", "fd", "addr", "proto", "events", "begun", "keep_conn", "request", "gone", "closed",
-                 "registered", "must_close", "aborted", "close_follows", "drain_deadline", "answered")
+                 "must_close", "aborted", "close_follows", "drain_deadline", "answered")
 
     def __init__(self, sock: socket.socket, addr) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
-        self.registered = False  # under the loop's poll()
         self.must_close = False  # after this request, whatever FCGI_KEEP_CONN says
         self.proto = ServerConnection(max_conns=MAX_CONNS, max_reqs=1)
         self.events: deque = deque()  # received, not yet taken by the request or the loop
@@ -89,9 +94,9 @@ class Connection:
         self.gone = False  # the peer went away while a request was being served
         self.aborted = False  # ABORT_REQUEST for the request being served: its output is dropped
         self.closed = False
-        # Set by the loop when it ends the request and closes the connection at once: the
-        # answer may then wait for the FIN (MSG_MORE) and leave with it in one segment.
-        # Not when the program ends the request itself (FCGX_Finish) and works on.
+        # Set when the loop ends the request and closes the connection at once (`finish`):
+        # the answer may then wait for the FIN (MSG_MORE) and leave with it in one
+        # segment. Not when the program ends the request itself (FCGX_Finish) and works on.
         self.close_follows = False
         # Set when a request on a kept connection was answered before its input
         # ended: the rest is skipped as it comes (see draining), until this time.
@@ -104,6 +109,24 @@ class Connection:
     @property
     def peer(self) -> str:
         return describe_peer(self.addr)
+
+    @property
+    def lost(self) -> bool:
+        """Whether the peer went away or aborted the request being served (no system call)."""
+        return self.gone or self.aborted
+
+    def is_idle(self) -> bool:
+        """Between requests with nothing read ahead: the connection can move to another process."""
+        return not (self.closed or self.gone or self.mid_request or self.request is not None
+                    or self.proto.skipping_input)
+
+    def finish(self, request: Request, closing: bool) -> bool:
+        """Ends `request` (the rest of its output, END_REQUEST); `closing`: the
+        loop closes the connection right after, so the answer may leave with the
+        FIN. Returns whether the connection can carry another request (`reusable`)."""
+        self.close_follows = closing
+        request.finish()
+        return not (self.gone or self.closed or self.must_close) and self.proto.keep_conn
 
     # --- receiving ---------------------------------------------------------------
 
@@ -306,8 +329,6 @@ class Connection:
         try:
             if self.gone:
                 return
-            if not request.stdout.pending and not request.stderr_pending:
-                self.answered = True  # a streamed response: only the end records are left
             if request.stdin.at_eof and not (self.aborted or self.events) \
                     and monotonic() - request.started < PEER_CHECK_AFTER:
                 # The usual case: the body was read (or there was none), and the
@@ -323,6 +344,7 @@ class Connection:
 
     def _end_request(self, request: Request) -> None:
         """Ending a request whose body was left unread, or whose peer may have left."""
+        self.answered = not request.output_pending  # a streamed response: only the end records are left
         linger = drain = False
         if not request.stdin.at_eof and not self.aborted:
             # The app left part of the body unread, or its end (the empty STDIN
@@ -361,14 +383,14 @@ class Connection:
     def _end_aborted(self, request: Request) -> None:
         """An aborted request still gets END_REQUEST (spec 5.4), and a kept
         connection goes on; whatever the app wrote after the abort is dropped."""
-        request.stdout.take_chunks()
-        request.stderr.take_chunks()
+        request.drop_output()
         self.aborted = False
         self.send_buffers(self.proto.end_request(request.request_id, request.app_status))
 
     def _send_rest(self, request: Request) -> None:
-        stdout = request.stdout.take_chunks() if request.stdout.pending else None
-        stderr = request.stderr.take_chunks() if request.stderr_pending else None  # few requests make it
+        stdout, stderr = request.take_output()
+        if stdout is None and stderr is None:
+            self.answered = True  # a streamed response: only the end records are left
         buffers = self.proto.end_request(request.request_id, request.app_status, FCGI_REQUEST_COMPLETE, stdout, stderr)
         if len(buffers) == 1:  # the usual case: the whole response and END_REQUEST in one small send
             self.send(buffers[0], _MSG_MORE if self.close_follows else 0)
@@ -417,6 +439,14 @@ class Connection:
     def draining(self) -> bool:
         """Whether the rest of an answered request's input is still to come (and be skipped)."""
         return self.drain_deadline != 0.0 and self.proto.skipping_input
+
+    def drain_state(self, now: float) -> str:
+        """"draining", "done" (the skipped input ended, or the connection closed:
+        the deadline is cleared) or "overdue" (past DRAIN_TIMEOUT: to be closed)."""
+        if self.closed or not self.draining:
+            self.drain_deadline = 0.0
+            return "done"
+        return "overdue" if now >= self.drain_deadline else "draining"
 
     @property
     def reusable(self) -> bool:

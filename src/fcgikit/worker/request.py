@@ -1,15 +1,48 @@
 """One FastCGI request as the application sees it: params, streamed stdin, buffered output.
 
-The request talks to its connection through a few methods (`pull_stdin`,
-`send_stream`, `end_request`, `peer_closed`, `went_away`), so it is tested with
-a fake connection and no socket.
+The request talks to its connection only through `RequestChannel`, so it is
+tested with a fake channel and no socket (tests/unit/worker_fakes.py).
 """
 
 from __future__ import annotations
 
 from time import monotonic
+from typing import Protocol
 
 from ..fastcgi import FCGI_STDERR, FCGI_STDOUT
+
+
+class RequestChannel(Protocol):
+    """What a Request needs of the connection that carries it (worker/connection.py's
+    `Connection`). The channel in turn uses of the request only its public face:
+    `request_id`, `keep_conn`, `started`, `app_status`, `method`/`uri` (for its log
+    lines), `stdin` (whether it was read to its end, to read or drop the rest),
+    `output_pending`, `take_output()` and `drop_output()`."""
+
+    @property
+    def lost(self) -> bool:
+        """Whether the peer went away or aborted the request (no system call)."""
+        ...
+
+    def pull_stdin(self, request_id: int) -> bytes:
+        """The next piece of the request body, b"" at its end; raises ClientGone."""
+        ...
+
+    def send_stream(self, rtype: int, request_id: int, chunks: list[bytes], size: int) -> None:
+        """Sends `chunks` (`size` bytes) as FCGI_STDOUT or FCGI_STDERR records now."""
+        ...
+
+    def end_request(self, request: Request) -> None:
+        """Sends what the request has not sent yet, then ends it (END_REQUEST)."""
+        ...
+
+    def peer_closed(self) -> bool:
+        """Whether the web server has gone (one poll, nothing consumed)."""
+        ...
+
+    def went_away(self, reason: str) -> None:
+        """Drops the connection: the request's output goes nowhere, `reason` is logged once."""
+        ...
 
 # Output is held back until this much is queued (or the app flushes, or the
 # request ends), so a response made of many small writes leaves in one sendall.
@@ -245,13 +278,13 @@ class RequestBase:
 class Request(RequestBase):
     """A RESPONDER request: `params` (the CGI environment), `stdin`, `stdout`, `stderr`."""
 
-    __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "_stderr", "_conn", "finished",
+    __slots__ = ("request_id", "params", "keep_conn", "stdin", "stdout", "_stderr", "_channel", "finished",
                  "app_status", "started")
 
-    def __init__(self, conn, request_id: int, params: dict[str, str], keep_conn: bool,
+    def __init__(self, conn: RequestChannel, request_id: int, params: dict[str, str], keep_conn: bool,
                  stdin_ended: bool = False) -> None:
         self.started = monotonic()
-        self._conn = conn
+        self._channel = conn
         self.request_id = request_id
         self.params = params
         self.keep_conn = keep_conn
@@ -266,16 +299,33 @@ class Request(RequestBase):
     def stderr(self) -> RequestOutput:
         stderr = self._stderr
         if stderr is None:
-            conn, request_id = self._conn, self.request_id
+            conn, request_id = self._channel, self.request_id
             stderr = self._stderr = RequestOutput(
                 lambda chunks, size: conn.send_stream(FCGI_STDERR, request_id, chunks, size))
             stderr.closed = self.finished
         return stderr
 
     @property
-    def stderr_pending(self) -> int:
-        """Bytes written to stderr and not sent yet (without making the stream)."""
-        return 0 if self._stderr is None else self._stderr.pending
+    def output_pending(self) -> bool:
+        """Whether anything written to stdout or stderr is not sent yet (stderr is not made to say)."""
+        return bool(self.stdout.pending or self._stderr is not None and self._stderr.pending)
+
+    def take_output(self) -> tuple[list[bytes] | None, list[bytes] | None]:
+        """What was written and not sent yet, to send now: stdout's and stderr's
+        chunks, None for a stream with nothing."""
+        stdout, stderr = self.stdout, self._stderr
+        out = err = None
+        if stdout.pending:  # take_chunks(), without a call: this runs for every request
+            out, stdout._chunks, stdout.pending = stdout._chunks, [], 0
+        if stderr is not None and stderr.pending:
+            err = stderr.take_chunks()
+        return out, err
+
+    def drop_output(self) -> None:
+        """Forgets what was written and not sent (the request was aborted)."""
+        self.stdout.take_chunks()
+        if self._stderr is not None:
+            self._stderr.take_chunks()
 
     def _close_streams(self) -> None:
         self.stdout.closed = True
@@ -286,18 +336,21 @@ class Request(RequestBase):
     def connection_lost(self) -> bool:
         """Whether a send or read already found the connection dead or the request
         aborted (no system call)."""
-        return self._conn.gone or self._conn.aborted
+        return self._channel.lost
 
     def client_gone(self) -> bool:
         """True once the web server closed the connection (its client went away)."""
-        return self._conn.peer_closed()
+        return self._channel.peer_closed()
 
     def _end(self) -> None:
         """What is buffered, then END_REQUEST."""
-        self._conn.end_request(self)
-        self.stdin.mark_ended()  # what follows on the connection belongs to the next request
+        self._channel.end_request(self)
+        # What follows on the connection belongs to the next request: stdin.mark_ended(),
+        # without a call (this runs for every request).
+        stdin = self.stdin
+        stdin._eof, stdin._buf, stdin._pos = True, b"", 0
 
     def abort(self, reason: str) -> None:
         """Drops the connection without END_REQUEST, so the web server sees the response fail."""
         self.finished = True
-        self._conn.went_away(reason)
+        self._channel.went_away(reason)

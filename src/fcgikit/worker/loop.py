@@ -143,6 +143,7 @@ class RequestLoop:
         self.stop_now = False  # SIGINT/SIGQUIT
         self.exit_status = EXIT_OK
         self.conns: dict[int, Connection] = {}
+        self._watched: set[int] = set()  # the connections' fds under poll()
         # Kept connections whose request was answered before its input ended (rare):
         # closed if the rest does not come within DRAIN_TIMEOUT.
         self._draining: dict[int, Connection] = {}
@@ -246,20 +247,20 @@ class RequestLoop:
             if slot is not None:
                 params = request.params  # request.method and .uri, without two calls
                 slot.request_started(params.get("REQUEST_METHOD", ""), params.get("REQUEST_URI") or request.uri)
+            reusable = False
             try:
                 yield request
             finally:
                 if not self.stop_now:  # else unwinding at once: nothing more is sent
                     # Without FCGI_KEEP_CONN the connection is closed right below.
-                    conn.close_follows = not conn.keep_conn
-                    request.finish()
+                    reusable = conn.finish(request, closing=not conn.keep_conn)
                     self.served += 1
                     # The scoreboard says idle when the loop next waits (_mark_idle), not
                     # now: under load the next request is often served first.
                     self._idle_due = True
                     if self.max_requests and self.served >= self.max_requests:
                         self.stopping = True
-            if not conn.reusable:
+            if not reusable:
                 self._close(conn)
                 return
             if conn.drain_deadline:  # answered before its input ended (rare)
@@ -301,11 +302,10 @@ class RequestLoop:
         input has ended; one whose input does not end in time is closed."""
         now = time.monotonic()
         for fd, conn in list(self._draining.items()):
-            if conn.closed or not conn.draining:
-                conn.drain_deadline = 0.0
+            state = conn.drain_state(now)
+            if state != "draining":
                 del self._draining[fd]
-            elif now >= conn.drain_deadline:
-                del self._draining[fd]
+            if state == "overdue":
                 self._close(conn, "the end of an answered request's body did not come in time; "
                                   "connection closed")
 
@@ -368,17 +368,20 @@ class RequestLoop:
         the back of the listening socket's queue too: its next wakeup may be one
         of those, and new connections should go to an idle child first.
         """
-        if not conn.registered and not conn.closed:
-            self._poller.register(conn.fd)
-            conn.registered = True
+        fd = conn.fd
+        if fd not in self._watched and not conn.closed:
+            self._poller.register(fd)
+            self._watched.add(fd)
             self._poller.to_back_of_queue(self._listen_fd)
 
     def _close(self, conn: Connection, reason: str | None = None) -> None:
         if reason and not conn.gone:
             log(f"{conn.peer}: {reason}")
-        self.conns.pop(conn.fd, None)
-        if conn.registered:
-            self._poller.unregister(conn.fd)
+        fd = conn.fd
+        self.conns.pop(fd, None)
+        if fd in self._watched:
+            self._watched.discard(fd)
+            self._poller.unregister(fd)
         conn.close()
 
     # --- handoff: idle connections to and from the manager -------------------------
@@ -406,7 +409,7 @@ class RequestLoop:
         """On the way out: idle connections go to the manager for another child
         instead of being closed under nginx's feet. One with part of a record
         already read into our buffer cannot move and is closed as before."""
-        idle = [conn for conn in self.conns.values() if is_idle(conn)]
+        idle = [conn for conn in self.conns.values() if conn.is_idle()]
         self.handoff.setblocking(True)
         self.handoff.settimeout(HANDOFF_GOODBYE_TIMEOUT)
         try:
@@ -556,12 +559,6 @@ def _input_ends_when_client_leaves(request) -> None:
             return b""
 
     stdin._pull = pull_or_end
-
-
-def is_idle(conn: Connection) -> bool:
-    """Between requests with nothing read ahead: the connection can move to another process."""
-    return not (conn.closed or conn.gone or conn.mid_request or conn.events or conn.request is not None
-                or conn.proto.skipping_input)
 
 
 def serve(listen_sock: socket.socket, handler, *, slot=None, max_requests: int = 0, allowed_addrs=None,
