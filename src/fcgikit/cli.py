@@ -97,6 +97,24 @@ def stack_options(command):
     return hosts_options(command)  # --hosts FILE: the same commands across hosts over SSH
 
 
+def _remember_engine(ctx: click.Context, param: click.Parameter, value):
+    if value:  # kept in the context of this invocation (not in a module global)
+        ctx.meta[f"fcgikit.{param.name}"] = value
+    return value
+
+
+def engine_options(command):
+    """--engine swarm (and --init-swarm): the stack as Docker Swarm services (deploy/swarm.py)."""
+    command = click.option(
+        "--init-swarm", is_flag=True, expose_value=False, callback=_remember_engine,
+        help="with --engine swarm: make the local engine a single-node swarm if it is not in one")(command)
+    return click.option(
+        "--engine", type=click.Choice(["docker", "swarm"]), envvar="FCGIKIT_ENGINE", expose_value=False,
+        callback=_remember_engine,
+        help="docker: containers fcgikit places itself (default); swarm: Docker Swarm services "
+             "(default: the file's `engine`)")(command)
+
+
 def app_option(command):
     return click.option("--app", metavar="PATH[:MODULE:APP]", envvar="FCGIKIT_APP",
                         help="serve your own WSGI app: a directory (with the file's MODULE:APP "
@@ -139,6 +157,19 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None,
         progress.stop()  # the live build line ends where the steps begin
         say_step(text)
 
+    meta = click.get_current_context().meta
+    if (meta.get("fcgikit.engine") or spec.engine) == "swarm":
+        from .deploy.cli_hosts import chosen_hosts
+        from .deploy.swarm import SwarmStack, unsupported_on_swarm
+
+        problems = unsupported_on_swarm(spec)
+        if problems:
+            raise ConfigError(str(spec_file), [f"{problem}; nothing changed" for problem in problems])
+        if chosen_hosts() is not None:
+            raise FcgikitError("--engine swarm with --hosts is not built yet: run fcgikit on a swarm manager "
+                               "node with --engine swarm (see docs/swarm.md); nothing changed")
+        return SwarmStack(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
+                          progress=progress, init_swarm=bool(meta.get("fcgikit.init_swarm")))
     return stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
                           progress=progress, app=app, **extra))
 
@@ -238,6 +269,7 @@ def build(spec_file, project, image_prefix, base_image, app, prune, keep_release
 @app_option
 @tls_option
 @dry_run_option
+@engine_options
 def up(spec_file, project, image_prefix, base_image, app, tls, dry_run) -> None:
     """Build what is missing, start the stack, check it, print its URL."""
     stack = load_stack(spec_file, project, image_prefix, base_image, app, tls, check_app=True)
@@ -330,6 +362,7 @@ def _release_summary(release) -> str:
 @app_option
 @tls_option
 @dry_run_option
+@engine_options
 def scale(assignments, spec_file, project, image_prefix, base_image, app, tls, dry_run) -> None:
     """Run N containers of each SERVICE (workers, cgi) without failing a request:
     `fcgikit scale workers=4 cgi=2`.
@@ -377,6 +410,7 @@ def parse_assignment(assignment: str) -> tuple[str, int]:
 @cli.command()
 @stack_options
 @dry_run_option
+@engine_options
 def down(spec_file, project, image_prefix, base_image, dry_run) -> None:
     """Remove every container and network carrying this project's label, nothing else."""
     stack = load_stack(spec_file, project, image_prefix, base_image)
@@ -390,6 +424,7 @@ def down(spec_file, project, image_prefix, base_image, dry_run) -> None:
 @cli.command()
 @stack_options
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@engine_options
 def status(spec_file, project, image_prefix, base_image, as_json) -> None:
     """Each container, its health and its pool figures."""
     stack = load_stack(spec_file, project, image_prefix, base_image)
@@ -411,6 +446,7 @@ def status(spec_file, project, image_prefix, base_image, as_json) -> None:
               help="stack file (default: ./fcgikit.yaml, else deploy/fcgikit.yaml)")
 @click.option("-p", "--project", envvar="FCGIKIT_PROJECT", help="project name")
 @hosts_options
+@engine_options
 def logs(services, follow, tail, since, timestamps, spec_file, project) -> None:
     """The log lines of every container of the SERVICEs (all services when none is given),
     each prefixed by its container; merged by time, or as they come with -f."""
@@ -463,6 +499,9 @@ def print_plan(plan: Plan) -> None:
 def print_status(report: dict) -> None:
     for line in host_lines(report):  # multi-host: every inventory host, reachable or not
         out.print(line)
+    if report.get("engine") == "swarm":
+        print_swarm_status(report)
+        return
     table = Table(title=f"project {report['project']}: {report['url'] or 'no nginx running'}")
     for column in ("container", "service", "host", "state", "health", "processes", "busy/idle", "requests", "image"):
         table.add_column(column)
@@ -488,6 +527,29 @@ def print_status(report: dict) -> None:
         out.print(f"[yellow]STALE[/]: {', '.join(stale)}: not among nginx's backends (left on a host that was lost "
                   "while `up` replaced them, or by an interrupted `up`); the next `fcgikit up` or `scale` "
                   "reuses or removes them")
+
+
+def print_swarm_status(report: dict) -> None:
+    """Tasks per node, desired versus running per service, and why a task is not running."""
+    if report.get("problem"):
+        out.print(f"project {report['project']}: {report['problem']}")
+        return
+    if not report["services"]:
+        out.print(f"project {report['project']}: no service of this stack on the swarm")
+        return
+    out.print(f"project {report['project']} (swarm): {report['url'] or 'no nginx published'}")
+    for service in report["services"]:
+        style = "green" if service["running"] == service["desired"] else "red"
+        update = f", update {service['update']}" if service["update"] else ""
+        out.print(f"  {service['service']}: [{style}]{service['running']}/{service['desired']} running[/]"
+                  f" ({escape(service['image'].rsplit('/', 1)[-1])}{escape(update)})")
+    table = Table()
+    for column in ("task", "node", "state", "error"):
+        table.add_column(column)
+    for row in report["containers"]:
+        style = "green" if row["state"] == "running" else "red"
+        table.add_row(row["name"], row["host"], f"[{style}]{row['state']}[/]", escape(row["error"] or ""))
+    out.print(table)
 
 
 def _dash(value) -> str:

@@ -50,7 +50,8 @@ def local_swarm(client: docker.DockerClient) -> Iterator[bool]:
 
 
 def stack_containers(client: docker.DockerClient, stack: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"com.docker.stack.namespace={stack}"})
+    # The low-level list: the high-level one inspects each container, which races their removal.
+    return client.api.containers(all=True, filters={"label": f"com.docker.stack.namespace={stack}"})
 
 
 def remove_stack(client: docker.DockerClient, stack: str, timeout: float = 60) -> None:

@@ -39,6 +39,10 @@ def hosts_options(command):
     )(command)
 
 
+def chosen_hosts() -> Path | None:
+    return _chosen["hosts"]
+
+
 def stack_for(stack_kwargs: dict) -> Stack:
     """The local stack, or the stack on the inventory's hosts when --hosts was given."""
     if _chosen["hosts"] is None:

@@ -272,6 +272,10 @@ class StackSpec(_Strict):
     project: str | None = Field(
         None, json_schema_extra={"expected": "a name of lowercase letters, digits, - and _ (at most 40)"}
     )
+    engine: Literal["docker", "swarm"] | None = Field(
+        None, description="docker (default: containers on the local engine or --hosts over SSH) or swarm "
+                          "(Docker Swarm services; --engine on the command line wins)",
+    )
     services: Services
     secrets: dict[str, Secret] = Field(
         {}, description="values read where fcgikit runs and delivered to the services that name them"

@@ -1,0 +1,684 @@
+"""`--engine swarm`: the stack as Docker Swarm services (`docker stack deploy`).
+
+Swarm keeps the declared replicas running by itself (a killed task or a lost node's tasks
+are started again elsewhere); fcgikit writes the stack file from fcgikit.yaml, deploys it,
+waits until it has converged and reports on it by task.
+
+- Images are named by content-hash tag and deployed with `--resolve-image never`: no node
+  asks a registry; the images must be on the node (built here for the local engine).
+- Every service uses `endpoint_mode: dnsrr` and nginx publishes in `mode: host`: neither
+  needs IPVS (this kernel has none: no virtual IPs, no routing mesh).
+- nginx follows the tasks with no fcgikit command run and no reload: its command is a
+  small script (a Swarm config, swarm_edge.sh) that resolves `tasks.workers` / `tasks.cgi`
+  every second and writes the backends list the edge's Lua balancer re-reads by itself.
+- Rolling updates start the new task first and wait for its HEALTHCHECK (`order:
+  start-first`); a task that does not become healthy rolls the service back
+  (`failure_action: rollback`), and `up` exits 1 naming it, with its last log lines.
+
+The stack file is built by a pure function (`stack_file`), so the unit tests and `--dry-run`
+show exactly what is deployed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import yaml
+
+from . import commands
+from . import images as img
+from .errors import FcgikitError
+from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, SERVICE_ROLE
+from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
+from .operations import Stack, local_port_free
+from .spec import FASTCGI_PORT, NGINX_PORT, ContainerSettings, StackSpec, with_replicas
+
+Say = Callable[[str], None]
+
+STACK_LABEL = "com.docker.stack.namespace"
+EDGE_SCRIPT = Path(__file__).with_name("swarm_edge.sh")
+EDGE_SCRIPT_TARGET = "/etc/fcgikit/swarm-edge.sh"
+RUN_DIR = "/run/fcgikit"
+SWARM_NODE_LABEL = "fcgikit.role."  # node label fcgikit.role.ROLE=true (multi-host placement)
+HEALTH_INTERVAL = "2s"  # the image's HEALTHCHECK, checked often: a new task serves within seconds
+UPDATE_MONITOR = "10s"  # a task that fails within this after it started fails the update
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# --- the stack file (pure) ----------------------------------------------------------------
+
+
+def swarm_nginx_conf(spec: StackSpec) -> str:
+    """nginx.conf for the swarm edge: the Lua balancer's upstreams (no backend in the file);
+    the edge script writes their backends list from Swarm's DNS."""
+    return render_nginx_conf(spec.services, header="Rendered by fcgikit for Docker Swarm: the backends come from "
+                             f"{BACKENDS_PATH}, written by the edge script from tasks.workers and tasks.cgi "
+                             "(docs/swarm.md).")
+
+
+def unsupported_on_swarm(spec: StackSpec) -> list[str]:
+    """What fcgikit.yaml asks for that `--engine swarm` does not deploy yet (pure)."""
+    problems = []
+    if spec.services.nginx.tls is not None:
+        problems.append("services/nginx/tls: HTTPS is not deployed on a swarm yet (use the docker engine)")
+    for name in ("workers", "cgi"):
+        section = getattr(spec.services, name)
+        if section is not None and section.secrets:
+            problems.append(f"services/{name}/secrets: secrets are not delivered on a swarm yet (use the docker engine)")
+    return problems
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+def _confined(settings: ContainerSettings, tmpfs: Sequence[tuple[str, str]]) -> dict:
+    service = {
+        "read_only": settings.read_only,
+        # Swarm mounts a tmpfs with no uid option: it takes the mode of the directory it covers
+        # (the images make those 1777 or world-writable as /tmp).
+        "volumes": [{"type": "tmpfs", "target": path} for path, _ in tmpfs],
+        "cap_drop": ["ALL"],
+    }
+    if settings.cap_add:
+        service["cap_add"] = list(settings.cap_add)
+    return service
+
+
+def _deploy(project: str, service: str, replicas: int, settings: ContainerSettings, *, order: str,
+            placement: Sequence[str]) -> dict:
+    deploy: dict = {
+        "mode": "replicated",
+        "replicas": replicas,
+        "endpoint_mode": "dnsrr",
+        "labels": {LABEL_PROJECT: project, LABEL_SERVICE: service},
+        "restart_policy": {"condition": "any", "delay": "1s"},
+        "update_config": {"parallelism": 1, "delay": "0s", "order": order, "failure_action": "rollback",
+                          "monitor": UPDATE_MONITOR},
+        "rollback_config": {"parallelism": 1, "order": order},
+    }
+    if settings.memory != "0":
+        deploy["resources"] = {"limits": {"memory": settings.memory}}
+    if placement:
+        deploy["placement"] = {"constraints": list(placement)}
+    return deploy
+
+
+def role_constraint(service: str) -> str:
+    return f"node.labels.{SWARM_NODE_LABEL}{SERVICE_ROLE[service]} == true"
+
+
+@dataclass(frozen=True)
+class StackFiles:
+    """What `docker stack deploy` reads: the stack file and the files its configs name."""
+
+    stack: dict
+    files: dict[str, str]  # file name (beside the stack file) -> content
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        """service -> hash of its definition (carried as a label: an unchanged one is not redeployed)."""
+        return {name: service["deploy"]["labels"][LABEL_CONFIG] for name, service in self.stack["services"].items()}
+
+
+def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int,
+               placement: bool = False) -> StackFiles:
+    """The stack file for fcgikit.yaml (pure). `tags`: service -> image; `placement`: place
+    services on nodes by their role labels (multi-host)."""
+    services = spec.services
+    conf = swarm_nginx_conf(spec)
+    script = EDGE_SCRIPT.read_text()
+    conf_name = f"{project}_nginx_conf_{_short_hash(conf)}"
+    script_name = f"{project}_edge_script_{_short_hash(script)}"
+    pools = "workers cgi" if services.cgi is not None else "workers"
+    out: dict = {}
+
+    workers = services.workers
+    out["workers"] = {
+        "image": tags["workers"],
+        "command": commands.worker_command(workers),
+        "environment": dict(sorted(workers.env.items())),
+        "healthcheck": {"interval": HEALTH_INTERVAL},
+        "stop_grace_period": _duration(workers.timeout + commands.DRAIN_MARGIN),
+        **_confined(workers.container, commands.WORKER_TMPFS),
+        "deploy": _deploy(project, "workers", workers.replicas, workers.container, order="start-first",
+                          placement=[role_constraint("workers")] if placement else []),
+    }
+    if services.cgi is not None:
+        cgi = services.cgi
+        out["cgi"] = {
+            "image": tags["cgi"],
+            "command": commands.cgi_command(cgi, workers.app if fallback_enabled(services) else None),
+            "environment": dict(sorted(cgi.env.items())),
+            "healthcheck": {"interval": HEALTH_INTERVAL},
+            "stop_grace_period": _duration(cgi.timeout + commands.DRAIN_MARGIN),
+            **_confined(cgi.container, commands.WORKER_TMPFS),
+            "deploy": _deploy(project, "cgi", cgi.replicas, cgi.container, order="start-first",
+                              placement=[role_constraint("cgi")] if placement else []),
+        }
+    nginx = services.nginx
+    out["nginx"] = {
+        "image": tags["nginx"],
+        "command": ["sh", EDGE_SCRIPT_TARGET],
+        "environment": {"FCGIKIT_EDGE_POOLS": pools, "FCGIKIT_EDGE_PORT": str(FASTCGI_PORT)},
+        # Published on the node's own port (no routing mesh): a second nginx task cannot hold
+        # it at the same time, so nginx is replaced stop-first (a second or two without it).
+        "ports": [{"target": NGINX_PORT, "published": port, "protocol": "tcp", "mode": "host"}],
+        "configs": [
+            {"source": "nginx_conf", "target": "/etc/nginx/nginx.conf", "mode": 0o444},
+            {"source": "edge_script", "target": EDGE_SCRIPT_TARGET, "mode": 0o555},
+        ],
+        "stop_grace_period": "10s",
+        **_confined(nginx.container, commands.NGINX_TMPFS),
+        "deploy": _deploy(project, "nginx", 1, nginx.container, order="stop-first",
+                          placement=[role_constraint("nginx")] if placement else []),
+    }
+    for name, service in out.items():
+        service["labels"] = {LABEL_PROJECT: project, LABEL_SERVICE: name}
+        definition = json.dumps(service, sort_keys=True) + (conf + script if name == "nginx" else "")
+        service["deploy"]["labels"][LABEL_CONFIG] = _short_hash(definition)
+    stack = {
+        "version": "3.8",
+        "services": out,
+        "configs": {
+            "nginx_conf": {"name": conf_name, "file": "./nginx.conf"},
+            "edge_script": {"name": script_name, "file": "./swarm-edge.sh"},
+        },
+    }
+    return StackFiles(stack, {"nginx.conf": conf, "swarm-edge.sh": script})
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --- the plan (what --dry-run prints; the same steps run) ----------------------------------
+
+
+@dataclass(frozen=True)
+class SwarmStep:
+    action: str  # init, write, deploy, converge, check, scale, remove, gone: what SwarmStack.run does
+    what: str
+    argv: tuple[str, ...] = ()  # the command run (and printed by --dry-run), when it is one
+
+    def describe(self) -> str:
+        return self.what
+
+    def docker_command(self) -> str:
+        return " ".join(self.argv) if self.argv else "(fcgikit)"
+
+
+@dataclass(frozen=True)
+class SwarmPlan:
+    project: str
+    replicas: dict[str, int]
+    steps: tuple[SwarmStep, ...]
+    files: StackFiles | None = None
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not self.steps
+
+    @property
+    def wanted(self) -> tuple[str, ...]:
+        return tuple(f"{service}.{n}" for service, count in self.replicas.items() for n in range(1, count + 1))
+
+    def placements(self) -> dict[str, list[str]]:
+        return {service: [f"{count} task(s) of service {self.project}_{service}"] for service, count in self.replicas.items()}
+
+
+@dataclass(frozen=True)
+class SwarmResult:
+    plan: SwarmPlan
+    url: str | None
+    changed: bool
+    release: None = None  # releases (`fcgikit releases`/`rollback`) are not recorded on a swarm yet
+
+
+# --- the stack on a swarm ----------------------------------------------------------------
+
+
+class SwarmFailed(FcgikitError):
+    pass
+
+
+@dataclass
+class SwarmStack:
+    """One project as a Swarm stack on the local engine (a manager node)."""
+
+    spec: StackSpec
+    project: str
+    names: img.ImageNames = field(default_factory=img.ImageNames)
+    say: Say = _quiet
+    progress: Say = _quiet
+    init_swarm: bool = False  # the user's consent to `docker swarm init` on the local engine
+    state_dir: Path | None = None  # where the stack file is written (default: ~/.local/state/fcgikit/swarm/PROJECT)
+    converge_timeout: float = 180.0
+    _client: docker.DockerClient | None = field(default=None, init=False, repr=False)
+
+    # --- engine ------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = docker.from_env()
+        return self._client
+
+    def images(self) -> Stack:
+        """The local engine's image building, as for `fcgikit up`."""
+        return Stack(spec=self.spec, project=self.project, names=self.names, say=self.say, progress=self.progress)
+
+    def swarm_state(self) -> tuple[str, bool]:
+        info = self.client.info().get("Swarm", {})
+        return info.get("LocalNodeState", "inactive"), bool(info.get("ControlAvailable"))
+
+    def _swarm_steps(self) -> list[SwarmStep]:
+        state, manager = self.swarm_state()
+        if state == "active":
+            if not manager:
+                raise FcgikitError("the local Docker engine is a swarm worker, not a manager: run fcgikit "
+                                   "on a manager node (docker node ls there); nothing changed")
+            return []
+        if state != "inactive":
+            raise FcgikitError(f"the local Docker engine's swarm is {state}; nothing changed")
+        if not self.init_swarm:
+            raise FcgikitError("the local Docker engine is not in swarm mode: give --init-swarm to let fcgikit "
+                               "run `docker swarm init --advertise-addr 127.0.0.1` (a single-node swarm; "
+                               "`docker swarm leave --force` undoes it), or init it yourself; nothing changed")
+        return [SwarmStep("init", "make the local engine a single-node swarm",
+                          ("docker", "swarm", "init", "--advertise-addr", "127.0.0.1"))]
+
+    def _services(self) -> dict[str, docker.models.services.Service]:
+        found = {}
+        for service in self.client.services.list(filters={"label": f"{STACK_LABEL}={self.project}"}):
+            found[service.attrs["Spec"]["Labels"].get(LABEL_SERVICE, service.name.split("_", 1)[-1])] = service
+        return found
+
+    def _stack_dir(self) -> Path:
+        if self.state_dir is not None:
+            return self.state_dir
+        return Path.home() / ".local" / "state" / "fcgikit" / "swarm" / self.project
+
+    # --- planning ----------------------------------------------------------------------------
+
+    def _port(self, services: dict) -> int:
+        port = self.spec.services.nginx.port
+        if port:
+            return port
+        nginx = services.get("nginx")  # 0: any free port, kept once chosen
+        if nginx is not None:
+            for published in nginx.attrs["Spec"].get("EndpointSpec", {}).get("Ports", []):
+                return published["PublishedPort"]
+        from ..testing import free_port
+
+        return free_port()
+
+    def plan_up(self, *, build: bool = True, spec: StackSpec | None = None) -> SwarmPlan:
+        spec = spec or self.spec
+        steps = self._swarm_steps()
+        tags = self.images().image_tags(build=build)
+        services = self._services() if not steps else {}
+        port = self._port(services)
+        files = stack_file(spec, self.project, tags, port=port)
+        replicas = {name: s["deploy"]["replicas"] for name, s in files.stack["services"].items()}
+        current = {name: s.attrs["Spec"]["Labels"].get(LABEL_CONFIG) for name, s in services.items()}
+        if current == files.hashes and not steps:
+            return SwarmPlan(self.project, replicas, (), files)
+        if "nginx" not in services or current.get("nginx") != files.hashes["nginx"]:
+            if not local_port_free(port) and "nginx" not in services:
+                raise FcgikitError(f"port {port} on this host is in use by another program; nothing changed "
+                                   "(free it or choose another nginx port)")
+        path = self._stack_dir() / "stack.yaml"
+        steps += [
+            SwarmStep("write", f"write the stack file {path} (and nginx.conf, swarm-edge.sh beside it)"),
+            SwarmStep("deploy", f"deploy stack {self.project}: " + ", ".join(f"{n} x{r}" for n, r in replicas.items()),
+                      ("docker", "stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(path), self.project)),
+            SwarmStep("converge", "wait until every service runs its replicas of the new definition "
+                      "(rolled back if one fails)"),
+            SwarmStep("check", f"check GET http://127.0.0.1:{port}/ through nginx"),
+        ]
+        return SwarmPlan(self.project, replicas, tuple(steps), files)
+
+    def plan_scale(self, replicas: dict[str, int], *, build: bool = True) -> SwarmPlan:
+        services = self._services()
+        if any(service not in services for service in replicas):  # not deployed yet: an up with the new counts
+            return self.plan_up(build=build, spec=self._scaled(replicas))
+        counts = {name: s.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 0) for name, s in services.items()}
+        changed = {service: count for service, count in replicas.items() if counts.get(service) != count}
+        if not changed:
+            return SwarmPlan(self.project, counts, ())
+        steps = [SwarmStep("scale", f"scale {self.project}_{service} from {counts[service]} to {count} tasks "
+                           "(until the next up, which goes back to the file's replicas)",
+                           ("docker", "service", "scale", "--detach", f"{self.project}_{service}={count}"))
+                 for service, count in changed.items()]
+        counts.update(changed)
+        return SwarmPlan(self.project, counts, (*steps, SwarmStep("converge", "wait until they run them")))
+
+    def _scaled(self, replicas: dict[str, int]) -> StackSpec:
+        scaled = self.spec
+        try:
+            for service, count in replicas.items():
+                scaled = with_replicas(scaled, service, count)
+        except ValueError as exc:
+            raise FcgikitError(str(exc)) from None
+        return scaled
+
+    def keep_deployed_app(self) -> None:
+        """`scale` changes only replica counts (`docker service scale`): the tasks keep their image."""
+        return None
+
+    def plan_down(self) -> SwarmPlan:
+        services = self._services()
+        state, _ = self.swarm_state()
+        if state != "active" or not services:
+            return SwarmPlan(self.project, {}, ())
+        return SwarmPlan(self.project, {}, (
+            SwarmStep("remove", f"remove stack {self.project} (services {', '.join(sorted(services))}, its network and configs)",
+                      ("docker", "stack", "rm", self.project)),
+            SwarmStep("gone", "wait until its containers and network are gone"),
+        ))
+
+    # --- operations ----------------------------------------------------------------------------
+
+    def build(self, *, tag_latest: bool = False):
+        return self.images().build(tag_latest=tag_latest)
+
+    def up(self) -> SwarmResult:
+        return self.execute(self.plan_up(build=True))
+
+    def scale(self, replicas: dict[str, int]) -> SwarmResult:
+        return self.execute(self.plan_scale(replicas))
+
+    def down(self) -> SwarmPlan:
+        plan = self.plan_down()
+        self.execute(plan)
+        return plan
+
+    def execute(self, plan: SwarmPlan) -> SwarmResult:
+        if plan.changes_nothing:
+            return SwarmResult(plan, self.url(), changed=False)
+        started = time.monotonic()
+        for step in plan.steps:
+            self.say(step.describe())
+            self.run(step, plan, started)
+        if plan.files is not None:
+            self._remove_unused_configs(plan.files)
+        return SwarmResult(plan, self.url(), changed=True)
+
+    def run(self, step: SwarmStep, plan: SwarmPlan, started: float) -> None:
+        if step.action in ("init", "scale", "remove"):
+            _run(step.argv)
+        elif step.action == "write":
+            self._write(plan.files)
+        elif step.action == "deploy":
+            _run(step.argv, cwd=self._stack_dir())
+        elif step.action == "converge":
+            self.wait_converged(plan.files.hashes if plan.files else None, started)
+        elif step.action == "check":
+            self.check_end_to_end()
+        elif step.action == "gone":
+            self.wait_gone()
+        else:  # pragma: no cover - a new action without an executor
+            raise TypeError(f"no executor for {step!r}")
+
+    def wait_gone(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # The low-level list: the high-level one inspects each container, which races their removal.
+            containers = self.client.api.containers(all=True, filters={"label": f"{STACK_LABEL}={self.project}"})
+            networks = self.client.networks.list(filters={"label": f"{STACK_LABEL}={self.project}"})
+            if not containers and not networks:
+                return
+            time.sleep(0.5)
+        raise SwarmFailed(f"stack {self.project} removed, but its containers or network are still there after {timeout:.0f}s")
+
+    # --- writing, deploying, converging ----------------------------------------------------------------
+
+    def _write(self, files: StackFiles) -> None:
+        directory = self._stack_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "stack.yaml").write_text(
+            "# Written by fcgikit from fcgikit.yaml for `docker stack deploy`; rewritten by every up.\n"
+            + yaml.safe_dump(files.stack, sort_keys=False))
+        for name, content in files.files.items():
+            (directory / name).write_text(content)
+
+    def wait_converged(self, hashes: dict[str, str] | None, started: float) -> None:
+        """Until every service runs its desired replicas of its current definition. A service
+        whose update rolled back, or whose new tasks keep failing, fails `up` with the failing
+        task and its last log lines."""
+        deadline = time.monotonic() + self.converge_timeout
+        while True:
+            services = self._services()
+            pending = []
+            for name, service in services.items():
+                service.reload()
+                problem = self._service_problem(name, service, hashes, started)
+                if problem:
+                    raise SwarmFailed(problem)
+                if not self._converged(service):
+                    pending.append(name)
+            if not pending and (hashes is None or set(hashes) <= set(services)):
+                return
+            if time.monotonic() > deadline:
+                raise SwarmFailed(f"stack {self.project}: {', '.join(pending)} did not reach its replicas within "
+                                  f"{self.converge_timeout:.0f}s\n" + self._failing_tasks_report(pending))
+            time.sleep(0.5)
+
+    def _converged(self, service) -> bool:
+        spec = service.attrs["Spec"]
+        update = (service.attrs.get("UpdateStatus") or {}).get("State")
+        if update in ("updating", "rollback_started"):
+            return False
+        desired = spec["Mode"].get("Replicated", {}).get("Replicas", 0)
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        running = [t for t in service.tasks(filters={"desired-state": "running"})
+                   if t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] == image]
+        return len(running) == desired
+
+    def _service_problem(self, name: str, service, hashes: dict[str, str] | None, started: float) -> str | None:
+        update = service.attrs.get("UpdateStatus") or {}
+        state = update.get("State") if _newer(update, started) else None
+        if state in ("updating", "rollback_started"):
+            return None  # Swarm decides: wait for the update or its rollback to end
+        if state in ("rollback_completed", "rollback_paused", "paused"):
+            failed = self._failed_tasks(service, started)
+            message = update.get("Message", "")
+            return (f"the update of {service.name} failed and was rolled back ({message}); the previous version "
+                    f"keeps serving" + self._describe_failed(failed))
+        failed = self._failed_tasks(service, started)
+        running = [t for t in service.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]
+        if len(failed) >= 3 and not running:
+            return f"{service.name}: its tasks keep failing" + self._describe_failed(failed)
+        return None
+
+    def _failed_tasks(self, service, started: float) -> list[dict]:
+        failed = []
+        for task in service.tasks():
+            status = task["Status"]
+            if status["State"] in ("failed", "rejected") and _epoch(status.get("Timestamp", "")) >= started - 1:
+                failed.append(task)
+        return sorted(failed, key=lambda t: t["Status"].get("Timestamp", ""), reverse=True)
+
+    def _describe_failed(self, failed: list[dict]) -> str:
+        if not failed:
+            return ""
+        task = failed[0]
+        name = self._task_name(task)
+        status = task["Status"]
+        reason = status.get("Err") or status.get("Message") or status["State"]
+        logs = _task_logs(task["ID"], 20)
+        return (f": task {name} {status['State']}: {reason}" + (f"\n--- last log lines of {name} ---\n{logs}" if logs else ""))
+
+    def _failing_tasks_report(self, names: Sequence[str]) -> str:
+        services = self._services()
+        lines = []
+        for name in names:
+            for task in services[name].tasks():
+                status = task["Status"]
+                if status["State"] != "running" and task["DesiredState"] == "running":
+                    lines.append(f"{self._task_name(task)}: {status['State']} {status.get('Err') or status.get('Message', '')}")
+        return "\n".join(lines)
+
+    def _task_name(self, task: dict) -> str:
+        service = self.client.services.get(task["ServiceID"]).name if task.get("ServiceID") else "?"
+        return f"{service}.{task.get('Slot', '?')}"
+
+    def _remove_unused_configs(self, files: StackFiles) -> None:
+        keep = {config["name"] for config in files.stack["configs"].values()}
+        for config in self.client.configs.list(filters={"label": f"{STACK_LABEL}={self.project}"}):
+            if config.name not in keep:
+                try:
+                    config.remove()
+                except docker.errors.APIError:
+                    pass  # still used by a task on its way out; the next up removes it
+
+    def check_end_to_end(self, timeout: float = 30.0) -> None:
+        url = self.url()
+        if url is None:
+            raise SwarmFailed(f"{self.project}_nginx publishes no port")
+        deadline = time.monotonic() + timeout
+        problem = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    response.read()
+                    return
+            except urllib.error.HTTPError as exc:
+                problem = f"HTTP {exc.code}"
+                if exc.code < 500:
+                    return
+            except (urllib.error.URLError, OSError) as exc:
+                problem = str(getattr(exc, "reason", exc))
+            time.sleep(0.3)
+        raise SwarmFailed(f"GET {url} through {self.project}_nginx failed: {problem}\n"
+                          f"--- last 20 log lines of {self.project}_nginx ---\n"
+                          + _service_logs(f"{self.project}_nginx", 20))
+
+    # --- reporting ------------------------------------------------------------------------------
+
+    def url(self) -> str | None:
+        nginx = self._services().get("nginx")
+        if nginx is None:
+            return None
+        for published in nginx.attrs["Spec"].get("EndpointSpec", {}).get("Ports", []):
+            return f"http://127.0.0.1:{published['PublishedPort']}/"
+        return None
+
+    def status(self) -> dict:
+        """Tasks per node: desired versus running, and why a task is not running."""
+        state, _ = self.swarm_state()
+        if state != "active":
+            return {"project": self.project, "engine": "swarm", "url": None, "containers": [], "services": [],
+                    "problem": "the local Docker engine is not in swarm mode"}
+        nodes = {node.id: node.attrs["Description"]["Hostname"] for node in self.client.nodes.list()}
+        rows, summary = [], []
+        for name, service in sorted(self._services().items(), key=lambda item: _order(item[0])):
+            spec = service.attrs["Spec"]
+            desired = spec["Mode"].get("Replicated", {}).get("Replicas", 0)
+            image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+            tasks = service.tasks()
+            current = [t for t in tasks if t["DesiredState"] == "running"]
+            running = [t for t in current if t["Status"]["State"] == "running"]
+            update = (service.attrs.get("UpdateStatus") or {}).get("State", "")
+            summary.append({"service": name, "name": service.name, "desired": desired, "running": len(running),
+                            "image": image, "update": update})
+            for task in sorted(current, key=lambda t: t.get("Slot", 0)):
+                status = task["Status"]
+                rows.append({
+                    "name": f"{service.name}.{task.get('Slot', '?')}", "service": name,
+                    "host": nodes.get(task.get("NodeID", ""), "-"), "state": status["State"],
+                    "health": "-", "image": task["Spec"]["ContainerSpec"]["Image"], "published": {},
+                    "stale": False, "desired_state": task["DesiredState"],
+                    "error": status.get("Err", "") if status["State"] != "running" else "",
+                })
+        return {"project": self.project, "engine": "swarm", "url": self.url(), "containers": rows,
+                "services": summary}
+
+    def logs(self, services: Sequence[str], request) -> Iterator[str]:
+        """`docker service logs` of each service (every one when none is named), each line
+        prefixed by its task and node; one after another, or all as they come with -f."""
+        found = self._services()
+        names = list(services) or sorted(found, key=_order)
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise FcgikitError(f'no "{missing[0]}" service in stack {self.project}')
+        processes = []
+        for name in names:
+            argv = ["docker", "service", "logs", "--no-trunc", f"{self.project}_{name}"]
+            if request.follow:
+                argv.insert(3, "--follow")
+            if request.tail is not None:
+                argv[3:3] = ["--tail", str(request.tail)]
+            if request.since is not None:
+                argv[3:3] = ["--since", request.since.text]
+            if request.timestamps:
+                argv.insert(3, "--timestamps")
+            processes.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        try:
+            if not request.follow:
+                for process in processes:
+                    for line in process.stdout:
+                        yield line.rstrip("\n")
+                return
+            import queue
+            import threading
+
+            lines: queue.Queue[str] = queue.Queue()
+
+            def pump(process) -> None:
+                for line in process.stdout:
+                    lines.put(line.rstrip("\n"))
+
+            for process in processes:
+                threading.Thread(target=pump, args=(process,), daemon=True).start()
+            while True:
+                yield lines.get()
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+
+
+def _order(service: str) -> int:
+    return {"nginx": 0, "workers": 1, "cgi": 2}.get(service, 3)
+
+
+def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
+    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise SwarmFailed(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def _task_logs(task_id: str, tail: int) -> str:
+    done = subprocess.run(["docker", "service", "logs", "--raw", "--tail", str(tail), task_id],
+                          capture_output=True, text=True, timeout=30)
+    return (done.stdout + done.stderr).rstrip()
+
+
+def _service_logs(name: str, tail: int) -> str:
+    return _task_logs(name, tail)
+
+
+def _epoch(timestamp: str) -> float:
+    from .docker_backend import docker_time
+
+    return docker_time(timestamp) if timestamp else 0.0
+
+
+def _newer(update: dict, started: float) -> bool:
+    return _epoch(update.get("CompletedAt") or update.get("StartedAt") or "") >= started - 1

@@ -1,0 +1,142 @@
+"""The Swarm stack file fcgikit deploys (`--engine swarm`), built from fcgikit.yaml (pure)."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fcgikit.cli import cli
+from fcgikit.deploy import cli_hosts, commands
+from fcgikit.deploy.model import LABEL_CONFIG, LABEL_PROJECT
+from fcgikit.deploy.spec import load_stack_spec, with_replicas
+from fcgikit.deploy.swarm import EDGE_SCRIPT_TARGET, stack_file, swarm_nginx_conf
+
+ROOT = Path(__file__).resolve().parents[2]
+TAGS = {"workers": "p/fcgi-worker:aaa", "cgi": "p/fcgi-worker:aaa", "nginx": "p/nginx:bbb"}
+
+
+@pytest.fixture
+def spec():
+    return load_stack_spec(ROOT / "deploy" / "fcgikit.yaml")
+
+
+def test_services_are_dnsrr_replicated_with_the_commands_fcgikit_up_runs(spec):
+    stack = stack_file(spec, "demo", TAGS, port=8080).stack
+    services = stack["services"]
+    assert set(services) == {"workers", "cgi", "nginx"}
+    assert services["workers"]["command"] == commands.worker_command(spec.services.workers)
+    assert services["cgi"]["command"] == commands.cgi_command(spec.services.cgi, spec.services.workers.app)
+    assert services["workers"]["deploy"]["replicas"] == 2 and services["cgi"]["deploy"]["replicas"] == 1
+    for name, service in services.items():
+        assert service["deploy"]["endpoint_mode"] == "dnsrr", name  # no IPVS needed
+        assert service["image"] == TAGS[name] and not service["image"].endswith(":latest"), name
+        assert service["labels"][LABEL_PROJECT] == "demo", name
+
+
+def test_rolling_updates_start_first_and_roll_back_for_the_fastcgi_services(spec):
+    services = stack_file(spec, "demo", TAGS, port=8080).stack["services"]
+    for name in ("workers", "cgi"):
+        update = services[name]["deploy"]["update_config"]
+        assert (update["order"], update["failure_action"]) == ("start-first", "rollback"), name
+        assert services[name]["healthcheck"] == {"interval": "2s"}  # the image's check, often: the gate
+    # nginx holds the node's port in host mode: two tasks cannot, so it is replaced stop-first.
+    assert services["nginx"]["deploy"]["update_config"]["order"] == "stop-first"
+
+
+def test_nginx_is_published_in_host_mode_and_follows_the_tasks_by_its_script(spec):
+    files = stack_file(spec, "demo", TAGS, port=18080)
+    nginx = files.stack["services"]["nginx"]
+    assert nginx["ports"] == [{"target": 8080, "published": 18080, "protocol": "tcp", "mode": "host"}]
+    assert nginx["command"] == ["sh", EDGE_SCRIPT_TARGET]
+    assert nginx["environment"]["FCGIKIT_EDGE_POOLS"] == "workers cgi"
+    targets = {c["target"] for c in nginx["configs"]}
+    assert targets == {"/etc/nginx/nginx.conf", EDGE_SCRIPT_TARGET}
+    assert set(files.files) == {"nginx.conf", "swarm-edge.sh"}
+    # Config names carry their content's hash: Swarm configs cannot change, a new one is made.
+    names = [c["name"] for c in files.stack["configs"].values()]
+    assert all(name.startswith("demo_") and len(name.rsplit("_", 1)[1]) == 12 for name in names)
+
+
+def test_the_nginx_conf_is_the_lua_edges_with_no_backend_in_it(spec):
+    conf = swarm_nginx_conf(spec)
+    assert 'balancer_by_lua_block { require("fcgikit_edge").balance("workers") }' in conf
+    assert 'balancer_by_lua_block { require("fcgikit_edge").balance("cgi") }' in conf
+    assert "server 127.0.0.1:1 down;" in conf and "9000" not in conf
+
+
+def test_the_cgi_gateway_is_the_fallback_as_with_fcgikit_up(spec):
+    services = stack_file(spec, "demo", TAGS, port=8080).stack["services"]
+    assert services["cgi"]["command"] == commands.cgi_command(spec.services.cgi, spec.services.workers.app)
+    assert "--wsgi-fallback" in services["cgi"]["command"]
+
+
+def test_confinement_and_limits_are_carried_over(spec):
+    services = stack_file(spec, "demo", TAGS, port=8080).stack["services"]
+    wanted = {
+        "workers": commands.worker_container("p", "h", 1, "i", spec.services.workers).confinement,
+        "cgi": commands.cgi_container("p", "h", 1, "i", spec.services.cgi).confinement,
+        "nginx": commands.nginx_container("p", "h", 1, "i", spec.services.nginx).confinement,
+    }
+    for name, confinement in wanted.items():
+        service = services[name]
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
+        assert [v["target"] for v in service["volumes"]] == [path for path, _ in confinement.tmpfs], name
+        assert service["deploy"]["resources"]["limits"]["memory"] == confinement.memory, name
+    assert services["workers"]["stop_grace_period"] == f"{spec.services.workers.timeout + commands.DRAIN_MARGIN}s"
+
+
+def test_role_placement_only_with_an_inventory(spec):
+    assert "placement" not in stack_file(spec, "demo", TAGS, port=8080).stack["services"]["workers"]["deploy"]
+    placed = stack_file(spec, "demo", TAGS, port=8080, placement=True).stack["services"]
+    assert placed["workers"]["deploy"]["placement"]["constraints"] == ["node.labels.fcgikit.role.workers == true"]
+    assert placed["nginx"]["deploy"]["placement"]["constraints"] == ["node.labels.fcgikit.role.edge == true"]
+
+
+def test_a_service_hash_changes_with_its_definition_only(spec):
+    before = stack_file(spec, "demo", TAGS, port=8080).hashes
+    assert stack_file(spec, "demo", TAGS, port=8080).hashes == before  # deterministic: a rerun changes nothing
+    scaled = stack_file(with_replicas(spec, "workers", 5), "demo", TAGS, port=8080).hashes
+    assert scaled["workers"] != before["workers"]
+    assert (scaled["cgi"], scaled["nginx"]) == (before["cgi"], before["nginx"])
+    moved = stack_file(spec, "demo", TAGS, port=9090).hashes
+    assert moved["nginx"] != before["nginx"] and moved["workers"] == before["workers"]
+    assert all(len(value) == 12 for value in before.values())
+    services = stack_file(spec, "demo", TAGS, port=8080).stack["services"]
+    assert services["workers"]["deploy"]["labels"][LABEL_CONFIG] == before["workers"]
+
+
+def test_without_cgi_there_is_no_cgi_service_nor_pool(tmp_path):
+    spec_file = tmp_path / "fcgikit.yaml"
+    spec_file.write_text("services:\n  workers:\n    app: hello_wsgi:app\n")
+    files = stack_file(load_stack_spec(spec_file), "demo", TAGS, port=8080)
+    assert set(files.stack["services"]) == {"workers", "nginx"}
+    assert files.stack["services"]["nginx"]["environment"]["FCGIKIT_EDGE_POOLS"] == "workers"
+    assert "swarm-cgi" not in files.files["nginx.conf"]
+
+
+def test_engine_in_the_stack_file_is_checked(tmp_path):
+    spec_file = tmp_path / "fcgikit.yaml"
+    spec_file.write_text("engine: kubernetes\nservices:\n  workers:\n    app: hello_wsgi:app\n")
+    result = CliRunner().invoke(cli, ["up", "--dry-run", "-f", str(spec_file)])
+    assert result.exit_code == 1
+    assert "engine" in result.output and "kubernetes" in result.output
+
+
+def test_engine_swarm_with_hosts_is_refused_before_anything_starts(tmp_path):
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text("hosts: {}\n")
+    try:
+        result = CliRunner().invoke(cli, ["up", "--engine", "swarm", "--hosts", str(hosts), "--dry-run"])
+    finally:
+        cli_hosts._chosen["hosts"] = None  # a module global: it would outlive this invocation
+    assert result.exit_code == 1
+    assert "--engine swarm with --hosts is not built yet" in result.output
+
+
+def test_what_swarm_does_not_deploy_yet_is_refused_naming_the_key(tmp_path):
+    spec_file = tmp_path / "fcgikit.yaml"
+    spec_file.write_text("engine: swarm\nservices:\n  nginx:\n    tls: {self_signed: true}\n"
+                         "  workers:\n    app: hello_wsgi:app\n")
+    result = CliRunner().invoke(cli, ["up", "--dry-run", "-f", str(spec_file)])
+    assert result.exit_code == 1
+    assert "services/nginx/tls: HTTPS is not deployed on a swarm yet" in result.output
