@@ -91,8 +91,14 @@ class Deployment:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "fcgikit.cli", *args, "-f", str(self.spec_file), "--hosts", str(self.hosts_file)]
 
+    def logs_command(self, *args: str) -> list[str]:
+        """`logs` spells the stack file --file: its -f is --follow, as in Docker."""
+        return [sys.executable, "-m", "fcgikit.cli", "logs", *args, "--file", str(self.spec_file),
+                "--hosts", str(self.hosts_file)]
+
     def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        done = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout, env=self.env())
+        command = self.logs_command(*args[1:]) if args[0] == "logs" else self.command(*args)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=self.env())
         if check and done.returncode != 0:
             raise AssertionError(f"fcgikit {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}\n{self.logs()}")
         return done
@@ -295,6 +301,50 @@ def test_scale_up_and_down_under_continuous_requests_fails_none(deployment):
         client.stop()
     assert client.ok > 20, f"only {client.ok} requests went through"
     assert client.failures == [], f"{len(client.failures)} failed of {client.ok + len(client.failures)}: {client.failures[:5]}"
+
+
+def test_logs_follow_every_container_on_every_host_beyond_sshds_sessions_per_connection(deployment):
+    """Twelve more containers of the project on h2, each printing a line every 0.3 s: more than
+    sshd's sessions per connection (MaxSessions 10, six of them the Docker tunnel's), so only
+    one session per host, multiplexing them all, can follow every one."""
+    h2 = deployment.host("h2")
+    [image] = {c["image"] for c in deployment.containers("workers") if c["host"] == "h2"}
+    tickers = [f"{deployment.project}-ticker-{i}" for i in range(1, 13)]
+    labels = f"--label fcgikit.project={deployment.project} --label fcgikit.service=ticker --label fcgikit.host=h2"
+    deployment.bed.exec(h2, " ".join(
+        f"docker run -d --name {name} {labels} --label fcgikit.slot={i} {image} "
+        f"sh -c 'while :; do echo tick from {name}; sleep 0.3; done' >/dev/null &" for i, name in enumerate(tickers, 1)
+    ) + " wait")
+    try:
+        shown = deployment.run("logs", "--tail", "1").stdout.splitlines()
+        assert {line.split(" | ")[0].strip() for line in shown} >= {f"{name}@h2" for name in tickers}, shown
+        assert any(line.startswith(f"{deployment.project}-nginx-1@h1 ") for line in shown), shown
+
+        follower = subprocess.Popen(deployment.logs_command("-f", "-n", "0"), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=deployment.env())
+        seen: set[str] = set()
+
+        def read() -> None:
+            for line in follower.stdout:
+                label, _, text = line.partition(" | ")
+                if text.startswith("tick from "):
+                    seen.add(label.strip())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while len(seen) < len(tickers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        follower.send_signal(signal.SIGINT)
+        code = follower.wait(timeout=20)
+        assert seen == {f"{name}@h2" for name in tickers}, (sorted(seen), follower.stderr.read())
+        assert code == 0, follower.stderr.read()
+        deadline = time.monotonic() + 10  # the host's shell and every `docker logs` end with the session
+        while deployment.bed.exec(h2, "ps -eo args | grep -c '^docker logs' || true").strip() != "0":
+            assert time.monotonic() < deadline, deployment.bed.exec(h2, "ps -eo pid,args")
+            time.sleep(0.3)
+    finally:
+        deployment.bed.exec(h2, f"docker rm -f {' '.join(tickers)} >/dev/null")
 
 
 def test_two_ups_at_once_one_proceeds_and_the_other_names_the_lock_holder(deployment):

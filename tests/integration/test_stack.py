@@ -98,6 +98,13 @@ def remove_project(engine, name: str) -> None:
             network.remove()
 
 
+def user_app_target() -> str:
+    """The MODULE:APP that FCGIKIT_TEST_APP (`fcgikit test --app`) serves."""
+    from fcgikit.deploy.spec import load_stack_spec, with_app
+
+    return with_app(load_stack_spec(EXAMPLE_SPEC), USER_APP).services.workers.app
+
+
 def write_spec(tmp_path: Path, workers: int = 2, cgi: int = 1) -> Path:
     """The example stack with a free host port (0) and absolute paths."""
     data = yaml.safe_load(EXAMPLE_SPEC.read_text())
@@ -246,9 +253,11 @@ def wait_healthy(container: DockerContainer, timeout: float = 60) -> None:
 def test_worker_image_runs_serve_spawn_or_cgi_as_non_root_without_compiler(built_images):
     image = built_images["fcgi-worker"]
     commands = {
-        "serve": None,  # the image's default command: the example WSGI app
+        "serve": None,  # the image's default command: the app built in (the example, or --app)
+        # any FastCGI program: the example's accept loop, or the built-in worker serving the user's app
         "spawn": ["python3", "-m", "fcgikit.spawn", "-n", "-p", "9000", "-F", "1", "--",
-                  "python3", "/srv/app/hello_accept.py"],
+                  *(["python3", "-m", "fcgikit.serve", "--fd0", user_app_target()] if USER_APP
+                    else ["python3", "/srv/app/hello_accept.py"])],
         "cgi": ["python3", "-m", "fcgikit.cgi", "-n", "-p", "9000", "-F", "1", "--root", "/srv/cgi-bin"],
     }
     with contextlib.ExitStack() as stack:
@@ -434,6 +443,8 @@ def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_pa
     """compose.yaml, with the images `fcgikit build` tagged :latest (here under the session's prefix)."""
     prefix = cli_env["FCGIKIT_IMAGE_PREFIX"]
     compose = (ROOT / "compose.yaml").read_text().replace("image: fcgikit/", f"image: {prefix}/")
+    if USER_APP:  # the images serve the user's app: so does the compose file's worker command
+        compose = compose.replace('"hello_wsgi:app"', json.dumps(user_app_target()))
     (tmp_path / "compose.yaml").write_text(compose)
     # Compose reads compose.override.yaml beside it (the limits Swarm's file format refuses).
     (tmp_path / "compose.override.yaml").write_text((ROOT / "compose.override.yaml").read_text())

@@ -84,10 +84,12 @@ def test_secrets_reach_the_app_and_never_what_fcgikit_prints_or_docker_inspect(e
     password_file = tmp_path / "db_password"
     password_file.write_text(password)
     spec = secret_spec(tmp_path, password_file)
-    env = dict(cli_env, TEST_API_TOKEN=token)
+    # Its own app, named by its stack file: not `fcgikit test --app`'s (FCGIKIT_APP).
+    own_app = {key: value for key, value in cli_env.items() if key != "FCGIKIT_APP"}
+    env = dict(own_app, TEST_API_TOKEN=token)
     args = ("-p", project, "-f", str(spec))
 
-    missing = fcgikit(cli_env, "up", *args, check=False)  # TEST_API_TOKEN not set
+    missing = fcgikit(own_app, "up", *args, check=False)  # TEST_API_TOKEN not set
     assert missing.returncode == 1
     assert ("error: secrets/api_token/from_env: TEST_API_TOKEN is not set in the environment of this machine; "
             "nothing changed") in missing.stderr, missing.stderr

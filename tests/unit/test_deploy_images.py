@@ -76,3 +76,12 @@ def test_nginx_context_and_names():
     assert sorted(nginx_context(ROOT).files) == ["Dockerfile", "fcgikit_edge.lua", "nginx.conf"]
     assert ImageNames().repository("nginx") == "fcgikit/nginx"
     assert ImageNames("mine").repository("fcgi-worker") == "mine/fcgi-worker"
+
+
+def test_the_images_default_command_serves_the_app_built_in():
+    example = worker_context(ROOT)
+    assert example.files["Dockerfile"][1].rstrip().endswith(b'"hello_wsgi:app"]')
+    assert worker_context(ROOT, app="hello_wsgi:app").files == example.files
+    mine = worker_context(ROOT, app="wsgi:application").files["Dockerfile"][1]
+    assert mine.rstrip().endswith(b'"--status-file", "/tmp/fcgikit-status.json", "wsgi:application"]')
+    assert mine.replace(b'"wsgi:application"', b'"hello_wsgi:app"') == example.files["Dockerfile"][1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -88,18 +89,36 @@ class BuildContext:
         return buffer
 
 
-def worker_context(root: Path, app_dir: Path | None = None, cgi_dir: Path | None = None) -> BuildContext:
-    """The runtime package (stdlib-only parts), the app's modules and the CGI scripts."""
+# The WSGI app the worker image's default command serves (its Dockerfile's last line).
+EXAMPLE_APP = "hello_wsgi:app"
+
+
+def worker_context(root: Path, app_dir: Path | None = None, cgi_dir: Path | None = None,
+                   app: str | None = None) -> BuildContext:
+    """The runtime package (stdlib-only parts), the app's modules and the CGI scripts; the
+    image's default command serves `app` (MODULE:APP), so `docker run IMAGE` serves the app
+    that was built in, not the example."""
     app_dir = app_dir or root / "apps"
     cgi_dir = cgi_dir or root / "apps" / "cgi-bin"
     for what, directory in (("app directory", app_dir), ("CGI scripts directory", cgi_dir)):
         if not directory.is_dir():
             raise BuildError(f"{what} {directory} does not exist")
-    files = {"Dockerfile": _read(root / "images" / "fcgi-worker" / "Dockerfile")}
+    files = {"Dockerfile": _with_default_app(_read(root / "images" / "fcgi-worker" / "Dockerfile"), app)}
     files.update(_tree(root / "src" / "fcgikit", "runtime/fcgikit", skip_top=NOT_RUNTIME))
     files.update(_tree(app_dir, "app", skip_top={"cgi-bin"}))
     files.update(_tree(cgi_dir, "cgi-bin"))
     return BuildContext("fcgi-worker", files)
+
+
+def _with_default_app(dockerfile: tuple[int, bytes], app: str | None) -> tuple[int, bytes]:
+    mode, text = dockerfile
+    if not app or app == EXAMPLE_APP:
+        return mode, text
+    example = f'"{EXAMPLE_APP}"]'.encode()
+    if not text.rstrip().endswith(example):
+        raise BuildError(f'images/fcgi-worker/Dockerfile must end with the example app, {example.decode()}, '
+                         "which fcgikit replaces with the app it builds in")
+    return mode, text.rstrip()[: -len(example)] + json.dumps(app).encode() + b"]\n"
 
 
 def nginx_context(root: Path) -> BuildContext:

@@ -146,7 +146,8 @@ class Stack:
 
     def _contexts(self, root: Path) -> list[img.BuildContext]:
         cgi = self.spec.services.cgi
-        worker = img.worker_context(root, self.spec.services.workers.path, cgi.scripts if cgi else None)
+        workers = self.spec.services.workers
+        worker = img.worker_context(root, workers.path, cgi.scripts if cgi else None, workers.app)
         return [worker, img.nginx_context(root)]
 
     def _build_host(self) -> str:
