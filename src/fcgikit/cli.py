@@ -28,7 +28,7 @@ from .deploy.logs import LogRequest, parse_since, parse_tail
 from .deploy.operations import Stack
 from .deploy.plan import Plan
 from .deploy.secrets import redactor_for
-from .deploy.spec import PROJECT_NAME, incomplete_tls, load_stack_spec, with_app, with_self_signed_tls
+from .deploy.spec import PROJECT_NAME, load_stack_spec, with_app, with_self_signed_tls
 from .deploy.tls import default_directory
 
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the status table.
@@ -129,7 +129,7 @@ def dry_run_option(command):
 def tls_option(command):
     return click.option("--tls", type=click.Choice(["self-signed"]), envvar="FCGIKIT_TLS",
                         help="HTTPS with a development certificate (see docs/tls.md); "
-                             "give scale the same --tls as up")(command)
+                             "scale keeps the HTTPS that runs")(command)
 
 
 def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None, *, check_app: bool = False,
@@ -138,9 +138,6 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None,
     spec = load_stack_spec(spec_file)
     if tls == "self-signed":
         spec = with_self_signed_tls(spec)
-    problems = incomplete_tls(spec)
-    if problems:
-        raise ConfigError(str(spec_file), problems)
     if app:
         try:
             spec = with_app(spec, app)
@@ -373,6 +370,8 @@ def scale(assignments, spec_file, project, image_prefix, base_image, app, tls, d
     replicas = parse_assignments(assignments)
     stack = load_stack(spec_file, project, image_prefix, base_image, app, tls)
     kept = stack.keep_deployed_app()
+    if tls is None:
+        stack.keep_deployed_tls()
     check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
     if dry_run:
         print_plan(stack.plan_scale(replicas, build=False))

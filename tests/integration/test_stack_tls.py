@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 
 import pytest
@@ -85,3 +86,19 @@ def test_up_with_a_self_signed_certificate_serves_https_that_curl_verifies(engin
             assert part not in inspected and part not in printed
         assert key_body  # (the key has a body to look for)
         assert "no change" in fcgikit(env, "up", "--tls", "self-signed", *args).stdout
+
+        # A renewed certificate goes into the running nginx, which reloads: no new container.
+        (tmp_path / "tls" / project / "cert.pem").unlink()  # made again, by the same CA
+        renewed = fcgikit(env, "up", "--tls", "self-signed", *args)
+        assert f"write the renewed tls.crt, tls.key into {project}-nginx-1" in renewed.stderr, renewed.stderr
+        assert "start " not in renewed.stderr, renewed.stderr
+        served = ssl.get_server_certificate(("127.0.0.1", https_port))
+        assert ssl.PEM_cert_to_DER_cert(served) == ssl.PEM_cert_to_DER_cert(
+            (tmp_path / "tls" / project / "cert.pem").read_text())
+        assert curl("--cacert", str(ca), url).returncode == 0
+
+        # scale without --tls keeps the HTTPS that runs (the stack file's tls has no certificate).
+        scaled = fcgikit(env, "scale", "workers=2", *args)
+        assert "keeping HTTPS as release 1 deployed it" in scaled.stderr, scaled.stderr
+        assert f"start {project}-nginx" not in scaled.stderr and f"stop {project}-nginx" not in scaled.stderr
+        assert curl("--cacert", str(ca), url).stdout.startswith("Hello")

@@ -76,3 +76,20 @@ def test_the_development_certificate_chains_to_its_ca_and_is_kept_while_it_cover
     assert again.read_bytes() != first and ca_again.read_bytes() == ca.read_bytes()
     text = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", str(again)], capture_output=True, text=True).stdout
     assert "IP Address:10.0.0.7" in text and "DNS:localhost" in text
+
+
+def test_a_renewed_certificate_reloads_the_running_nginx_instead_of_replacing_it():
+    from dataclasses import replace as copy
+
+    from fcgikit.deploy.model import RunningContainer
+    from fcgikit.deploy.plan import RenewSecrets, StartContainer
+
+    wanted = plan_up(spec(self_signed=True, port=8443), "demo", [local_host()], IMAGES, Observed()).wanted
+    running = tuple(RunningContainer.from_labels(f"id{c.name}", c.name, c.labels, image=c.image) for c in wanted)
+    steady = plan_up(spec(self_signed=True, port=8443), "demo", [local_host()], IMAGES, Observed(running))
+    assert not any(isinstance(step, (StartContainer, RenewSecrets)) for step in steady.steps)
+    renewed = tuple(copy(c, secrets_renewed=True) if c.service == "nginx" else c for c in running)
+    plan = plan_up(spec(self_signed=True, port=8443), "demo", [local_host()], IMAGES, Observed(renewed))
+    assert [s for s in plan.steps if isinstance(s, RenewSecrets)] == [
+        RenewSecrets("demo-nginx-1", "local", (("tls.crt", ""), ("tls.key", "")))]
+    assert not any(isinstance(step, StartContainer) for step in plan.steps)

@@ -138,6 +138,9 @@ class RunningContainer:
     created: float = 0.0  # when the engine created it (epoch seconds; 0 = not known)
     secrets: tuple[tuple[str, str], ...] = ()  # delivered into it (from its label)
     secrets_current: bool = True  # its delivered secrets are the values read now (and are there)
+    # nginx only: delivered, but other values than those read now (a renewed certificate):
+    # written in again and nginx reloaded, not replaced
+    secrets_renewed: bool = False
     app: str = ""  # workers: the app they serve (LABEL_APP)
 
     @property

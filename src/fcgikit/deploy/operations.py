@@ -39,6 +39,7 @@ from .plan import (
     Observed,
     Plan,
     ReloadNginx,
+    RenewSecrets,
     RemoveContainer,
     RemoveNetwork,
     StartContainer,
@@ -184,7 +185,9 @@ class Stack:
                     code, output = engine.exec(c.name, sec.check_command(c.secrets))
                 except docker.errors.APIError:
                     code, output = 1, ""
-                if code != 0 or not sec.delivered_match(output, c.secrets, values):
+                if code == 0 and c.service == "nginx" and not sec.delivered_match(output, c.secrets, values):
+                    c = replace(c, secrets_renewed=True)  # a new certificate: written in, nginx reloaded
+                elif code != 0 or not sec.delivered_match(output, c.secrets, values):
                     c = replace(c, secrets_current=False)
             checked.append(c)
         return checked
@@ -302,6 +305,21 @@ class Stack:
         self.say(f"keeping the app the workers serve, {deployed} (the stack file names {wanted}; "
                  "`fcgikit up` changes the app)")
         return deployed
+
+    def keep_deployed_tls(self) -> None:
+        """Before scaling: HTTPS as the last up or rollback deployed it (`up --tls self-signed`)
+        when the stack file has no nginx.tls or one without a certificate, so that scale never
+        turns HTTPS off."""
+        if self.spec.services.nginx.tls is not None and self.spec.services.nginx.tls.complete:
+            return
+        release = self.current_release()
+        tls = release.stack_spec().services.nginx.tls if release is not None else None
+        if tls is None:
+            return
+        nginx = self.spec.services.nginx.model_copy(update={"tls": tls})
+        self.spec = self.spec.model_copy(update={"services": self.spec.services.model_copy(update={"nginx": nginx})})
+        self.say(f"keeping HTTPS as release {release.number} deployed it (the stack file has no nginx.tls; "
+                 "`fcgikit up` changes it)")
 
     def plan_down(self) -> Plan:
         return plan_down(self.project, self.observe())
@@ -440,6 +458,8 @@ class Stack:
             self.engine(step.container.host).wait_answering(step.container.name, timeout=self.wait_timeout)
         elif isinstance(step, ReloadNginx):
             self._reload_nginx(step)
+        elif isinstance(step, RenewSecrets):
+            self._renew_secrets(step)
         elif isinstance(step, UpdateBackends):
             self._update_backends(step)
         elif isinstance(step, CheckEndToEnd):
@@ -472,6 +492,21 @@ class Stack:
         if not engine.wait_reloaded(step.container, old_workers, timeout=self.reload_timeout):
             self.say(f"nginx's previous workers are still finishing requests after {self.reload_timeout:.0f}s; "
                      "going on (draining containers finish their requests too)")
+
+    def _renew_secrets(self, step: RenewSecrets) -> None:
+        """New certificate files in, checked by `nginx -t`, then a reload. If nginx refuses
+        them, the old files are not back (they are not kept): nginx keeps serving with the
+        ones it loaded, and the error says so."""
+        engine = self.engine(step.host)
+        old_workers = engine.nginx_workers(step.container)
+        self.deliver_secrets(step.host, step.container, step.secrets)
+        for argv in commands.nginx_reload_commands():
+            code, output = engine.exec(step.container, argv)
+            if code != 0:
+                raise FcgikitError(f"nginx refused the renewed files in {step.container} ({' '.join(argv)}): "
+                                   f"{output.strip()[:300]}; it keeps serving with the ones it had loaded")
+        if not engine.wait_reloaded(step.container, old_workers, timeout=self.reload_timeout):
+            self.say(f"nginx's previous workers are still finishing requests after {self.reload_timeout:.0f}s; going on")
 
     def _update_backends(self, step: UpdateBackends) -> None:
         """Write the list into the running nginx and wait until its worker processes serve it.
@@ -638,7 +673,7 @@ def _batches(steps) -> list[list]:
 
 
 def _touches_nginx(step) -> bool:
-    return isinstance(step, (ReloadNginx, UpdateBackends)) or (
+    return isinstance(step, (ReloadNginx, RenewSecrets, UpdateBackends)) or (
         isinstance(step, StartContainer) and step.container.service == "nginx")
 
 

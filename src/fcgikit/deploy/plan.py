@@ -98,6 +98,24 @@ class ReloadNginx:
 
 
 @dataclass(frozen=True)
+class RenewSecrets:
+    """A running nginx whose certificate or key changed: the new files written into its
+    /run/secrets, then `nginx -t` and a reload (no restart, no refused connection)."""
+
+    container: str
+    host: str
+    secrets: tuple[tuple[str, str], ...]
+
+    def describe(self) -> str:
+        names = ", ".join(name for name, _ in self.secrets)
+        return f"write the renewed {names} into {self.container} on {self.host} and reload nginx (no restart)"
+
+    def docker_command(self) -> str:
+        reload = " && ".join(f"docker exec {self.container} {_shell(argv)}" for argv in commands.nginx_reload_commands())
+        return f"docker exec {self.container} sh -c 'cat > /run/secrets/NAME' < NEW_FILE (each) && {reload}"
+
+
+@dataclass(frozen=True)
 class UpdateBackends:
     """Hand the running nginx its backends (no reload): the list is written into the
     container with `docker exec`, and the step ends once every nginx worker process serves
@@ -183,7 +201,8 @@ class RemoveNetwork:
         return f"docker network rm {self.name}"
 
 
-Step = (CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | UpdateBackends | CheckEndToEnd | StopContainer
+Step = (CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | RenewSecrets | UpdateBackends | CheckEndToEnd
+        | StopContainer
         | RemoveContainer | RemoveNetwork)
 
 
@@ -366,11 +385,13 @@ def _order_up_steps(
     reload = bool(kept_nginx) and observed.nginx_conf != conf
     if reload:
         steps.append(ReloadNginx(kept_nginx[0].name, kept_nginx[0].host, conf))
+    renew = [RenewSecrets(c.name, c.host, c.secrets) for c in kept_nginx if c.secrets_renewed]
+    steps += renew
     edge = (new_nginx or kept_nginx)[0] if (new_nginx or kept_nginx) else None
     update = edge is not None and (bool(new_nginx) or not _same_backends(observed.backends, backends))
     if update:
         steps.append(UpdateBackends(edge.name, edge.host, network, backends))
-    if edge is not None and (new_nginx or reload or update or started_backends):
+    if edge is not None and (new_nginx or reload or renew or update or started_backends):
         steps.append(CheckEndToEnd(edge.host, edge.name))
     steps += [RemoveContainer(c, drain[c.name]) for c in old_nginx]
     steps += [RemoveContainer(c, drain[c.name]) for c in remove if c.service != "nginx"]
