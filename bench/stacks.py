@@ -67,7 +67,11 @@ PEER_COMMANDS.update({
     "php-fpm": ["php-fpm", "-F", "-O", "-y", "/etc/bench-php-fpm.conf"],
 })
 PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi", "php-fcgikit": "php", "php-fpm": "php"}
-STACK_ORDER = ["fcgikit", "fcgikit-static", *PEER_COMMANDS]  # the fcgikit stack comes up first: the others use its images
+# Second edges in front of the fcgikit stack's worker container: a static upstream (the edge
+# before issue 18's Lua balancer), and the same with upstream keepalive 64 (as many idle
+# connections per nginx worker as the load's 64: what the stack's default of 16 costs).
+STATIC_EDGES = {"fcgikit-static": None, "fcgikit-static-ka64": 64}
+STACK_ORDER = ["fcgikit", *STATIC_EDGES, *PEER_COMMANDS]  # the fcgikit stack comes up first: the others use its images
 
 
 class StackError(RuntimeError):
@@ -199,7 +203,7 @@ LUA_LINES = re.compile(r"^ *(load_module modules/(ndk_http|ngx_http_lua)_module\
                        r"init_worker_by_lua_block )[^\n]*\n", re.M)
 
 
-def static_edge_conf(fcgikit_conf: str, app_address: str) -> str:
+def static_edge_conf(fcgikit_conf: str, app_address: str, keepalive_connections: int | None = None) -> str:
     """fcgikit's nginx.conf with a plain upstream: one static `server app_address`, the same
     keepalive, no Lua balancer (what a gunicorn or php-fpm user's nginx has; and fcgikit's
     own edge as it was before it followed the workers without reloads)."""
@@ -208,8 +212,9 @@ def static_edge_conf(fcgikit_conf: str, app_address: str) -> str:
     if not match or not keepalive:
         raise StackError(f"the fcgikit stack's nginx.conf has no upstream {WORKERS_UPSTREAM} with keepalive")
     pad = match.group(1) + "    "
+    keepalive_line = f"keepalive {keepalive_connections};" if keepalive_connections else keepalive.group(0).strip()
     upstream = (f"{match.group(1)}upstream {WORKERS_UPSTREAM} {{\n"
-                f"{pad}server {app_address} max_fails=1 fail_timeout=2s;\n{pad}{keepalive.group(0).strip()}\n"
+                f"{pad}server {app_address} max_fails=1 fail_timeout=2s;\n{pad}{keepalive_line}\n"
                 f"{match.group(1)}}}")
     conf = fcgikit_conf[:match.start()] + upstream + fcgikit_conf[match.end():]
     conf = LUA_LINES.sub("", conf)
@@ -259,8 +264,9 @@ class Stacks:
             self.running["fcgikit"] = fcgikit
             nginx_image = docker("inspect", "-f", "{{.Config.Image}}", edge).strip()
             conf = docker("exec", edge, "cat", "/etc/nginx/nginx.conf")
-            if "fcgikit-static" in self.names:
-                self.running["fcgikit-static"] = self.start_static_edge(fcgikit, nginx_image, conf)
+            for name in STATIC_EDGES:
+                if name in self.names:
+                    self.running[name] = self.start_static_edge(name, fcgikit, nginx_image, conf)
             peers = [name for name in self.names if name in PEER_COMMANDS]
             if peers:
                 image = self.build_peer_image(docker("inspect", "-f", "{{.Config.Image}}", workers[0]).strip())
@@ -340,16 +346,15 @@ class Stacks:
         stack.refresh_pids()
         return stack
 
-    def start_static_edge(self, fcgikit: Stack, nginx_image: str, fcgikit_conf: str) -> Stack:
-        """fcgikit-static: a second nginx in front of the fcgikit stack's own worker container,
-        on its network, with a static upstream instead of the Lua balancer."""
-        name = "fcgikit-static"
+    def start_static_edge(self, name: str, fcgikit: Stack, nginx_image: str, fcgikit_conf: str) -> Stack:
+        """A second nginx in front of the fcgikit stack's own worker container, on its network,
+        with a static upstream instead of the Lua balancer (STATIC_EDGES)."""
         self.remove_leftovers(name, [f"{PREFIX}-{name}-nginx"], None)
         worker = fcgikit.app_containers[0]
         network, _, address = docker("inspect", "-f",
                                      "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}\n{{end}}",
                                      worker).strip().splitlines()[0].partition(" ")
-        edge, url = self.start_edge(name, network, nginx_image, static_edge_conf(fcgikit_conf, f"{address}:{APP_PORT}"))
+        edge, url = self.start_edge(name, network, nginx_image, static_edge_conf(fcgikit_conf, f"{address}:{APP_PORT}", STATIC_EDGES[name]))
         stack = Stack(name, url, list(fcgikit.app_containers), edge)
         stack.refresh_pids()
         return stack

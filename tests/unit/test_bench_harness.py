@@ -356,6 +356,7 @@ def test_the_static_edge_is_fcgikits_conf_without_the_lua_balancer():
     assert "    upstream fcgikit_workers {\n        server 172.18.0.2:9000 max_fails=1 fail_timeout=2s;\n" \
            "        keepalive 16;\n    }\n" in conf
     assert ours[ours.index("    server {"):] in conf  # the server blocks unchanged
+    assert "        keepalive 64;\n" in static_edge_conf(ours, "172.18.0.2:9000", 64)
 
 
 def test_the_gunicorn_stacks_nginx_is_fcgikits_with_proxy_pass_and_upstream_keepalive():
@@ -382,11 +383,11 @@ def test_built_stack_scenarios_and_their_targets():
     from bench.scenarios import BUILT_STACK_SCENARIOS
 
     names = {s.name for s in BUILT_STACK_SCENARIOS}
-    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "fcgikit-static",
+    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "fcgikit-static", "fcgikit-static-ka64",
                                                                "php-fcgikit", "php-fpm"}
     assert [s.name for s in BUILT_STACK_SCENARIOS if s.ours] == [
         "stack-fcgikit-hello", "stack-fcgikit-post64k", "stack-fcgikit-1mib", "stack-fcgikit-static-hello",
-        "stack-php-fcgikit-hello"]
+        "stack-fcgikit-static-ka64-hello", "stack-php-fcgikit-hello"]
     targets = {(c.ours, c.peer): c.target for c in COMPARISONS if c.ours in names}
     assert targets[("stack-fcgikit-hello", "stack-gunicorn-hello")] == 2.0
     assert targets[("stack-fcgikit-hello", "stack-uwsgi-hello")] == 1.2
