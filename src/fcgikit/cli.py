@@ -368,11 +368,13 @@ def scale(assignments, spec_file, project, image_prefix, base_image, app, tls, d
     changes the app), and holds until the next `up`, which goes back to the file's replicas.
     """
     replicas = parse_assignments(assignments)
-    stack = load_stack(spec_file, project, image_prefix, base_image, app, tls)
+    # An --app that cannot serve is refused before anything is looked at; a kept app is checked too.
+    stack = load_stack(spec_file, project, image_prefix, base_image, app, tls, check_app=bool(app))
     kept = stack.keep_deployed_app()
     if tls is None:
         stack.keep_deployed_tls()
-    check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
+    if kept or not app:
+        check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
     if dry_run:
         print_plan(stack.plan_scale(replicas, build=False))
         return
@@ -471,6 +473,8 @@ def test(app, pytest_args) -> None:
     root = source_root()
     env = dict(os.environ)
     if app:
+        # Checked once here, as `up` would check it: not once per test.
+        load_stack(root / "deploy" / "fcgikit.yaml", None, DEFAULT_PREFIX, DEFAULT_BASE, app, check_app=True)
         env["FCGIKIT_TEST_APP"] = str(Path(app.partition(":")[0]).resolve()) + (
             ":" + app.partition(":")[2] if ":" in app else "")
     # The stack suite (not the multi-host bed or the runtime's own tests): what a user's CI needs.

@@ -111,3 +111,17 @@ def test_progress_off_a_terminal_prints_sparse_lines(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["  base: debootstrap [0%] Retrieving package-0", "  base: fcgikit/base:bookworm ready",
                      "  fcgi-worker: Step 1/15 : FROM x"]
+
+
+def test_an_app_that_cannot_serve_is_refused_before_anything_runs(run, tmp_path):
+    (tmp_path / "site.py").write_text("def app(environ, start_response): pass\n")
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "storefront.py").write_text("def application(environ, start_response): pass\n")
+    for command in (["up", "--dry-run"], ["build"], ["scale", "workers=2", "--dry-run"], ["test"]):
+        result = run(*command, "--app", str(tmp_path / "site.py"))
+        assert result.exit_code == 1, (command, result.output)
+        assert result.stderr.startswith(f'error: --app {tmp_path / "site.py"}: "site" is the name of a module of '
+                                        "Python's standard library"), (command, result.stderr)
+    result = run("test", "--app", str(tmp_path / "shop"))
+    assert result.exit_code == 1 and "--app DIR:MODULE:APP, e.g. --app" in result.stderr, result.stderr
+    assert "-m pytest" not in result.stderr  # the suite did not start
