@@ -270,3 +270,15 @@ def test_the_cgi_gateway_runs_the_workers_app_as_the_fallback_unless_turned_off(
     plan = plan_up(off, "demo", HOSTS, IMAGES, Observed())
     assert "--wsgi-fallback" not in next(c for c in plan.wanted if c.service == "cgi").command
     assert "@fcgikit_fallback" not in plan.nginx_conf
+
+
+def test_the_end_to_end_check_prints_the_edges_url():
+    first = plan_up(stack(port=8080), "demo", [Host("edge", "10.0.0.5")], IMAGES, Observed())
+    assert first.steps[-1].docker_command() == "curl -fsS http://10.0.0.5:8080/"
+    picked = plan_up(stack(port=0), "demo", HOSTS, IMAGES, Observed())
+    assert picked.steps[-1].docker_command() == "curl -fsS http://127.0.0.1:PORT/"  # Docker picks it at the start
+    published = dataclasses.replace(running(picked), containers=tuple(
+        dataclasses.replace(c, published={8080: 32769}) if c.service == "nginx" else c
+        for c in running(picked).containers))
+    scaled = plan_up(with_replicas(stack(port=0), "workers", 3), "demo", HOSTS, IMAGES, published)
+    assert scaled.steps[-1].docker_command() == "curl -fsS http://127.0.0.1:32769/"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shlex
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import commands
 from .hosts import Host, hosts_with_role
@@ -21,7 +21,7 @@ from .model import SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, netw
 from .nginxconf import BACKENDS_PATH, fallback_enabled, parse_backends, render_nginx_conf
 from .placement import publish_on_remote_host
 from .secrets import mounts_for
-from .spec import FASTCGI_PORT, StackSpec
+from .spec import FASTCGI_PORT, NGINX_PORT, StackSpec
 
 
 @dataclass(frozen=True)
@@ -151,12 +151,13 @@ class UpdateBackends:
 class CheckEndToEnd:
     host: str
     container: str
+    url: str = "http://HOST:PORT/"  # where the edge answers, as far as the plan knows it
 
     def describe(self) -> str:
         return f"send GET / through {self.container} and expect an answer from the app"
 
     def docker_command(self) -> str:
-        return "curl -fsS http://HOST:PORT/"
+        return f"curl -fsS {self.url}"
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,22 @@ def plan_up(
     backends = _backends(wanted, {host.name: host for host in hosts})
     drain = {c.name: _stop_timeout(c, factories) for c in remove}
     steps = _order_up_steps(project, observed, start, keep, remove, conf, backends, drain)
+    steps = [_with_edge_url(step, keep, start, hosts) for step in steps]
     return Plan(project, tuple(wanted), tuple(steps), conf, tuple(keep), backends)
+
+
+def _with_edge_url(step: Step, keep: list[RunningContainer], start: list[ContainerSpec], hosts: Sequence[Host]) -> Step:
+    """The end-to-end check with the edge's URL: the port a kept nginx publishes, the one a
+    new nginx asks for (0: Docker picks one as it starts: PORT)."""
+    if not isinstance(step, CheckEndToEnd):
+        return step
+    address = next((host.address for host in hosts if host.name == step.host), "HOST")
+    port = next((str(c.published[NGINX_PORT]) for c in keep if c.name == step.container and NGINX_PORT in c.published),
+                None)
+    if port is None:
+        port = next((str(host_port or "PORT") for c in start if c.name == step.container
+                     for container_port, host_port in c.ports if container_port == NGINX_PORT), "PORT")
+    return replace(step, url=f"http://{address}:{port}/")
 
 
 def _wanted_count(spec: StackSpec, service: str) -> int:
