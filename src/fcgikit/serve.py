@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 
+from .runtime.log import configure as configure_log
 from .runtime.prctl import make_non_dumpable
 from .worker import EXIT_APP_LOAD_ERROR, AppLoadError, load_app, serve, wsgi_handler
 from .worker.loop import listening_socket_on_fd0
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     make_non_dumpable()  # the manager and its workers: /proc entries root-only (see runtime/prctl.py)
     directory = os.path.abspath(options.chdir) if options.chdir else None
     if options.fd0 or (options.socket_path is None and options.port is None and _fd0_listens()):
+        configure_log(options.log_format)
         return serve_fd0(parser, options, directory)
     return run_manager(options, make_child(options.app, directory))
 

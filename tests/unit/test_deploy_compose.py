@@ -25,7 +25,11 @@ def test_compose_commands_are_the_ones_fcgikit_up_runs():
     assert services["workers"]["command"] == commands.worker_command(spec.services.workers)
     assert services["cgi"]["command"] == commands.cgi_command(spec.services.cgi, spec.services.workers.app)
     assert "--wsgi-fallback" in services["cgi"]["command"]  # the example stack falls back to fork-CGI
-    assert services["workers"]["environment"] == spec.services.workers.env
+    environment = dict(services["workers"]["environment"])
+    # The log format passes through from the shell running compose (fcgikit up: the stack file's env).
+    assert environment.pop("FCGIKIT_LOG_FORMAT") == services["cgi"]["environment"]["FCGIKIT_LOG_FORMAT"] \
+        == "${FCGIKIT_LOG_FORMAT:-text}"
+    assert environment == spec.services.workers.env
 
 
 def test_compose_uses_the_latest_tags_fcgikit_build_makes():

@@ -13,6 +13,7 @@ import signal
 import sys
 
 from ..runtime.prctl import make_non_dumpable
+from ..runtime.log import write as write_log
 from ..spawn import add_pool_arguments, run_manager
 from ..runtime.orphans import become_subreaper
 from .fallback import FALLBACK_PARAM, make_fallback
@@ -75,8 +76,8 @@ def choose_program_user(options) -> None:
     """
     if os.geteuid() != 0:
         if options.cgi_user:
-            print(f"fcgikit.cgi: not root: --user {options.cgi_user} ignored, programs run as "
-                  "the gateway's own user", file=sys.stderr)
+            write_log("fcgikit.cgi", f"not root: --user {options.cgi_user} ignored, programs run as "
+                      "the gateway's own user", "WARNING")
         return
     user = options.cgi_user or DEFAULT_PROGRAM_USER
     if options.user and options.cgi_user and options.user != options.cgi_user:

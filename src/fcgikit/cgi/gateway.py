@@ -10,12 +10,11 @@ param is, with `--wsgi-fallback`, served by the WSGI app run as a CGI program
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass
 
 from ..fastcgi.client import PROBE_PARAM
+from ..runtime.log import write as write_log
 from .environ import build_environ
 from .fallback import FALLBACK_HEADER, FALLBACK_PARAM, WsgiFallback
 from .process import REASONS_FOR_CLIENT, ProgramRun, spawn, start_failure_status
@@ -40,7 +39,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, slots=None, log=None) -> None:
         self.config = config
         self.slots = slots or Unlimited()
-        self.log = log or sys.stderr
+        self.log = log  # a stream for the log lines; None: stderr
 
     def __call__(self, request) -> int:
         if self.config.wsgi_fallback is not None and request.params.get(FALLBACK_PARAM):
@@ -75,7 +74,7 @@ class Gateway:
                 next_script = resolve_script(target, self.config.root)
             except Refused as refused:   # not a program of ours: the web server serves it
                 self.say(f"{script.script_name}: local redirect to {location.decode('latin-1')} "
-                         f"is no program here ({refused.reason}): client redirect")
+                         f"is no program here ({refused.reason}): client redirect", "INFO")
                 return self.redirect_client(request, script, location)
             key = target_key(target)
             if key in seen:
@@ -84,7 +83,7 @@ class Gateway:
             if len(seen) > MAX_LOCAL_REDIRECTS:
                 return self.refuse(request, 502, f"{script.script_name}: more than {MAX_LOCAL_REDIRECTS} "
                                                  f"local redirects in a row")
-            self.say(f"{script.script_name}: local redirect to {location.decode('latin-1')}: followed")
+            self.say(f"{script.script_name}: local redirect to {location.decode('latin-1')}: followed", "INFO")
             seen.add(key)
             params, script, no_body = target, next_script, True
 
@@ -120,7 +119,7 @@ class Gateway:
                                extra_headers=(FALLBACK_HEADER,))
         status = outcome.status if outcome is not None else "refused"
         self.say(f"fallback: {request.params.get('REQUEST_METHOD', 'GET')} {script.path_info} -> {app.spec} "
-                 f"(one process): {status} in {(time.monotonic() - started) * 1000:.0f} ms")
+                 f"(one process): {status} in {(time.monotonic() - started) * 1000:.0f} ms", "INFO")
         return 0
 
     def refuse(self, request, status: int, reason: str, extra_headers=()) -> int:
@@ -136,9 +135,8 @@ class Gateway:
         request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error"), extra_headers))
         return 0
 
-    def say(self, text: str) -> None:
-        self.log.write(f"fcgikit.cgi[{os.getpid()}]: {text}\n")
-        self.log.flush()
+    def say(self, text: str, level: str = "WARNING") -> None:
+        write_log("fcgikit.cgi", text, level, self.log)
 
 
 def make_config(root: str | None, timeout: float, queue_timeout: float, local_redirect: str = "auto",

@@ -16,10 +16,10 @@ import math
 import os
 import select
 import signal
-import sys
 import time
 from dataclasses import dataclass
 
+from ..runtime.log import write as write_log
 from ..runtime.orphans import children_of, descendants_of, kill_children_except, kill_with_group
 from .body import RequestBody
 from .resolve import Script
@@ -199,7 +199,7 @@ class ProgramRun:
         if deadline is None and timeout > 0:
             deadline = time.monotonic() + timeout
         self.deadline = deadline
-        self.log = log or sys.stderr
+        self.log = log  # a stream for the log lines; None: stderr
         self.parser = ResponseParser(nph=script.is_nph, defer_local_redirect=defer_local_redirect,
                                      extra_headers=extra_headers)
         self.body = RequestBody(request.stdin, 0 if no_body else content_length(request.params))
@@ -449,16 +449,15 @@ class ProgramRun:
 
     def log_program_line(self, line: bytes) -> None:
         tagged = b"[" + os.fsencode(self.script.label) + b"] " + line.rstrip(b"\r") + b"\n"
-        self.log.write(tagged.decode("latin-1"))
-        self.log.flush()
+        # What a CGI program writes on stderr is its diagnostics (Apache logs them as errors).
+        write_log("fcgikit.cgi", tagged[:-1].decode("latin-1"), "WARNING", self.log)
         try:
             self.request.stderr.write(tagged)
         except (OSError, ValueError):
             pass
 
     def log_gateway_line(self, text: str) -> None:
-        self.log.write(f"fcgikit.cgi: {self.script.label}: {text}\n")
-        self.log.flush()
+        write_log("fcgikit.cgi", f"{self.script.label}: {text}", "WARNING", self.log)
         try:
             self.request.stderr.write(f"fcgikit.cgi: {self.script.label}: {text}\n".encode("latin-1", "replace"))
         except (OSError, ValueError):

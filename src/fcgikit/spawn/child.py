@@ -8,9 +8,12 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from .options import PoolConfig
+from ..runtime.log import Log
 from ..runtime.orphans import die_with_parent
+from .options import PoolConfig
 from .policy import EXIT_EXEC_FAILED
+
+log = Log("fcgikit.spawn")
 
 FCGI_LISTENSOCK_FILENO = 0
 
@@ -100,7 +103,7 @@ def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
         # accepting at once and finishes the request it is in; an exec'd program
         # stops as when the manager stops fast.
         if manager_pid is not None and not die_with_parent(manager_pid, signal.SIGTERM):
-            print(f"fcgikit.spawn[{os.getpid()}]: the manager is gone; not starting", file=sys.stderr)
+            log("the manager is gone; not starting", "WARNING")
             code = 0
             return
         if callable(target):
@@ -111,8 +114,7 @@ def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
             code = EXIT_EXEC_FAILED
             exec_program(list(target), listen_sock, program_environment(config, max_requests))
     except BaseException:
-        print(f"fcgikit.spawn[{os.getpid()}]: child failed:", file=sys.stderr)
-        traceback.print_exc()
+        log(f"child failed:\n{traceback.format_exc().rstrip()}", "ERROR")
     finally:
         _flush_stdio()
         os._exit(code)

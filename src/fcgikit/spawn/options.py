@@ -14,6 +14,8 @@ import pwd
 import signal
 from dataclasses import dataclass
 
+from ..runtime.log import FORMAT_VARIABLE, FORMATS
+
 DEFAULT_ADDRESS = "0.0.0.0"  # spawn-fcgi's default for -a
 DEFAULT_BACKLOG = 1024  # spawn-fcgi's default for -b
 DEFAULT_SOCKET_MODE = 0o660  # spawn-fcgi's default for -M
@@ -138,6 +140,9 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     supervise.add_argument("--stop-signal", default=DEFAULT_EXEC_STOP_SIGNAL, metavar="SIG",
                            help="graceful stop signal for exec'd programs (default USR1, as libfcgi)")
     supervise.add_argument("--pool-name", metavar="NAME", help="pool name in the status report")
+    supervise.add_argument("--log-format", choices=FORMATS, default=None,
+                           help=f"log lines as text (default) or one JSON object each, for the manager and "
+                                f"its children ({FORMAT_VARIABLE} in the environment does the same)")
 
 
 def _opt(options, name, default=None):

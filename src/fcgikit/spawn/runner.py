@@ -7,6 +7,7 @@ import select
 import stat
 import sys
 
+from ..runtime import log as runtime_log
 from .manager import Manager
 from .options import OptionsError, resolve_program, validate_pool_options
 from .sockets import BindError, bind_listener
@@ -19,14 +20,14 @@ READY_TIMEOUT = 30.0
 
 
 def _setup_logging() -> None:
+    """The manager's lines in the runtime's one format (runtime/log.py: text or JSON)."""
     # Front ends that configured logging keep their format.
     if logging.getLogger().handlers or log.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s fcgikit.spawn[%(process)d] %(levelname)s %(message)s"))
+    handler.setFormatter(runtime_log.Formatter("fcgikit.spawn"))
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log.setLevel(runtime_log.threshold())
     log.propagate = False
 
 
@@ -63,6 +64,7 @@ def run_manager(options, child) -> int:
     on fd 0, or a callable child(ctx: ChildContext) -> int run in each forked child.
     Returns the exit status: 0 after a stop by signal, 2 for bad flags, 1 when the
     socket cannot be bound or the children die at boot, 4 when the app cannot load."""
+    runtime_log.configure(getattr(options, "log_format", None))  # before any line, children's included
     try:
         config = validate_pool_options(options)
         if not callable(child):

@@ -24,8 +24,10 @@ from ..fastcgi import (
     StdinReceived,
     WholeRequest,
 )
-from .log import log
+from ..runtime.log import Log
 from .request import Request
+
+log = Log("fcgikit.worker")
 
 RECV_SIZE = 64 * 1024
 # nginx's own fastcgi_send_timeout / fastcgi_read_timeout default to 60 s: past

@@ -26,7 +26,9 @@ from ..fastcgi import ProtocolError
 from .cgi_request import serve_one_cgi_request, started_as_cgi
 from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
 from ..runtime.handoff import drain, receive_connections, send_connections
-from .log import log
+from ..runtime.log import Log
+
+log = Log("fcgikit.worker")
 
 EXIT_OK = 0
 EXIT_APP_LOAD_ERROR = 4

@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 import traceback
 
-from .log import log
+from ..runtime.log import Log
+
+log = Log("fcgikit.worker")
 
 WSGI_VERSION = (1, 0)
 FILE_BLOCK_SIZE = 64 * 1024
