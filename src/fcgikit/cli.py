@@ -271,7 +271,8 @@ def up(spec_file, project, image_prefix, base_image, app, tls, dry_run) -> None:
     """Build what is missing, start the stack, check it, print its URL."""
     stack = load_stack(spec_file, project, image_prefix, base_image, app, tls, check_app=True)
     if dry_run:
-        print_plan(stack.plan_up(build=False))
+        plan = stack.plan_up(build=False)
+        print_plan(plan, stack.image_notes() if not plan.changes_nothing else [])
         return
     try:
         result = stack.up()
@@ -376,7 +377,8 @@ def scale(assignments, spec_file, project, image_prefix, base_image, app, tls, d
     if kept or not app:
         check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
     if dry_run:
-        print_plan(stack.plan_scale(replicas, build=False))
+        plan = stack.plan_scale(replicas, build=False)
+        print_plan(plan, stack.image_notes() if not plan.changes_nothing else [])
         return
     try:
         result = stack.scale(replicas)
@@ -487,13 +489,17 @@ def test(app, pytest_args) -> None:
 # --- printing ----------------------------------------------------------------------------------
 
 
-def print_plan(plan: Plan) -> None:
+def print_plan(plan: Plan, image_notes: list[str] = ()) -> None:
     out.print(f"[bold]plan for project {plan.project}[/] (dry run, nothing changed)")
     for service, names in plan.placements().items():
         out.print(f"  {service}: {', '.join(names)}")
     if plan.changes_nothing:
         out.print("no change")
         return
+    if image_notes:
+        out.print("images first:")
+        for note in image_notes:
+            out.print(f"  {escape(note)}")
     for number, step in enumerate(plan.steps, 1):
         out.print(f"{number:3}. {escape(step.describe())}")
         out.print(f"     $ {escape(step.docker_command())}", style="dim")

@@ -182,6 +182,13 @@ def local_image_id(tag: str) -> str:
 
 
 def test_up_serves_the_app_through_the_edge_and_ships_images_to_each_host(deployment):
+    planned = deployment.run("up", "--dry-run").stdout  # fresh hosts: every image must travel
+    address = {name: deployment.host(name).address for name in ("h1", "h2", "h3")}
+    assert f"h1 ({address['h1']}): send fcgikit/nginx:" in planned, planned
+    for name in ("h2", "h3"):
+        assert f"{name} ({address[name]}): send fcgikit/fcgi-worker:" in planned, planned
+    assert f"curl -fsS http://{address['h1']}:PORT/" in planned  # port 0: Docker picks it as nginx starts
+    assert deployment.containers("workers") == [], "--dry-run started something"
     began = time.monotonic()
     done = deployment.run("up")
     print(f"first up: {time.monotonic() - began:.1f}s\n{done.stderr}")

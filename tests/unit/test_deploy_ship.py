@@ -135,3 +135,20 @@ def test_chunk_reader_reads_across_chunks_and_to_the_end():
     assert reader.read(0) == b""
     assert reader.read(-1) == b"ghij"
     assert reader.read(5) == b""
+
+
+def test_a_dry_run_says_what_each_host_would_be_sent():
+    from fcgikit.deploy.hosts import Host
+    from fcgikit.deploy.multihost import shipment_note
+
+    host = Host("app1", "10.0.0.2")
+    sized = LocalImage(WORKER.ref, WORKER.id, WORKER.diff_ids, 175_000_000)
+    present = HostImages({}, frozenset(chain_ids([BASE])))
+    assert shipment_note(host, plan_shipment("app1", [sized], present), []) == (
+        "app1 (10.0.0.2): send fcgikit/worker:abc (175 MB with every layer); "
+        "1 layer(s) of it are there already and are not sent")
+    assert shipment_note(host, plan_shipment("app1", [], present), ["fcgikit/nginx:def"]) == (
+        "app1 (10.0.0.2): send fcgikit/nginx:def once built, unless it has the same image")
+    there = HostImages({WORKER.id: frozenset({WORKER.ref})})
+    assert shipment_note(host, plan_shipment("app1", [sized], there), []) == (
+        "app1 (10.0.0.2): has every image, nothing to send")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import docker
+import docker.errors
 
 from .commands import NGINX_PORT
 from .docker_backend import Engine, read_backends, read_nginx_conf
@@ -130,6 +131,25 @@ class RemoteStack(Stack):
         if any(not outcome.ok for outcome in outcomes):
             raise HostsFailed("shipping images", outcomes)
         return self.ship_reports
+
+    def image_notes(self) -> list[str]:
+        """For a dry run: what would be built here, and what each host would be sent."""
+        notes = super().image_notes()
+        tags = self.image_tags(build=False)
+        local = self.engine(BUILD_HOST).client
+        by_name = {host.name: host for host in self.hosts}
+
+        def preview(name: str) -> str:
+            host = by_name[name]
+            refs = images_for_host(host.roles, tags)
+            known = [image for ref in refs for image in _local_image(local, ref)]
+            unbuilt = [ref for ref in refs if ref not in {image.ref for image in known}]
+            shipment = plan_shipment(name, known, host_images(self.fleet.session(name).docker()))
+            return shipment_note(host, shipment, unbuilt)
+
+        outcomes = on_each_host(list(by_name), preview)
+        return notes + [outcome.value if outcome.ok else f"{outcome.host}: cannot tell what it lacks: {outcome.error}"
+                        for outcome in outcomes]
 
     def port_free(self, host_name: str, port: int) -> bool:
         """Whether anything listens on TCP `port` on the host (read from the kernel's socket
@@ -274,6 +294,26 @@ class RemoteStack(Stack):
                 "problem": str(problem) if problem is not None else "",
             })
         return rows
+
+
+def _local_image(client, ref: str) -> list:
+    try:
+        return local_images(client, [ref])
+    except docker.errors.ImageNotFound:
+        return []  # not built yet
+
+
+def shipment_note(host: Host, shipment, unbuilt: list[str]) -> str:
+    """One line per host for a dry run: what `up` would send there over SSH (pure)."""
+    parts = []
+    for image in shipment.send:
+        parts.append(f"send {image.ref} ({image.size / 1e6:.0f} MB with every layer)")
+    parts += [f"tag {ref} (the image is there)" for _, ref in shipment.tag]
+    parts += [f"send {ref} once built, unless it has the same image" for ref in unbuilt]
+    if shipment.skip_layers:
+        parts.append(f"{len(shipment.skip_layers)} layer(s) of it are there already and are not sent")
+    where = f"{host.name} ({host.address})"
+    return f"{where}: " + ("; ".join(parts) if parts else "has every image, nothing to send")
 
 
 def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: bool = False) -> RemoteStack:

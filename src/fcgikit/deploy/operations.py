@@ -145,6 +145,15 @@ class Stack:
             tags[context.kind] = f"{self.names.repository(context.kind)}:{suffix}"
         return tags
 
+    def image_notes(self) -> list[str]:
+        """For a dry run: the images `up` would build here first (the plan's steps start after)."""
+        client = self.engine(self._build_host()).client
+        if img.present_base(client, self.names) is None:
+            return [f"build the base {self.names.base} (pulled, else made with debootstrap: about a minute), "
+                    "then the images"]
+        tags = sorted(set(self._expected_tags().values()))
+        return [f"build {tag} here" for tag in tags if not img.image_exists(client, tag)]
+
     def _contexts(self, root: Path) -> list[img.BuildContext]:
         cgi = self.spec.services.cgi
         workers = self.spec.services.workers
