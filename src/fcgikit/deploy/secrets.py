@@ -48,6 +48,8 @@ Mount = tuple[str, str]
 
 # Waits for the delivery, exports the env secrets, then becomes the program ("$@").
 WAIT_SCRIPT = (
+    # As PID 1 the shell would ignore `docker stop`'s signal and wait out the stop timeout.
+    "trap 'exit 143' TERM INT QUIT; "
     f'd={SECRETS_DIR}; n=0; '
     f'while [ ! -e "$d/{READY}" ]; do '
     f'if [ $n = 30 ]; then echo "fcgikit: waiting for secrets in $d (delivered by fcgikit up; '
