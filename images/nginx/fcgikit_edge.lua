@@ -27,6 +27,10 @@ local balancer = require "ngx.balancer"
 local M = {}
 
 local BACKENDS = "/run/fcgikit/backends"
+-- fcgikit's copy of the last list, on the container's /etc/nginx volume (where it writes
+-- nginx.conf): read when BACKENDS is missing, i.e. after nginx's container restarted (its
+-- tmpfs came back empty), so a restarted nginx serves the workers at once.
+local SAVED = "/etc/nginx/fcgikit-backends"
 local LOADED = "/run/fcgikit/loaded"
 local MAX_TRIES = 3          -- like fastcgi_next_upstream_tries
 local DOWN_TTL = 5           -- seconds a mark lasts unless a probe renews it
@@ -95,7 +99,7 @@ local function read_file(path)
 end
 
 local function reload_list()
-    local text = read_file(BACKENDS)
+    local text = read_file(BACKENDS) or read_file(SAVED)
     if text == nil or text == loaded_text then
         return
     end

@@ -280,6 +280,23 @@ def test_a_killed_worker_container_costs_no_request_and_no_second(engine, cli_en
         result = fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
         assert "update backends of nginx" in result.stderr, result.stderr
         assert len(containers(engine, project, "workers")) == 3
+        # nginx's container restarts (its restart policy after a crash, an OOM kill): its tmpfs,
+        # and the list in it, come back empty; it serves the workers again from the copy fcgikit
+        # keeps on its /etc/nginx volume, not only through the fallback until the next `up`.
+        [nginx] = containers(engine, project, "nginx")
+        nginx.restart(timeout=10)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                url = status(cli_env, project, spec)["url"]  # port 0: the host port may be a new one
+                answer = requests.get(url, timeout=5)
+                if answer.status_code == 200 and "X-Fcgikit-Fallback" not in answer.headers:
+                    break
+                seen = f"{answer.status_code} {dict(answer.headers)}"
+            except (requests.RequestException, TypeError) as exc:
+                seen = repr(exc)
+            assert time.monotonic() < deadline, f"the restarted nginx does not serve the workers: {seen}"
+            time.sleep(0.5)
 
 
 @example_app_only

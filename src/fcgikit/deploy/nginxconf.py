@@ -31,6 +31,9 @@ FALLBACK_PARAM = "FCGIKIT_FALLBACK"
 RUN_DIR = "/run/fcgikit"
 BACKENDS_PATH = f"{RUN_DIR}/backends"
 LOADED_PATH = f"{RUN_DIR}/loaded"
+# A copy of the list on the nginx container's /etc/nginx volume (written like nginx.conf):
+# fcgikit_edge.lua reads it when BACKENDS_PATH is missing, after the container restarted.
+SAVED_BACKENDS_PATH = "/etc/nginx/fcgikit-backends"
 LUA_DIR = "/usr/share/fcgikit/lua"  # fcgikit_edge.lua, put there by images/nginx/Dockerfile
 # The upstreams' only `server`: never used while fcgikit's list is loaded ("down"); with
 # the list loaded and no backend live, nginx answers 502 "no live upstreams".

@@ -31,7 +31,9 @@ from .errors import FcgikitError
 from .hosts import Host, local_host
 from .logs import LogReader, LogRequest
 from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer, network_name
-from .nginxconf import BACKENDS_PATH, LOADED_PATH, backends_version, parse_backends, render_backends
+from .nginxconf import (
+    BACKENDS_PATH, LOADED_PATH, SAVED_BACKENDS_PATH, backends_version, parse_backends, render_backends,
+)
 from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
 from .plan import (
     CheckEndToEnd,
@@ -538,6 +540,11 @@ class Stack:
         """Write a backends list into the running nginx; return once every one of its worker
         processes serves it."""
         engine.replace_file_by_exec(container, BACKENDS_PATH, text)
+        try:  # kept for a restart of the container, which empties BACKENDS_PATH's tmpfs
+            engine.write_file(container, SAVED_BACKENDS_PATH, text)
+        except docker.errors.APIError as exc:
+            self.say(f"could not keep a copy of the backends in {container} ({SAVED_BACKENDS_PATH}): {exc}; "
+                     "if it restarts, it serves no worker until the next `fcgikit up`")
         version = backends_version(text)
         deadline = time.monotonic() + self.backends_timeout
         while time.monotonic() < deadline:
