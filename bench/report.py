@@ -127,7 +127,8 @@ def markdown_report(meta: dict, results: list[dict], ratio_rows: list[dict], mem
              f"- machine: {meta['machine']}",
              f"- load: wrk, {meta['warmup_s']} s warm-up, then {meta['measure_s']} s per concurrency "
              f"({', '.join(map(str, meta['concurrencies']))} connections) in {meta['rounds']} interleaved rounds; "
-             f"nginx {meta['nginx']}, 1 worker process",
+             + (f"nginx {meta['nginx']}, 1 worker process" if meta["mode"] != "stacks" else
+              "nginx in each stack's container as fcgikit up runs it (worker_processes auto)"),
              *([f"- versions: {versions_line(meta['versions'])}"] if meta.get("versions") else []),
              f"- command: `{meta['command']}`", "",
              "## Results", "", results_table(results), "## Ours / peer", "", ratios_text(ratio_rows, memory)]
