@@ -73,8 +73,10 @@ def drain(sock: socket.socket):
     """Yields (connections, last) for every message waiting on the non-blocking
     handoff socket `sock`, and returns once nothing more is there now. Both ends
     (the manager collecting from a leaving child, a child adopting from the
-    manager) read through it. Raises EOFError when the other end has closed
-    (nothing more will ever come), OSError when the socket failed."""
+    manager, and a leaving child returning what came late) read through it.
+    Raises EOFError when the other end has closed (nothing more will ever come),
+    OSError when the socket failed. On a blocking socket it waits for each message,
+    so it ends only by EOFError or OSError (TimeoutError past the socket's timeout)."""
     while True:
         try:
             handed, last, eof = receive_connections(sock)

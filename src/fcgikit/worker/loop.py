@@ -25,7 +25,7 @@ import time
 from ..fastcgi import ProtocolError
 from .cgi_request import serve_one_cgi_request, started_as_cgi
 from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
-from ..runtime.handoff import drain, receive_connections, send_connections
+from ..runtime.handoff import drain, send_connections
 from ..runtime.log import Log
 
 log = Log("fcgikit.worker")
@@ -427,13 +427,12 @@ class RequestLoop:
         """Connections the manager sent before it read our `last` are passed back;
         its shutdown (EOF) says nothing more is on the way."""
         try:
-            while True:
-                handed, _, eof = receive_connections(self.handoff)
-                if eof:
-                    return
+            for handed, _ in drain(self.handoff):  # blocking (with a timeout) here: waits for each message
                 send_connections(self.handoff, handed)
                 for fd, _ in handed:
                     os.close(fd)
+        except EOFError:
+            return
         except OSError as exc:
             log(f"no goodbye from the manager ({exc}); leaving anyway")
 
