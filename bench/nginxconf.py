@@ -12,29 +12,15 @@ measure the disk rather than the server.
 
 from __future__ import annotations
 
+from fcgikit.fastcgi import nginx_params
+from fcgikit.fastcgi.nginx_params import render as render_params
+
 UPSTREAM = "fcgikit_bench_backend"
 
-# The usual FastCGI params (Debian's fastcgi_params) without SCRIPT_NAME and PATH_INFO,
+# What the stack's edge sends (fastcgi/nginx_params.py) without SCRIPT_NAME and PATH_INFO,
 # which each location sets its own way: a duplicate param would test who wins, not speed.
-COMMON_PARAMS = """\
-fastcgi_param  QUERY_STRING       $query_string;
-fastcgi_param  REQUEST_METHOD     $request_method;
-fastcgi_param  CONTENT_TYPE       $content_type;
-fastcgi_param  CONTENT_LENGTH     $content_length;
-fastcgi_param  REQUEST_URI        $request_uri;
-fastcgi_param  DOCUMENT_URI       $document_uri;
-fastcgi_param  DOCUMENT_ROOT      $document_root;
-fastcgi_param  SERVER_PROTOCOL    $server_protocol;
-fastcgi_param  REQUEST_SCHEME     $scheme;
-fastcgi_param  GATEWAY_INTERFACE  CGI/1.1;
-fastcgi_param  SERVER_SOFTWARE    nginx/$nginx_version;
-fastcgi_param  REMOTE_ADDR        $remote_addr;
-fastcgi_param  REMOTE_PORT        $remote_port;
-fastcgi_param  SERVER_ADDR        $server_addr;
-fastcgi_param  SERVER_PORT        $server_port;
-fastcgi_param  SERVER_NAME        $server_name;
-fastcgi_param  HTTP_HOST          $host;
-"""
+_BENCH_PARAMS = nginx_params.COMMON + [("HTTP_HOST", "$host")]
+COMMON_PARAMS = render_params(_BENCH_PARAMS)
 
 PROTOCOLS = ("fastcgi", "http", "uwsgi")
 
@@ -111,7 +97,8 @@ def render_server_conf(www_dir: str, keep_conn: bool, protocol: str = "fastcgi")
     if keep_conn and protocol == "uwsgi":
         raise ValueError("the uwsgi protocol has no keep-alive (uwsgi_pass opens a connection per request)")
     templates = {"fastcgi": FASTCGI_LOCATIONS, "http": HTTP_LOCATIONS, "uwsgi": UWSGI_LOCATIONS}
-    params = COMMON_PARAMS.replace("fastcgi_param  ", "uwsgi_param    ") if protocol == "uwsgi" else COMMON_PARAMS
+    params = (render_params(_BENCH_PARAMS, directive="uwsgi_param")
+              if protocol == "uwsgi" else COMMON_PARAMS)
     return SERVER_CONF.format(
         www_dir=www_dir,
         prefix={"http": "proxy"}.get(protocol, protocol),

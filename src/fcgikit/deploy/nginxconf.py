@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from ..fastcgi.nginx_params import app_params, cgi_params
+from ..fastcgi.nginx_params import render as render_params
 from .model import NGINX_PID_PATH
 from .spec import NGINX_PORT, NGINX_TLS_PORT, Services, TlsSettings
 from .tls import redirect_target, tls_directives
@@ -53,28 +55,6 @@ CGI_READ_MARGIN = 5
 # timeout or a reset in the middle of the answer, which come later.
 RETRY_WINDOW_MS = 500  # past connect_timeout
 
-# The CGI/1.1 meta-variables, spelled out instead of including Debian's
-# fastcgi_params, so SCRIPT_NAME/PATH_INFO are sent once and mean what we want.
-_COMMON_PARAMS = [
-    ("QUERY_STRING", "$query_string"),
-    ("REQUEST_METHOD", "$request_method"),
-    ("CONTENT_TYPE", "$content_type"),
-    ("CONTENT_LENGTH", "$content_length"),
-    ("REQUEST_URI", "$request_uri"),
-    ("DOCUMENT_URI", "$document_uri"),
-    ("SERVER_PROTOCOL", "$server_protocol"),
-    ("REQUEST_SCHEME", "$scheme"),
-    ("GATEWAY_INTERFACE", "CGI/1.1"),
-    ("SERVER_SOFTWARE", "nginx"),
-    ("REMOTE_ADDR", "$remote_addr"),
-    ("REMOTE_PORT", "$remote_port"),
-    ("SERVER_ADDR", "$server_addr"),
-    ("SERVER_PORT", "$server_port"),
-    ("SERVER_NAME", "$server_name"),
-    # httpoxy: a client's `Proxy:` header would reach the app as HTTP_PROXY, which many HTTP
-    # libraries take for their outgoing proxy. Set here, nginx passes it empty instead.
-    ("HTTP_PROXY", ""),
-]
 
 
 def render_nginx_conf(
@@ -174,13 +154,13 @@ def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT, https: b
     tls_params = [("HTTPS", "$https")] if https else []
     blocks = [
         f"client_max_body_size {services.nginx.client_max_body_size};",
-        _location("/", WORKERS_UPSTREAM, _app_params() + tls_params, services.nginx.connect_timeout,
+        _location("/", WORKERS_UPSTREAM, app_params() + tls_params, services.nginx.connect_timeout,
                   workers.timeout, workers.timeout,
                   extra=[f"error_page 502 504 = {FALLBACK_LOCATION};"] if fallback else [])
     ]
     if services.cgi is not None:
         blocks.append(
-            _location("/cgi-bin/", CGI_UPSTREAM, _cgi_params(cgi_root) + tls_params,
+            _location("/cgi-bin/", CGI_UPSTREAM, cgi_params(cgi_root) + tls_params,
                       services.nginx.connect_timeout, services.cgi.timeout + CGI_READ_MARGIN, services.cgi.timeout)
         )
     if fallback:
@@ -203,7 +183,7 @@ def _fallback_location(services: Services, extra_params: Sequence[tuple[str, str
     # A failure this soon after the request's start can only be a failed connect or a
     # kept-alive connection the worker had closed: the request never ran.
     window = round(services.nginx.connect_timeout + FALLBACK_WINDOW_MARGIN, 3)
-    location = _location(FALLBACK_LOCATION, CGI_UPSTREAM, _app_params() + list(extra_params) + [(FALLBACK_PARAM, "1")],
+    location = _location(FALLBACK_LOCATION, CGI_UPSTREAM, app_params() + list(extra_params) + [(FALLBACK_PARAM, "1")],
                          services.nginx.connect_timeout, cgi.timeout + CGI_READ_MARGIN, cgi.timeout,
                          extra=[f'access_by_lua_block {{ require("fcgikit_edge").fallback({window}) }}'])
     return location
@@ -229,20 +209,10 @@ def _location(path: str, upstream: str, params: list[tuple[str, str]], connect: 
         f"fastcgi_connect_timeout {_milliseconds(connect)};",
         f"fastcgi_send_timeout {read}s;",
         f"fastcgi_read_timeout {read}s;",
-        *(f"fastcgi_param {name} {_quote(value)};" for name, value in params),
+        *render_params(params).splitlines(),  # the params of fastcgi/nginx_params.py
         *extra,
     ]
     return f"location {path} {{\n" + "".join(f"    {line}\n" for line in lines) + "}"
-
-
-def _app_params() -> list[tuple[str, str]]:
-    # The app is mounted at the root: all of the path is PATH_INFO (PEP 3333).
-    return _COMMON_PARAMS + [("SCRIPT_NAME", ""), ("PATH_INFO", "$uri")]
-
-
-def _cgi_params(cgi_root: str) -> list[tuple[str, str]]:
-    # The gateway splits /cgi-bin/prog/extra itself (the longest existing prefix is the program).
-    return _COMMON_PARAMS + [("DOCUMENT_ROOT", cgi_root), ("SCRIPT_NAME", "$uri"), ("PATH_INFO", "")]
 
 
 def _milliseconds(seconds: float) -> str:
@@ -272,10 +242,6 @@ def parse_backends(text: str | None) -> dict[str, list[tuple[str, str]]] | None:
 def backends_version(text: str) -> str:
     first = text.splitlines()[0] if text else ""
     return first.split()[1] if first.startswith("version ") and len(first.split()) > 1 else ""
-
-
-def _quote(value: str) -> str:
-    return '""' if value == "" else value if value.startswith("$") or " " not in value else f'"{value}"'
 
 
 def _indent(text: str, levels: int) -> str:

@@ -14,29 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..fastcgi.nginx_params import app_params, stock_params
+from ..fastcgi.nginx_params import render as render_params
 from . import free_port, wait_for_port
 
-FASTCGI_PARAMS = """\
-fastcgi_param  QUERY_STRING       $query_string;
-fastcgi_param  REQUEST_METHOD     $request_method;
-fastcgi_param  CONTENT_TYPE       $content_type;
-fastcgi_param  CONTENT_LENGTH     $content_length;
-fastcgi_param  SCRIPT_NAME        $fastcgi_script_name;
-fastcgi_param  REQUEST_URI        $request_uri;
-fastcgi_param  DOCUMENT_URI       $document_uri;
-fastcgi_param  DOCUMENT_ROOT      $document_root;
-fastcgi_param  SERVER_PROTOCOL    $server_protocol;
-fastcgi_param  REQUEST_SCHEME     $scheme;
-fastcgi_param  HTTPS              $https if_not_empty;
-fastcgi_param  GATEWAY_INTERFACE  CGI/1.1;
-fastcgi_param  SERVER_SOFTWARE    nginx/$nginx_version;
-fastcgi_param  REMOTE_ADDR        $remote_addr;
-fastcgi_param  REMOTE_PORT        $remote_port;
-fastcgi_param  REMOTE_USER        $remote_user;
-fastcgi_param  SERVER_ADDR        $server_addr;
-fastcgi_param  SERVER_PORT        $server_port;
-fastcgi_param  SERVER_NAME        $server_name;
-"""
+# `include fastcgi_params;` gives Debian's stock file, as on a user's own nginx;
+# `include fcgikit_app_params;` what the stack's `location /` sends (fastcgi/nginx_params.py).
+FASTCGI_PARAMS = render_params(stock_params())
+FCGIKIT_APP_PARAMS = render_params(app_params())
 
 CONFIG = """\
 {user}daemon off;
@@ -76,8 +61,9 @@ def nginx_binary() -> str:
 class Nginx:
     """`with Nginx(server_conf, http_conf) as ngx: ngx.url("/")`.
 
-    The file `fastcgi_params` in the prefix holds the usual FastCGI params, so a
-    location can say `include fastcgi_params;` as it would on Debian.
+    The file `fastcgi_params` in the prefix holds Debian's stock FastCGI params, so a
+    location can say `include fastcgi_params;` as it would on Debian; `fcgikit_app_params`
+    holds what the stack's edge sends to the workers (SCRIPT_NAME "", PATH_INFO $uri).
     """
 
     def __init__(self, server_conf: str, http_conf: str = "", *, workers: int = 1, log_level: str = "info",
@@ -94,6 +80,7 @@ class Nginx:
         self.prefix = Path(tempfile.mkdtemp(prefix="fcgikit-nginx-"))
         self.port = self.port or free_port()
         (self.prefix / "fastcgi_params").write_text(FASTCGI_PARAMS)
+        (self.prefix / "fcgikit_app_params").write_text(FCGIKIT_APP_PARAMS)
         self.write_config()
         self.process = subprocess.Popen(
             [nginx_binary(), "-p", str(self.prefix), "-c", str(self.prefix / "nginx.conf")],
