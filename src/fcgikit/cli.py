@@ -372,8 +372,6 @@ def scale(assignments, spec_file, project, image_prefix, base_image, app, tls, d
     # An --app that cannot serve is refused before anything is looked at; a kept app is checked too.
     stack = load_stack(spec_file, project, image_prefix, base_image, app, tls, check_app=bool(app))
     kept = stack.keep_deployed_app()
-    if tls is None:
-        stack.keep_deployed_tls()
     if kept or not app:
         check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
     if dry_run:

@@ -110,6 +110,11 @@ def test_up_records_releases_and_rollback_returns_without_building_or_failing_a_
             assert requests.get(url, timeout=10).text == "one\n"
             assert [(r["release"], r["rollback_of"]) for r in releases(cli_env, project, spec)][-1] == (3, 1)
 
+            # scale scales what runs: release 1's image, not the newer app of the last up.
+            scaled = fcgikit(cli_env, "scale", "workers=3", *args)
+            assert "scaling release 3 as it runs" in scaled.stderr and "built" not in scaled.stderr, scaled.stderr
+            assert {requests.get(url, timeout=10).text for _ in range(6)} == {"one\n"}
+
             # A kept release keeps its image; a forgotten one no longer does.
             second_image = listed[1]["images"]["workers"]
             kept = fcgikit(cli_env, "build", "--prune", "--keep-releases", "2", "--app", first, *args)

@@ -101,6 +101,6 @@ def test_up_with_a_self_signed_certificate_serves_https_that_curl_verifies(engin
 
         # scale without --tls keeps the HTTPS that runs (the stack file's tls has no certificate).
         scaled = fcgikit(env, "scale", "workers=2", *args)
-        assert "keeping HTTPS as release 1 deployed it" in scaled.stderr, scaled.stderr
+        assert "scaling release 1 as it runs" in scaled.stderr, scaled.stderr
         assert f"start {project}-nginx" not in scaled.stderr and f"stop {project}-nginx" not in scaled.stderr
         assert curl("--cacert", str(ca), url).stdout.startswith("Hello")

@@ -280,14 +280,35 @@ class Stack:
         return forgotten, img.prune_images(client, self.names, set(built) | kept)
 
     def plan_scale(self, replicas: dict[str, int], *, build: bool = True) -> Plan:
-        scaled = self.spec
+        release = self.deployed_release()
+        if release is not None:  # what runs, not what the sources are now: no build, no roll forward
+            self.release_images_ready(release, dry_run=not build)
+            self.say(f"scaling release {release.number} as it runs (its images and stack file; "
+                     "`fcgikit up` deploys changes)")
+            return self._plan_replicas(release.stack_spec(), replicas, dict(release.images))
+        return self._plan_replicas(self.spec, replicas, None, build=build)
+
+    def deployed_release(self) -> Release | None:
+        """The newest release when it is what runs (every running container's image is one of
+        its images): `scale` then scales it, whatever the sources or the stack file say now
+        (after a `rollback`, scale must not bring the newer code back)."""
+        release = self.current_release()
+        if release is None:
+            return None
+        running = {c.image for c in self._every_container() if c.running}
+        return release if running and running <= set(release.images.values()) else None
+
+    def _plan_replicas(self, spec: StackSpec, replicas: dict[str, int], tags: dict[str, str] | None, *,
+                       build: bool = False) -> Plan:
+        scaled = spec
         try:
             for service, count in replicas.items():
                 scaled = with_replicas(scaled, service, count)
         except ValueError as exc:
             raise FcgikitError(str(exc)) from None
         self.read_secrets(scaled)
-        return plan_up(scaled, self.project, self.hosts, self.image_tags(build=build), self.observe())
+        tags = tags if tags is not None else self.image_tags(build=build)
+        return plan_up(scaled, self.project, self.hosts, tags, self.observe())
 
     def scale(self, replicas: dict[str, int]) -> UpResult:
         plan = self.plan_scale(replicas)
@@ -316,21 +337,6 @@ class Stack:
         self.say(f"keeping the app the workers serve, {deployed} (the stack file names {wanted}; "
                  "`fcgikit up` changes the app)")
         return deployed
-
-    def keep_deployed_tls(self) -> None:
-        """Before scaling: HTTPS as the last up or rollback deployed it (`up --tls self-signed`)
-        when the stack file has no nginx.tls or one without a certificate, so that scale never
-        turns HTTPS off."""
-        if self.spec.services.nginx.tls is not None and self.spec.services.nginx.tls.complete:
-            return
-        release = self.current_release()
-        tls = release.stack_spec().services.nginx.tls if release is not None else None
-        if tls is None:
-            return
-        nginx = self.spec.services.nginx.model_copy(update={"tls": tls})
-        self.spec = self.spec.model_copy(update={"services": self.spec.services.model_copy(update={"nginx": nginx})})
-        self.say(f"keeping HTTPS as release {release.number} deployed it (the stack file has no nginx.tls; "
-                 "`fcgikit up` changes it)")
 
     def plan_down(self) -> Plan:
         return plan_down(self.project, self.observe())
