@@ -1,4 +1,5 @@
-"""Import directions between fcgikit's rooms, read from the source (no import runs).
+"""Import directions between fcgikit's rooms, read from the source (no import runs),
+and what each room keeps to itself (record framing, log lines, nginx's params).
 
 The wire protocol (`fastcgi`) stands alone; the runtime (`fastcgi`, `worker`,
 `spawn`, `cgi`, `runtime`, `serve`, `probe`) never reaches into the deployment
@@ -85,3 +86,44 @@ def test_the_shared_process_helpers_borrow_from_no_room():
 
 def test_the_manager_borrows_nothing_from_the_worker():
     assert violations(lambda source, target: source == "spawn" and target in ("worker", "cgi", "serve")) == []
+
+
+# -- what each room keeps to itself (issue 15) ----------------------------------
+
+FRAMING = {"HEADER", "HEADER_LEN", "encode_record", "encode_stream", "RecordReader", "stream_buffers"}
+REPO = PACKAGE_DIR.parents[1]
+
+
+def imported_names(path: Path) -> set[str]:
+    return {alias.name for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.ImportFrom) for alias in node.names}
+
+
+def test_the_worker_frames_no_records_the_protocol_does():
+    """The protocol owns the record layout; the worker hands it chunks and gets buffers back."""
+    found = {f"{module_name(path)}: {name}" for path in (PACKAGE_DIR / "worker").rglob("*.py")
+             for name in imported_names(path) & FRAMING}
+    assert found == set()
+
+
+def test_the_runtime_writes_log_lines_only_through_runtime_log():
+    """One line format: no runtime module spells a `fcgikit.ROLE[pid]` prefix of its own."""
+    spelled = []
+    for room in RUNTIME:
+        paths = [PACKAGE_DIR / f"{room}.py"] if (PACKAGE_DIR / f"{room}.py").exists() \
+            else (PACKAGE_DIR / room).rglob("*.py")
+        for path in paths:
+            if path.name == "log.py" and path.parent.name == "runtime":
+                continue
+            text = path.read_text()
+            # (a program's stderr relayed to the web server, and usage errors, are not log lines)
+            spelled += [f"{module_name(path)}: {role}" for role in ("fcgikit.worker[", "fcgikit.spawn[", "fcgikit.cgi[")
+                        if role in text]
+    assert spelled == []
+
+
+def test_the_fastcgi_params_nginx_sends_are_written_in_one_place():
+    """fastcgi/nginx_params.py; the stack, the tests' nginx and the benchmark import it."""
+    writers = [path for path in [*PACKAGE_DIR.rglob("*.py"), *(REPO / "bench").glob("*.py")]
+               if '"$query_string"' in path.read_text() or "QUERY_STRING       $query_string" in path.read_text()]
+    assert [path.relative_to(REPO).as_posix() for path in writers] == ["src/fcgikit/fastcgi/nginx_params.py"]

@@ -12,10 +12,10 @@ import shutil
 import signal
 import sys
 
-from ..runtime.prctl import make_non_dumpable
 from ..runtime.log import write as write_log
-from ..spawn import add_pool_arguments, run_manager
 from ..runtime.orphans import become_subreaper
+from ..runtime.prctl import make_non_dumpable
+from ..spawn import add_pool_arguments, run_manager
 from .fallback import FALLBACK_PARAM, make_fallback
 from .gateway import Gateway, make_config
 from .process import keep_descriptors_private
@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     cgi.add_argument("--max-procs", type=int, default=0, metavar="N",
                      help="at most N programs at once across the pool (0: no limit)")
     cgi.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT, metavar="S",
-                     help=f"how long a request waits for a --max-procs slot before 503 (default {DEFAULT_QUEUE_TIMEOUT:g})")
+                     help="how long a request waits for a --max-procs slot before 503 "
+                          f"(default {DEFAULT_QUEUE_TIMEOUT:g})")
     cgi.add_argument("--user", dest="cgi_user", metavar="USER",
                      help="when the gateway runs as root, programs run as USER (default nobody)")
     cgi.add_argument("--local-redirect", choices=MODES, default="auto",

@@ -21,7 +21,7 @@ class RequestBody:
     def __init__(self, stdin, length: int | None) -> None:
         self.stdin = stdin            # the request's FCGI_STDIN stream (read1, discard_rest)
         self.left = length            # body bytes still to come; None: until FCGI_STDIN ends
-        self.spool = None
+        self.spool: tempfile.SpooledTemporaryFile[bytes] | None = None
         self.received = False         # FCGI_STDIN fully read: nginx has nothing more to send
 
     def read(self, size: int) -> bytes:

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..runtime.log import write as write_log
@@ -137,7 +138,7 @@ def keep_descriptors_private() -> None:
     try:
         fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
-        fds = range(3, 1024)
+        fds = list(range(3, 1024))
     for fd in fds:
         if fd > 2:
             try:
@@ -209,7 +210,7 @@ class ProgramRun:
         self.unchecked = 0          # output bytes since we last checked the web server is there
         self.stderr_tail = b""
         self.poller = select.poll()
-        self.handlers: dict[int, object] = {}  # fd -> what to do when it is ready
+        self.handlers: dict[int, Callable[[], object]] = {}  # fd -> what to do when it is ready
         self.open_streams = 0
 
     # -- the loop ---------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from typing import Any, cast
 
 from .protocol import FCGI_REQUEST_COMPLETE, ClientConnection, ProtocolError, ResponseReceived
 
@@ -63,6 +64,7 @@ def parse_address(address) -> tuple[int, object]:
 
 def connect(address, timeout: float = 5.0) -> socket.socket:
     family, sockaddr = parse_address(address)
+    sockaddr = cast(Any, sockaddr)  # a path for AF_UNIX, (host, port) otherwise
     if family == socket.AF_UNIX:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
@@ -85,11 +87,18 @@ def fcgi_request(address, params, stdin: bytes = b"", timeout: float = 5.0, requ
         return exchange(sock, ClientConnection(), params, stdin, request_id)
 
 
-def exchange(sock: socket.socket, conn: ClientConnection, params, stdin: bytes = b"", request_id: int = 1,
-             keep_conn: bool = False) -> FastCGIResponse:
+def exchange(
+    sock: socket.socket,
+    conn: ClientConnection,
+    params,
+    stdin: bytes = b"",
+    request_id: int = 1,
+    keep_conn: bool = False,
+) -> FastCGIResponse:
     """One request on an open connection (kept open if keep_conn)."""
     sock.sendall(conn.request(request_id, params, stdin, keep_conn=keep_conn))
-    stdout, stderr = [], []
+    stdout: list[bytes] = []
+    stderr: list[bytes] = []
     while True:
         data = sock.recv(65536)
         if not data:

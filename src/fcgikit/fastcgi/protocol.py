@@ -111,7 +111,7 @@ def _as_bytes(value: bytes | str) -> bytes:
 def encode_params(pairs) -> bytes:
     """Name-value pairs (a mapping or an iterable of pairs) as one byte string."""
     items = pairs.items() if hasattr(pairs, "items") else pairs
-    out = []
+    out: list[bytes] = []
     for name, value in items:
         name, value = _as_bytes(name), _as_bytes(value)
         out += (_encode_length(len(name)), _encode_length(len(value)), name, value)
@@ -220,7 +220,7 @@ class RecordReader:
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         if type(data) is not bytes:
             data = bytes(data)  # contents are sliced from it and must be bytes
-        records = []
+        records: list[tuple[int, int, bytes]] = []
         pos = 0
         if self._buf:
             pos = self._finish_buffered(data, records)
@@ -391,7 +391,8 @@ class ServerConnection:
         self._params_size = 0
         self._stdin_open = False
         self._data_open = False
-        self._refused: set[int] | frozenset[int] = _NONE_REFUSED  # a set once one is refused
+        # The shared empty frozenset until a request is refused: then a set of our own.
+        self._refused: set[int] = _NONE_REFUSED  # type: ignore[assignment]  # (no cast() call per connection)
         self._aborted_id: int | None = None  # the last request ended by ABORT_REQUEST
         # A role refused without FCGI_KEEP_CONN: after its END_REQUEST the
         # application closes the connection (spec 3.5).
@@ -423,9 +424,10 @@ class ServerConnection:
                 and rid == request_id and version2 == FCGI_VERSION_1:
             body = data[_FIRST_PARAMS_AT : _FIRST_PARAMS_AT + length2]  # one PARAMS record: nginx's usual
         else:
-            body = _params_records(data, request_id, _BEGIN_RECORD.size, params_end)
-            if body is None:
+            records = _params_records(data, request_id, _BEGIN_RECORD.size, params_end)
+            if records is None:
                 return self._receive_records(data)
+            body = records
         if len(body) > self._params_limit:
             return self._receive_records(data)  # which says why
         params = decode_params_text(body)

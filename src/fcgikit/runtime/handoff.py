@@ -47,7 +47,7 @@ def _peer_from_json(addr):
 def batches(items: list, size: int = MAX_FDS_PER_MESSAGE) -> list[list]:
     """`items` in messages of at most `size`; always one message, empty if need be,
     so a `last` marker is sent even with no connection to pass."""
-    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
 
 def send_connections(sock: socket.socket, conns: list[tuple[int, object]], last: bool = False) -> None:
@@ -66,7 +66,7 @@ def receive_connections(sock: socket.socket) -> tuple[list[tuple[int, object]], 
         return [], False, True
     peers, last = decode_batch(data)
     peers += [None] * (len(fds) - len(peers))  # a body that lost its addresses: fds are kept
-    return list(zip(fds, peers)), last, False
+    return list(zip(fds, peers, strict=False)), last, False  # more addresses than fds: the extra are dropped
 
 
 def drain(sock: socket.socket):

@@ -15,12 +15,20 @@ import time
 from dataclasses import dataclass
 
 from ..runtime.handoff import drain, send_connections
+from ..runtime.orphans import become_subreaper, kill_children_except
 from . import report as status_report
 from .child import MANAGER_SIGNALS, run_child
 from .options import PoolConfig
-from ..runtime.orphans import become_subreaper, kill_children_except
-from .policy import (EXIT_APP_LOAD_ERROR, BootFailures, SpawnRate, describe_exit, exit_code,
-                     hung_reason, jittered_max_requests, respawn_delay)
+from .policy import (
+    EXIT_APP_LOAD_ERROR,
+    BootFailures,
+    SpawnRate,
+    describe_exit,
+    exit_code,
+    hung_reason,
+    jittered_max_requests,
+    respawn_delay,
+)
 from .scoreboard import SLOT_BUSY, Scoreboard, Slot
 from .sockets import bound_description, remove_unix_socket
 
@@ -34,7 +42,7 @@ EXIT_CRASH_LOOP = 1
 # replaces the last child is being forked); then they are closed as before.
 HOLD_SECONDS = 10.0
 
-SIGNAL_METHODS = {
+SIGNAL_METHODS: dict[int, str] = {
     signal.SIGHUP: "handle_hup",
     signal.SIGTERM: "handle_term",
     signal.SIGINT: "handle_int",
@@ -70,7 +78,7 @@ class ChildRecord:
 def round_robin_shares(items: list, takers: int, turn: int) -> list[list]:
     """`items` dealt one by one to `takers` shares, the first card to share
     `turn % takers`: a single connection goes to a different child each time."""
-    shares = [[] for _ in range(takers)]
+    shares: list[list] = [[] for _ in range(takers)]
     for n, item in enumerate(items):
         shares[(n + turn) % takers].append(item)
     return shares
@@ -508,7 +516,7 @@ class Manager:
             return
         held, self.held = self.held, []
         self.handoff_turn += 1
-        for child, share in zip(takers, round_robin_shares(held, len(takers), self.handoff_turn)):
+        for child, share in zip(takers, round_robin_shares(held, len(takers), self.handoff_turn), strict=True):
             if share and not self.send_connections_to(child, share):
                 self.held.extend(share)  # tried again on the next pass
 
@@ -579,7 +587,7 @@ class Manager:
             for c in sorted(self.children.values(), key=lambda c: c.slot.index)
         ]
         queue = status_report.listen_queue(self.listener) if self.listener.fileno() != -1 else None
-        state = {None: "running"}.get(self.stop_mode, self.stop_mode)
+        state = self.stop_mode or "running"
         return status_report.build_status(
             pool=self.pool_name, manager_pid=os.getpid(), state=state, listen=self.listen,
             start_time=self.start_wall, now_wall=now_wall, generation=self.generation,

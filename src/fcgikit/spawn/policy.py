@@ -32,8 +32,8 @@ def jittered_max_requests(max_requests: int, rng: random.Random | None = None) -
     """max_requests plus up to a tenth more, so children do not all recycle at once."""
     if max_requests <= 0:
         return 0
-    rng = rng or random
-    return max_requests + rng.randint(0, max_requests // JITTER_FRACTION)
+    randint = rng.randint if rng is not None else random.randint
+    return max_requests + randint(0, max_requests // JITTER_FRACTION)
 
 
 def hung_reason(busy: bool, request_started: float, last_seen: float, heartbeats: int,

@@ -12,8 +12,8 @@ from another).
 import mmap
 import struct
 import time
-from time import monotonic
 from dataclasses import dataclass
+from time import monotonic
 
 SLOT_FREE = 0
 SLOT_IDLE = 1

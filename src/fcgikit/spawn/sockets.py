@@ -7,7 +7,6 @@ import stat
 
 from .options import PoolConfig
 
-
 # The kernel holds a new connection until its first bytes arrive (the web server
 # always speaks first in FastCGI), so a woken child never finds an empty one.
 # uWSGI does the same by default. Seconds before a silent connection is handed over anyway.

@@ -76,7 +76,7 @@ class Nginx:
         self.prefix: Path | None = None
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 10.0) -> "Nginx":
+    def start(self, timeout: float = 10.0) -> Nginx:
         self.prefix = Path(tempfile.mkdtemp(prefix="fcgikit-nginx-"))
         self.port = self.port or free_port()
         (self.prefix / "fastcgi_params").write_text(FASTCGI_PARAMS)
@@ -99,8 +99,8 @@ class Nginx:
         # As root, nginx's workers would run as nobody and could not reach the
         # test's private sockets and files; a test server has nothing to protect.
         user = "user root;\n" if os.geteuid() == 0 else ""
-        text = CONFIG.format(user=user, prefix=self.prefix, port=self.port, workers=self.workers, log_level=self.log_level,
-                             http_conf=self.http_conf, server_conf=self.server_conf)
+        text = CONFIG.format(user=user, prefix=self.prefix, port=self.port, workers=self.workers,
+                             log_level=self.log_level, http_conf=self.http_conf, server_conf=self.server_conf)
         (self.prefix / "nginx.conf").write_text(text)
 
     def reload(self, server_conf: str | None = None, http_conf: str | None = None) -> None:
@@ -136,7 +136,7 @@ class Nginx:
             shutil.rmtree(self.prefix, ignore_errors=True)
             self.prefix = None
 
-    def __enter__(self) -> "Nginx":
+    def __enter__(self) -> Nginx:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -7,6 +7,7 @@ from the socket on demand, with a timeout, while the app runs.
 
 from __future__ import annotations
 
+import _socket
 import select
 import socket
 import struct
@@ -83,7 +84,7 @@ class Connection:
     __slots__ = ("sock", "fd", "addr", "proto", "events", "begun", "keep_conn", "request", "gone", "closed",
                  "must_close", "aborted", "close_follows", "drain_deadline", "answered")
 
-    def __init__(self, sock: socket.socket, addr) -> None:
+    def __init__(self, sock: _socket.socket, addr) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr

@@ -21,12 +21,14 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from ..fastcgi import ProtocolError
-from .cgi_request import serve_one_cgi_request, started_as_cgi
-from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
 from ..runtime.handoff import drain, send_connections
 from ..runtime.log import Log
+from .cgi_request import serve_one_cgi_request, started_as_cgi
+from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
 
 log = Log("fcgikit.worker")
 
@@ -51,6 +53,9 @@ class StopNow(BaseException):
 
 class _Poller:
     """epoll where there is one, poll() elsewhere; only readability matters here."""
+
+    _impl: Any
+    wait: Callable[[float], list[tuple[int, int]]]
 
     def __init__(self) -> None:
         if hasattr(select, "epoll"):
@@ -128,7 +133,7 @@ class RequestLoop:
     """
 
     def __init__(self, listen_sock: socket.socket, *, slot=None, max_requests: int = 0,
-                 allowed_addrs=None, stop_exception: type[BaseException] = StopNow,
+                 allowed_addrs=None, stop_exception: Callable[[], BaseException] = StopNow,
                  handoff: socket.socket | None = None, client_gone_ends_input: bool = False) -> None:
         self.listen_sock = listen_sock
         # accept(): the program's own code reads stdin, out of the loop's reach, so a
@@ -155,7 +160,7 @@ class RequestLoop:
         self._saved_wakeup = -1
         self._next_heartbeat = 0.0
         self._accept_error_logged = False
-        self._raw_accept = None
+        self._raw_accept: Callable[[], tuple[int, Any]] | None = None
         self._listen_fd = -1
         self._family = socket.AF_INET
         self._options_inherited: bool | None = False  # None: not known yet
@@ -441,7 +446,7 @@ class RequestLoop:
     def _setup(self) -> None:
         listen_sock = self.listen_sock
         listen_sock.setblocking(False)  # children race for each connection
-        self._raw_accept = listen_sock._accept
+        self._raw_accept = listen_sock._accept  # type: ignore[attr-defined]
         self._listen_fd = listen_sock.fileno()
         self._family = listen_sock.family
         self._options_inherited = self._set_inherited_options(listen_sock)
@@ -487,7 +492,7 @@ class RequestLoop:
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r)
         self._saved_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        handlers = {
+        handlers: dict[signal.Signals, Any] = {
             signal.SIGTERM: self._on_graceful,
             signal.SIGHUP: self._on_graceful,
             # libfcgi's graceful stop, which managers (spawn-fcgi's users,

@@ -7,7 +7,7 @@ tested with a fake channel and no socket (tests/unit/worker_fakes.py).
 from __future__ import annotations
 
 from time import monotonic
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..fastcgi import FCGI_STDERR, FCGI_STDOUT
 
@@ -240,6 +240,13 @@ class RequestBase:
     program started as a CGI script, the environment and stdio (`CGIRequest`)."""
 
     __slots__ = ()
+    # Each subclass has these (in its own __slots__ or as attributes).
+    request_id: int
+    params: dict[str, str]
+    stdout: Any
+    stderr: Any
+    finished: bool
+    app_status: int
 
     @property
     def environ(self) -> dict[str, str]:
@@ -259,9 +266,9 @@ class RequestBase:
         """Sends what is buffered and ends the request; idempotent. The loop calls it for you."""
         if self.finished:
             return
-        self.finished = True
+        self.finished = True  # type: ignore[misc]  # a slot of every subclass
         if app_status is not None:
-            self.app_status = app_status
+            self.app_status = app_status  # type: ignore[misc]
         self._end()
         self._close_streams()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from typing import Any
 
 from ..runtime.log import Log
 
@@ -160,7 +161,7 @@ class FileWrapper:
 
 
 # What every environ holds whatever the request (one dict.update per request).
-_WSGI_CONSTANTS = {
+_WSGI_CONSTANTS: dict[str, Any] = {
     "wsgi.version": WSGI_VERSION,
     "wsgi.input_terminated": True,  # input ends at FCGI_STDIN's end, whatever the length says
     "wsgi.multithread": False,
