@@ -267,10 +267,10 @@ class RecordReader:
 
 # --- events ---------------------------------------------------------------------
 
-# The application side's events are made three times per request. They are not
-# frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
-# which cost about 4% of a worker's instructions per request. Nothing changes them
-# once made; unsafe_hash keeps them hashable, as frozen ones were.
+# The application side's events are made for every request. They are not frozen:
+# a frozen dataclass's __init__ sets each field through object.__setattr__ (the
+# figures are in docs/bench.md). Nothing changes them once made; unsafe_hash keeps
+# them hashable, as frozen ones were.
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -309,8 +309,7 @@ class WholeRequest(tuple):
     `(request_id, keep_conn, params)`.
 
     Made for nearly every request, so it is a tuple made by tuple's own
-    constructor (no __init__ frame; a dataclass cost 2% of a worker's
-    instructions per request) and read by unpacking."""
+    constructor (no __init__ frame, see docs/bench.md) and read by unpacking."""
 
     __slots__ = ()
 
