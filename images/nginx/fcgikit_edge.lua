@@ -251,6 +251,13 @@ local function tick(premature)
 end
 
 function M.init_worker()
+    -- The list and the marks before this worker process takes its first request (a worker
+    -- started by a reload would otherwise have none until its first tick: 502).
+    local loaded, load_err = pcall(reload_list)
+    if not loaded then
+        log(ngx.ERR, "reading ", BACKENDS, ": ", load_err)
+    end
+    pcall(refresh_marks)
     local ok, err = ngx.timer.every(0.25, tick)
     if not ok then
         log(ngx.ERR, "cannot start the list timer: ", err)
