@@ -21,34 +21,49 @@ from tests.integration.test_stack import (  # noqa: F401 - fixtures
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 
-def test_logs_show_every_service_by_default_and_tail_since_and_follow(engine, cli_env, project, tmp_path):
+def test_logs_and_a_scale_of_two_services_on_a_stack_serving_its_own_app(engine, cli_env, project, tmp_path):
+    """One stack (one `up`, to keep the suite short): the app is not the example, the stack
+    file names the example; `logs` shows every service, `scale` of two services keeps the app."""
+    app = tmp_path / "mine"
+    app.mkdir()
+    (app / "wsgi.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'served by mine\\n']\n")
+    env = {key: value for key, value in cli_env.items() if key != "FCGIKIT_APP"}  # no --app but the ones given here
     spec = write_spec(tmp_path, workers=2, cgi=1)
+    common = ("-p", project, "-f", str(spec))
     with logs_on_failure(engine, project):
-        fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
-        url = status(cli_env, project, spec)["url"]
+        fcgikit(env, "up", *common, "--app", f"{app}:wsgi:application")
+        url = status(env, project, spec)["url"]
+        assert get(url, "/").text == "served by mine\n"
         assert get(url, "/cgi-bin/hello.sh").status_code == 200
+        check_logs(env, project, spec, url)
+        check_scale_keeps_the_app(env, project, spec, url, app, tmp_path)
 
-        every = fcgikit(cli_env, "logs", "-p", project, "--file", str(spec)).stdout.splitlines()
-        prefixes = {line.split(" | ", 1)[0].strip() for line in every}
-        assert prefixes == {f"{project}-nginx-1", f"{project}-workers-1", f"{project}-workers-2", f"{project}-cgi-1"}
-        assert any("GET /cgi-bin/hello.sh" in line for line in every), every
-        # `up` waited with health probes, and each container's HEALTHCHECK probes it: not an attack on the log
-        assert not [line for line in every if "not a regular file" in line], every
 
-        last = fcgikit(cli_env, "logs", "workers", "cgi", "--tail", "1", "-t", "-p", project, "--file", str(spec))
-        lines = last.stdout.splitlines()
-        assert sorted(line.split(" | ")[0].strip() for line in lines) == sorted(
-            [f"{project}-cgi-1", f"{project}-workers-1", f"{project}-workers-2"]), lines
-        stamps = [line.split(" | ", 1)[1].split(" ", 1)[0] for line in lines]
-        assert stamps == sorted(stamps) and all(stamp.endswith("Z") for stamp in stamps), lines  # merged by time
+def check_logs(cli_env, project: str, spec, url: str) -> None:
+    every = fcgikit(cli_env, "logs", "-p", project, "--file", str(spec)).stdout.splitlines()
+    prefixes = {line.split(" | ", 1)[0].strip() for line in every}
+    assert prefixes == {f"{project}-nginx-1", f"{project}-workers-1", f"{project}-workers-2", f"{project}-cgi-1"}
+    assert any("GET /cgi-bin/hello.sh" in line for line in every), every
+    # `up` waited with health probes, and each container's HEALTHCHECK probes it: not an attack on the log
+    assert not [line for line in every if "not a regular file" in line], every
 
-        hour = fcgikit(cli_env, "logs", "--since", "1h", "-p", project, "--file", str(spec)).stdout.splitlines()
-        assert hour[: len(every)] == every, (hour, every)
-        time.sleep(1.5)
-        quiet = fcgikit(cli_env, "logs", "--since", "1s", "-p", project, "--file", str(spec)).stdout
-        assert "GET /cgi-bin/hello.sh" not in quiet, quiet
+    last = fcgikit(cli_env, "logs", "workers", "cgi", "--tail", "1", "-t", "-p", project, "--file", str(spec))
+    lines = last.stdout.splitlines()
+    assert sorted(line.split(" | ")[0].strip() for line in lines) == sorted(
+        [f"{project}-cgi-1", f"{project}-workers-1", f"{project}-workers-2"]), lines
+    stamps = [line.split(" | ", 1)[1].split(" ", 1)[0] for line in lines]
+    assert stamps == sorted(stamps) and all(stamp.endswith("Z") for stamp in stamps), lines  # merged by time
 
-        follow_and_see(cli_env, project, spec, url)
+    hour = fcgikit(cli_env, "logs", "--since", "1h", "-p", project, "--file", str(spec)).stdout.splitlines()
+    assert hour[: len(every)] == every, (hour, every)
+    time.sleep(1.5)
+    quiet = fcgikit(cli_env, "logs", "--since", "1s", "-p", project, "--file", str(spec)).stdout
+    assert "GET /cgi-bin/hello.sh" not in quiet, quiet
+
+    follow_and_see(cli_env, project, spec, url)
 
 
 def follow_and_see(cli_env, project: str, spec, url: str) -> None:
@@ -74,31 +89,18 @@ def follow_and_see(cli_env, project: str, spec, url: str) -> None:
     assert code == 0, follower.stderr.read()
 
 
-def test_scale_several_services_at_once_keeps_the_app_that_runs(engine, cli_env, project, tmp_path):
-    app = tmp_path / "mine"
-    app.mkdir()
-    (app / "wsgi.py").write_text(
-        "def application(environ, start_response):\n"
-        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
-        "    return [b'served by mine\\n']\n")
-    env = {key: value for key, value in cli_env.items() if key != "FCGIKIT_APP"}  # no --app but the ones given here
-    spec = write_spec(tmp_path, workers=1, cgi=1)
+def check_scale_keeps_the_app(env, project: str, spec, url: str, app, tmp_path) -> None:
     common = ("-p", project, "-f", str(spec))
-    with logs_on_failure(engine, project):
-        fcgikit(env, "up", *common, "--app", f"{app}:wsgi:application")
-        url = status(env, project, spec)["url"]
-        assert get(url, "/").text == "served by mine\n"
+    scaled = fcgikit(env, "scale", "workers=3", "cgi=2", *common)  # no --app: the stack file names hello_wsgi
+    assert f"keeping the app the workers serve, {app}:wsgi:application" in scaled.stderr, scaled.stderr
+    report = status(env, project, spec)
+    assert (count(report, "workers"), count(report, "cgi")) == (3, 2)
+    assert {get(url, "/").text for _ in range(6)} == {"served by mine\n"}
 
-        scaled = fcgikit(env, "scale", "workers=3", "cgi=2", *common)  # no --app: the stack file names hello_wsgi
-        assert f"keeping the app the workers serve, {app}:wsgi:application" in scaled.stderr, scaled.stderr
-        report = status(env, project, spec)
-        assert (count(report, "workers"), count(report, "cgi")) == (3, 2)
-        assert {get(url, "/").text for _ in range(6)} == {"served by mine\n"}
-
-        other = tmp_path / "other.py"
-        other.write_text("def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'other']\n")
-        refused = fcgikit(env, "scale", "workers=1", *common, "--app", str(other), check=False)
-        assert refused.returncode == 1
-        assert refused.stderr.startswith(f"error: scale changes replica counts, not the app: the workers of {project} "
-                                         f"serve {app}:wsgi:application"), refused.stderr
-        assert count(status(env, project, spec), "workers") == 3, "a refused scale changed something"
+    other = tmp_path / "other.py"
+    other.write_text("def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'other']\n")
+    refused = fcgikit(env, "scale", "workers=1", *common, "--app", str(other), check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"error: scale changes replica counts, not the app: the workers of {project} "
+                                     f"serve {app}:wsgi:application"), refused.stderr
+    assert count(status(env, project, spec), "workers") == 3, "a refused scale changed something"
