@@ -46,8 +46,9 @@ def check_stack_app(spec: StackSpec, source: AppSource, example_apps: Path | Non
     problems = _check_workers(spec, source, example_apps)
     cgi = spec.services.cgi
     if cgi is not None and cgi.scripts is not None and not cgi.scripts.is_dir():
-        # --app never names the scripts: always the stack file's key
-        raise ConfigError(source.spec_file, problems + [f"services/cgi/scripts: directory {cgi.scripts} does not exist"])
+        # --app never names the scripts: the stack file's key, beside what --app got wrong
+        app_problems = [f"{source.where()}: {problem}" if source.app_option else problem for problem in problems]
+        raise ConfigError(source.spec_file, app_problems + [f"services/cgi/scripts: directory {cgi.scripts} does not exist"])
     if problems:
         raise ConfigError(source.where(), problems)
 
