@@ -339,6 +339,7 @@ def rollback(release, spec_file, project, image_prefix, base_image, dry_run) -> 
     out.print(f"rolled back to release {result.target.number} ({_release_summary(result.target)})"
               + (f", recorded as release {result.release.number}" if result.release else ""))
     out.print(f"{stack.project} is up: [bold]{result.url}[/]")
+    print_tls_hint(stack)
 
 
 def _short_app(app: str | None) -> str:
@@ -420,6 +421,10 @@ def down(spec_file, project, image_prefix, base_image, dry_run) -> None:
         return
     plan = stack.down()
     out.print(f"{stack.project} is down" + ("" if plan.steps else " (nothing was running)"))
+    kept = stack.releases() if isinstance(stack, Stack) else []
+    if kept:
+        out.print(f"its {len(kept)} release(s) stay (`fcgikit releases`): `fcgikit rollback {kept[-1].number}` "
+                  "brings the last one back")
 
 
 @cli.command()

@@ -125,6 +125,13 @@ def test_up_records_releases_and_rollback_returns_without_building_or_failing_a_
             assert [r["release"] for r in releases(cli_env, project, spec)] == [3]
             refused = fcgikit(cli_env, "rollback", "2", *args, check=False)
             assert refused.returncode == 1 and "no release 2; the recorded releases are 3" in refused.stderr
+
+            # down keeps the history: the stack comes back from it.
+            gone = fcgikit(cli_env, "down", *args)
+            assert "`fcgikit rollback 3` brings the last one back" in gone.stdout, gone.stdout
+            fcgikit(cli_env, "rollback", "3", *args)
+            url = status(cli_env, project, spec)["url"]
+            assert requests.get(url, timeout=10).text == "one\n"
     finally:
         for container in engine.containers.list(all=True, filters={"label": f"fcgikit.release.project={project}"}):
             container.remove(force=True)
