@@ -15,8 +15,8 @@ Docker network of its own, all from the same base image (fcgikit/base:bookworm):
   (`fcgikit up` itself cannot run php-cgi yet: its nginx config sends a `program` no
   SCRIPT_FILENAME, and php-cgi answers 404 "No input file specified".)
 
-The peers' app image is bench/containers/peers.Dockerfile: the fcgikit stack's worker image
-(base and runtime) with Debian's gunicorn, uWSGI, php-cgi and php-fpm added. Their nginx is
+The peers' app image is bench/containers/peers.Dockerfile: the same base with Debian's
+gunicorn, uWSGI, php-cgi and php-fpm, and fcgikit's runtime from the stack's worker image. Their nginx is
 fcgikit's own nginx image, run as fcgikit runs it, with fcgikit's rendered config whose
 `location /` is translated to the peer's protocol (same timeouts, retries, keepalive, access
 log). Every container is confined alike (read-only root, no capabilities, the same memory and
@@ -290,7 +290,8 @@ class Stacks:
         return by_service["nginx"][0], sorted(by_service["workers"])
 
     def build_peer_image(self, worker_image: str) -> str:
-        """bench/containers/peers.Dockerfile on the fcgikit stack's worker image."""
+        """bench/containers/peers.Dockerfile: the base, the peers from Debian, fcgikit's runtime
+        from the stack's worker image."""
         from .scenarios import WWW_DIR, php_fpm_config
 
         context = self.work_dir / "peers-context"
@@ -299,9 +300,10 @@ class Stacks:
         shutil.copy(APPS_DIR / "hello_wsgi.py", context / "hello_wsgi.py")
         shutil.copy(WWW_DIR / "php" / "hello.php", context / "hello.php")
         (context / "php-fpm.conf").write_text(php_fpm_config(APP_PORT).replace("127.0.0.1:", "0.0.0.0:"))
-        self.log(f"bench: docker build {PEER_IMAGE} (gunicorn, uWSGI, php-cgi and php-fpm from Debian, "
-                 f"on {worker_image}) ...")
-        docker("build", "-q", "--build-arg", f"WORKER_IMAGE={worker_image}", "--label", f"{LABEL}=peers",
+        self.log(f"bench: docker build {PEER_IMAGE} (gunicorn, uWSGI, php-cgi and php-fpm from Debian on "
+                 f"{BASE_IMAGE}, fcgikit from {worker_image}) ...")
+        docker("build", "-q", "--build-arg", f"WORKER_IMAGE={worker_image}", "--build-arg", f"BASE={BASE_IMAGE}",
+               "--label", f"{LABEL}=peers",
                "-t", PEER_IMAGE, str(context), timeout=900)
         return PEER_IMAGE
 
@@ -371,6 +373,12 @@ class Stacks:
             if done.returncode != 0:
                 self.log(f"bench: fcgikit down failed: {done.stderr.strip()[-1000:]}")
             self.fcgikit_file = None
+            # `fcgikit up` records each deployment as a never-started release container (for
+            # `fcgikit rollback`), which `down` keeps; the bench's project needs none.
+            releases = docker("ps", "-aq", "--filter", f"label=fcgikit.release.project={FCGIKIT_PROJECT}",
+                              check=False).split()
+            if releases:
+                docker("rm", *releases, check=False)
         self.running = {}
 
 

@@ -34,8 +34,8 @@ def engine():
 
 @pytest.mark.timeout(900)
 def test_the_container_stacks_run_answer_with_zero_errors_and_are_removed(engine, tmp_path):
-    # The first run builds fcgikit's images and the peers' (one apt-get on fcgikit's worker
-    # image, about a minute); later runs find them and take about 30 s.
+    # The first run builds fcgikit's images and the peers' (one apt-get on the base, about a
+    # minute and a half); later runs find them and take about 30 s.
     args = ["--containers", "--quick", "--results-dir", str(tmp_path), *[f"--only={name}" for name in HELLOS]]
     done = subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=880)
@@ -65,3 +65,4 @@ def test_the_container_stacks_run_answer_with_zero_errors_and_are_removed(engine
     assert docker_lines("ps", "-a", "-q", "--filter", "label=fcgikit.bench") == [], "peers' containers left"
     assert docker_lines("network", "ls", "-q", "--filter", "label=fcgikit.bench") == [], "peers' networks left"
     assert docker_lines("ps", "-a", "-q", "--filter", "label=fcgikit.project=fcgikit-bench-fcgikit") == []
+    assert docker_lines("ps", "-a", "-q", "--filter", "label=fcgikit.release.project=fcgikit-bench-fcgikit") == []
