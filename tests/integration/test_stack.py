@@ -32,6 +32,7 @@ import yaml  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
 from fcgikit.deploy.model import LABEL_PROJECT, NGINX_PID_PATH  # noqa: E402
+from fcgikit.deploy.releases import LABEL_OF as LABEL_RELEASE_OF  # noqa: E402
 
 # On a clean engine the first test to need images also makes the base (debootstrap, minutes).
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -90,9 +91,11 @@ def project(engine, cli_env):
 
 
 def remove_project(engine, name: str) -> None:
-    for container in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={name}"}):
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True, v=True)  # and nginx's anonymous /etc/nginx volume
+    # The project's containers, and its release records (never started, no project label: `down` keeps them).
+    for label in (f"{LABEL_PROJECT}={name}", f"{LABEL_RELEASE_OF}={name}"):
+        for container in engine.containers.list(all=True, filters={"label": label}):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True, v=True)  # and nginx's anonymous /etc/nginx volume
     for network in engine.networks.list(filters={"label": f"{LABEL_PROJECT}={name}"}):
         with contextlib.suppress(docker.errors.APIError):
             network.remove()

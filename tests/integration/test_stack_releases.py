@@ -132,6 +132,5 @@ def test_up_records_releases_and_rollback_returns_without_building_or_failing_a_
             fcgikit(cli_env, "rollback", "3", *args)
             url = status(cli_env, project, spec)["url"]
             assert requests.get(url, timeout=10).text == "one\n"
-    finally:
-        for container in engine.containers.list(all=True, filters={"label": f"fcgikit.release.project={project}"}):
-            container.remove(force=True)
+    finally:  # (the project fixture removes the release records too)
+        pass
