@@ -272,7 +272,7 @@ def up(spec_file, project, image_prefix, base_image, app, tls, dry_run) -> None:
     stack = load_stack(spec_file, project, image_prefix, base_image, app, tls, check_app=True)
     if dry_run:
         plan = stack.plan_up(build=False)
-        print_plan(plan, stack.image_notes() if not plan.changes_nothing else [])
+        print_plan(plan, image_notes(stack) if not plan.changes_nothing else [])
         return
     try:
         result = stack.up()
@@ -377,7 +377,8 @@ def scale(assignments, spec_file, project, image_prefix, base_image, app, tls, d
         check_stack_app(stack.spec, AppSource(str(spec_file or default_spec_file()), app or kept))
     if dry_run:
         plan = stack.plan_scale(replicas, build=False)
-        print_plan(plan, stack.image_notes() if not plan.changes_nothing else [])
+        release = getattr(stack, "deployed_release", lambda: None)()  # scaled as it runs: its images
+        print_plan(plan, image_notes(stack) if not plan.changes_nothing and release is None else [])
         return
     try:
         result = stack.scale(replicas)
@@ -492,16 +493,22 @@ def test(app, pytest_args) -> None:
 # --- printing ----------------------------------------------------------------------------------
 
 
-def print_plan(plan: Plan, image_notes: list[str] = ()) -> None:
+def image_notes(stack) -> list[str]:
+    """What a dry run builds and ships before its steps (engines placing containers themselves)."""
+    notes = getattr(stack, "image_notes", None)
+    return notes() if notes is not None else []
+
+
+def print_plan(plan: Plan, notes: list[str] = ()) -> None:
     out.print(f"[bold]plan for project {plan.project}[/] (dry run, nothing changed)")
     for service, names in plan.placements().items():
         out.print(f"  {service}: {', '.join(names)}")
     if plan.changes_nothing:
         out.print("no change")
         return
-    if image_notes:
+    if notes:
         out.print("images first:")
-        for note in image_notes:
+        for note in notes:
             out.print(f"  {escape(note)}")
     for number, step in enumerate(plan.steps, 1):
         out.print(f"{number:3}. {escape(step.describe())}")
