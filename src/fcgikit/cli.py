@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .deploy.cli_hosts import host_lines, hosts_options, stack_for
+from .deploy.cli_hosts import hosts_group
 from .deploy.cli_hosts import lock as lock_commands
 from .deploy.appcheck import AppSource, check_stack_app
 from .deploy.errors import ConfigError, FcgikitError
@@ -162,11 +163,12 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None,
         problems = unsupported_on_swarm(spec)
         if problems:
             raise ConfigError(str(spec_file), [f"{problem}; nothing changed" for problem in problems])
-        if chosen_hosts() is not None:
-            raise FcgikitError("--engine swarm with --hosts is not built yet: run fcgikit on a swarm manager "
-                               "node with --engine swarm (see docs/swarm.md); nothing changed")
+        remote = None
+        if chosen_hosts() is not None:  # built here, shipped to the nodes, deployed through the primary edge host
+            remote = stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
+                                    progress=progress, app=app, **extra))
         return SwarmStack(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
-                          progress=progress, init_swarm=bool(meta.get("fcgikit.init_swarm")))
+                          progress=progress, init_swarm=bool(meta.get("fcgikit.init_swarm")), remote=remote)
     return stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
                           progress=progress, app=app, **extra))
 
@@ -576,6 +578,7 @@ def _dash(value) -> str:
 
 
 cli.add_command(lock_commands)
+cli.add_command(hosts_group)
 
 if __name__ == "__main__":
     main()

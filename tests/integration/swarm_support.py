@@ -96,3 +96,47 @@ def env_without_fcgikit() -> dict[str, str]:
     for variable in ("FCGIKIT_PROJECT", "FCGIKIT_FILE", "FCGIKIT_APP", "FCGIKIT_HOSTS", "FCGIKIT_ENGINE"):
         env.pop(variable, None)
     return env
+
+
+class KeepAliveLoad:
+    """GETs over kept-alive connections (one requests.Session per thread) until stopped;
+    every failure is counted with what it was."""
+
+    def __init__(self, url: str, threads: int = 4):
+        import threading
+
+        self.url, self.stopping, self.lock = url, threading.Event(), threading.Lock()
+        self.ok, self.failures, self.versions, self.slowest = 0, [], set(), 0.0
+        self.failure_times: list[float] = []  # time.monotonic() at which each failed request began
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        import requests
+
+        with requests.Session() as session:
+            while not self.stopping.is_set():
+                began = time.monotonic()
+                try:
+                    answer = session.get(self.url, timeout=30)
+                    self.slowest = max(self.slowest, time.monotonic() - began)
+                    with self.lock:
+                        if answer.status_code == 200:
+                            self.ok += 1
+                            self.versions.add(answer.text.split(" pid")[0])
+                        else:
+                            self.failures.append(f"HTTP {answer.status_code}: {answer.text[:80]!r}")
+                            self.failure_times.append(began)
+                except requests.RequestException as exc:
+                    with self.lock:
+                        self.failures.append(f"{exc.__class__.__name__}: {exc}")
+                        self.failure_times.append(began)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=15)

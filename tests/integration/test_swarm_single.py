@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 
 from fcgikit.testing import free_port  # noqa: E402
 from tests.integration.swarm_support import (  # noqa: E402
+    KeepAliveLoad,
     env_without_fcgikit,
     local_swarm,
     remove_stack,
@@ -152,45 +153,6 @@ def fcgikit(env: dict, *args: str, check: bool = True, timeout: float = 600) -> 
     if check:
         assert done.returncode == 0, f"fcgikit {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done
-
-
-class KeepAliveLoad:
-    """GETs over kept-alive connections (one requests.Session per thread) until stopped;
-    every failure is counted with what it was."""
-
-    def __init__(self, url: str, threads: int = 4):
-        import threading
-
-        self.url, self.stopping, self.lock = url, threading.Event(), threading.Lock()
-        self.ok, self.failures, self.versions = 0, [], set()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self) -> None:
-        import requests
-
-        with requests.Session() as session:
-            while not self.stopping.is_set():
-                try:
-                    answer = session.get(self.url, timeout=10)
-                    with self.lock:
-                        if answer.status_code == 200:
-                            self.ok += 1
-                            self.versions.add(answer.text.split(" pid")[0])
-                        else:
-                            self.failures.append(f"HTTP {answer.status_code}: {answer.text[:80]!r}")
-                except requests.RequestException as exc:
-                    with self.lock:
-                        self.failures.append(f"{exc.__class__.__name__}: {exc}")
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopping.set()
-        for thread in self.threads:
-            thread.join(timeout=15)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from fcgikit.cli import cli
-from fcgikit.deploy import cli_hosts, commands
+from fcgikit.deploy import commands
 from fcgikit.deploy.model import LABEL_CONFIG, LABEL_PROJECT
 from fcgikit.deploy.spec import load_stack_spec, with_replicas
 from fcgikit.deploy.swarm import EDGE_SCRIPT_TARGET, stack_file, swarm_nginx_conf
@@ -120,17 +120,6 @@ def test_engine_in_the_stack_file_is_checked(tmp_path):
     result = CliRunner().invoke(cli, ["up", "--dry-run", "-f", str(spec_file)])
     assert result.exit_code == 1
     assert "engine" in result.output and "kubernetes" in result.output
-
-
-def test_engine_swarm_with_hosts_is_refused_before_anything_starts(tmp_path):
-    hosts = tmp_path / "hosts.yaml"
-    hosts.write_text("hosts: {}\n")
-    try:
-        result = CliRunner().invoke(cli, ["up", "--engine", "swarm", "--hosts", str(hosts), "--dry-run"])
-    finally:
-        cli_hosts._chosen["hosts"] = None  # a module global: it would outlive this invocation
-    assert result.exit_code == 1
-    assert "--engine swarm with --hosts is not built yet" in result.output
 
 
 def test_what_swarm_does_not_deploy_yet_is_refused_naming_the_key(tmp_path):

@@ -109,3 +109,31 @@ def lock_release(hosts_file: Path, project: str, accept_new_host_keys: bool) -> 
         click.echo(f"deploy lock for {project} released" + (f" (was held by {holder.describe()})" if holder else ""))
     finally:
         fleet.close()
+
+
+@click.group("hosts")
+def hosts_group() -> None:
+    """The inventory's hosts themselves (for `--engine swarm`)."""
+
+
+@hosts_group.command("bootstrap")
+@click.option("--hosts", "hosts_file", required=True, envvar="FCGIKIT_HOSTS",
+              type=click.Path(dir_okay=False, exists=True, path_type=Path), help="inventory file")
+@click.option("--accept-new-host-keys", is_flag=True, help="record an unknown host key")
+def hosts_bootstrap(hosts_file: Path, accept_new_host_keys: bool) -> None:
+    """Docker on every host (Debian's docker.io where missing), one swarm: init on the
+    primary edge host, the others joined, each node labelled with its roles. Rerunnable."""
+    from .swarm_hosts import bootstrap
+
+    inventory = load_inventory(hosts_file)
+    fleet = Fleet(inventory.targets(), accept_new_host_keys=accept_new_host_keys)
+    fleet.connect()
+    try:
+        done = bootstrap(inventory, fleet, lambda text: click.echo(f"• {text}", err=True))
+    finally:
+        fleet.close()
+    names = ", ".join(entry.name for entry in inventory.hosts)
+    if done:
+        click.echo(f"swarm of {inventory.primary.name}: {names} ({'; '.join(done)})")
+    else:
+        click.echo(f"no change: {names} are one swarm, labelled with their roles")

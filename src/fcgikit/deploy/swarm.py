@@ -21,8 +21,10 @@ show exactly what is deployed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -267,6 +269,9 @@ class SwarmStack:
     init_swarm: bool = False  # the user's consent to `docker swarm init` on the local engine
     state_dir: Path | None = None  # where the stack file is written (default: ~/.local/state/fcgikit/swarm/PROJECT)
     converge_timeout: float = 180.0
+    # With an inventory (--hosts): the RemoteStack that builds here and ships to each host,
+    # holds the deploy lock and reaches the primary edge host's engine, a swarm manager.
+    remote: object | None = None
     _client: docker.DockerClient | None = field(default=None, init=False, repr=False)
 
     # --- engine ------------------------------------------------------------------------------
@@ -274,11 +279,29 @@ class SwarmStack:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = docker.from_env()
+            self._client = self._manager().docker() if self.remote is not None else docker.from_env()
         return self._client
 
+    def _manager(self):
+        """The primary edge host's SSH session (with an inventory)."""
+        primary = self.remote.inventory.primary.name
+        if primary not in self.remote.fleet.sessions:
+            raise FcgikitError(f"the primary host {primary} (the swarm manager) cannot be reached: "
+                               f"{self.remote.fleet.unreachable.get(primary)}")
+        return self.remote.fleet.session(primary)
+
+    def docker_env(self) -> dict[str, str] | None:
+        """The docker CLI's environment: with an inventory, the manager's engine over SSH."""
+        if self.remote is None:
+            return None
+        session = self._manager()
+        session.docker()  # opens the tunnel
+        return dict(os.environ, DOCKER_HOST=session._tunnel.base_url)
+
     def images(self) -> Stack:
-        """The local engine's image building, as for `fcgikit up`."""
+        """Image building as for `fcgikit up`: here, and shipped to each host lacking them."""
+        if self.remote is not None:
+            return self.remote
         return Stack(spec=self.spec, project=self.project, names=self.names, say=self.say, progress=self.progress)
 
     def swarm_state(self) -> tuple[str, bool]:
@@ -294,6 +317,9 @@ class SwarmStack:
             return []
         if state != "inactive":
             raise FcgikitError(f"the local Docker engine's swarm is {state}; nothing changed")
+        if self.remote is not None:
+            raise FcgikitError(f"{self.remote.inventory.primary.name} (the primary edge host) is not a swarm manager: "
+                               "run `fcgikit hosts bootstrap --hosts FILE` first; nothing changed")
         if not self.init_swarm:
             raise FcgikitError("the local Docker engine is not in swarm mode: give --init-swarm to let fcgikit "
                                "run `docker swarm init --advertise-addr 127.0.0.1` (a single-node swarm; "
@@ -332,15 +358,14 @@ class SwarmStack:
         tags = self.images().image_tags(build=build)
         services = self._services() if not steps else {}
         port = self._port(services)
-        files = stack_file(spec, self.project, tags, port=port)
+        files = stack_file(spec, self.project, tags, port=port, placement=self.remote is not None)
         replicas = {name: s["deploy"]["replicas"] for name, s in files.stack["services"].items()}
         current = {name: s.attrs["Spec"]["Labels"].get(LABEL_CONFIG) for name, s in services.items()}
         if current == files.hashes and not steps:
             return SwarmPlan(self.project, replicas, (), files)
         if "nginx" not in services or current.get("nginx") != files.hashes["nginx"]:
-            if not local_port_free(port) and "nginx" not in services:
-                raise FcgikitError(f"port {port} on this host is in use by another program; nothing changed "
-                                   "(free it or choose another nginx port)")
+            if "nginx" not in services:
+                self._check_port(port)
         path = self._stack_dir() / "stack.yaml"
         steps += [
             SwarmStep("write", f"write the stack file {path} (and nginx.conf, swarm-edge.sh beside it)"),
@@ -348,9 +373,20 @@ class SwarmStack:
                       ("docker", "stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(path), self.project)),
             SwarmStep("converge", "wait until every service runs its replicas of the new definition "
                       "(rolled back if one fails)"),
-            SwarmStep("check", f"check GET http://127.0.0.1:{port}/ through nginx"),
+            SwarmStep("check", f"check GET / on port {port} through nginx"),
         ]
         return SwarmPlan(self.project, replicas, tuple(steps), files)
+
+    def _check_port(self, port: int) -> None:
+        if self.remote is None:
+            if not local_port_free(port):
+                raise FcgikitError(f"port {port} on this host is in use by another program; nothing changed "
+                                   "(free it or choose another nginx port)")
+            return
+        for entry in self.remote.inventory.hosts:
+            if "edge" in entry.roles and entry.name in self.remote.fleet.sessions and not self.remote.port_free(entry.name, port):
+                raise FcgikitError(f"port {port} on host {entry.name} ({entry.address}) is in use by another program; "
+                                   "nothing changed (free it or choose another nginx port)")
 
     def plan_scale(self, replicas: dict[str, int], *, build: bool = True) -> SwarmPlan:
         services = self._services()
@@ -380,6 +416,13 @@ class SwarmStack:
         """`scale` changes only replica counts (`docker service scale`): the tasks keep their image."""
         return None
 
+    def keep_deployed_tls(self) -> None:
+        """No HTTPS on a swarm yet (refused when the stack file asks for it)."""
+        return None
+
+    def image_notes(self) -> list[str]:
+        return []
+
     def plan_down(self) -> SwarmPlan:
         services = self._services()
         state, _ = self.swarm_state()
@@ -397,15 +440,22 @@ class SwarmStack:
         return self.images().build(tag_latest=tag_latest)
 
     def up(self) -> SwarmResult:
-        return self.execute(self.plan_up(build=True))
+        with self._lock("up"):
+            return self.execute(self.plan_up(build=True))
 
     def scale(self, replicas: dict[str, int]) -> SwarmResult:
-        return self.execute(self.plan_scale(replicas))
+        with self._lock("scale"):
+            return self.execute(self.plan_scale(replicas))
 
     def down(self) -> SwarmPlan:
-        plan = self.plan_down()
-        self.execute(plan)
-        return plan
+        with self._lock("down"):
+            plan = self.plan_down()
+            self.execute(plan)
+            return plan
+
+    def _lock(self, command: str):
+        """With an inventory: the deploy lock on the primary host, as for `--hosts`."""
+        return self.remote._lock(command) if self.remote is not None else contextlib.nullcontext()
 
     def execute(self, plan: SwarmPlan) -> SwarmResult:
         if plan.changes_nothing:
@@ -420,11 +470,11 @@ class SwarmStack:
 
     def run(self, step: SwarmStep, plan: SwarmPlan, started: float) -> None:
         if step.action in ("init", "scale", "remove"):
-            _run(step.argv)
+            _run(step.argv, env=self.docker_env())
         elif step.action == "write":
             self._write(plan.files)
         elif step.action == "deploy":
-            _run(step.argv, cwd=self._stack_dir())
+            _run(step.argv, cwd=self._stack_dir(), env=self.docker_env())
         elif step.action == "converge":
             self.wait_converged(plan.files.hashes if plan.files else None, started)
         elif step.action == "check":
@@ -520,7 +570,7 @@ class SwarmStack:
         name = self._task_name(task)
         status = task["Status"]
         reason = status.get("Err") or status.get("Message") or status["State"]
-        logs = _task_logs(task["ID"], 20)
+        logs = _task_logs(task["ID"], 20, self.docker_env())
         return (f": task {name} {status['State']}: {reason}" + (f"\n--- last log lines of {name} ---\n{logs}" if logs else ""))
 
     def _failing_tasks_report(self, names: Sequence[str]) -> str:
@@ -566,17 +616,26 @@ class SwarmStack:
             time.sleep(0.3)
         raise SwarmFailed(f"GET {url} through {self.project}_nginx failed: {problem}\n"
                           f"--- last 20 log lines of {self.project}_nginx ---\n"
-                          + _service_logs(f"{self.project}_nginx", 20))
+                          + _task_logs(f"{self.project}_nginx", 20, self.docker_env()))
 
     # --- reporting ------------------------------------------------------------------------------
 
     def url(self) -> str | None:
+        """Where nginx answers: its port on this machine, or on the node its task runs on."""
         nginx = self._services().get("nginx")
         if nginx is None:
             return None
-        for published in nginx.attrs["Spec"].get("EndpointSpec", {}).get("Ports", []):
-            return f"http://127.0.0.1:{published['PublishedPort']}/"
-        return None
+        ports = nginx.attrs["Spec"].get("EndpointSpec", {}).get("Ports", [])
+        if not ports:
+            return None
+        address = "127.0.0.1"
+        if self.remote is not None:
+            running = [t for t in nginx.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]
+            if not running:
+                return None
+            node = self.client.nodes.get(running[0]["NodeID"])
+            address = node.attrs.get("Status", {}).get("Addr") or address
+        return f"http://{address}:{ports[0]['PublishedPort']}/"
 
     def status(self) -> dict:
         """Tasks per node: desired versus running, and why a task is not running."""
@@ -627,7 +686,8 @@ class SwarmStack:
                 argv[3:3] = ["--since", request.since.text]
             if request.timestamps:
                 argv.insert(3, "--timestamps")
-            processes.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            processes.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                              env=self.docker_env()))
         try:
             if not request.follow:
                 for process in processes:
@@ -657,21 +717,17 @@ def _order(service: str) -> int:
     return {"nginx": 0, "workers": 1, "cgi": 2}.get(service, 3)
 
 
-def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
-    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=300)
+def _run(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
     if done.returncode != 0:
         raise SwarmFailed(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
     return done.stdout
 
 
-def _task_logs(task_id: str, tail: int) -> str:
-    done = subprocess.run(["docker", "service", "logs", "--raw", "--tail", str(tail), task_id],
-                          capture_output=True, text=True, timeout=30)
+def _task_logs(task_or_service: str, tail: int, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(["docker", "service", "logs", "--raw", "--tail", str(tail), task_or_service],
+                          capture_output=True, text=True, timeout=30, env=env)
     return (done.stdout + done.stderr).rstrip()
-
-
-def _service_logs(name: str, tail: int) -> str:
-    return _task_logs(name, tail)
 
 
 def _epoch(timestamp: str) -> float:

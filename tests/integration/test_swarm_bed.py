@@ -1,0 +1,181 @@
+"""`--engine swarm` across the test bed: three hosts with their own engines made one swarm by
+`fcgikit hosts bootstrap`, images shipped by ID, tasks placed by role, a host cut off.
+
+This machine's engine is not put in swarm mode here: the bed's hosts form the swarm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hosts.bed import TestBed
+from tests.integration.swarm_support import KeepAliveLoad, env_without_fcgikit, unique, wait_answering
+
+pytestmark = [pytest.mark.multihost, pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(1200)]
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = {"h1": ["edge"], "h2": ["workers"], "h3": ["workers", "cgi"]}
+
+
+def fcgikit(env: dict, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "fcgikit.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"fcgikit {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    with TestBed(hosts=3, workdir=tmp_path_factory.mktemp("swarm-bed")) as bed:
+        yield bed
+
+
+@pytest.fixture(scope="module")
+def deployment(bed, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("swarm-bed-spec")
+    inventory = directory / "hosts.yaml"
+    inventory.write_text(bed.inventory_yaml(ROLES))
+    project = unique("sb")
+    spec = directory / "fcgikit.yaml"
+    spec.write_text(f"""project: {project}
+engine: swarm
+services:
+  nginx:
+    port: 8080
+  workers:
+    app: hello_wsgi:app
+    path: {ROOT / "apps"}
+    processes: 2
+    replicas: 2
+  cgi:
+    scripts: {ROOT / "apps" / "cgi-bin"}
+    processes: 1
+    replicas: 1
+""")
+    prefix = unique("fcgikit-swarmbed-")
+    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=prefix, FCGIKIT_HOSTS=str(inventory))
+    built = fcgikit(env, "build", "-f", str(spec), timeout=900)
+    yield {"bed": bed, "env": env, "spec": str(spec), "project": project, "inventory": inventory,
+           "tags": [line.split()[0] for line in built.stdout.splitlines() if line.startswith(prefix)]}
+    import docker
+
+    client = docker.from_env()
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix + "/"):
+                client.images.remove(tag, force=True)
+
+
+def bed_hosts(bed):
+    return {host.name: host for host in bed.hosts}
+
+
+def test_bootstrap_makes_one_swarm_labelled_by_role_and_a_rerun_changes_nothing(deployment):
+    env, bed = deployment["env"], deployment["bed"]
+    first = fcgikit(env, "hosts", "bootstrap")
+    assert "swarm initialised on h1" in first.stdout and "h2 joined" in first.stdout and "h3 joined" in first.stdout
+    token_hint = "SWMTKN"
+    assert token_hint not in first.stdout + first.stderr, "a join token was printed"
+    nodes = bed.exec(bed_hosts(bed)["h1"], "docker node ls --format '{{.Hostname}} {{.Status}}'")
+    assert sorted(nodes.split()) == sorted("h1 Ready h2 Ready h3 Ready".split()), nodes
+    labels = bed.exec(bed_hosts(bed)["h1"],
+                      "docker node inspect h3 --format '{{json .Spec.Labels}}'")
+    assert json.loads(labels) == {"fcgikit.role.workers": "true", "fcgikit.role.cgi": "true"}
+    again = fcgikit(env, "hosts", "bootstrap")
+    assert again.stdout.startswith("no change"), again.stdout
+
+
+def test_up_ships_the_images_and_places_tasks_by_role(deployment):
+    env, spec, bed = deployment["env"], deployment["spec"], deployment["bed"]
+    started = time.monotonic()
+    up = fcgikit(env, "up", "-f", spec)
+    took = time.monotonic() - started
+    edge = bed_hosts(bed)["h1"]
+    assert f"http://{edge.address}:8080/" in up.stdout, up.stdout
+    answer = wait_answering(f"http://{edge.address}:8080/", timeout=10)
+    assert answer is not None and answer.text.startswith("Hello")
+    assert wait_answering(f"http://{edge.address}:8080/cgi-bin/hello.sh", timeout=10).status_code == 200
+    # Each host holds exactly the images its roles run, shipped from here (no registry).
+    worker_tag, nginx_tag = sorted(deployment["tags"], key=lambda tag: "nginx" in tag)
+    for host, wanted, unwanted in (("h1", nginx_tag, worker_tag), ("h2", worker_tag, nginx_tag), ("h3", worker_tag, nginx_tag)):
+        images = bed.exec(bed_hosts(bed)[host], "docker images --format '{{.Repository}}:{{.Tag}}'")
+        assert wanted in images and unwanted not in images, (host, images)
+    report = json.loads(fcgikit(env, "status", "-f", spec, "--json").stdout)
+    placed = {(row["service"], row["host"]) for row in report["containers"] if row["state"] == "running"}
+    assert ("nginx", "h1") in placed and ("cgi", "h3") in placed
+    assert {host for service, host in placed if service == "workers"} <= {"h2", "h3"}
+    started = time.monotonic()
+    again = fcgikit(env, "up", "-f", spec)
+    rerun = time.monotonic() - started
+    print(f"swarm up across 3 bed hosts: {took:.1f}s (images built before, shipped in it); rerun {rerun:.1f}s")
+    assert "no change" in again.stdout and again.stderr.count("nothing sent") == 3, again.stderr
+    # Targets: under 60 s and under 3 s. A rerun is about 1.5 s of work (SSH to three hosts,
+    # their image lists, the manager's services) plus 1-2.5 s of Python imports, more when
+    # others load this machine: bounded loosely here, the figures are printed above.
+    assert took < 60 and rerun < 10
+
+
+def test_scale_under_keepalive_load_fails_no_request(deployment):
+    env, spec, bed = deployment["env"], deployment["spec"], deployment["bed"]
+    url = f"http://{bed_hosts(bed)['h1'].address}:8080/"
+    with KeepAliveLoad(url) as load:
+        time.sleep(1)
+        fcgikit(env, "scale", "workers=6", "-f", spec)
+        time.sleep(3)
+        fcgikit(env, "scale", "workers=2", "-f", spec)
+        time.sleep(3)
+    print(f"scale 2->6->2 across hosts under keep-alive load: {load.ok} answered, {len(load.failures)} failed")
+    assert load.ok > 50 and load.failures == [], load.failures[:10]
+
+
+def test_a_worker_host_cut_off_loses_no_request_and_swarm_restores_the_replicas(deployment):
+    env, spec, bed = deployment["env"], deployment["spec"], deployment["bed"]
+    hosts = bed_hosts(bed)
+    url = f"http://{hosts['h1'].address}:8080/"
+    fcgikit(env, "scale", "workers=4", "-f", spec)
+    cut = None
+    with KeepAliveLoad(url) as load:
+        time.sleep(1)
+        bed.cut_off(hosts["h2"])
+        cut = time.monotonic()
+        restored = None
+        while time.monotonic() - cut < 90:
+            report = json.loads(fcgikit(env, "status", "-f", spec, "--json").stdout)
+            running = [row for row in report["containers"]
+                       if row["service"] == "workers" and row["state"] == "running" and row["host"] == "h3"]
+            if len(running) == 4:
+                restored = time.monotonic() - cut
+                break
+            time.sleep(2)
+        time.sleep(2)
+    try:
+        print(f"worker host cut off: 4 workers running on h3 again after {restored}s; "
+              f"{load.ok} answered, {len(load.failures)} failed, slowest {load.slowest:.1f}s")
+        assert restored is not None and restored < 60, "Swarm did not restore the replicas within 60 s"
+        # As with --hosts (test_multihost_deploy): a request nginx had already sent to h2 when it
+        # was cut off (in flight, or on a kept-alive connection) may have reached its app, so it
+        # is not replayed (docs/stack.md, "Timeouts and retries"): it ends as nginx's 504 at the
+        # request timeout, one per client connection at most. Once the edge's probes have marked
+        # h2's tasks down (about 1 s), nothing fails.
+        late = [what for began, what in zip(load.failure_times, load.failures) if began > cut + 2]
+        assert load.ok > 50 and late == [], late[:5]
+        assert all("504" in what for what in load.failures), load.failures[:5]
+        assert len(load.failures) <= len(load.threads), load.failures
+    finally:
+        bed.reconnect(hosts["h2"])
+
+
+def test_down_removes_the_stack_from_the_swarm(deployment):
+    env, spec, bed = deployment["env"], deployment["spec"], deployment["bed"]
+    done = fcgikit(env, "down", "-f", spec)
+    assert "is down" in done.stdout
+    services = bed.exec(bed_hosts(bed)["h1"], "docker service ls -q")
+    assert services.strip() == ""
