@@ -44,6 +44,17 @@ def test_get_with_query_string_and_request_headers(served, nginx):
     assert "wsgi.url_scheme=http" in lines
 
 
+def test_the_stacks_params_mount_the_app_at_the_root(served):
+    """`include fcgikit_app_params;` sends what the stack's edge sends (fastcgi/nginx_params.py)."""
+    location = f"location / {{ include fcgikit_app_params; fastcgi_pass 127.0.0.1:{served.port}; }}"
+    with Nginx(location) as ngx:
+        response = requests.get(ngx.url("/?a=1"), timeout=10)
+        assert response.status_code == 200, context(served, ngx)
+        lines = response.text.splitlines()
+        assert "SCRIPT_NAME=" in lines and "PATH_INFO=/" in lines and "QUERY_STRING=a=1" in lines
+        assert requests.get(ngx.url("/no/such/page"), timeout=10).text == "not found\n"  # PATH_INFO is the path
+
+
 def test_unknown_route_is_the_apps_404(served, nginx):
     response = requests.get(nginx.url("/no/such/page"), timeout=10)
     assert response.status_code == 404 and response.text == "not found\n"

@@ -13,7 +13,7 @@ longest existing prefix is the program). The tests' `include fastcgi_params` is
 on purpose something else: Debian's stock file (`stock_params()`, SCRIPT_NAME
 $fastcgi_script_name and no PATH_INFO), what a user's own nginx sends, which the
 worker must take as an app at the root too (worker/wsgi.py). Tests that want
-exactly what the stack sends include `fcgikit_app_params` or `fcgikit_cgi_params`.
+exactly what the stack's `location /` sends include `fcgikit_app_params`.
 """
 
 from __future__ import annotations
