@@ -94,3 +94,22 @@ def test_the_container_holds_names_and_waits_for_them_but_no_value_is_in_its_def
 def test_values_are_redacted_from_printed_text_longest_first():
     redact = sec.Redactor({"pw": b"hunter2-long\n", "short": b"ab", "part": b"hunter2"})
     assert redact("login hunter2-long and hunter2, ab") == "login [secret pw] and [secret part], ab"
+
+
+def test_on_swarm_secrets_are_docker_secrets_and_a_new_value_updates_the_service(tmp_path):
+    from fcgikit.deploy.swarm import secret_version_name, stack_file, unsupported_on_swarm
+
+    (tmp_path / "pw").write_text("v1-value")
+    spec = stack(tmp_path, {"pw": {"from_file": "pw"}, "tok": {"from_env": "TOK", "deliver": "env"}}, ["pw", "tok"])
+    assert unsupported_on_swarm(spec) == []
+    names = {"pw": secret_version_name("demo", "pw", b"v1-value", b"k" * 32), "tok": "demo_tok_1"}
+    files = stack_file(spec, "demo", IMAGES, port=8080, secret_names=names)
+    workers = files.stack["services"]["workers"]
+    assert workers["secrets"] == [{"source": "pw", "target": "pw", "uid": "10001", "gid": "10001", "mode": 0o400},
+                                  {"source": "tok", "target": "tok", "uid": "10001", "gid": "10001", "mode": 0o400}]
+    assert workers["command"][:2] == ["sh", "-c"] and "$$" in workers["command"][2] and "TOK=tok" in workers["command"]
+    assert files.stack["secrets"] == {"pw": {"external": True, "name": names["pw"]},
+                                      "tok": {"external": True, "name": "demo_tok_1"}}
+    assert "v1-value" not in json.dumps(files.stack) and hashlib.sha256(b"v1-value").hexdigest()[:12] not in names["pw"]
+    renewed = stack_file(spec, "demo", IMAGES, port=8080, secret_names={**names, "pw": "demo_pw_2"})
+    assert renewed.hashes["workers"] != files.hashes["workers"] and renewed.hashes["nginx"] == files.hashes["nginx"]

@@ -195,6 +195,22 @@ def redactor_for(spec: StackSpec) -> Redactor:
     return Redactor(values)
 
 
+# On Swarm the files are there when the task starts (Docker secrets): only the deliver: env
+# ones need exporting before the program starts.
+EXPORT_SCRIPT = (
+    'while [ "$1" != "--" ]; do export "${1%%=*}=$(cat "' + SECRETS_DIR + '/${1#*=}")"; shift; done; '
+    'shift; exec "$@"'
+)
+
+
+def export_command(mounts: Sequence[Mount], command: Sequence[str]) -> tuple[str, ...]:
+    """`command`, started with the deliver: env secrets exported from their files (Swarm)."""
+    exported = [f"{variable}={name}" for name, variable in mounts if variable]
+    if not exported:
+        return tuple(command)
+    return ("sh", "-c", EXPORT_SCRIPT, "fcgikit-secrets", *exported, "--", *command)
+
+
 def docker_secret_data(spec: StackSpec) -> dict[str, bytes]:
     """For the Swarm engine: the Docker secrets to create (name -> value), each mounted at
     /run/secrets/NAME in the services that name it, as here."""

@@ -21,8 +21,10 @@ show exactly what is deployed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -39,6 +41,7 @@ import yaml
 
 from . import commands
 from . import images as img
+from . import secrets as sec
 from .errors import FcgikitError
 from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, SERVICE_ROLE
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
@@ -54,6 +57,9 @@ RUN_DIR = "/run/fcgikit"
 SWARM_NODE_LABEL = "fcgikit.role."  # node label fcgikit.role.ROLE=true (multi-host placement)
 HEALTH_INTERVAL = "2s"  # the image's HEALTHCHECK, checked often: a new task serves within seconds
 UPDATE_MONITOR = "10s"  # a task that fails within this after it started fails the update
+# A Swarm config holding the project's random key: the Docker secrets' names carry an HMAC of
+# their value under it (a new value, a new secret, a rolling update), never a plain digest.
+SECRET_KEY_LABEL = "fcgikit.secret-key"
 
 
 def _quiet(_: str) -> None:
@@ -76,11 +82,24 @@ def unsupported_on_swarm(spec: StackSpec) -> list[str]:
     problems = []
     if spec.services.nginx.tls is not None:
         problems.append("services/nginx/tls: HTTPS is not deployed on a swarm yet (use the docker engine)")
-    for name in ("workers", "cgi"):
-        section = getattr(spec.services, name)
-        if section is not None and section.secrets:
-            problems.append(f"services/{name}/secrets: secrets are not delivered on a swarm yet (use the docker engine)")
     return problems
+
+
+def secret_version_name(project: str, name: str, value: bytes, key: bytes) -> str:
+    """The Docker secret holding this value: a new value is a new secret (they are immutable)."""
+    return f"{project}_{name}_{hmac.new(key, value, hashlib.sha256).hexdigest()[:12]}"
+
+
+def _with_secrets(service: dict, mounts: Sequence[sec.Mount]) -> None:
+    """Docker secrets mounted at /run/secrets/NAME, readable by the worker image's user only."""
+    if not mounts:
+        return
+    uid = str(commands.WORKER_UID)
+    service["secrets"] = [{"source": name, "target": name, "uid": uid, "gid": uid, "mode": 0o400}
+                          for name, _ in mounts]
+    exported = sec.export_command(mounts, service["command"])
+    if tuple(exported) != tuple(service["command"]):  # a stack file interpolates $: $$ is a plain $
+        service["command"] = [part.replace("$", "$$") for part in exported]
 
 
 def _duration(seconds: int) -> str:
@@ -137,9 +156,10 @@ class StackFiles:
 
 
 def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int,
-               placement: bool = False) -> StackFiles:
+               placement: bool = False, secret_names: dict[str, str] | None = None) -> StackFiles:
     """The stack file for fcgikit.yaml (pure). `tags`: service -> image; `placement`: place
-    services on nodes by their role labels (multi-host)."""
+    services on nodes by their role labels (multi-host); `secret_names`: secret -> the Docker
+    secret holding its current value (secret_version_name)."""
     services = spec.services
     conf = swarm_nginx_conf(spec)
     script = EDGE_SCRIPT.read_text()
@@ -171,6 +191,9 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
             "deploy": _deploy(project, "cgi", cgi.replicas, cgi.container, order="start-first",
                               placement=[role_constraint("cgi")] if placement else []),
         }
+    _with_secrets(out["workers"], sec.mounts_for(spec, workers.secrets))
+    if "cgi" in out:
+        _with_secrets(out["cgi"], sec.mounts_for(spec, services.cgi.secrets))
     nginx = services.nginx
     out["nginx"] = {
         "image": tags["nginx"],
@@ -191,6 +214,8 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
     for name, service in out.items():
         service["labels"] = {LABEL_PROJECT: project, LABEL_SERVICE: name}
         definition = json.dumps(service, sort_keys=True) + (conf + script if name == "nginx" else "")
+        # A new value of one of its secrets is a new Docker secret: the service is updated.
+        definition += json.dumps([(secret_names or {}).get(item["source"], "") for item in service.get("secrets", [])])
         service["deploy"]["labels"][LABEL_CONFIG] = _short_hash(definition)
     stack = {
         "version": "3.8",
@@ -200,6 +225,11 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
             "edge_script": {"name": script_name, "file": "./swarm-edge.sh"},
         },
     }
+    used = sec.used_names(spec)
+    if used:
+        names = secret_names or {}
+        stack["secrets"] = {name: {"external": True, "name": names.get(name, f"{project}_{name}_(new)")}
+                            for name in used}
     return StackFiles(stack, {"nginx.conf": conf, "swarm-edge.sh": script})
 
 
@@ -273,6 +303,7 @@ class SwarmStack:
     # holds the deploy lock and reaches the primary edge host's engine, a swarm manager.
     remote: object | None = None
     _client: docker.DockerClient | None = field(default=None, init=False, repr=False)
+    _secret_values: dict[str, bytes] | None = field(default=None, init=False, repr=False)
 
     # --- engine ------------------------------------------------------------------------------
 
@@ -358,7 +389,13 @@ class SwarmStack:
         tags = self.images().image_tags(build=build)
         services = self._services() if not steps else {}
         port = self._port(services)
-        files = stack_file(spec, self.project, tags, port=port, placement=self.remote is not None)
+        values = sec.read_values(spec)  # before anything changes: an unreadable source stops here
+        key = self._secret_key(create=build) if values else None  # --dry-run creates nothing
+        names = {name: secret_version_name(self.project, name, value, key)
+                 for name, value in values.items()} if key is not None else {}
+        files = stack_file(spec, self.project, tags, port=port, placement=self.remote is not None,
+                           secret_names=names)
+        self._secret_values = values
         replicas = {name: s["deploy"]["replicas"] for name, s in files.stack["services"].items()}
         current = {name: s.attrs["Spec"]["Labels"].get(LABEL_CONFIG) for name, s in services.items()}
         if current == files.hashes and not steps:
@@ -367,6 +404,14 @@ class SwarmStack:
             if "nginx" not in services:
                 self._check_port(port)
         path = self._stack_dir() / "stack.yaml"
+        existing = {secret.name for secret in self.client.secrets.list()} if names else set()
+        missing = sorted((name, version) for name, version in names.items() if version not in existing)
+        if missing:
+            steps.append(SwarmStep("secrets", "create Docker secret(s) " + ", ".join(
+                f"{name} as {version}" for name, version in missing) + " (values read on this machine)"))
+        elif values and not names:
+            steps.append(SwarmStep("secrets", "create the project's secret key and Docker secret(s) "
+                                   + ", ".join(values)))
         steps += [
             SwarmStep("write", f"write the stack file {path} (and nginx.conf, swarm-edge.sh beside it)"),
             SwarmStep("deploy", f"deploy stack {self.project}: " + ", ".join(f"{n} x{r}" for n, r in replicas.items()),
@@ -466,11 +511,14 @@ class SwarmStack:
             self.run(step, plan, started)
         if plan.files is not None:
             self._remove_unused_configs(plan.files)
+            self._remove_unused_secrets(plan.files)
         return SwarmResult(plan, self.url(), changed=True)
 
     def run(self, step: SwarmStep, plan: SwarmPlan, started: float) -> None:
         if step.action in ("init", "scale", "remove"):
             _run(step.argv, env=self.docker_env())
+        elif step.action == "secrets":
+            self._create_secrets(plan.files)
         elif step.action == "write":
             self._write(plan.files)
         elif step.action == "deploy":
@@ -586,6 +634,36 @@ class SwarmStack:
     def _task_name(self, task: dict) -> str:
         service = self.client.services.get(task["ServiceID"]).name if task.get("ServiceID") else "?"
         return f"{service}.{task.get('Slot', '?')}"
+
+    # --- secrets: Docker secrets, one per value -------------------------------------------------
+
+    def _secret_key(self, *, create: bool) -> bytes | None:
+        found = self.client.configs.list(filters={"label": f"{SECRET_KEY_LABEL}={self.project}"})
+        if found:
+            return base64.b64decode(found[0].attrs["Spec"]["Data"])
+        if not create:
+            return None
+        key = os.urandom(32)
+        self.client.configs.create(name=f"{self.project}_fcgikit_secret_key", data=key,
+                                   labels={SECRET_KEY_LABEL: self.project})
+        return key
+
+    def _create_secrets(self, files: StackFiles) -> None:
+        values = self._secret_values or {}
+        existing = {secret.name for secret in self.client.secrets.list()}
+        for name, entry in files.stack.get("secrets", {}).items():
+            if entry["name"] not in existing:
+                self.client.secrets.create(name=entry["name"], data=values[name],
+                                           labels={STACK_LABEL: self.project, LABEL_PROJECT: self.project})
+
+    def _remove_unused_secrets(self, files: StackFiles) -> None:
+        keep = {entry["name"] for entry in files.stack.get("secrets", {}).values()}
+        for secret in self.client.secrets.list(filters={"label": f"{LABEL_PROJECT}={self.project}"}):
+            if secret.name not in keep:
+                try:
+                    secret.remove()
+                except docker.errors.APIError:
+                    pass  # still used by a task on its way out; the next up removes it
 
     def _remove_unused_configs(self, files: StackFiles) -> None:
         keep = {config["name"] for config in files.stack["configs"].values()}
