@@ -125,3 +125,16 @@ def test_an_app_that_cannot_serve_is_refused_before_anything_runs(run, tmp_path)
     result = run("test", "--app", str(tmp_path / "shop"))
     assert result.exit_code == 1 and "--app DIR:MODULE:APP, e.g. --app" in result.stderr, result.stderr
     assert "-m pytest" not in result.stderr  # the suite did not start
+
+
+def test_a_dry_run_lists_images_only_for_stacks_that_build_them():
+    from fcgikit.cli import image_notes
+
+    class Swarm:  # places nothing itself: no image_notes
+        pass
+
+    class Local:
+        def image_notes(self):
+            return ["build fk/fcgi-worker:abc here"]
+
+    assert image_notes(Swarm()) == [] and image_notes(Local()) == ["build fk/fcgi-worker:abc here"]
