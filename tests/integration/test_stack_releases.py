@@ -71,6 +71,9 @@ def releases(cli_env, project, spec) -> list[dict]:
 def test_up_records_releases_and_rollback_returns_without_building_or_failing_a_request(
     engine, cli_env, image_prefix, project, tmp_path
 ):
+    # Its own apps, given with --app: not those of `fcgikit test --app` (FCGIKIT_APP), which a
+    # `scale` without --app here would name and be refused for (not the app that runs).
+    cli_env = {key: value for key, value in cli_env.items() if key != "FCGIKIT_APP"}
     spec = write_spec(tmp_path, workers=2, cgi=0)
     first, second = app_dir(tmp_path, "one"), app_dir(tmp_path, "two")
     args = ("-p", project, "-f", str(spec))

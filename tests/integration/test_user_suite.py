@@ -5,7 +5,7 @@ The apps here are what a user brings: a module that is not the example's `hello_
 a callable that is not named `app`, answering whatever path it is asked. By default the
 correct app runs the tests that once assumed the example app (the image's default
 command, `up` through nginx); FCGIKIT_FULL_USER_SUITE=1 runs the whole suite with it
-(about 8 minutes here).
+(about 9 minutes here).
 """
 
 from __future__ import annotations
