@@ -44,6 +44,9 @@ def deployment(bed, tmp_path_factory):
     inventory = directory / "hosts.yaml"
     inventory.write_text(bed.inventory_yaml(ROLES))
     project = unique("sb")
+    app_dir = directory / "app"  # a copy: the rolling update test changes it
+    app_dir.mkdir()
+    (app_dir / "hello_wsgi.py").write_text((ROOT / "apps" / "hello_wsgi.py").read_text())
     spec = directory / "fcgikit.yaml"
     spec.write_text(f"""project: {project}
 engine: swarm
@@ -52,7 +55,7 @@ services:
     port: 8080
   workers:
     app: hello_wsgi:app
-    path: {ROOT / "apps"}
+    path: {app_dir}
     processes: 2
     replicas: 2
   cgi:
@@ -63,7 +66,7 @@ services:
     prefix = unique("fcgikit-swarmbed-")
     env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=prefix, FCGIKIT_HOSTS=str(inventory))
     built = fcgikit(env, "build", "-f", str(spec), timeout=900)
-    yield {"bed": bed, "env": env, "spec": str(spec), "project": project, "inventory": inventory,
+    yield {"bed": bed, "env": env, "spec": str(spec), "project": project, "inventory": inventory, "app_dir": app_dir,
            "tags": [line.split()[0] for line in built.stdout.splitlines() if line.startswith(prefix)]}
     import docker
 
@@ -123,17 +126,29 @@ def test_up_ships_the_images_and_places_tasks_by_role(deployment):
     assert took < 60 and rerun < 10
 
 
-def test_scale_under_keepalive_load_fails_no_request(deployment):
+def test_scale_and_a_rolling_update_under_keepalive_load_fail_no_request(deployment):
     env, spec, bed = deployment["env"], deployment["spec"], deployment["bed"]
     url = f"http://{bed_hosts(bed)['h1'].address}:8080/"
     with KeepAliveLoad(url) as load:
         time.sleep(1)
-        fcgikit(env, "scale", "workers=6", "-f", spec)
+        fcgikit(env, "scale", "workers=8", "-f", spec)
         time.sleep(3)
         fcgikit(env, "scale", "workers=2", "-f", spec)
         time.sleep(3)
-    print(f"scale 2->6->2 across hosts under keep-alive load: {load.ok} answered, {len(load.failures)} failed")
+    print(f"scale 2->8->2 across hosts under keep-alive load: {load.ok} answered, {len(load.failures)} failed")
     assert load.ok > 50 and load.failures == [], load.failures[:10]
+
+    app = deployment["app_dir"] / "hello_wsgi.py"
+    app.write_text(app.read_text().replace('f"Hello from fcgikit', 'f"Hello again from fcgikit'))
+    with KeepAliveLoad(url) as load:
+        time.sleep(1)
+        update = fcgikit(env, "up", "-f", spec)  # a new worker image: built, shipped to h2 and h3, rolled
+        time.sleep(2)
+    print(f"rolling update across hosts under keep-alive load: {load.ok} answered, {len(load.failures)} failed")
+    assert "h2: sent" in update.stderr and "h3: sent" in update.stderr, update.stderr
+    assert load.failures == [], load.failures[:10]
+    answered = {version.split(" (pid")[0] for version in load.versions}
+    assert answered == {"Hello from fcgikit", "Hello again from fcgikit"}, load.versions
 
 
 def test_a_worker_host_cut_off_loses_no_request_and_swarm_restores_the_replicas(deployment):
