@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .deploy.cli_hosts import host_lines, hosts_options, stack_for
-from .deploy.cli_hosts import hosts_group
-from .deploy.cli_hosts import lock as lock_commands
+from .cli_hosts import host_lines, hosts_options, stack_for
+from .cli_hosts import hosts_group
+from .cli_hosts import lock as lock_commands
 from .deploy.appcheck import AppSource, check_stack_app
 from .deploy.errors import ConfigError, FcgikitError
 from .deploy.images import DEFAULT_BASE, DEFAULT_PREFIX, ImageNames, source_root
@@ -157,7 +157,7 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None,
 
     meta = click.get_current_context().meta
     if (meta.get("fcgikit.engine") or spec.engine) == "swarm":
-        from .deploy.cli_hosts import chosen_hosts
+        from .cli_hosts import chosen_hosts
         from .deploy.swarm import SwarmStack, unsupported_on_swarm
 
         problems = unsupported_on_swarm(spec)

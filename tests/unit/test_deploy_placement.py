@@ -112,7 +112,7 @@ def test_each_host_gets_the_images_of_its_roles():
 
 
 def test_status_names_every_host_and_says_why_one_is_unreachable():
-    from fcgikit.deploy.cli_hosts import host_lines
+    from fcgikit.cli_hosts import host_lines
 
     report = {"hosts": [
         {"name": "edge1", "address": "10.0.0.10", "roles": ["edge"], "reachable": True, "problem": ""},

@@ -6,11 +6,16 @@ The wire protocol (`fastcgi`) stands alone; the runtime (`fastcgi`, `worker`,
 side (`deploy`, `cli`); `worker` runs in every child and knows nothing of the
 manager (`spawn`) or the CGI gateway (`cgi`); the process helpers both sides use
 (`runtime`: handoff, orphans, prctl) import no room, and the manager borrows
-nothing from the worker. A new module is covered as soon as
+nothing from the worker. On the deployment side, only the command modules
+(`cli`, `cli_hosts`) speak click, and the pure planner loads no Docker SDK.
+A new module is covered as soon as
 it exists: the files are found by walking the package.
 """
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import fcgikit
@@ -127,3 +132,47 @@ def test_the_fastcgi_params_nginx_sends_are_written_in_one_place():
     writers = [path for path in [*PACKAGE_DIR.rglob("*.py"), *(REPO / "bench").glob("*.py")]
                if '"$query_string"' in path.read_text() or "QUERY_STRING       $query_string" in path.read_text()]
     assert [path.relative_to(REPO).as_posix() for path in writers] == ["src/fcgikit/fastcgi/nginx_params.py"]
+
+
+# -- the deployment side ---------------------------------------------------------
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of the modules `path` imports, anywhere in it (inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_command_modules_speak_click():
+    """deploy/ is a library (tests and bench call it); the command line lives in cli.py and cli_hosts.py."""
+    speakers = sorted(module_name(path) for path in PACKAGE_DIR.rglob("*.py") if "click" in third_party_imports(path))
+    assert speakers == ["fcgikit.cli", "fcgikit.cli_hosts"]
+    assert [module_name(path) for path in (PACKAGE_DIR / "deploy").rglob("*.py")
+            if "click" in third_party_imports(path)] == []
+
+
+MODULES_LOADED = """
+import json, sys
+__import__(sys.argv[1])
+print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def top_level_modules_loaded_by(module: str) -> set[str]:
+    result = subprocess.run([sys.executable, "-c", MODULES_LOADED, module], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout))
+
+
+def test_the_planner_loads_no_docker_sdk():
+    """Planning is pure: importing deploy/plan.py (and what it imports: hosts, placement,
+    nginxconf, spec) must not load the Docker SDK; hosts.py imports it only to make a client."""
+    loaded = top_level_modules_loaded_by("fcgikit.deploy.plan")
+    assert "fcgikit" in loaded
+    assert {"docker", "click", "fabric", "paramiko"} & loaded == set()
+

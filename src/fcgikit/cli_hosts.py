@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from .inventory import load_inventory
-from .lock import DeployLock
-from .multihost import open_remote_stack
-from .operations import Stack
-from .ssh import Fleet, HostUnreachable
+from .deploy.inventory import load_inventory
+from .deploy.lock import DeployLock
+from .deploy.multihost import open_remote_stack
+from .deploy.operations import Stack
+from .deploy.ssh import Fleet, HostUnreachable
 
 # Set by the options' callbacks, read when the stack is made (keeps the commands' signatures).
 _chosen: dict = {"hosts": None, "accept_new_host_keys": False}
@@ -123,7 +123,7 @@ def hosts_group() -> None:
 def hosts_bootstrap(hosts_file: Path, accept_new_host_keys: bool) -> None:
     """Docker on every host (Debian's docker.io where missing), one swarm: init on the
     primary edge host, the others joined, each node labelled with its roles. Rerunnable."""
-    from .swarm_hosts import bootstrap
+    from .deploy.swarm_hosts import bootstrap
 
     inventory = load_inventory(hosts_file)
     fleet = Fleet(inventory.targets(), accept_new_host_keys=accept_new_host_keys)
