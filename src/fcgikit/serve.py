@@ -31,15 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a WSGI app over FastCGI with a pool of pre-forked workers.",
     )
     add_pool_arguments(parser)
-    parser.add_argument("--fd0", action="store_true",
-                        help="serve the listening socket inherited on fd 0 in this process, without a "
-                             "manager (lighttpd's bin-path, spawn-fcgi); the default when fd 0 is a "
-                             "listening socket and neither -s nor -p is given")
-    parser.add_argument("--chdir", metavar="DIR",
-                        help="change to DIR before loading the app (it is importable from there)")
-    parser.add_argument("app", metavar="MODULE:APP",
-                        help="the WSGI app, e.g. apps.hello_wsgi:application (MODULE alone: its "
-                             "'application' or 'app')")
+    parser.add_argument(
+        "--fd0",
+        action="store_true",
+        help="serve the listening socket inherited on fd 0 in this process, without a "
+        "manager (lighttpd's bin-path, spawn-fcgi); the default when fd 0 is a "
+        "listening socket and neither -s nor -p is given",
+    )
+    parser.add_argument(
+        "--chdir", metavar="DIR", help="change to DIR before loading the app (it is importable from there)"
+    )
+    parser.add_argument(
+        "app",
+        metavar="MODULE:APP",
+        help="the WSGI app, e.g. apps.hello_wsgi:application (MODULE alone: its 'application' or 'app')",
+    )
     return parser
 
 
@@ -58,34 +64,54 @@ def make_child(app_spec: str, directory: str | None):
         # Like any FastCGI program (libfcgi's), honour FCGI_WEB_SERVER_ADDRS from
         # the environment when --allow did not set the list.
         allowed = ctx.allowed_addrs or os.environ.get("FCGI_WEB_SERVER_ADDRS") or None
-        return serve(ctx.listen_sock, wsgi_handler(app), slot=ctx.slot,
-                     max_requests=ctx.max_requests, allowed_addrs=allowed, handoff=ctx.handoff)
+        return serve(
+            ctx.listen_sock,
+            wsgi_handler(app),
+            slot=ctx.slot,
+            max_requests=ctx.max_requests,
+            allowed_addrs=allowed,
+            handoff=ctx.handoff,
+        )
 
     run_wsgi_child.__name__ = app_spec  # the pool's name in the manager's log and status
     return run_wsgi_child
 
 
 # Pool flags that mean nothing to a process serving fd 0 on its own (dest: flag).
-_MANAGER_ONLY = {"address": "-a", "port": "-p", "socket_path": "-s", "socket_mode": "-M", "socket_user": "-U",
-                 "socket_group": "-G", "children": "-F", "user": "-u", "group": "-g", "directory": "-d",
-                 "pidfile": "-P", "timeout": "--timeout", "status_file": "--status-file"}
+_MANAGER_ONLY = {
+    "address": "-a",
+    "port": "-p",
+    "socket_path": "-s",
+    "socket_mode": "-M",
+    "socket_user": "-U",
+    "socket_group": "-G",
+    "children": "-F",
+    "user": "-u",
+    "group": "-g",
+    "directory": "-d",
+    "pidfile": "-P",
+    "timeout": "--timeout",
+    "status_file": "--status-file",
+}
 
 
 def serve_fd0(parser: argparse.ArgumentParser, options, directory: str | None) -> int:
     """One worker on the listening socket inherited on fd 0, in this process."""
-    given = [flag for dest, flag in _MANAGER_ONLY.items()
-             if getattr(options, dest, None) != parser.get_default(dest)]
+    given = [flag for dest, flag in _MANAGER_ONLY.items() if getattr(options, dest, None) != parser.get_default(dest)]
     if given:
-        parser.error(f"--fd0 serves fd 0 without a manager (the program that bound it starts the processes): "
-                     f"drop {', '.join(given)}")
+        parser.error(
+            f"--fd0 serves fd 0 without a manager (the program that bound it starts the processes): "
+            f"drop {', '.join(given)}"
+        )
     listen_sock = listening_socket_on_fd0()
     if listen_sock is None:
-        parser.error("--fd0: fd 0 is not a listening socket (start this from lighttpd's bin-path, "
-                     "spawn-fcgi or fcgikit.spawn, or give -s/-p)")
+        parser.error(
+            "--fd0: fd 0 is not a listening socket (start this from lighttpd's bin-path, "
+            "spawn-fcgi or fcgikit.spawn, or give -s/-p)"
+        )
     from .spawn import ChildContext
 
-    context = ChildContext(listen_sock, slot=None, max_requests=options.max_requests,
-                           allowed_addrs=options.allow)
+    context = ChildContext(listen_sock, slot=None, max_requests=options.max_requests, allowed_addrs=options.allow)
     return make_child(options.app, directory)(context)
 
 

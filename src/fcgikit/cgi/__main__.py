@@ -34,37 +34,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 -m fcgikit.cgi",
         description="FastCGI gateway that runs CGI/1.1 programs, one process per request. "
-                    "--timeout S is the time a program may run (then its process group is killed, 504).")
+        "--timeout S is the time a program may run (then its process group is killed, 504).",
+    )
     add_pool_arguments(parser)
     for action in parser._actions:
-        if action.dest == "timeout":   # the pool's flag, given this front end's meaning
-            action.help = ("a program may run S seconds, then its process group is killed "
-                           "and the client gets 504 (0: no limit)")
+        if action.dest == "timeout":  # the pool's flag, given this front end's meaning
+            action.help = (
+                "a program may run S seconds, then its process group is killed and the client gets 504 (0: no limit)"
+            )
     cgi = parser.add_argument_group("CGI")
-    cgi.add_argument("--root", metavar="DIR",
-                     help="only executable files under DIR run (default: each request's DOCUMENT_ROOT)")
-    cgi.add_argument("--max-procs", type=int, default=0, metavar="N",
-                     help="at most N programs at once across the pool (0: no limit)")
-    cgi.add_argument("--queue-timeout", type=float, default=DEFAULT_QUEUE_TIMEOUT, metavar="S",
-                     help="how long a request waits for a --max-procs slot before 503 "
-                          f"(default {DEFAULT_QUEUE_TIMEOUT:g})")
-    cgi.add_argument("--user", dest="cgi_user", metavar="USER",
-                     help="when the gateway runs as root, programs run as USER (default nobody)")
-    cgi.add_argument("--local-redirect", choices=MODES, default="auto",
-                     help="a program's `Location: /path` (RFC 3875 local redirect): x-accel = answer "
-                          "X-Accel-Redirect (nginx serves the path); follow = run the program the path "
-                          f"names here (GET, at most {MAX_LOCAL_REDIRECTS} hops), a client redirect (302) "
-                          "for any other path; client = always a client redirect; auto (default) = "
-                          "x-accel when SERVER_SOFTWARE says nginx, else follow")
+    cgi.add_argument(
+        "--root", metavar="DIR", help="only executable files under DIR run (default: each request's DOCUMENT_ROOT)"
+    )
+    cgi.add_argument(
+        "--max-procs", type=int, default=0, metavar="N", help="at most N programs at once across the pool (0: no limit)"
+    )
+    cgi.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=DEFAULT_QUEUE_TIMEOUT,
+        metavar="S",
+        help=f"how long a request waits for a --max-procs slot before 503 (default {DEFAULT_QUEUE_TIMEOUT:g})",
+    )
+    cgi.add_argument(
+        "--user",
+        dest="cgi_user",
+        metavar="USER",
+        help="when the gateway runs as root, programs run as USER (default nobody)",
+    )
+    cgi.add_argument(
+        "--local-redirect",
+        choices=MODES,
+        default="auto",
+        help="a program's `Location: /path` (RFC 3875 local redirect): x-accel = answer "
+        "X-Accel-Redirect (nginx serves the path); follow = run the program the path "
+        f"names here (GET, at most {MAX_LOCAL_REDIRECTS} hops), a client redirect (302) "
+        "for any other path; client = always a client redirect; auto (default) = "
+        "x-accel when SERVER_SOFTWARE says nginx, else follow",
+    )
     fallback = parser.add_argument_group("WSGI fallback")
-    fallback.add_argument("--wsgi-fallback", metavar="MODULE:APP",
-                          help=f"requests with the FastCGI param {FALLBACK_PARAM} (set by the edge's nginx) "
-                               "run this WSGI app once, as a CGI program (one process per request)")
-    fallback.add_argument("--wsgi-fallback-dir", metavar="DIR",
-                          help="the app's directory: its working directory and first on sys.path "
-                               "(default: the current directory; the gateway's PYTHONPATH follows)")
-    fallback.add_argument("--wsgi-fallback-python", metavar="PATH",
-                          help="the interpreter that runs the app (default: the gateway's own)")
+    fallback.add_argument(
+        "--wsgi-fallback",
+        metavar="MODULE:APP",
+        help=f"requests with the FastCGI param {FALLBACK_PARAM} (set by the edge's nginx) "
+        "run this WSGI app once, as a CGI program (one process per request)",
+    )
+    fallback.add_argument(
+        "--wsgi-fallback-dir",
+        metavar="DIR",
+        help="the app's directory: its working directory and first on sys.path "
+        "(default: the current directory; the gateway's PYTHONPATH follows)",
+    )
+    fallback.add_argument(
+        "--wsgi-fallback-python", metavar="PATH", help="the interpreter that runs the app (default: the gateway's own)"
+    )
     return parser
 
 
@@ -77,8 +100,11 @@ def choose_program_user(options) -> None:
     """
     if os.geteuid() != 0:
         if options.cgi_user:
-            write_log("fcgikit.cgi", f"not root: --user {options.cgi_user} ignored, programs run as "
-                      "the gateway's own user", "WARNING")
+            write_log(
+                "fcgikit.cgi",
+                f"not root: --user {options.cgi_user} ignored, programs run as the gateway's own user",
+                "WARNING",
+            )
         return
     user = options.cgi_user or DEFAULT_PROGRAM_USER
     if options.user and options.cgi_user and options.user != options.cgi_user:
@@ -101,8 +127,15 @@ def make_child(gateway: Gateway):
         become_subreaper()
         # Programs start by posix_spawn, which closes nothing: none of ours may leak.
         keep_descriptors_private()
-        return serve(ctx.listen_sock, gateway, slot=ctx.slot, max_requests=ctx.max_requests,
-                     allowed_addrs=ctx.allowed_addrs, handoff=ctx.handoff)
+        return serve(
+            ctx.listen_sock,
+            gateway,
+            slot=ctx.slot,
+            max_requests=ctx.max_requests,
+            allowed_addrs=ctx.allowed_addrs,
+            handoff=ctx.handoff,
+        )
+
     child.__name__ = "fcgikit.cgi"  # the pool's name in the manager's log and status
     return child
 
@@ -126,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--wsgi-fallback: expected MODULE:APP, e.g. hello_wsgi:app, not {options.wsgi_fallback!r}")
     choose_program_user(options)
     program_timeout = options.timeout or 0.0
-    fallback = (make_fallback(options.wsgi_fallback, options.wsgi_fallback_dir, options.wsgi_fallback_python)
-                if options.wsgi_fallback else None)
+    fallback = (
+        make_fallback(options.wsgi_fallback, options.wsgi_fallback_dir, options.wsgi_fallback_python)
+        if options.wsgi_fallback
+        else None
+    )
     config = make_config(options.root, program_timeout, options.queue_timeout, options.local_redirect, fallback)
     if program_timeout:
         options.timeout = program_timeout + options.queue_timeout + MANAGER_GRACE

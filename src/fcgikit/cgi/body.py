@@ -19,10 +19,10 @@ SPOOL_IN_MEMORY = 1024 * 1024
 
 class RequestBody:
     def __init__(self, stdin, length: int | None) -> None:
-        self.stdin = stdin            # the request's FCGI_STDIN stream (read1, discard_rest)
-        self.left = length            # body bytes still to come; None: until FCGI_STDIN ends
+        self.stdin = stdin  # the request's FCGI_STDIN stream (read1, discard_rest)
+        self.left = length  # body bytes still to come; None: until FCGI_STDIN ends
         self.spool: tempfile.SpooledTemporaryFile[bytes] | None = None
-        self.received = False         # FCGI_STDIN fully read: nginx has nothing more to send
+        self.received = False  # FCGI_STDIN fully read: nginx has nothing more to send
 
     def read(self, size: int) -> bytes:
         """Up to `size` body bytes; b"" at the end of the body."""

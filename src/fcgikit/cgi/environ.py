@@ -27,8 +27,11 @@ def build_environ(params: dict[str, str], script: Script, path: str = SAFE_PATH)
     env["PATH"] = path
     # As bytes (the wire's, latin-1). execve cannot carry a NUL, and a name holding
     # "=" would be read back as another variable: such a pair is left out.
-    return {name.encode("latin-1"): value.encode("latin-1") for name, value in env.items()
-            if name and "=" not in name and "\0" not in name and "\0" not in value}
+    return {
+        name.encode("latin-1"): value.encode("latin-1")
+        for name, value in env.items()
+        if name and "=" not in name and "\0" not in name and "\0" not in value
+    }
 
 
 def cgi_variables(params: dict[str, str], script: Script) -> dict[str, str]:

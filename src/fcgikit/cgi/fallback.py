@@ -30,10 +30,10 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 
 @dataclass(frozen=True)
 class WsgiFallback:
-    spec: str                  # MODULE:APP, as fcgikit.serve takes it
-    app_dir: str               # the app's directory: its working directory, first on sys.path
-    python: str                # the interpreter (the gateway's own)
-    paths: tuple[str, ...]     # then these on sys.path (the gateway's PYTHONPATH, fcgikit)
+    spec: str  # MODULE:APP, as fcgikit.serve takes it
+    app_dir: str  # the app's directory: its working directory, first on sys.path
+    python: str  # the interpreter (the gateway's own)
+    paths: tuple[str, ...]  # then these on sys.path (the gateway's PYTHONPATH, fcgikit)
 
     def argv(self) -> list[bytes]:
         # -I: nothing in the environment (the request's params) steers the interpreter.
@@ -49,7 +49,7 @@ class WsgiFallback:
 
     def environ(self, params: dict[str, str], script: Script) -> dict[bytes, bytes]:
         env = build_environ(params, script)
-        for name in ("SCRIPT_FILENAME", "PATH_TRANSLATED"):   # the interpreter's: not the app's business
+        for name in ("SCRIPT_FILENAME", "PATH_TRANSLATED"):  # the interpreter's: not the app's business
             if name not in params:
                 env.pop(name.encode(), None)
         return env

@@ -26,10 +26,10 @@ from .slots import Unlimited
 
 @dataclass
 class GatewayConfig:
-    root: str | None          # real path of --root; None: each request's DOCUMENT_ROOT
-    timeout: float            # seconds a program may run (0: no limit)
-    queue_timeout: float      # seconds a request waits for a --max-procs slot before 503
-    local_redirect: str = "auto"            # auto | follow | x-accel | client (see redirect.py)
+    root: str | None  # real path of --root; None: each request's DOCUMENT_ROOT
+    timeout: float  # seconds a program may run (0: no limit)
+    queue_timeout: float  # seconds a request waits for a --max-procs slot before 503
+    local_redirect: str = "auto"  # auto | follow | x-accel | client (see redirect.py)
     wsgi_fallback: WsgiFallback | None = None
 
 
@@ -62,8 +62,14 @@ class Gateway:
         seen = {target_key(params)}
         no_body = False
         while True:
-            outcome = self.run(request, script, build_environ(params, script), deadline=deadline,
-                               no_body=no_body, defer_local_redirect=mode != "x-accel")
+            outcome = self.run(
+                request,
+                script,
+                build_environ(params, script),
+                deadline=deadline,
+                no_body=no_body,
+                defer_local_redirect=mode != "x-accel",
+            )
             if outcome is None or outcome.redirect is None:
                 return 0
             location = outcome.redirect
@@ -72,17 +78,24 @@ class Gateway:
             target = redirected_params(params, location)
             try:
                 next_script = resolve_script(target, self.config.root)
-            except Refused as refused:   # not a program of ours: the web server serves it
-                self.say(f"{script.script_name}: local redirect to {location.decode('latin-1')} "
-                         f"is no program here ({refused.reason}): client redirect", "INFO")
+            except Refused as refused:  # not a program of ours: the web server serves it
+                self.say(
+                    f"{script.script_name}: local redirect to {location.decode('latin-1')} "
+                    f"is no program here ({refused.reason}): client redirect",
+                    "INFO",
+                )
                 return self.redirect_client(request, script, location)
             key = target_key(target)
             if key in seen:
-                return self.refuse(request, 502, f"{script.script_name}: local redirect loop: "
-                                                 f"{location.decode('latin-1')} was run already")
+                return self.refuse(
+                    request,
+                    502,
+                    f"{script.script_name}: local redirect loop: {location.decode('latin-1')} was run already",
+                )
             if len(seen) > MAX_LOCAL_REDIRECTS:
-                return self.refuse(request, 502, f"{script.script_name}: more than {MAX_LOCAL_REDIRECTS} "
-                                                 f"local redirects in a row")
+                return self.refuse(
+                    request, 502, f"{script.script_name}: more than {MAX_LOCAL_REDIRECTS} local redirects in a row"
+                )
             self.say(f"{script.script_name}: local redirect to {location.decode('latin-1')}: followed", "INFO")
             seen.add(key)
             params, script, no_body = target, next_script, True
@@ -93,8 +106,12 @@ class Gateway:
             proc = spawn(script, env, argv)
         except OSError as exc:
             status = start_failure_status(exc)
-            self.refuse(request, status, f"{script.filename}: cannot execute: {exc.strerror or exc}",
-                        run_options.get("extra_headers", ()))
+            self.refuse(
+                request,
+                status,
+                f"{script.filename}: cannot execute: {exc.strerror or exc}",
+                run_options.get("extra_headers", ()),
+            )
             return None
         outcome = ProgramRun(request, script, proc, self.config.timeout, self.log, **run_options).run()
         if outcome.exit_status and outcome.status:
@@ -113,13 +130,16 @@ class Gateway:
         started = time.monotonic()
         with self.slots.slot(self.config.queue_timeout) as got_slot:
             if not got_slot:
-                return self.refuse(request, 503, f"fallback {app.spec}: no free --max-procs slot",
-                                   (FALLBACK_HEADER,))
-            outcome = self.run(request, script, app.environ(request.params, script), app.argv(),
-                               extra_headers=(FALLBACK_HEADER,))
+                return self.refuse(request, 503, f"fallback {app.spec}: no free --max-procs slot", (FALLBACK_HEADER,))
+            outcome = self.run(
+                request, script, app.environ(request.params, script), app.argv(), extra_headers=(FALLBACK_HEADER,)
+            )
         status = outcome.status if outcome is not None else "refused"
-        self.say(f"fallback: {request.params.get('REQUEST_METHOD', 'GET')} {script.path_info} -> {app.spec} "
-                 f"(one process): {status} in {(time.monotonic() - started) * 1000:.0f} ms", "INFO")
+        self.say(
+            f"fallback: {request.params.get('REQUEST_METHOD', 'GET')} {script.path_info} -> {app.spec} "
+            f"(one process): {status} in {(time.monotonic() - started) * 1000:.0f} ms",
+            "INFO",
+        )
         return 0
 
     def refuse(self, request, status: int, reason: str, extra_headers=()) -> int:
@@ -139,6 +159,11 @@ class Gateway:
         write_log("fcgikit.cgi", text, level, self.log)
 
 
-def make_config(root: str | None, timeout: float, queue_timeout: float, local_redirect: str = "auto",
-                wsgi_fallback: WsgiFallback | None = None) -> GatewayConfig:
+def make_config(
+    root: str | None,
+    timeout: float,
+    queue_timeout: float,
+    local_redirect: str = "auto",
+    wsgi_fallback: WsgiFallback | None = None,
+) -> GatewayConfig:
     return GatewayConfig(real_root(root) if root else None, timeout, queue_timeout, local_redirect, wsgi_fallback)

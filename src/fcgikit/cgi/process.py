@@ -42,17 +42,18 @@ CHECK_PEER_EVERY = 1024 * 1024
 
 @dataclass
 class Outcome:
-    status: int              # HTTP status the client got (0 if the response was cut short)
-    reason: str = ""         # why the gateway answered itself, or cut the response
+    status: int  # HTTP status the client got (0 if the response was cut short)
+    reason: str = ""  # why the gateway answered itself, or cut the response
     exit_status: int | None = None
-    redirect: bytes | None = None   # a deferred local redirect's target (nothing was sent)
+    redirect: bytes | None = None  # a deferred local redirect's target (nothing was sent)
 
 
 # Signals a gateway process ignores (Python: SIGXFSZ; the worker: SIGPIPE and the
 # terminal ones). An ignored signal stays ignored across exec: the program gets
 # them back at their defaults, as a program started from a shell has them.
-SIGNALS_RESET = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGTTIN", "SIGTTOU")
-                      if hasattr(signal, name))
+SIGNALS_RESET = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGTTIN", "SIGTTOU") if hasattr(signal, name)
+)
 
 
 class Program:
@@ -109,9 +110,19 @@ def spawn(script: Script, env: dict[bytes, bytes], argv: list[bytes] | None = No
         for _ in range(3):
             pipes.append(os.pipe())  # Python makes both ends close-on-exec
         (stdin_r, stdin_w), (stdout_r, stdout_w), (stderr_r, stderr_w) = pipes
-        pid = os.posix_spawn(program, argv or [program], env, setpgroup=0, setsigmask=(), setsigdef=SIGNALS_RESET,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0), (os.POSIX_SPAWN_DUP2, stdout_w, 1),
-                                           (os.POSIX_SPAWN_DUP2, stderr_w, 2)])
+        pid = os.posix_spawn(
+            program,
+            argv or [program],
+            env,
+            setpgroup=0,
+            setsigmask=(),
+            setsigdef=SIGNALS_RESET,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, stdin_r, 0),
+                (os.POSIX_SPAWN_DUP2, stdout_w, 1),
+                (os.POSIX_SPAWN_DUP2, stderr_w, 2),
+            ],
+        )
     except BaseException:  # out of descriptors, or the program cannot be executed: nothing leaks
         for read_end, write_end in pipes:
             os.close(read_end)
@@ -186,10 +197,20 @@ def content_length(params: dict[str, str]) -> int | None:
 class ProgramRun:
     """Relays one request to one running program and its answer back."""
 
-    def __init__(self, request, script: Script, proc: Program, timeout: float, log=None,
-                 adopted: Adopted | None = None, *, deadline: float | None = None,
-                 no_body: bool = False, defer_local_redirect: bool = False,
-                 extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(
+        self,
+        request,
+        script: Script,
+        proc: Program,
+        timeout: float,
+        log=None,
+        adopted: Adopted | None = None,
+        *,
+        deadline: float | None = None,
+        no_body: bool = False,
+        defer_local_redirect: bool = False,
+        extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         """`deadline` (monotonic) overrides `timeout`; `no_body`: the program gets an
         empty stdin (a followed local redirect is a GET)."""
         self.request = request
@@ -201,13 +222,14 @@ class ProgramRun:
             deadline = time.monotonic() + timeout
         self.deadline = deadline
         self.log = log  # a stream for the log lines; None: stderr
-        self.parser = ResponseParser(nph=script.is_nph, defer_local_redirect=defer_local_redirect,
-                                     extra_headers=extra_headers)
+        self.parser = ResponseParser(
+            nph=script.is_nph, defer_local_redirect=defer_local_redirect, extra_headers=extra_headers
+        )
         self.body = RequestBody(request.stdin, 0 if no_body else content_length(request.params))
-        self.pending = b""          # body bytes read from FastCGI, not yet taken by the program
+        self.pending = b""  # body bytes read from FastCGI, not yet taken by the program
         self.held: list[bytes] = []  # output held back until the body is received
         self.held_size = 0
-        self.unchecked = 0          # output bytes since we last checked the web server is there
+        self.unchecked = 0  # output bytes since we last checked the web server is there
         self.stderr_tail = b""
         self.poller = select.poll()
         self.handlers: dict[int, Callable[[], object]] = {}  # fd -> what to do when it is ready
@@ -222,11 +244,11 @@ class ProgramRun:
                 outcome = self.relay()
             except BadResponse as exc:
                 outcome = self.fail(502, f"invalid response: {exc}")
-        except OSError as exc:     # the web server went away (its client left): nobody to answer
+        except OSError as exc:  # the web server went away (its client left): nobody to answer
             self.kill_group()
             outcome = Outcome(0, f"lost the web server, killed the program: {exc}")
             self.log_gateway_line(outcome.reason)
-        except BaseException:      # SIGINT/SIGQUIT unwinding the worker: take the program along
+        except BaseException:  # SIGINT/SIGQUIT unwinding the worker: take the program along
             self.kill_group()
             raise
         finally:
@@ -407,8 +429,9 @@ class ProgramRun:
         self.release_if_received()
         if self.parser.head_sent:
             return Outcome(0, reason + " (after the headers: response cut short)")
-        self.request.stdout.write(error_response(status, REASONS_FOR_CLIENT.get(status, "error"),
-                                                 self.parser.extra_headers))
+        self.request.stdout.write(
+            error_response(status, REASONS_FOR_CLIENT.get(status, "error"), self.parser.extra_headers)
+        )
         return Outcome(status, reason)
 
     def kill_group(self) -> None:
@@ -420,7 +443,7 @@ class ProgramRun:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        except PermissionError:   # a setuid program: at least the leader
+        except PermissionError:  # a setuid program: at least the leader
             self.proc.kill()
         for pid in strays:
             kill_with_group(pid)
@@ -474,7 +497,7 @@ def exited_within(proc: Program, timeout: float | None) -> bool:
         return True
     try:
         pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):   # not Linux >= 5.3
+    except (AttributeError, OSError):  # not Linux >= 5.3
         deadline = None if timeout is None else time.monotonic() + timeout
         while proc.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:

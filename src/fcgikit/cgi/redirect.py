@@ -24,8 +24,16 @@ MODES = ("auto", "follow", "x-accel", "client")
 MAX_LOCAL_REDIRECTS = 10
 
 # Params that describe the original request's program or body: not the target's.
-DROPPED = ("SCRIPT_FILENAME", "PATH_INFO", "PATH_TRANSLATED", "CONTENT_LENGTH", "CONTENT_TYPE",
-           "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_TRANSFER_ENCODING")
+DROPPED = (
+    "SCRIPT_FILENAME",
+    "PATH_INFO",
+    "PATH_TRANSLATED",
+    "CONTENT_LENGTH",
+    "CONTENT_TYPE",
+    "HTTP_CONTENT_LENGTH",
+    "HTTP_CONTENT_TYPE",
+    "HTTP_TRANSFER_ENCODING",
+)
 
 
 def mode_for(configured: str, params: dict[str, str]) -> str:
@@ -57,15 +65,17 @@ def redirected_params(params: dict[str, str], location: bytes) -> dict[str, str]
     filename, script_name = params.get("SCRIPT_FILENAME", ""), params.get("SCRIPT_NAME", "")
     if filename and script_name and filename.endswith(script_name):
         target["SCRIPT_FILENAME"] = filename[: len(filename) - len(script_name)] + path
-    target.update({
-        "REQUEST_METHOD": "GET",
-        "SCRIPT_NAME": path,
-        "QUERY_STRING": query.decode("latin-1"),
-        "REQUEST_URI": uri.decode("latin-1"),
-        "DOCUMENT_URI": path,
-        "REDIRECT_URL": request_path(params),
-        "REDIRECT_STATUS": "200",
-    })
+    target.update(
+        {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": path,
+            "QUERY_STRING": query.decode("latin-1"),
+            "REQUEST_URI": uri.decode("latin-1"),
+            "DOCUMENT_URI": path,
+            "REDIRECT_URL": request_path(params),
+            "REDIRECT_STATUS": "200",
+        }
+    )
     return target
 
 

@@ -23,11 +23,11 @@ FORBIDDEN_CHARS = frozenset(chr(c) for c in range(0x20)) | frozenset("\x7f;$`|&<
 class Script:
     """A program that may run: its real path, and the CGI names for it."""
 
-    filename: str      # real path of the executable, under the root
-    script_name: str   # SCRIPT_NAME: the URL path that names the program
-    path_info: str     # PATH_INFO: what follows the program's name, "" if nothing
-    directory: str     # the program's directory, its working directory
-    tag: str = ""      # how the logs name it (default: SCRIPT_NAME)
+    filename: str  # real path of the executable, under the root
+    script_name: str  # SCRIPT_NAME: the URL path that names the program
+    path_info: str  # PATH_INFO: what follows the program's name, "" if nothing
+    directory: str  # the program's directory, its working directory
+    tag: str = ""  # how the logs name it (default: SCRIPT_NAME)
 
     @property
     def label(self) -> str:
@@ -114,7 +114,7 @@ def split_existing(filename: str, root: str) -> tuple[str, str]:
             return path, rest
         except (FileNotFoundError, NotADirectoryError):
             pass
-        except OSError as exc:   # EACCES: a directory on the way the gateway's user may not enter
+        except OSError as exc:  # EACCES: a directory on the way the gateway's user may not enter
             raise Refused(403, f"cannot look up {path!r}: {exc.strerror}") from None
         head, tail = path.rsplit("/", 1)
         if not head:

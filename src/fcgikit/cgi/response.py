@@ -38,17 +38,22 @@ class BadResponse(Exception):
 class ResponseParser:
     """Feed program output; get the bytes to send as FCGI_STDOUT."""
 
-    def __init__(self, nph: bool = False, max_header_bytes: int = MAX_HEADER_BYTES,
-                 defer_local_redirect: bool = False, extra_headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(
+        self,
+        nph: bool = False,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        defer_local_redirect: bool = False,
+        extra_headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self.nph = nph
         self.defer_local_redirect = defer_local_redirect
-        self.extra_headers = extra_headers   # added to every response the program makes
-        self.location: bytes | None = None   # a deferred local redirect's target
+        self.extra_headers = extra_headers  # added to every response the program makes
+        self.location: bytes | None = None  # a deferred local redirect's target
         self.max_header_bytes = max_header_bytes
         self.head = bytearray()
         self.headers_done = False
-        self.kind = ""          # "document", "local-redirect", "client-redirect" once headers_done
-        self.status = 0         # the HTTP status the response will carry (0 until known)
+        self.kind = ""  # "document", "local-redirect", "client-redirect" once headers_done
+        self.status = 0  # the HTTP status the response will carry (0 until known)
         self.discard_body = False
 
     @property
@@ -64,7 +69,7 @@ class ResponseParser:
         if end is None:
             self.check_partial_head()
             return b""
-        block, body = bytes(self.head[: end.start()]), bytes(self.head[end.end():])
+        block, body = bytes(self.head[: end.start()]), bytes(self.head[end.end() :])
         self.head = bytearray()
         self.headers_done = True
         out = self.translate(block)
@@ -125,7 +130,7 @@ class ResponseParser:
 
     def local_redirect(self, location: bytes) -> bytes:
         self.kind, self.status, self.discard_body = "local-redirect", 200, True
-        if self.defer_local_redirect:   # the gateway decides what to do with it
+        if self.defer_local_redirect:  # the gateway decides what to do with it
             self.location = location
             return b""
         # nginx re-runs the request for this URI (as GET) and never shows it to the client.
@@ -156,8 +161,12 @@ def error_response(status: int, message: str, extra_headers: tuple[tuple[bytes, 
     reason = REASONS.get(status, "Error")
     body = f"{status} {reason}: {message}\n".encode("latin-1", "replace")
     extra = b"".join(name + b": " + value + b"\r\n" for name, value in extra_headers)
-    return (f"Status: {status} {reason}\r\nContent-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\n").encode("latin-1") + extra + b"\r\n" + body
+    return (
+        (f"Status: {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n").encode("latin-1")
+        + extra
+        + b"\r\n"
+        + body
+    )
 
 
 REASONS = {

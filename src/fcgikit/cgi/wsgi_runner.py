@@ -29,7 +29,8 @@ def main(argv: list[str]) -> int:
         return 2
     sys.path[0:0] = paths
     from fcgikit.runtime.prctl import make_non_dumpable
-    make_non_dumpable()   # other CGI programs (same uid) may not read the app's memory
+
+    make_non_dumpable()  # other CGI programs (same uid) may not read the app's memory
     from wsgiref.handlers import BaseCGIHandler
 
     from fcgikit.worker.app import AppLoadError, load_app
@@ -38,17 +39,18 @@ def main(argv: list[str]) -> int:
         app = load_app(spec)
     except AppLoadError as exc:
         print(f"fcgikit.cgi fallback: {exc}", file=sys.stderr)
-        return 1   # no response: the gateway answers 502
+        return 1  # no response: the gateway answers 502
     environ = {name.decode("latin-1"): value.decode("latin-1") for name, value in os.environb.items()}
     for name in ("CONTENT_LENGTH", "CONTENT_TYPE"):
         if not environ.get(name):
             environ.pop(name, None)
     for name in ("HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"):
         environ.pop(name, None)
-    handler = BaseCGIHandler(sys.stdin.buffer, sys.stdout.buffer, sys.stderr, environ,
-                             multithread=False, multiprocess=True)
+    handler = BaseCGIHandler(
+        sys.stdin.buffer, sys.stdout.buffer, sys.stderr, environ, multithread=False, multiprocess=True
+    )
     handler.wsgi_run_once = True
-    handler.os_environ = {}   # the environ above is the whole of it
+    handler.os_environ = {}  # the environ above is the whole of it
     handler.run(app)
     sys.stdout.buffer.flush()
     return 0

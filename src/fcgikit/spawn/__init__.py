@@ -12,7 +12,15 @@ from .runner import run_manager
 from .scoreboard import NullSlot, Slot
 
 __all__ = [
-    "add_pool_arguments", "run_manager", "ChildContext", "Slot", "NullSlot",
-    "OptionsError", "PoolConfig", "validate_pool_options",
-    "EXIT_APP_LOAD_ERROR", "EXIT_BOOT_ERROR", "FCGI_LISTENSOCK_FILENO",
+    "add_pool_arguments",
+    "run_manager",
+    "ChildContext",
+    "Slot",
+    "NullSlot",
+    "OptionsError",
+    "PoolConfig",
+    "validate_pool_options",
+    "EXIT_APP_LOAD_ERROR",
+    "EXIT_BOOT_ERROR",
+    "FCGI_LISTENSOCK_FILENO",
 ]

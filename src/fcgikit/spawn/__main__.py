@@ -21,10 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python3 -m fcgikit.spawn",
         usage="%(prog)s [flags] -- PROGRAM [ARGS...]",
         description="Bind a FastCGI socket once, pre-fork PROGRAM with it on fd 0, "
-                    "and supervise the children (see docs/spawn.md).")
+        "and supervise the children (see docs/spawn.md).",
+    )
     add_pool_arguments(parser)
-    parser.add_argument("program", nargs="+", metavar="PROGRAM",
-                        help="the FastCGI program and its arguments, after --")
+    parser.add_argument("program", nargs="+", metavar="PROGRAM", help="the FastCGI program and its arguments, after --")
     return parser
 
 

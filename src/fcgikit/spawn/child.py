@@ -19,8 +19,16 @@ FCGI_LISTENSOCK_FILENO = 0
 
 # Signals the manager catches, and the two Python itself ignores: all go back to
 # their defaults so the child (or the exec'd program) starts as from a shell.
-MANAGER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
-                   signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD, signal.SIGUSR1)
+MANAGER_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+    signal.SIGUSR1,
+)
 PYTHON_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
@@ -86,9 +94,16 @@ def exec_program(argv: list[str], listen_sock: socket.socket, env: dict[str, str
     os.execvpe(argv[0], argv, env)
 
 
-def run_child(config: PoolConfig, target, listen_sock: socket.socket, slot,
-              max_requests: int, manager_fds: list[int], handoff: socket.socket | None = None,
-              manager_pid: int | None = None) -> None:
+def run_child(
+    config: PoolConfig,
+    target,
+    listen_sock: socket.socket,
+    slot,
+    max_requests: int,
+    manager_fds: list[int],
+    handoff: socket.socket | None = None,
+    manager_pid: int | None = None,
+) -> None:
     """The body of a forked child. Never returns: the process ends with _exit."""
     code = 1
     try:

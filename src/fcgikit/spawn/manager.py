@@ -88,8 +88,9 @@ class Manager:
     """Supervises the children of one pool. Constructing it changes nothing;
     run() installs the signal handlers and owns the process until the pool stops."""
 
-    def __init__(self, config: PoolConfig, target, listener: socket.socket, pool_name: str,
-                 ready_fd: int | None = None):
+    def __init__(
+        self, config: PoolConfig, target, listener: socket.socket, pool_name: str, ready_fd: int | None = None
+    ):
         self.config = config
         self.target = target
         self.runs_python = callable(target)
@@ -142,16 +143,19 @@ class Manager:
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         if self.config.kill_orphans and not become_subreaper():
             log.warning("cannot adopt orphans (no PR_SET_CHILD_SUBREAPER): programs of a dead child may survive it")
-        self.saved_handlers = {signum: signal.signal(signum, self.queue_signal)
-                               for signum in SIGNAL_METHODS}
+        self.saved_handlers = {signum: signal.signal(signum, self.queue_signal) for signum in SIGNAL_METHODS}
         if self.config.pidfile:
             with open(self.config.pidfile, "w") as out:
                 out.write(f"{os.getpid()}\n")
-        log.info("pool %s listening on %s, %d children, manager pid %d",
-                 self.pool_name, self.listen, self.target_size, os.getpid())
+        log.info(
+            "pool %s listening on %s, %d children, manager pid %d",
+            self.pool_name,
+            self.listen,
+            self.target_size,
+            os.getpid(),
+        )
         if self.config.timeout and not self.runs_python:
-            log.info("--timeout applies to Python workers only; %s keeps no scoreboard",
-                     self.pool_name)
+            log.info("--timeout applies to Python workers only; %s keeps no scoreboard", self.pool_name)
 
     def announce_ready(self) -> None:
         """Tell the launching process (no -n) that the pool is up; it then exits 0."""
@@ -339,8 +343,16 @@ class Manager:
             log.error("fork failed: %s", error)
             return None
         if pid == 0:
-            run_child(self.config, self.target, self.listener, slot, max_requests,
-                      self.fds_a_child_must_not_keep(ours), theirs, manager_pid)
+            run_child(
+                self.config,
+                self.target,
+                self.listener,
+                slot,
+                max_requests,
+                self.fds_a_child_must_not_keep(ours),
+                theirs,
+                manager_pid,
+            )
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if theirs is not None:
             theirs.close()
@@ -432,9 +444,13 @@ class Manager:
             self.fail(verdict, EXIT_APP_LOAD_ERROR if code == EXIT_APP_LOAD_ERROR else EXIT_CRASH_LOOP)
         elif failures.count >= failures.limit and failures.count % failures.limit == 0:
             # A pool that has served is never given up on (BootFailures): say so now and then.
-            log.warning("%d children in a row died within %gs of starting; this pool has served before, "
-                        "so it is not given up: respawning one at a time, %.1fs apart",
-                        failures.count, failures.boot_period, respawn_delay(failures.count))
+            log.warning(
+                "%d children in a row died within %gs of starting; this pool has served before, "
+                "so it is not given up: respawning one at a time, %.1fs apart",
+                failures.count,
+                failures.boot_period,
+                respawn_delay(failures.count),
+            )
 
     def manage_pool(self) -> None:
         now = time.monotonic()
@@ -442,7 +458,7 @@ class Manager:
         for child in current:
             self.boot_failures.child_alive(child.started, now)
         excess = len(current) - self.target_size
-        for child in current[:max(excess, 0)]:
+        for child in current[: max(excess, 0)]:
             log.info("retiring child %d (pool size %d)", child.pid, self.target_size)
             self.retire(child)
         if excess < 0 and now >= self.boot_failures.next_spawn_at():
@@ -455,13 +471,21 @@ class Manager:
         now = time.monotonic()
         for child in self.children.values():
             snap = child.slot.snapshot()
-            reason = hung_reason(snap.state == SLOT_BUSY, snap.request_started, snap.last_seen,
-                                 snap.heartbeats, now, self.config.timeout, child.started)
+            reason = hung_reason(
+                snap.state == SLOT_BUSY,
+                snap.request_started,
+                snap.last_seen,
+                snap.heartbeats,
+                now,
+                self.config.timeout,
+                child.started,
+            )
             if child.killed or reason is None:
                 continue
             what = f" ({snap.method} {snap.uri})" if snap.state == SLOT_BUSY else ""
-            log.error("child %d stuck: %s%s, over --timeout %g: killing it",
-                      child.pid, reason, what, self.config.timeout)
+            log.error(
+                "child %d stuck: %s%s, over --timeout %g: killing it", child.pid, reason, what, self.config.timeout
+            )
             child.killed = True
             self.counters.timeouts += 1
             self.send(child, signal.SIGKILL)
@@ -572,8 +596,11 @@ class Manager:
         now = time.monotonic()
         for child in self.children.values():
             snap = child.slot.snapshot()
-            if (snap.state == SLOT_BUSY and snap.requests != child.slow_counted
-                    and now - snap.request_started > self.config.slow_request_time):
+            if (
+                snap.state == SLOT_BUSY
+                and snap.requests != child.slow_counted
+                and now - snap.request_started > self.config.slow_request_time
+            ):
                 child.slow_counted = snap.requests
                 self.counters.slow_requests += 1
                 log.warning("slow request in child %d: %s %s", child.pid, snap.method, snap.uri)
@@ -582,17 +609,33 @@ class Manager:
         now_mono, now_wall = time.monotonic(), time.time()
         rows = [
             status_report.child_status(
-                c.pid, c.slot.index, c.generation, c.started_wall, now_wall, c.retiring,
-                c.slot.snapshot() if self.runs_python else None, now_mono)
+                c.pid,
+                c.slot.index,
+                c.generation,
+                c.started_wall,
+                now_wall,
+                c.retiring,
+                c.slot.snapshot() if self.runs_python else None,
+                now_mono,
+            )
             for c in sorted(self.children.values(), key=lambda c: c.slot.index)
         ]
         queue = status_report.listen_queue(self.listener) if self.listener.fileno() != -1 else None
         state = self.stop_mode or "running"
         return status_report.build_status(
-            pool=self.pool_name, manager_pid=os.getpid(), state=state, listen=self.listen,
-            start_time=self.start_wall, now_wall=now_wall, generation=self.generation,
-            target=self.target_size, rows=rows, counters=self.counters, queue=queue,
-            scoreboard=self.runs_python)
+            pool=self.pool_name,
+            manager_pid=os.getpid(),
+            state=state,
+            listen=self.listen,
+            start_time=self.start_wall,
+            now_wall=now_wall,
+            generation=self.generation,
+            target=self.target_size,
+            rows=rows,
+            counters=self.counters,
+            queue=queue,
+            scoreboard=self.runs_python,
+        )
 
     def write_status_if_due(self) -> None:
         if self.status_dirty or time.monotonic() - self.status_written_at >= STATUS_INTERVAL:

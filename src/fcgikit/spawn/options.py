@@ -99,50 +99,89 @@ def _address_list(text: str) -> list[str]:
 def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare spawn-fcgi's flags and the supervision flags on `parser`."""
     bind = parser.add_argument_group("socket (as spawn-fcgi)")
-    bind.add_argument("-a", dest="address", metavar="ADDR",
-                      help=f"IPv4/IPv6 address to bind with -p (default {DEFAULT_ADDRESS})")
-    bind.add_argument("-p", dest="port", type=int, metavar="PORT",
-                      help="TCP port to bind (0: any free port, see the status file)")
+    bind.add_argument(
+        "-a", dest="address", metavar="ADDR", help=f"IPv4/IPv6 address to bind with -p (default {DEFAULT_ADDRESS})"
+    )
+    bind.add_argument(
+        "-p", dest="port", type=int, metavar="PORT", help="TCP port to bind (0: any free port, see the status file)"
+    )
     bind.add_argument("-s", dest="socket_path", metavar="PATH", help="Unix socket to bind")
-    bind.add_argument("-M", dest="socket_mode", type=_octal_mode, metavar="MODE",
-                      help="mode of the Unix socket (octal, default 0660)")
-    bind.add_argument("-U", dest="socket_user", metavar="USER",
-                      help="owner of the Unix socket (default: -u)")
-    bind.add_argument("-G", dest="socket_group", metavar="GROUP",
-                      help="group of the Unix socket (default: -g)")
-    bind.add_argument("-b", dest="backlog", type=int, default=DEFAULT_BACKLOG, metavar="BACKLOG",
-                      help=f"listen backlog (default {DEFAULT_BACKLOG})")
+    bind.add_argument(
+        "-M", dest="socket_mode", type=_octal_mode, metavar="MODE", help="mode of the Unix socket (octal, default 0660)"
+    )
+    bind.add_argument("-U", dest="socket_user", metavar="USER", help="owner of the Unix socket (default: -u)")
+    bind.add_argument("-G", dest="socket_group", metavar="GROUP", help="group of the Unix socket (default: -g)")
+    bind.add_argument(
+        "-b",
+        dest="backlog",
+        type=int,
+        default=DEFAULT_BACKLOG,
+        metavar="BACKLOG",
+        help=f"listen backlog (default {DEFAULT_BACKLOG})",
+    )
 
     pool = parser.add_argument_group("processes (as spawn-fcgi)")
-    pool.add_argument("-F", dest="children", type=int, default=1, metavar="N",
-                      help="number of children (default 1)")
+    pool.add_argument("-F", dest="children", type=int, default=1, metavar="N", help="number of children (default 1)")
     pool.add_argument("-u", dest="user", metavar="USER", help="run the children as USER (root only)")
-    pool.add_argument("-g", dest="group", metavar="GROUP",
-                      help="run the children with GROUP (root only; default: USER's group)")
+    pool.add_argument(
+        "-g", dest="group", metavar="GROUP", help="run the children with GROUP (root only; default: USER's group)"
+    )
     pool.add_argument("-d", dest="directory", metavar="DIR", help="children's working directory")
-    pool.add_argument("-n", dest="foreground", action="store_true",
-                      help="stay in the foreground (without it the manager daemonizes)")
+    pool.add_argument(
+        "-n", dest="foreground", action="store_true", help="stay in the foreground (without it the manager daemonizes)"
+    )
     pool.add_argument("-P", dest="pidfile", metavar="PIDFILE", help="write the manager's pid here")
 
     supervise = parser.add_argument_group("supervision")
-    supervise.add_argument("--allow", type=_address_list, metavar="ADDR[,ADDR]",
-                           help="accept connections only from these addresses (FCGI_WEB_SERVER_ADDRS)")
-    supervise.add_argument("--max-requests", type=int, default=0, metavar="N",
-                           help="recycle a child after N requests plus up to N/10 jitter (0: never)")
-    supervise.add_argument("--timeout", type=float, default=0.0, metavar="S",
-                           help="kill a Python worker hung (one request, or silence) longer than S (0: never)")
-    supervise.add_argument("--graceful-timeout", type=float, default=DEFAULT_GRACEFUL_TIMEOUT,
-                           metavar="S", help="time a stopping child gets to finish its request (default 30)")
-    supervise.add_argument("--slow-request-time", type=float, default=DEFAULT_SLOW_REQUEST_TIME,
-                           metavar="S", help="requests longer than S count as slow in the status (default 5)")
-    supervise.add_argument("--status-file", metavar="PATH",
-                           help="write the JSON status report here every second")
-    supervise.add_argument("--stop-signal", default=DEFAULT_EXEC_STOP_SIGNAL, metavar="SIG",
-                           help="graceful stop signal for exec'd programs (default USR1, as libfcgi)")
+    supervise.add_argument(
+        "--allow",
+        type=_address_list,
+        metavar="ADDR[,ADDR]",
+        help="accept connections only from these addresses (FCGI_WEB_SERVER_ADDRS)",
+    )
+    supervise.add_argument(
+        "--max-requests",
+        type=int,
+        default=0,
+        metavar="N",
+        help="recycle a child after N requests plus up to N/10 jitter (0: never)",
+    )
+    supervise.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="kill a Python worker hung (one request, or silence) longer than S (0: never)",
+    )
+    supervise.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=DEFAULT_GRACEFUL_TIMEOUT,
+        metavar="S",
+        help="time a stopping child gets to finish its request (default 30)",
+    )
+    supervise.add_argument(
+        "--slow-request-time",
+        type=float,
+        default=DEFAULT_SLOW_REQUEST_TIME,
+        metavar="S",
+        help="requests longer than S count as slow in the status (default 5)",
+    )
+    supervise.add_argument("--status-file", metavar="PATH", help="write the JSON status report here every second")
+    supervise.add_argument(
+        "--stop-signal",
+        default=DEFAULT_EXEC_STOP_SIGNAL,
+        metavar="SIG",
+        help="graceful stop signal for exec'd programs (default USR1, as libfcgi)",
+    )
     supervise.add_argument("--pool-name", metavar="NAME", help="pool name in the status report")
-    supervise.add_argument("--log-format", choices=FORMATS, default=None,
-                           help=f"log lines as text (default) or one JSON object each, for the manager and "
-                                f"its children ({FORMAT_VARIABLE} in the environment does the same)")
+    supervise.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default=None,
+        help=f"log lines as text (default) or one JSON object each, for the manager and "
+        f"its children ({FORMAT_VARIABLE} in the environment does the same)",
+    )
 
 
 def _opt(options, name, default=None):
@@ -180,8 +219,7 @@ def resolve_identity(user: str | None, group: str | None, am_root: bool) -> Iden
         gid = account.pw_gid
     if gid == 0:
         raise OptionsError("-g: will not set gid to 0 (as spawn-fcgi)")
-    return Identity(user=account.pw_name if account else None,
-                    uid=account.pw_uid if account else None, gid=gid)
+    return Identity(user=account.pw_name if account else None, uid=account.pw_uid if account else None, gid=gid)
 
 
 def _socket_owner(options, am_root: bool) -> tuple[int, int]:
@@ -269,12 +307,16 @@ def validate_pool_options(options, am_root: bool | None = None) -> PoolConfig:
     socket_uid, socket_gid = _socket_owner(options, am_root) if path else (-1, -1)
     allowed = _opt(options, "allow")
     return PoolConfig(
-        address=address, port=port, socket_path=path,
+        address=address,
+        port=port,
+        socket_path=path,
         socket_mode=_opt(options, "socket_mode", DEFAULT_SOCKET_MODE),
-        socket_uid=socket_uid, socket_gid=socket_gid,
+        socket_uid=socket_uid,
+        socket_gid=socket_gid,
         children=_opt(options, "children", 1),
         backlog=_opt(options, "backlog", DEFAULT_BACKLOG),
-        identity=identity, directory=directory,
+        identity=identity,
+        directory=directory,
         foreground=bool(_opt(options, "foreground", False)),
         pidfile=_opt(options, "pidfile"),
         allowed_addrs=tuple(allowed) if allowed else None,

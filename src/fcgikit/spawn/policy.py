@@ -36,8 +36,15 @@ def jittered_max_requests(max_requests: int, rng: random.Random | None = None) -
     return max_requests + randint(0, max_requests // JITTER_FRACTION)
 
 
-def hung_reason(busy: bool, request_started: float, last_seen: float, heartbeats: int,
-                now: float, timeout: float, child_started: float = 0.0) -> str | None:
+def hung_reason(
+    busy: bool,
+    request_started: float,
+    last_seen: float,
+    heartbeats: int,
+    now: float,
+    timeout: float,
+    child_started: float = 0.0,
+) -> str | None:
     """Why a worker counts as hung under --timeout, or None.
 
     Busy: one request has run longer than the timeout. Idle: a worker that has
@@ -106,8 +113,9 @@ class BootFailures:
         self.last_reason = ""
         self.proven = False  # a child of this pool has served, or lived past its boot
 
-    def child_exited(self, started_at: float, ended_at: float, description: str,
-                     code: int | None, served: int | None = None) -> str | None:
+    def child_exited(
+        self, started_at: float, ended_at: float, description: str, code: int | None, served: int | None = None
+    ) -> str | None:
         """Record an unexpected exit; returns why the manager must stop, or None.
 
         `served` is how many requests the child took (the scoreboard counts a
@@ -131,8 +139,10 @@ class BootFailures:
         self.last_failure_at = ended_at
         self.last_reason = description
         if self.count >= self.limit and not self.proven:
-            return (f"children die at boot: {self.count} in a row ended within "
-                    f"{self.boot_period:g}s of starting, the last {description}")
+            return (
+                f"children die at boot: {self.count} in a row ended within "
+                f"{self.boot_period:g}s of starting, the last {description}"
+            )
         return None
 
     def child_alive(self, started_at: float, now: float) -> None:

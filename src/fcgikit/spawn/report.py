@@ -54,8 +54,7 @@ def _tcp_listen_queue(sock: socket.socket) -> tuple[int, int] | None:
 def _unix_listen_queue(sock: socket.socket) -> tuple[int, int] | None:
     inode = os.fstat(sock.fileno()).st_ino
     request = _UNIX_DIAG_REQ.pack(socket.AF_UNIX, 0, 0, _ANY, inode, _UDIAG_SHOW_RQLEN, _ANY, _ANY)
-    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY,
-                                _NLM_F_REQUEST, 1, 0)
+    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as netlink:
         netlink.settimeout(1.0)
         netlink.send(header + request)
@@ -88,8 +87,16 @@ class PoolCounters:
     slow_seen: set = field(default_factory=set)  # (pid, request number) already counted
 
 
-def child_status(pid: int, slot: int, generation: int, started_wall: float, now_wall: float,
-                 retiring: bool, snapshot, now_mono: float) -> dict:
+def child_status(
+    pid: int,
+    slot: int,
+    generation: int,
+    started_wall: float,
+    now_wall: float,
+    retiring: bool,
+    snapshot,
+    now_mono: float,
+) -> dict:
     """One child's row. `snapshot` is its scoreboard record, None for exec'd programs."""
     row = {
         "pid": pid,
@@ -117,10 +124,21 @@ def child_status(pid: int, slot: int, generation: int, started_wall: float, now_
     return row
 
 
-def build_status(*, pool: str, manager_pid: int, state: str, listen: str, start_time: float,
-                 now_wall: float, generation: int, target: int, rows: list[dict],
-                 counters: PoolCounters, queue: tuple[int, int] | None,
-                 scoreboard: bool) -> dict:
+def build_status(
+    *,
+    pool: str,
+    manager_pid: int,
+    state: str,
+    listen: str,
+    start_time: float,
+    now_wall: float,
+    generation: int,
+    target: int,
+    rows: list[dict],
+    counters: PoolCounters,
+    queue: tuple[int, int] | None,
+    scoreboard: bool,
+) -> dict:
     """The whole report. Busy/idle and requests are null where children keep no scoreboard."""
     current = [r for r in rows if r["state"] != "retiring"]
     busy = sum(1 for r in current if r["state"] == "busy")
@@ -202,6 +220,7 @@ def format_status(status: dict) -> str:
     for row in status["processes"]:
         request = row.get("request")
         what = f"{request['method']} {request['uri']} ({request['duration']:.1f}s)" if request else ""
-        lines.append(f"{row['pid']:>8} {row['state']:<9} {_dash(row['requests']):>8} "
-                     f"{row['start_since']:>7.0f}s  {what}")
+        lines.append(
+            f"{row['pid']:>8} {row['state']:<9} {_dash(row['requests']):>8} {row['start_since']:>7.0f}s  {what}"
+        )
     return "\n".join(lines)

@@ -133,8 +133,9 @@ class Slot:
             method_text, uri_text = method.encode(), uri.encode()
         else:
             method_text, uri_text = _cut(method, 16), _cut(uri, URI_MAX)
-        _BUSY_AND_TEXT.pack_into(memory, offset + _STATE_AT, SLOT_BUSY, requests, now, now, heartbeats, method_text,
-                                 uri_text)
+        _BUSY_AND_TEXT.pack_into(
+            memory, offset + _STATE_AT, SLOT_BUSY, requests, now, now, heartbeats, method_text, uri_text
+        )
         seqs[at] = seq + 2  # even: stable
 
     def request_finished(self) -> None:
@@ -164,11 +165,12 @@ class Slot:
         for attempt in range(attempts):
             before = seqs[at]
             if not before & 1:
-                raw = memory[offset:offset + _RECORD.size]
+                raw = memory[offset : offset + _RECORD.size]
                 if seqs[at] == before:
                     _, pid, state, requests, started, seen, beats, method, uri = _RECORD.unpack(raw)
-                    self._last_clean = SlotSnapshot(pid, state, requests, started, seen, beats,
-                                                    _text(method), _text(uri))
+                    self._last_clean = SlotSnapshot(
+                        pid, state, requests, started, seen, beats, _text(method), _text(uri)
+                    )
                     return self._last_clean
             if attempt >= SPIN_ATTEMPTS:
                 time.sleep(0)  # let the writer finish (it may share our CPU)

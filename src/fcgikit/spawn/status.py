@@ -9,8 +9,9 @@ from .report import format_status, read_status
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m fcgikit.spawn.status",
-                                     description="Print a fcgikit.spawn status file.")
+    parser = argparse.ArgumentParser(
+        prog="python3 -m fcgikit.spawn.status", description="Print a fcgikit.spawn status file."
+    )
     parser.add_argument("file")
     parser.add_argument("--json", action="store_true", help="print the raw JSON")
     args = parser.parse_args(argv)
@@ -22,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(json.dumps(status, indent=2) if args.json else format_status(status))
         sys.stdout.flush()
-    except BrokenPipeError:   # `... | head`: the reader has what it wanted
-        sys.stdout = None     # nothing more to flush at exit
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        sys.stdout = None  # nothing more to flush at exit
     return 0
 
 

@@ -66,8 +66,15 @@ class Nginx:
     holds what the stack's edge sends to the workers (SCRIPT_NAME "", PATH_INFO $uri).
     """
 
-    def __init__(self, server_conf: str, http_conf: str = "", *, workers: int = 1, log_level: str = "info",
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        server_conf: str,
+        http_conf: str = "",
+        *,
+        workers: int = 1,
+        log_level: str = "info",
+        port: int | None = None,
+    ) -> None:
         self.server_conf = server_conf
         self.http_conf = http_conf
         self.workers = workers
@@ -99,8 +106,15 @@ class Nginx:
         # As root, nginx's workers would run as nobody and could not reach the
         # test's private sockets and files; a test server has nothing to protect.
         user = "user root;\n" if os.geteuid() == 0 else ""
-        text = CONFIG.format(user=user, prefix=self.prefix, port=self.port, workers=self.workers,
-                             log_level=self.log_level, http_conf=self.http_conf, server_conf=self.server_conf)
+        text = CONFIG.format(
+            user=user,
+            prefix=self.prefix,
+            port=self.port,
+            workers=self.workers,
+            log_level=self.log_level,
+            http_conf=self.http_conf,
+            server_conf=self.server_conf,
+        )
         (self.prefix / "nginx.conf").write_text(text)
 
     def reload(self, server_conf: str | None = None, http_conf: str | None = None) -> None:

@@ -1,7 +1,7 @@
 """The Python FastCGI worker: WSGI apps and libfcgi-style accept loops (stdlib only).
 
-    serve(listen_sock, wsgi_handler(app))        # one child serving a WSGI app
-    for request in accept(): ...                 # the FCGI_Accept() loop, in Python
+serve(listen_sock, wsgi_handler(app))        # one child serving a WSGI app
+for request in accept(): ...                 # the FCGI_Accept() loop, in Python
 """
 
 from .app import AppLoadError, load_app
