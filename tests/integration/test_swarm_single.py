@@ -62,11 +62,17 @@ def image_prefix(engine):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stderr
     yield prefix
-    for image in engine.images.list():
-        for tag in image.tags:
-            if tag.startswith(prefix + "/"):
-                with contextlib.suppress(docker.errors.APIError):
-                    engine.images.remove(tag, force=True)
+    import time
+
+    deadline = time.monotonic() + 60  # tasks of removed stacks may still be stopping: retry
+    while True:
+        left = [tag for image in engine.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
+        for tag in left:
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(tag, force=True)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(2)
 
 
 def test_compose_file_deploys_as_a_swarm_stack(engine, swarm, image_prefix, tmp_path):
@@ -280,5 +286,6 @@ def test_down_removes_the_stack(engine, deployment):
     assert stack_containers(engine, project) == []
     assert engine.services.list(filters={"label": f"com.docker.stack.namespace={project}"}) == []
     assert engine.configs.list(filters={"label": f"com.docker.stack.namespace={project}"}) == []
+    assert not (Path.home() / ".local/state/fcgikit/swarm" / project).exists(), "down left the stack file"
     again = fcgikit(env, "down", "-f", spec)
     assert "nothing was running" in again.stdout

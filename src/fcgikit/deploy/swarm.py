@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -539,6 +540,8 @@ class SwarmStack:
             containers = self.client.api.containers(all=True, filters={"label": f"{STACK_LABEL}={self.project}"})
             networks = self.client.networks.list(filters={"label": f"{STACK_LABEL}={self.project}"})
             if not containers and not networks:
+                # The stack file and its configs' files were for this stack only.
+                shutil.rmtree(self._stack_dir(), ignore_errors=True)
                 return
             time.sleep(0.5)
         raise SwarmFailed(f"stack {self.project} removed, but its containers or network are still there after {timeout:.0f}s")
