@@ -36,6 +36,7 @@ def local_swarm(client: docker.DockerClient) -> Iterator[bool]:
     with open(SWARM_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         initialised = False
+        had_gwbridge = bool(client.networks.list(names=["docker_gwbridge"]))
         if swarm_state(client) == "inactive":
             done = subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
                                   capture_output=True, text=True, timeout=60)
@@ -47,6 +48,8 @@ def local_swarm(client: docker.DockerClient) -> Iterator[bool]:
         finally:
             if initialised:
                 subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120)
+                if not had_gwbridge:  # made by swarm mode for its tasks; removed when nothing uses it
+                    subprocess.run(["docker", "network", "rm", "docker_gwbridge"], capture_output=True, timeout=60)
 
 
 def stack_containers(client: docker.DockerClient, stack: str) -> list:
