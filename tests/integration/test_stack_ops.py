@@ -67,7 +67,8 @@ def check_logs(cli_env, project: str, spec, url: str) -> None:
 
 
 def follow_and_see(cli_env, project: str, spec, url: str) -> None:
-    """`logs -f -n 0` prints a request made while it follows, then stops on Ctrl-C, status 0."""
+    """`logs -f -n 0` prints a request made while it follows, takes up a container a `scale`
+    starts meanwhile, and stops on Ctrl-C with status 0."""
     argv = [sys.executable, "-m", "fcgikit.cli", "logs", "-f", "-n", "0", "-p", project, "--file", str(spec)]
     follower = subprocess.Popen(argv, env=cli_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: list[str] = []
@@ -80,12 +81,18 @@ def follow_and_see(cli_env, project: str, spec, url: str) -> None:
             get(url, f"/?followed={marker}")  # until the follower has started and sees it
             get(url, f"/cgi-bin/hello.sh?followed={marker}")
             time.sleep(0.5)
+        fcgikit(cli_env, "scale", "cgi=2", "-p", project, "-f", str(spec))
+        deadline = time.monotonic() + 30
+        while not any(line.startswith(f"{project}-cgi-2 ") for line in seen) and time.monotonic() < deadline:
+            time.sleep(0.3)
     finally:
         follower.send_signal(signal.SIGINT)
         code = follower.wait(timeout=20)
         reader.join(timeout=5)
     with_marker = [line for line in seen if marker in line]
     assert with_marker and {line.split(" | ")[0].strip() for line in with_marker} == {f"{project}-nginx-1"}, seen[-10:]
+    started = [line for line in seen if line.startswith(f"{project}-cgi-2 ")]
+    assert any("listening on 0.0.0.0:9000" in line for line in started), seen[-10:]
     assert code == 0, follower.stderr.read()
 
 

@@ -159,3 +159,35 @@ def test_following_goes_on_when_one_source_fails_and_ends_when_all_have():
     got = list(merge_followed([good, lost]))
     assert [line for line in got if line[0] == "a"] == [("a", "one"), ("a", "two")]
     assert ("b", "first") in got and ("fcgikit", "stopped following: connection to h3 lost") in got
+
+
+def test_following_takes_up_containers_started_since():
+    import threading
+
+    release = threading.Event()
+
+    def old():
+        yield ("old", "one")
+        release.wait(5)  # still running while the new one appears
+
+    def new():
+        yield ("new", "first line of a container started later")
+
+    found = [[new], []]
+
+    def discover():
+        return found.pop(0) if found else []
+
+    got = []
+    for line in merge_followed([old], discover, interval=0.05):
+        got.append(line)
+        if line[0] == "new":
+            break
+    release.set()
+    assert got == [("old", "one"), ("new", "first line of a container started later")]
+
+
+def test_labels_found_later_widen_the_column():
+    line_format = LineFormat(["p-nginx-1"], timestamps=False)
+    line_format.widen(["p-workers-12"])
+    assert line_format(("p-nginx-1", "x")) == "p-nginx-1    | x"

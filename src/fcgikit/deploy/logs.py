@@ -15,6 +15,7 @@ import queue
 import re
 import shlex
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -147,6 +148,10 @@ class LineFormat:
         self.width = max((len(label) for label in labels), default=0)
         self.timestamps = timestamps
 
+    def widen(self, labels: Iterable[str]) -> None:
+        """Room for the labels of containers found later (while following)."""
+        self.width = max([self.width, *(len(label) for label in labels)])
+
     def __call__(self, line: Line) -> str:
         label, text = line
         if not self.timestamps and _TIMESTAMP.match(text):
@@ -162,8 +167,11 @@ def group_by_label(lines: Iterable[Line]) -> list[list[Line]]:
     return list(groups.values())
 
 
-def merge_followed(sources: list[LogReader]) -> Iterator[Line]:
-    """Lines of every source as they come (one thread per source); ends when all have ended.
+def merge_followed(sources: list[LogReader], discover: Callable[[], list[LogReader]] | None = None,
+                   interval: float = 2.0) -> Iterator[Line]:
+    """Lines of every source as they come (one thread per source). Without `discover`, ends
+    when all sources have ended; with it, asks it every `interval` seconds for the sources of
+    containers started since (a scale), and goes on until interrupted.
 
     A source that fails ends with one line saying why, so the others go on."""
     lines: queue.Queue = queue.Queue()
@@ -178,12 +186,33 @@ def merge_followed(sources: list[LogReader]) -> Iterator[Line]:
         finally:
             lines.put(done)
 
+    def watch() -> None:
+        said = ""
+        while True:
+            time.sleep(interval)
+            try:
+                fresh = discover()
+            except Exception as exc:  # the next look may work: say so once, not every interval
+                problem = f"cannot look for new containers: {' '.join(str(exc).split())}"
+                if problem != said:
+                    lines.put(("fcgikit", problem))
+                said = problem
+                continue
+            said = ""
+            for source in fresh:
+                lines.put(source)  # started by the reading loop, which counts it
+
     for source in sources:
         threading.Thread(target=pump, args=(source,), daemon=True).start()
+    if discover is not None:
+        threading.Thread(target=watch, daemon=True).start()
     running = len(sources)
-    while running:
+    while running or discover is not None:
         item = lines.get()
         if item is done:
             running -= 1
+        elif callable(item):
+            running += 1
+            threading.Thread(target=pump, args=(item,), daemon=True).start()
         else:
             yield item

@@ -632,11 +632,26 @@ class Stack:
         labels, readers = self.log_sources(found, request)
         line_format = logs.LineFormat(labels, request.timestamps)
         if request.follow:
-            yield from map(line_format, logs.merge_followed(readers))
+            discover = functools.partial(self._log_sources_started_since, found, services, request, line_format)
+            yield from map(line_format, logs.merge_followed(readers, discover))
             return
         with ThreadPoolExecutor(max_workers=min(8, len(readers))) as pool:
             read = [line for lines in pool.map(lambda reader: list(reader()), readers) for line in lines]
         yield from map(line_format, logs.merge_by_time(logs.group_by_label(read)))
+
+    def _log_sources_started_since(self, known: list[RunningContainer], services: Sequence[str], request: LogRequest,
+                                   line_format: logs.LineFormat) -> list[LogReader]:
+        """While following: the readers of the containers started since (each from its first
+        line), remembered in `known`."""
+        seen = {(c.host, c.name, c.id) for c in known}
+        fresh = [c for c in self._every_container()
+                 if (c.host, c.name, c.id) not in seen and (not services or c.service in services)]
+        if not fresh:
+            return []
+        known += fresh
+        labels, readers = self.log_sources(fresh, replace(request, tail=None, since=None))
+        line_format.widen(labels)
+        return readers
 
     def _every_container(self) -> list[RunningContainer]:
         return [c for host in self.hosts for c in self.engine(host.name).observe_containers(self.project)]
