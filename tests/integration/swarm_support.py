@@ -14,9 +14,11 @@ import contextlib
 import fcntl
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -24,6 +26,15 @@ import pytest
 import requests
 
 SWARM_LOCK = "/tmp/fcgikit-swarm-tests.lock"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fcgikit(env: dict, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "fcgikit.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"fcgikit {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done
 
 
 def swarm_state(client: docker.DockerClient) -> str:

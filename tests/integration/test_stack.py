@@ -4,6 +4,8 @@ Every test session builds its own image set under a unique prefix (nothing of it
 exists before: `fcgikit up` must build it, and the base too on a clean engine),
 every test uses its own project name and a free host port, and removes what it
 started. When a check fails, the logs of the project's containers are attached.
+The fixtures are tests/conftest.py's, the helpers tests/integration/stack_support.py's
+(the other test_stack_*.py modules use the same).
 
 Set FCGIKIT_TEST_APP=PATH[:MODULE:APP] (what `fcgikit test --app` does) to run the
 stack tests against your own app; it must answer GET / with 200.
@@ -16,150 +18,35 @@ import io
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # no reaper image can be pulled here
 
-import docker  # noqa: E402
-import docker.errors  # noqa: E402
 import pytest  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
 from fcgikit.deploy.model import LABEL_PROJECT, NGINX_PID_PATH  # noqa: E402
-from fcgikit.deploy.releases import LABEL_OF as LABEL_RELEASE_OF  # noqa: E402
+from tests.integration.stack_support import (  # noqa: E402
+    ROOT,
+    USER_APP,
+    count,
+    fcgikit,
+    get,
+    logs_on_failure,
+    status,
+    user_app_target,
+    wait_healthy,
+    write_spec,
+)
 
 # On a clean engine the first test to need images also makes the base (debootstrap, minutes).
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_SPEC = ROOT / "deploy" / "fcgikit.yaml"
-USER_APP = os.environ.get("FCGIKIT_TEST_APP")
-CLI_TIMEOUT = 600
-
-
-# --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def engine():
-    """The local engine. In CI (CI=true) a missing engine fails the run instead of skipping."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no Docker engine answers: {exc}")
-        pytest.skip(f"no Docker engine: {exc}")
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def image_prefix(engine):
-    """A prefix no image has yet; every image under it is removed at the end of the session."""
-    prefix = f"fcgikit-test-{uuid.uuid4().hex[:8]}"
-    yield prefix
-    for image in engine.images.list():
-        for tag in image.tags:
-            if tag.startswith(prefix + "/"):
-                with contextlib.suppress(docker.errors.APIError):
-                    engine.images.remove(tag, force=True)
-
-
-@pytest.fixture(scope="session")
-def cli_env(image_prefix):
-    env = dict(os.environ, FCGIKIT_IMAGE_PREFIX=image_prefix, PYTHONUNBUFFERED="1")
-    for variable in ("FCGIKIT_PROJECT", "FCGIKIT_FILE", "FCGIKIT_APP"):
-        env.pop(variable, None)
-    if USER_APP:
-        env["FCGIKIT_APP"] = USER_APP  # up, scale and build serve the user's app
-    return env
-
-
-@pytest.fixture
-def project(engine, cli_env):
-    """A unique project name; whatever carries its label is removed afterwards."""
-    name = f"t{uuid.uuid4().hex[:10]}"
-    yield name
-    remove_project(engine, name)
-
-
-def remove_project(engine, name: str) -> None:
-    # The project's containers, and its release records (never started, no project label: `down` keeps them).
-    for label in (f"{LABEL_PROJECT}={name}", f"{LABEL_RELEASE_OF}={name}"):
-        for container in engine.containers.list(all=True, filters={"label": label}):
-            with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True, v=True)  # and nginx's anonymous /etc/nginx volume
-    for network in engine.networks.list(filters={"label": f"{LABEL_PROJECT}={name}"}):
-        with contextlib.suppress(docker.errors.APIError):
-            network.remove()
-
-
-def user_app_target() -> str:
-    """The MODULE:APP that FCGIKIT_TEST_APP (`fcgikit test --app`) serves."""
-    from fcgikit.deploy.spec import load_stack_spec, with_app
-
-    return with_app(load_stack_spec(EXAMPLE_SPEC), USER_APP).services.workers.app
-
-
-def write_spec(tmp_path: Path, workers: int = 2, cgi: int = 1) -> Path:
-    """The example stack with a free host port (0) and absolute paths."""
-    data = yaml.safe_load(EXAMPLE_SPEC.read_text())
-    data.pop("project", None)
-    services = data["services"]
-    services["nginx"]["port"] = 0
-    services["workers"].update(replicas=workers, processes=2, path=str(ROOT / "apps"))
-    services["cgi"].update(replicas=cgi, scripts=str(ROOT / "apps" / "cgi-bin"))
-    path = tmp_path / "fcgikit.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def fcgikit(cli_env, *args, check=True) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "fcgikit.cli", *args]
-    result = subprocess.run(argv, env=cli_env, capture_output=True, text=True, timeout=CLI_TIMEOUT, cwd=ROOT)
-    if check and result.returncode != 0:
-        raise AssertionError(f"fcgikit {' '.join(args)} exited {result.returncode}\n"
-                             f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}")
-    return result
-
-
-def status(cli_env, project: str, spec: Path) -> dict:
-    return json.loads(fcgikit(cli_env, "status", "--json", "-p", project, "-f", str(spec)).stdout)
-
-
-def count(report: dict, service: str) -> int:
-    return sum(1 for c in report["containers"] if c["service"] == service and c["state"] == "running")
-
-
-def project_logs(engine, project: str) -> str:
-    parts = []
-    for container in engine.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
-        logs = container.logs(tail=60).decode("utf-8", "replace")
-        parts.append(f"--- {container.name} ({container.status}) ---\n{logs}")
-    return "\n".join(parts) or "(no containers)"
-
-
-@contextlib.contextmanager
-def logs_on_failure(engine, project: str):
-    """A failed check inside carries the logs of every container of the project."""
-    try:
-        yield
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n\n=== container logs of project {project} ===\n{project_logs(engine, project)}") from exc
-
-
 # --- the stack from nothing -----------------------------------------------------------
-
-
-def get(url: str, path: str, **kwargs) -> requests.Response:
-    return requests.get(url.rstrip("/") + path, timeout=10, **kwargs)
 
 
 def test_up_serves_app_and_cgi_through_nginx_and_second_up_changes_nothing(
@@ -202,15 +89,6 @@ def test_up_serves_app_and_cgi_through_nginx_and_second_up_changes_nothing(
 # --- images -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def built_images(engine, cli_env, image_prefix, tmp_path_factory):
-    """`fcgikit build` (makes the base too if missing); up may have built the images already."""
-    result = fcgikit(cli_env, "build", "-f", str(write_spec(tmp_path_factory.mktemp("build"))))
-    tags = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(image_prefix)]
-    assert len(tags) == 2, result.stdout
-    return {tag.split("/")[1].split(":")[0]: tag for tag in tags}
-
-
 def test_build_again_builds_nothing_and_tags_carry_the_content_hash(cli_env, built_images, tmp_path):
     again = fcgikit(cli_env, "build", "-f", str(write_spec(tmp_path)))
     assert "(already there" in again.stdout and "(built" not in again.stdout, again.stdout
@@ -234,23 +112,6 @@ def test_build_prune_removes_only_older_unused_images(engine, cli_env, image_pre
         assert unused not in tags and used in tags and built_images["fcgi-worker"] in tags
     finally:
         holder.remove(force=True)
-
-
-def wait_healthy(container: DockerContainer, timeout: float = 60) -> None:
-    """Until Docker reports the HEALTHCHECK (a real FastCGI request) healthy; logs on timeout."""
-    wrapped = container.get_wrapped_container()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        wrapped.reload()
-        health = wrapped.attrs["State"].get("Health", {}).get("Status")
-        if health == "healthy":
-            return
-        if wrapped.status not in ("created", "running"):
-            break
-        time.sleep(1)
-    stdout, stderr = container.get_logs()
-    pytest.fail(f"{wrapped.name} not healthy (status {wrapped.status}, health {health})\n"
-                f"--- logs ---\n{stdout.decode()}{stderr.decode()}")
 
 
 def test_worker_image_runs_serve_spawn_or_cgi_as_non_root_without_compiler(built_images):

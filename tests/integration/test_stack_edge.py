@@ -15,7 +15,7 @@ Replacing nginx when its new port is taken: the site stays up. A changed `nginx.
 line before it touches anything; if the port is taken anyway between that check and the new
 nginx's start, the old nginx is started again, with the backends it had.
 
-Real Docker, real listeners; the fixtures (unique image prefix and project) are test_stack.py's.
+Real Docker, real listeners; the fixtures (unique image prefix and project) are tests/conftest.py's.
 """
 
 from __future__ import annotations
@@ -37,17 +37,7 @@ from fcgikit.deploy.images import DEFAULT_BASE, ImageNames
 from fcgikit.deploy.model import LABEL_PROJECT, NGINX_PID_PATH, STATUS_FILE
 from fcgikit.deploy.operations import Stack
 from fcgikit.deploy.spec import load_stack_spec, with_app
-from tests.integration.test_stack import (  # noqa: F401 (fixtures)
-    USER_APP,
-    cli_env,
-    engine,
-    fcgikit,
-    image_prefix,
-    logs_on_failure,
-    project,
-    status,
-    write_spec,
-)
+from tests.integration.stack_support import USER_APP, fcgikit, logs_on_failure, status, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 example_app_only = pytest.mark.skipif(bool(USER_APP), reason="checks the example app's answers")

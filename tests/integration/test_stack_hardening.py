@@ -20,9 +20,14 @@ import yaml
 
 from fcgikit.deploy import commands
 from fcgikit.deploy.model import LABEL_PROJECT, STATUS_FILE
-
-from .test_stack import (  # noqa: F401  (fixtures)
-    ROOT, USER_APP, cli_env, engine, fcgikit, image_prefix, logs_on_failure, project_logs, remove_project, write_spec,
+from tests.integration.stack_support import (
+    ROOT,
+    USER_APP,
+    fcgikit,
+    logs_on_failure,
+    project_logs,
+    remove_project,
+    write_spec,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]

@@ -11,10 +11,7 @@ import pytest
 from testcontainers.core.container import DockerContainer
 
 from fcgikit.deploy.model import LABEL_PROJECT
-
-# The session fixtures of test_stack.py (imported: pytest sets them up once per module that
-# has them, but the second build of the same images is all cache hits).
-from .test_stack import built_images, cli_env, engine, image_prefix, wait_healthy  # noqa: F401
+from tests.integration.stack_support import wait_healthy
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,11 +11,8 @@ import time
 import uuid
 
 import pytest
-import requests
 
-from tests.integration.test_stack import (  # noqa: F401 - fixtures
-    ROOT, cli_env, count, engine, fcgikit, get, image_prefix, logs_on_failure, project, status, write_spec,
-)
+from tests.integration.stack_support import ROOT, count, fcgikit, get, logs_on_failure, status, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -1,6 +1,6 @@
 """Releases and rollback on the local engine: every `up` records a release, `rollback`
 returns to one without building and without failing a request, `build --prune` keeps the
-images of the releases it keeps. Real Docker; the fixtures are test_stack.py's."""
+images of the releases it keeps. Real Docker; the fixtures are tests/conftest.py's."""
 
 from __future__ import annotations
 
@@ -11,16 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.test_stack import (  # noqa: F401 (fixtures)
-    cli_env,
-    engine,
-    fcgikit,
-    image_prefix,
-    logs_on_failure,
-    project,
-    status,
-    write_spec,
-)
+from tests.integration.stack_support import fcgikit, logs_on_failure, status, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -2,7 +2,7 @@
 machine, delivered as /run/secrets/NAME (and as an environment variable of the app), never
 in anything fcgikit prints nor in `docker inspect`; a changed value replaces the containers,
 a container restarted by the engine waits for its secrets until `up` replaces it.
-Real Docker; the fixtures are test_stack.py's."""
+Real Docker; the fixtures are tests/conftest.py's."""
 
 from __future__ import annotations
 
@@ -17,16 +17,7 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.test_stack import (  # noqa: F401 (fixtures)
-    cli_env,
-    engine,
-    fcgikit,
-    image_prefix,
-    logs_on_failure,
-    project,
-    status,
-    write_spec,
-)
+from tests.integration.stack_support import fcgikit, logs_on_failure, status, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -1,7 +1,7 @@
 """TLS at the edge on the local engine: `fcgikit up --tls self-signed` serves HTTPS with a
 certificate curl verifies against the development CA, HTTP answers 301 to HTTPS, only
 TLS 1.2+, HSTS when asked; the key is in no output and no `docker inspect`.
-Real Docker, real curl; the fixtures are test_stack.py's."""
+Real Docker, real curl; the fixtures are tests/conftest.py's."""
 
 from __future__ import annotations
 
@@ -13,16 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.integration.test_stack import (  # noqa: F401 (fixtures)
-    cli_env,
-    engine,
-    fcgikit,
-    image_prefix,
-    logs_on_failure,
-    project,
-    status,
-    write_spec,
-)
+from tests.integration.stack_support import fcgikit, logs_on_failure, write_spec
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900),
               pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")]

@@ -7,29 +7,18 @@ This machine's engine is not put in swarm mode here: the bed's hosts form the sw
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.hosts.bed import TestBed
-from tests.integration.swarm_support import KeepAliveLoad, env_without_fcgikit, unique, wait_answering
+from tests.integration.swarm_support import KeepAliveLoad, env_without_fcgikit, fcgikit, unique, wait_answering
 
 pytestmark = [pytest.mark.multihost, pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {"h1": ["edge"], "h2": ["workers"], "h3": ["workers", "cgi"]}
-
-
-def fcgikit(env: dict, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "fcgikit.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout)
-    if check:
-        assert done.returncode == 0, f"fcgikit {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ a rolling update; `down` leaves none. Single-node swarm (swarm_support), one ses
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import time
 import uuid
@@ -15,9 +14,9 @@ import pytest
 import requests
 
 from fcgikit.testing import free_port
-from tests.integration.swarm_support import env_without_fcgikit, remove_stack, unique
+from tests.integration.swarm_support import env_without_fcgikit, fcgikit, remove_stack, unique
 from tests.integration.test_stack_secrets import APP
-from tests.integration.test_swarm_single import engine, fcgikit, image_prefix, swarm  # noqa: F401 (fixtures)
+from tests.integration.test_swarm_single import image_prefix, swarm  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
 

@@ -21,6 +21,7 @@ from fcgikit.testing import free_port  # noqa: E402
 from tests.integration.swarm_support import (  # noqa: E402
     KeepAliveLoad,
     env_without_fcgikit,
+    fcgikit,
     local_swarm,
     remove_stack,
     service_logs,
@@ -32,19 +33,6 @@ from tests.integration.swarm_support import (  # noqa: E402
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def engine():
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but no Docker engine answers: {exc}")
-        pytest.skip(f"no Docker engine: {exc}")
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -151,14 +139,6 @@ services:
     replicas: 1
 """)
     return spec
-
-
-def fcgikit(env: dict, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "fcgikit.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=timeout)
-    if check:
-        assert done.returncode == 0, f"fcgikit {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done
 
 
 @pytest.fixture(scope="module")
