@@ -30,7 +30,7 @@ def fake_checkout(tmp_path: Path) -> Path:
 def test_worker_context_holds_only_the_runtime_the_app_and_the_scripts(tmp_path):
     context = worker_context(fake_checkout(tmp_path))
     assert sorted(context.files) == [
-        "Dockerfile", "app/hello.py", "cgi-bin/hi.sh",
+        "Dockerfile", "app/hello.py", "cgi-bin/hi.sh", "packages",
         "runtime/fcgikit/__init__.py", "runtime/fcgikit/probe.py",
         "runtime/fcgikit/spawn/__init__.py", "runtime/fcgikit/spawn/cli.py",  # nested cli.py is runtime
     ]
@@ -85,3 +85,28 @@ def test_the_images_default_command_serves_the_app_built_in():
     mine = worker_context(ROOT, app="wsgi:application").files["Dockerfile"][1]
     assert mine.rstrip().endswith(b'"--status-file", "/tmp/fcgikit-status.json", "wsgi:application"]')
     assert mine.replace(b'"wsgi:application"', b'"hello_wsgi:app"') == example.files["Dockerfile"][1]
+
+
+def test_extra_debian_packages_go_into_the_context_and_its_hash(tmp_path):
+    """workers.packages (php-cgi): a file the Dockerfile installs with apt, part of the hash."""
+    checkout = fake_checkout(tmp_path)
+    plain = worker_context(checkout)
+    php = worker_context(checkout, packages=["php-cgi", "php8.2-mysql"])
+    assert plain.files["packages"] == (0o644, b"")
+    assert php.files["packages"] == (0o644, b"php-cgi\nphp8.2-mysql\n")
+    assert plain.content_hash("sha256:base") != php.content_hash("sha256:base")
+    dockerfile = worker_context(ROOT).files["Dockerfile"][1].decode()
+    assert "COPY packages /etc/fcgikit/packages" in dockerfile
+    assert "apt-get install -y --no-install-recommends $packages" in dockerfile
+
+
+def test_a_package_apt_does_not_know_is_named_in_the_build_error():
+    from fcgikit.deploy.images import build_failure
+
+    output = ["Reading package lists...\n", "\x1b[91mE\x1b[0m\x1b[91m: Unable to locate package php-cgx\n", "\x1b[0m"]
+    error = "The command '/bin/sh -c set -e; packages=\"$(cat /etc/fcgikit/packages)\"; ...' returned a non-zero code: 100"
+    message = build_failure("p/fcgi-worker:abc", error, output)
+    assert message.splitlines()[0] == ("building p/fcgi-worker:abc failed: apt-get could not install "
+                                       "services/workers/packages: E: Unable to locate package php-cgx")
+    assert "\x1b" not in message
+    assert build_failure("t", "COPY failed", ["Step 3/9\n"]) == "building t failed: COPY failed\nStep 3/9\n"

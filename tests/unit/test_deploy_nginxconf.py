@@ -189,3 +189,27 @@ def test_nginx_runs_unprivileged_on_a_high_port_with_a_health_server():
         assert 'location = /health {\n            return 200 "ok\\n";' in health
         # The app's server comes first: it is the default for every other Host.
         assert conf.index("location / {\n            fastcgi_pass") < conf.index("server_name fcgikit-health")
+
+
+def test_a_php_program_gets_its_script_file_and_redirect_status_without_kept_connections():
+    """workers.root: php-cgi needs SCRIPT_FILENAME (else 404 "No input file specified") and
+    REDIRECT_STATUS (cgi.force_redirect); it serves one connection at a time, so none is kept."""
+    php = Services(workers=WorkersService(program=["/usr/bin/php-cgi"], root="public"), cgi=CgiService())
+    root = block(render_nginx_conf(php), "location / ")
+    lines = [line.strip() for line in root.splitlines()[1:-1]]
+    assert lines[:4] == ["root /srv/app/public;", "fastcgi_index index.php;",
+                         r"fastcgi_split_path_info ^(.+?\.php)(/.*)$;", "fastcgi_pass fcgikit_workers;"]
+    for param in ("SCRIPT_FILENAME $document_root$fastcgi_script_name", "SCRIPT_NAME $fastcgi_script_name",
+                  "PATH_INFO $fastcgi_path_info", "DOCUMENT_ROOT $document_root", "REDIRECT_STATUS 200"):
+        assert f"fastcgi_param {param};" in lines
+    assert "fastcgi_keep_conn on;" not in root and "error_page" not in root
+    names = [line.split()[1] for line in lines if line.startswith("fastcgi_param ")]
+    assert len(names) == len(set(names))
+    # the CGI gateway's location is unchanged, and other programs keep their kept connections
+    assert "fastcgi_keep_conn on;" in block(render_nginx_conf(php), "location /cgi-bin/ ")
+    other = Services(workers=WorkersService(program=["/usr/bin/hello_fcgi"]))
+    assert "fastcgi_keep_conn on;" in block(render_nginx_conf(other), "location / ")
+    assert "SCRIPT_FILENAME" not in render_nginx_conf(other)
+    plain = Services(workers=WorkersService(program=["x"], root="/var/www", index="start.cgi"))
+    assert r"fastcgi_split_path_info ^(.+?\.cgi)(/.*)$;" in render_nginx_conf(plain)
+    assert "fastcgi_index start.cgi;" in render_nginx_conf(plain) and "root /var/www;" in render_nginx_conf(plain)

@@ -158,3 +158,42 @@ def test_a_pids_limit_must_leave_room_for_the_pool(tmp_path):
         "(or 0 for no limit)",
     ]
     load_stack_spec(write(tmp_path, "services:\n  workers: {app: 'm:app', processes: 256, container: {pids: 0}}\n"))
+
+
+def test_a_php_program_gets_a_document_root_and_packages(tmp_path):
+    (tmp_path / "site" / "public").mkdir(parents=True)
+    text = ("services:\n  workers:\n    program: [/usr/bin/php-cgi]\n    path: site\n"
+            "    root: public\n    packages: [php-cgi]\n")
+    workers = load_stack_spec(write(tmp_path, text)).services.workers
+    assert workers.path == tmp_path / "site"
+    assert workers.document_root() == "/srv/app/public" and workers.index_file() == "index.php"
+    assert workers.packages == ["php-cgi"]
+    for root, inside in ((".", "/srv/app"), ("./public/", "/srv/app/public"), ("/var/www/", "/var/www")):
+        assert load_stack_spec(write(tmp_path, text.replace("public", root, 1).replace(
+            "root: public", f"root: {root}"))).services.workers.document_root() == inside
+
+
+def test_bad_document_roots_index_files_and_packages_are_reported_with_their_paths(tmp_path):
+    (tmp_path / "site").mkdir()
+    assert problems(tmp_path, "services:\n  workers: {app: 'm:app', root: public}\n") == [
+        'services/workers: "root" is the document root of a FastCGI program that runs script files '
+        "(program: [/usr/bin/php-cgi]); a WSGI app has none: remove it"]
+    assert problems(tmp_path, "services:\n  workers: {program: [php-cgi], index: index.php}\n") == [
+        'services/workers: "index" needs "root" (the document root the index file is in)']
+    text = "services:\n  workers: {program: [php-cgi], root: '../etc', index: 'a/b.php', packages: [php-cgi, 'PHP CGI']}\n"
+    assert problems(tmp_path, text) == [
+        'services/workers/root: expected a directory such as "." or "public" (under the app directory) or an '
+        'absolute path in the container, without "..", spaces or ";", got "../etc"',
+        'services/workers/index: expected a file name such as index.php, got "a/b.php"',
+        'services/workers/packages: expected Debian package names such as php-cgi, got "PHP CGI"',
+    ]
+    assert problems(tmp_path, "services:\n  workers: {program: [php-cgi], path: site, root: public}\n") == [
+        f'services/workers/root: "public" is not a directory of the app directory {tmp_path / "site"} '
+        "(workers/path; it is /srv/app in the image)"]
+
+
+def test_with_app_drops_a_programs_document_root(tmp_path):
+    (tmp_path / "web.py").write_text("app = None\n")
+    text = "services:\n  workers: {program: [php-cgi], root: ., packages: [php-cgi]}\n"
+    workers = with_app(load_stack_spec(write(tmp_path, text)), str(tmp_path / "web.py")).services.workers
+    assert (workers.app, workers.program, workers.root, workers.document_root()) == ("web:app", None, None, None)

@@ -11,10 +11,9 @@ from dataclasses import replace
 from . import secrets as sec
 from .tls import TLS_MOUNTS
 from .model import STATUS_FILE, Confinement, ContainerSpec
-from .spec import FASTCGI_PORT, NGINX_PORT, NGINX_TLS_PORT, CgiService, ContainerSettings, NginxService, WorkersService
+from .spec import APP_DIR, FASTCGI_PORT, NGINX_PORT, NGINX_TLS_PORT, CgiService, ContainerSettings, NginxService, WorkersService
 
 # Where the images keep things (see images/fcgi-worker/Dockerfile).
-APP_DIR = "/srv/app"
 CGI_DIR = "/srv/cgi-bin"
 # Past the request timeout the manager kills a stuck child; give the drain that long and a bit.
 DRAIN_MARGIN = 5

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -94,10 +95,12 @@ EXAMPLE_APP = "hello_wsgi:app"
 
 
 def worker_context(root: Path, app_dir: Path | None = None, cgi_dir: Path | None = None,
-                   app: str | None = None) -> BuildContext:
+                   app: str | None = None, packages: tuple[str, ...] | list[str] = ()) -> BuildContext:
     """The runtime package (stdlib-only parts), the app's modules and the CGI scripts; the
     image's default command serves `app` (MODULE:APP), so `docker run IMAGE` serves the app
-    that was built in, not the example."""
+    that was built in, not the example. `packages` (workers.packages, e.g. php-cgi): Debian
+    packages the Dockerfile installs with apt from the base's own source (the file `packages`,
+    so they are part of the content hash)."""
     app_dir = app_dir or root / "apps"
     cgi_dir = cgi_dir or root / "apps" / "cgi-bin"
     for what, directory in (("app directory", app_dir), ("CGI scripts directory", cgi_dir)):
@@ -107,6 +110,7 @@ def worker_context(root: Path, app_dir: Path | None = None, cgi_dir: Path | None
     files.update(_tree(root / "src" / "fcgikit", "runtime/fcgikit", skip_top=NOT_RUNTIME))
     files.update(_tree(app_dir, "app", skip_top={"cgi-bin"}))
     files.update(_tree(cgi_dir, "cgi-bin"))
+    files["packages"] = (0o644, "".join(f"{name}\n" for name in packages).encode())
     return BuildContext("fcgi-worker", files)
 
 
@@ -275,11 +279,25 @@ def _stream_build(client: docker.DockerClient, context: BuildContext, tag: str, 
     )
     for chunk in _chunks(stream):
         if "error" in chunk:
-            raise BuildError(f"building {tag} failed: {chunk['error'].strip()}\n" + "".join(output[-15:]))
+            raise BuildError(build_failure(tag, chunk["error"], output))
         text = chunk.get("stream", "")
         output.append(text)
         if text.startswith("Step "):
             progress(f"{context.kind}: {text.strip()}")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def build_failure(tag: str, error: str, output: list[str]) -> str:
+    """What a failed build says: apt's own errors when the extra packages (workers.packages)
+    could not be installed, else Docker's error and the build's last lines."""
+    tail = _ANSI.sub("", "".join(output[-15:]))
+    if "/etc/fcgikit/packages" in error:
+        apt = [line.strip() for line in _ANSI.sub("", "".join(output)).splitlines() if line.startswith(("E: ", "W: "))]
+        return (f"building {tag} failed: apt-get could not install services/workers/packages: "
+                + ("; ".join(apt) or "see its output below") + "\n" + tail)
+    return f"building {tag} failed: {_ANSI.sub('', error).strip()}\n" + tail
 
 
 def _chunks(stream) -> Iterator[dict]:

@@ -15,9 +15,10 @@ once, in a process of its own (FastCGI param FCGIKIT_FALLBACK=1).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
-from ..fastcgi.nginx_params import app_params, cgi_params
+from ..fastcgi.nginx_params import app_params, cgi_params, script_params
 from ..fastcgi.nginx_params import render as render_params
 from .model import NGINX_PID_PATH
 from .spec import NGINX_PORT, NGINX_TLS_PORT, Services, TlsSettings
@@ -152,12 +153,16 @@ def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT, https: b
     workers = services.workers
     fallback = fallback_enabled(services)
     tls_params = [("HTTPS", "$https")] if https else []
-    blocks = [
-        f"client_max_body_size {services.nginx.client_max_body_size};",
-        _location("/", WORKERS_UPSTREAM, app_params() + tls_params, services.nginx.connect_timeout,
-                  workers.timeout, workers.timeout,
-                  extra=[f"error_page 502 504 = {FALLBACK_LOCATION};"] if fallback else [])
-    ]
+    root = workers.document_root()
+    if root is None:
+        workers_location = _location("/", WORKERS_UPSTREAM, app_params() + tls_params, services.nginx.connect_timeout,
+                                     workers.timeout, workers.timeout,
+                                     extra=[f"error_page 502 504 = {FALLBACK_LOCATION};"] if fallback else [])
+    else:
+        workers_location = _location("/", WORKERS_UPSTREAM, script_params() + tls_params,
+                                     services.nginx.connect_timeout, workers.timeout, workers.timeout,
+                                     head=script_directives(root, workers.index_file()), keep_conn=False)
+    blocks = [f"client_max_body_size {services.nginx.client_max_body_size};", workers_location]
     if services.cgi is not None:
         blocks.append(
             _location("/cgi-bin/", CGI_UPSTREAM, cgi_params(cgi_root) + tls_params,
@@ -166,6 +171,18 @@ def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT, https: b
     if fallback:
         blocks.append(_fallback_location(services, tls_params))
     return "\n".join(blocks)
+
+
+def script_directives(root: str, index: str) -> list[str]:
+    """`location /` of a program that runs script files (`workers.root`, php-cgi): the files
+    are in the worker's image, not nginx's, so nginx only names them. A URI ending in / runs
+    `index`; /page.php/extra runs page.php with PATH_INFO /extra (the split on the index's
+    suffix, as Debian's snippets/fastcgi-php.conf does for .php)."""
+    lines = [f"root {root};", f"fastcgi_index {index};"]
+    suffix = index[index.rfind("."):] if "." in index.lstrip(".") else ""
+    if suffix:
+        lines.append(f"fastcgi_split_path_info ^(.+?{re.escape(suffix)})(/.*)$;")
+    return lines
 
 
 def fallback_enabled(services: Services) -> bool:
@@ -196,10 +213,15 @@ def retry_window_ms(connect: float, timeout: int) -> int:
 
 
 def _location(path: str, upstream: str, params: list[tuple[str, str]], connect: float, read: int,
-              timeout: int, extra: Sequence[str] = ()) -> str:
+              timeout: int, extra: Sequence[str] = (), head: Sequence[str] = (), keep_conn: bool = True) -> str:
+    # keep_conn False: an exec'd program such as php-cgi serves one connection at a time and
+    # has no handoff (docs/spawn.md), so an idle connection nginx kept would hold one of its
+    # processes while requests on new connections wait; php-fpm's users' nginx does not keep
+    # them either (Debian's snippets/fastcgi-php.conf).
     lines = [
+        *head,
         f"fastcgi_pass {upstream};",
-        "fastcgi_keep_conn on;",
+        *(["fastcgi_keep_conn on;"] if keep_conn else []),
         # Another server gets the request only when it failed before it can have reached an
         # app (see RETRY_WINDOW_MS), and only for idempotent methods: without "non_idempotent"
         # nginx never replays POST, LOCK or PATCH (stated here on purpose, not left implicit).

@@ -159,7 +159,8 @@ class Stack:
     def _contexts(self, root: Path) -> list[img.BuildContext]:
         cgi = self.spec.services.cgi
         workers = self.spec.services.workers
-        worker = img.worker_context(root, workers.path, cgi.scripts if cgi else None, workers.app)
+        worker = img.worker_context(root, workers.path, cgi.scripts if cgi else None, workers.app,
+                                    workers.packages)
         return [worker, img.nginx_context(root)]
 
     def _build_host(self) -> str:

@@ -17,6 +17,13 @@ from .errors import ConfigError, load_config_file
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 MODULE_APP = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 NGINX_SIZE = re.compile(r"^[0-9]+[kKmMgG]?$")
+# Debian package names (policy 5.6.1), optionally pinned: php-cgi, php8.2-mysql, libfoo1=1.2-3
+DEBIAN_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
+# A document root as nginx's `root` takes it unquoted (no space, ";", "{", "$", quote).
+DOCUMENT_ROOT = re.compile(r"^[A-Za-z0-9_./@+-]+$")
+INDEX_FILE = re.compile(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*$")
+# Where the worker image keeps the app's directory (`workers.path`), see images/fcgi-worker/Dockerfile.
+APP_DIR = "/srv/app"
 
 # Every FastCGI listener in a container listens here; nginx reaches it over the project network.
 FASTCGI_PORT = 9000
@@ -208,10 +215,37 @@ class WorkersService(_Strict):
     env: dict[str, str] = {}
     secrets: list[str] = Field([], description="names under the top-level secrets: delivered to each container")
     container: WorkersContainer = WorkersContainer()
+    root: str | None = Field(
+        None, json_schema_extra={"expected": 'a directory such as "." or "public" (under the app directory) '
+                                             'or an absolute path in the container'},
+        description="for a program that runs script files (php-cgi): their document root; nginx sends "
+                    "SCRIPT_FILENAME=ROOT/SCRIPT and REDIRECT_STATUS=200. Relative: under the app "
+                    "directory (workers/path, /srv/app in the image)",
+    )
+    index: str | None = Field(
+        None, json_schema_extra={"expected": "a file name such as index.php"},
+        description="with root: the script a URI ending in / runs (default index.php)",
+    )
+    packages: list[str] = Field(
+        [], json_schema_extra={"expected": "a list of Debian package names such as php-cgi"},
+        description="Debian packages installed into the worker image (apt, from the base's source)",
+    )
     fallback: Literal["cgi", "none"] | None = Field(
         None, description='"cgi": when no worker can take a request, the CGI gateway runs the WSGI app once for it; '
                           '"none": 502. Default: cgi when the stack has a cgi service and the workers serve an app',
     )
+
+    def document_root(self) -> str | None:
+        """`root` in the container: relative ones are under APP_DIR (None: not a script program)."""
+        if self.root is None:
+            return None
+        if self.root.startswith("/"):
+            return self.root.rstrip("/") or "/"
+        parts = [part for part in self.root.split("/") if part not in ("", ".")]
+        return "/".join([APP_DIR, *parts])
+
+    def index_file(self) -> str:
+        return self.index or "index.php"
 
     def effective_fallback(self, has_cgi: bool) -> str:
         if self.fallback is not None:
@@ -225,10 +259,38 @@ class WorkersService(_Strict):
             raise ValueError(f'expected MODULE:APP, e.g. hello_wsgi:app, got "{value}"')
         return value
 
+    @field_validator("root")
+    @classmethod
+    def _document_root(cls, value: str | None) -> str | None:
+        if value is not None and (not DOCUMENT_ROOT.match(value) or ".." in value.split("/")):
+            raise ValueError('expected a directory such as "." or "public" (under the app directory) or an '
+                             f'absolute path in the container, without "..", spaces or ";", got "{value}"')
+        return value
+
+    @field_validator("index")
+    @classmethod
+    def _index_file(cls, value: str | None) -> str | None:
+        if value is not None and not INDEX_FILE.match(value):
+            raise ValueError(f'expected a file name such as index.php, got "{value}"')
+        return value
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not DEBIAN_PACKAGE.match(name):
+                raise ValueError(f'expected Debian package names such as php-cgi, got "{name}"')
+        return value
+
     @model_validator(mode="after")
     def _app_or_program(self) -> WorkersService:
         if (self.app is None) == (self.program is None):
             raise ValueError('set exactly one of "app" (a WSGI MODULE:APP) or "program" (a FastCGI program)')
+        if self.app is not None and self.root is not None:
+            raise ValueError('"root" is the document root of a FastCGI program that runs script files '
+                             '(program: [/usr/bin/php-cgi]); a WSGI app has none: remove it')
+        if self.index is not None and self.root is None:
+            raise ValueError('"index" needs "root" (the document root the index file is in)')
         self.container.check_room_for(self.processes, 1, "processes")
         return self
 
@@ -308,7 +370,23 @@ def load_stack_spec(path: str | Path) -> StackSpec:
     problems = unknown_secret_references(spec)
     if problems:
         raise ConfigError(str(path), problems)
-    return resolve_paths(spec, path.resolve().parent)
+    spec = resolve_paths(spec, path.resolve().parent)
+    problems = missing_document_root(spec)
+    if problems:
+        raise ConfigError(str(path), problems)
+    return spec
+
+
+def missing_document_root(spec: StackSpec) -> list[str]:
+    """A relative `workers.root` that is no directory of the app directory (`workers.path`)."""
+    workers = spec.services.workers
+    if workers.root is None or workers.root.startswith("/") or workers.path is None:
+        return []
+    directory = workers.path / workers.root
+    if directory.is_dir():
+        return []
+    return [f'services/workers/root: "{workers.root}" is not a directory of the app directory {workers.path} '
+            f"(workers/path; it is {APP_DIR} in the image)"]
 
 
 def incomplete_tls(spec: StackSpec) -> list[str]:
@@ -368,7 +446,8 @@ def with_deployed_app(spec: StackSpec, label: str) -> StackSpec:
     if path is not None and not path.is_dir():
         raise ValueError(f"the directory of the deployed app {label} is not on this machine")
     target = ":".join(parts[-2:])
-    updated = spec.services.workers.model_copy(update={"app": target, "program": None, "path": path})
+    updated = spec.services.workers.model_copy(update={"app": target, "program": None, "path": path,
+                                                    "root": None, "index": None})
     return spec.model_copy(update={"services": spec.services.model_copy(update={"workers": updated})})
 
 
@@ -393,7 +472,8 @@ def with_app(spec: StackSpec, app: str) -> StackSpec:
         raise ValueError(f"--app {app}: {path} {what} (expected a directory of modules or a .py file)")
     if not MODULE_APP.match(target):
         raise ValueError(f'--app {app}: expected MODULE:APP after the path, e.g. {where}:myapp:application')
-    updated = workers.model_copy(update={"app": target, "program": None, "path": path})
+    updated = workers.model_copy(update={"app": target, "program": None, "path": path,
+                                                    "root": None, "index": None})
     return spec.model_copy(update={"services": spec.services.model_copy(update={"workers": updated})})
 
 

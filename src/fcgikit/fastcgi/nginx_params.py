@@ -72,6 +72,20 @@ def app_params() -> list[tuple[str, str]]:
     return COMMON + [("SCRIPT_NAME", ""), ("PATH_INFO", "$uri")]
 
 
+def script_params() -> list[tuple[str, str]]:
+    """`location /` for a FastCGI program that runs script files, php-cgi the common one
+    (`workers.root`): the script's file under the location's `root`, what the URI left over
+    as PATH_INFO (`fastcgi_split_path_info`), and REDIRECT_STATUS, without which php-cgi
+    (cgi.force_redirect, on in Debian) refuses every request."""
+    return COMMON + [
+        ("DOCUMENT_ROOT", "$document_root"),
+        ("SCRIPT_FILENAME", "$document_root$fastcgi_script_name"),
+        ("SCRIPT_NAME", "$fastcgi_script_name"),
+        ("PATH_INFO", "$fastcgi_path_info"),
+        ("REDIRECT_STATUS", "200"),
+    ]
+
+
 def cgi_params(root: str) -> list[tuple[str, str]]:
     """`location /cgi-bin/`: the CGI gateway, programs under `root`."""
     return COMMON + [("DOCUMENT_ROOT", root), ("SCRIPT_NAME", "$uri"), ("PATH_INFO", "")]
