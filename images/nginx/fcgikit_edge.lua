@@ -9,14 +9,14 @@
 --     cgi 172.18.0.5:9000 demo-cgi-1
 --
 -- Every nginx worker process re-reads it from a timer (a few times a second) and keeps
--- its own copy; the balancer of each upstream picks round-robin from it, per request,
--- with no shared-memory access on the usual path. When every worker process has loaded a
+-- its own copy; the balancer of each upstream picks round-robin from it, per request.
+-- When every worker process has loaded a
 -- version, /run/fcgikit/loaded says so: fcgikit waits for that before it drains a
 -- backend it removed (no new request goes to it after that point).
 --
 -- Health: a backend that refuses or times out on connect is marked down at once (in the
--- shared dict, so every worker process skips it) and the request is retried on another
--- one; worker process 0 probes every backend with a TCP connect twice a second, takes
+-- shared dict, which the balancer reads for every pick: from the moment of the mark no
+-- worker process sends a new request there) and the request is retried on another one; worker process 0 probes every backend with a TCP connect twice a second, takes
 -- marked ones back when they accept, and marks one down that stops accepting. A reset
 -- or timeout after the connect (one killed process of a spawn pool, the others still
 -- answering on the same socket) marks nothing. With no list loaded (compose.yaml, no fcgikit), the balancer sets no peer
@@ -41,7 +41,6 @@ local shared = ngx.shared.fcgikit_edge
 local pools = nil            -- this worker process's list: pool name -> array of peers
 local loaded_text = nil      -- the file's text that `pools` was made from
 local loaded_version = nil
-local down = {}              -- this worker's view of the marks: "ip:port" -> true
 local next_index = {}        -- round-robin position per pool
 
 local function log(level, ...)
@@ -76,7 +75,8 @@ local function parse(text)
                     peers = {}
                     result[first] = peers
                 end
-                peers[#peers + 1] = { host = host, port = port, key = second, name = third }
+                peers[#peers + 1] = { host = host, port = port, key = second, name = third,
+                                      mark = "down:" .. second }
             else
                 return nil, "line " .. number .. ": expected POOL ADDRESS [NAME]"
             end
@@ -122,22 +122,6 @@ local function reload_list()
     log(ngx.NOTICE, "backends version ", version, " loaded: ", table.concat(counts, " "))
 end
 
-local function refresh_marks()
-    if not pools then
-        return
-    end
-    local marks = {}
-    for _, peers in pairs(pools) do
-        for i = 1, #peers do
-            local key = peers[i].key
-            if shared:get("down:" .. key) then
-                marks[key] = true
-            end
-        end
-    end
-    down = marks
-end
-
 -- This worker process says which version it serves; worker 0 writes the file fcgikit waits
 -- for once every worker process serves the same one.
 local function acknowledge()
@@ -172,11 +156,14 @@ local function acknowledge()
     shared:set("acknowledged", loaded_version)
 end
 
+-- Marks live in the shared dict only, read by every pick: a copy per worker process,
+-- refreshed by its timer, let another worker process send new requests to a backend for
+-- up to a tick after it was marked (each a 504 at the request timeout when the host is
+-- cut off: the request went out on a kept-alive connection and is not replayed).
 local function mark_down(key, why)
-    if not down[key] then
+    if not shared:get("down:" .. key) then
         log(ngx.WARN, "backend ", key, " down (", why, "); probing it back in")
     end
-    down[key] = true
     shared:set("down:" .. key, true, DOWN_TTL)
 end
 
@@ -246,18 +233,16 @@ local function tick(premature)
     if not ok then
         log(ngx.ERR, "reading ", BACKENDS, ": ", err)
     end
-    refresh_marks()
     pcall(acknowledge)
 end
 
 function M.init_worker()
-    -- The list and the marks before this worker process takes its first request (a worker
-    -- started by a reload would otherwise have none until its first tick: 502).
+    -- The list before this worker process takes its first request (a worker started by a
+    -- reload would otherwise have none until its first tick: 502).
     local loaded, load_err = pcall(reload_list)
     if not loaded then
         log(ngx.ERR, "reading ", BACKENDS, ": ", load_err)
     end
-    pcall(refresh_marks)
     local ok, err = ngx.timer.every(0.25, tick)
     if not ok then
         log(ngx.ERR, "cannot start the list timer: ", err)
@@ -320,7 +305,7 @@ function M.balance(pool)
         local index = (start + step - 1) % count + 1
         local peer = peers[index]
         local key = peer.key
-        if not down[key] and not (tried and tried[key]) then
+        if not (tried and tried[key]) and not shared:get(peer.mark) then
             next_index[pool] = index
             local ok, err = balancer.set_current_peer(peer.host, peer.port)
             if not ok then

@@ -1,5 +1,6 @@
 """Placement across hosts: the planner with remote hosts (pure, no Docker)."""
 
+import dataclasses
 import io
 
 from rich.console import Console
@@ -9,7 +10,9 @@ from fcgikit.deploy.multihost import images_for_host, inventory_hosts
 from fcgikit.deploy.errors import validate_config
 from fcgikit.deploy.inventory import Inventory
 from fcgikit.deploy.placement import allowed_addresses, published_port, with_allow_list
-from fcgikit.deploy.plan import Observed, StartContainer, plan_up
+from fcgikit.deploy.model import RunningContainer
+from fcgikit.deploy.nginxconf import render_backends
+from fcgikit.deploy.plan import Observed, StartContainer, UpdateBackends, plan_up
 from fcgikit.deploy.spec import StackSpec
 
 IMAGES = {"workers": "fcgikit/fcgi-worker:abc", "cgi": "fcgikit/fcgi-worker:abc", "nginx": "fcgikit/nginx:def"}
@@ -141,3 +144,31 @@ def test_workers_beside_the_edge_are_reached_by_name_and_never_published():
     for c in beside:
         assert f"{c.name}:9000" in addresses
     assert any(address.startswith("10.0.0.11:91") for address in addresses)
+
+
+def test_a_lost_hosts_worker_started_again_elsewhere_under_its_name_gets_nginx_its_new_address():
+    """app1 lost: its worker p-workers-1 starts on app2 under the same name, at app2's address.
+    nginx's list names the same containers as before, but must be written again: otherwise it
+    keeps sending to app1's address (caught by tests/integration/test_multihost_deploy.py)."""
+    small = SPEC.model_copy(update={"services": SPEC.services.model_copy(update={
+        "workers": SPEC.services.workers.model_copy(update={"replicas": 2})})})
+    first = plan_up(small, "p", HOSTS, IMAGES, Observed())
+    running = Observed(
+        tuple(RunningContainer(f"id-{c.name}", c.name, c.service, c.host, c.slot, c.image, c.config_hash)
+              for c in first.wanted if c.host != "app1"),
+        frozenset({"edge1", "app2"}), first.nginx_conf,
+        render_backends({pool: [(address, name) for p, address, name in first.backends if p == pool]
+                         for pool in {"workers", "cgi"}}))
+    again = plan_up(small, "p", [h for h in HOSTS if h.name != "app1"], IMAGES, running)
+    [moved] = started(again)
+    assert (moved.name, moved.host) == ("p-workers-1", "app2")
+    [update] = [s for s in again.steps if isinstance(s, UpdateBackends)]
+    assert ("workers", f"10.0.0.12:{published_port('workers', moved.slot)}", "p-workers-1") in update.backends
+    assert not any(address.startswith("10.0.0.11:") for _, address, _ in update.backends)
+    # Nothing lost, nothing moved: the same list is not written again.
+    settled = dataclasses.replace(running, backends=render_backends(
+        {pool: [(address, name) for p, address, name in again.backends if p == pool] for pool in {"workers", "cgi"}}),
+        containers=running.containers + (RunningContainer(f"id-{moved.name}", moved.name, moved.service, moved.host,
+                                                          moved.slot, moved.image, moved.config_hash),))
+    assert not any(isinstance(s, UpdateBackends) for s in plan_up(small, "p", [h for h in HOSTS if h.name != "app1"],
+                                                                  IMAGES, settled).steps)

@@ -10,6 +10,7 @@ nginx.conf really changes (ReloadNginx).
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 
 from collections.abc import Callable, Sequence
@@ -358,12 +359,28 @@ def _backends(wanted: list[ContainerSpec], hosts: dict[str, Host]) -> tuple[tupl
 
 
 def _same_backends(observed: str | None, wanted: tuple[tuple[str, str, str], ...]) -> bool:
-    """Does the running nginx's list name the same containers in the same pools?"""
+    """Does the running nginx's list name the same containers in the same pools, at the same
+    addresses? A planned address that is a container name (one host: resolved to its IP when
+    the list is written) is compared by name only; a published `ip:port` (a remote host) is
+    compared too: a lost host's worker started again on another host keeps its name but not
+    its address, and nginx must be given the new one."""
     running = parse_backends(observed)
     if running is None:
         return False
-    return sorted((pool, name) for pool, entries in running.items() for _, name in entries) == sorted(
-        (pool, name) for pool, _, name in wanted)
+    listed = sorted((pool, name) for pool, entries in running.items() for _, name in entries)
+    if listed != sorted((pool, name) for pool, _, name in wanted):
+        return False
+    at = {(pool, name): address for pool, entries in running.items() for address, name in entries}
+    return all(at.get((pool, name)) == address for pool, address, name in wanted if _is_ip_port(address))
+
+
+def _is_ip_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return port.isdigit()
 
 
 def upstream_address(container: ContainerSpec, host: Host) -> str:
