@@ -2,8 +2,10 @@
 from another test module would be set up again in every module that imports it: for
 image_prefix, a second image set built per module).
 
-The Docker ones skip without an engine (and fail with CI=true). They import Docker and the
-stack helpers (tests/integration/stack_support.py) only when a test asks for them.
+The stack's (Docker) skip without an engine, and fail with CI=true; their helpers are in
+tests/integration/stack_support.py. The spawn manager's (`pools`, `hello_fcgi`) use
+tests/integration/spawn_support.py. Each imports what it needs only when a test asks for
+it, so the unit tests load no Docker SDK through here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import uuid
 import pytest
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # no reaper image can be pulled here
+
+
+# -- the stack on the local Docker engine (test_stack*.py, test_swarm*.py) ----------
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +84,42 @@ def built_images(engine, cli_env, image_prefix, tmp_path_factory):
     tags = [line.split()[0] for line in result.stdout.splitlines() if line.startswith(image_prefix)]
     assert len(tags) == 2, result.stdout
     return {tag.split("/")[1].split(":")[0]: tag for tag in tags}
+
+
+# -- the spawn manager (test_spawn*.py, test_fuzz.py) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def hello_fcgi(tmp_path_factory) -> str:
+    """tests/programs/hello_fcgi.c built against Debian's libfcgi-dev."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from tests.integration.spawn_support import PROGRAMS
+
+    if not shutil.which("gcc") or not Path("/usr/include/fcgi_stdio.h").exists():
+        pytest.fail("gcc and libfcgi-dev are needed (./setup.sh installs them)")
+    binary = tmp_path_factory.mktemp("hello") / "hello_fcgi"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(PROGRAMS / "hello_fcgi.c"), "-lfcgi"],
+                   check=True)
+    return str(binary)
+
+
+@pytest.fixture
+def pools(tmp_path):
+    """start(flags, program=None, command=None) -> a running spawn.Pool; every one is stopped afterwards."""
+    from tests.integration.spawn_support import Pool
+
+    started = []
+
+    def start(flags, program=None, command=None, subdir="pool"):
+        directory = tmp_path / f"{subdir}{len(started)}"
+        directory.mkdir()
+        pool = Pool(directory, flags, program, command)
+        started.append(pool)
+        return pool
+
+    yield start
+    for pool in started:
+        pool.close()

@@ -13,7 +13,6 @@ import pytest
 
 from .cgi_support import docroot_with_scripts, our_gateway, params_for
 from .fuzz_support import fuzz, get_params, process_figures
-from .test_spawn import hello_fcgi, pools  # noqa: F401 - fixtures
 from .test_spawn_faults import HELLO_ACCEPT, LISTEN
 
 pytestmark = pytest.mark.integration

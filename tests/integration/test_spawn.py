@@ -20,114 +20,12 @@ import pytest
 
 from fcgikit.fastcgi.protocol import ProtocolError
 from fcgikit.testing.nginx import Nginx
+from tests.integration.spawn_support import wait_for
 
 pytestmark = pytest.mark.integration
 
-PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
-
 
 # -- helpers -------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def hello_fcgi(tmp_path_factory) -> str:
-    """tests/programs/hello_fcgi.c built against Debian's libfcgi-dev."""
-    if not shutil.which("gcc") or not Path("/usr/include/fcgi_stdio.h").exists():
-        pytest.fail("gcc and libfcgi-dev are needed (./setup.sh installs them)")
-    binary = tmp_path_factory.mktemp("hello") / "hello_fcgi"
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(PROGRAMS / "hello_fcgi.c"), "-lfcgi"],
-                   check=True)
-    return str(binary)
-
-
-def wait_for(predicate, timeout: float, what: str, log=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- manager log ---\n{log()}")
-        time.sleep(0.02)
-
-
-class Pool:
-    """`python3 -m fcgikit.spawn -n ...` in the foreground, its log in a file."""
-
-    def __init__(self, tmp_path: Path, flags: list[str], program: list[str] | None = None,
-                 command: list[str] | None = None):
-        self.status_path = tmp_path / "status.json"
-        self.log_path = tmp_path / "spawn.log"
-        if self.status_path.exists():
-            self.status_path.unlink()
-        command = command or [sys.executable, "-m", "fcgikit.spawn"]
-        argv = command + ["-n", "--status-file", str(self.status_path)] + flags
-        if program:
-            argv += ["--"] + program
-        self.log_file = open(self.log_path, "wb")
-        self.process = subprocess.Popen(argv, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                        cwd=tmp_path)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def status(self) -> dict | None:
-        try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def wait_children(self, count: int, timeout: float = 10.0, extra=lambda s: True) -> dict:
-        def ready():
-            status = self.status()
-            return status if (status and status["children"]["total"] == count
-                              and status["children"]["retiring"] == 0 and extra(status)) else None
-        return wait_for(ready, timeout, f"{count} children in the status file", self.log)
-
-    @property
-    def port(self) -> int:
-        return int(self.wait_children_any()["listen"].rsplit(":", 1)[1])
-
-    def wait_children_any(self) -> dict:
-        return wait_for(self.status, 10.0, "the status file", self.log)
-
-    def pids(self) -> set[int]:
-        return {p["pid"] for p in self.status()["processes"] if p["state"] != "retiring"}
-
-    def send(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"manager still running after {timeout}s\n{self.log()}") from None
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log_file.close()
-
-
-@pytest.fixture
-def pools(tmp_path):
-    started = []
-
-    def start(flags, program=None, command=None, subdir="pool"):
-        directory = tmp_path / f"{subdir}{len(started)}"
-        directory.mkdir()
-        pool = Pool(directory, flags, program, command)
-        started.append(pool)
-        return pool
-
-    yield start
-    for pool in started:
-        pool.close()
-
 
 def nginx_for(port: int) -> Nginx:
     return Nginx(f"location / {{ include fastcgi_params; fastcgi_pass 127.0.0.1:{port}; }}")

@@ -13,8 +13,7 @@ import pytest
 
 from fcgikit.fastcgi import FCGI_STDIN, ClientConnection, encode_record
 from fcgikit.fastcgi.client import exchange, fcgi_request, get_params
-
-from .test_spawn import hello_fcgi, pools, wait_for  # noqa: F401 - fixtures
+from tests.integration.spawn_support import wait_for
 
 pytestmark = pytest.mark.integration
 
