@@ -16,15 +16,7 @@ import requests
 import yaml
 
 from fcgikit.deploy.model import LABEL_PROJECT
-from tests.integration.test_stack import (  # noqa: F401 (fixtures)
-    cli_env,
-    engine,
-    fcgikit,
-    image_prefix,
-    logs_on_failure,
-    project,
-    status,
-)
+from tests.integration.stack_support import fcgikit, logs_on_failure, status
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
