@@ -340,7 +340,7 @@ def test_the_uwsgi_stacks_nginx_is_fcgikits_with_uwsgi_pass_and_the_same_params_
     assert "uwsgi_pass fcgikit_workers;" in conf and "uwsgi_param PATH_INFO $uri;" in conf
     assert "uwsgi_read_timeout 30s;" in conf and "uwsgi_next_upstream error timeout;" in conf
     assert "server app:9000 max_fails=1 fail_timeout=2s;" in conf
-    assert "access_log /dev/stdout;" in conf and "keepalive 16;" in conf and "worker_processes auto;" in conf
+    assert "access_log /dev/stdout;" in conf and "keepalive 64;" in conf and "worker_processes auto;" in conf
     assert "lua" not in conf  # a plain upstream, as uWSGI's users have
     # the rest is fcgikit's, line for line: the health server, limits, timeouts
     tail = ours[ours.index("    server {"):]
@@ -354,9 +354,9 @@ def test_the_static_edge_is_fcgikits_conf_without_the_lua_balancer():
     conf = static_edge_conf(ours, "172.18.0.2:9000")
     assert "balancer_by_lua" in ours and "lua" not in conf and "load_module" not in conf
     assert "    upstream fcgikit_workers {\n        server 172.18.0.2:9000 max_fails=1 fail_timeout=2s;\n" \
-           "        keepalive 16;\n    }\n" in conf
+           "        keepalive 64;\n    }\n" in conf
     assert ours[ours.index("    server {"):] in conf  # the server blocks unchanged
-    assert "        keepalive 64;\n" in static_edge_conf(ours, "172.18.0.2:9000", 64)
+    assert "        keepalive 16;\n" in static_edge_conf(ours, "172.18.0.2:9000", 16)
 
 
 def test_the_gunicorn_stacks_nginx_is_fcgikits_with_proxy_pass_and_upstream_keepalive():
@@ -366,7 +366,7 @@ def test_the_gunicorn_stacks_nginx_is_fcgikits_with_proxy_pass_and_upstream_keep
     assert "fastcgi" not in conf
     assert "proxy_pass http://fcgikit_workers;" in conf and "proxy_http_version 1.1;" in conf
     assert 'proxy_set_header Connection "";' in conf and "proxy_read_timeout 30s;" in conf
-    assert "proxy_next_upstream_tries 3;" in conf and "keepalive 16;" in conf
+    assert "proxy_next_upstream_tries 3;" in conf and "keepalive 64;" in conf
 
 
 def test_the_php_stacks_nginx_is_fcgikits_with_the_script_named_for_php():

@@ -213,3 +213,17 @@ def test_a_php_program_gets_its_script_file_and_redirect_status_without_kept_con
     plain = Services(workers=WorkersService(program=["x"], root="/var/www", index="start.cgi"))
     assert r"fastcgi_split_path_info ^(.+?\.cgi)(/.*)$;" in render_nginx_conf(plain)
     assert "fastcgi_index start.cgi;" in render_nginx_conf(plain) and "root /var/www;" in render_nginx_conf(plain)
+
+
+def test_by_default_each_nginx_worker_keeps_64_idle_connections_per_upstream():
+    """The former default, 16, was below 64 concurrent requests: nginx closed most upstream
+    connections after their answer and opened new ones (1.23x-1.51x req/s with 64, docs/bench.md)."""
+    from fcgikit.deploy.spec import load_stack_spec
+
+    example = load_stack_spec(Path(__file__).resolve().parents[2] / "deploy" / "fcgikit.yaml").services
+    default = Services(workers=WorkersService(app="hello_wsgi:app"), cgi=CgiService())
+    for conf in (render_nginx_conf(default), render_nginx_conf(example), IMAGE_CONF.read_text()):
+        for name in ("fcgikit_workers", "fcgikit_cgi"):
+            upstream = block(conf, f"upstream {name}")
+            assert [line.strip() for line in upstream.splitlines() if "keepalive" in line] == ["keepalive 64;"]
+    assert "keepalive 200;" in block(render_nginx_conf(services(keepalive=200)), "upstream fcgikit_workers")
