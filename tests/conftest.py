@@ -86,6 +86,47 @@ def built_images(engine, cli_env, image_prefix, tmp_path_factory):
     return {tag.split("/")[1].split(":")[0]: tag for tag in tags}
 
 
+# -- Docker Swarm on the local engine (test_swarm_single.py, test_swarm_secrets.py) --
+
+
+@pytest.fixture(scope="module")
+def swarm(engine):
+    """The local engine in swarm mode for one test module (swarm_support.local_swarm); yields
+    whether it initialised the swarm (and will leave it)."""
+    from tests.integration.swarm_support import local_swarm
+
+    with local_swarm(engine) as initialised:
+        yield initialised
+
+
+@pytest.fixture(scope="session")
+def swarm_image_prefix(engine):
+    """`fcgikit build` under a prefix of the swarm tests' own; its images are removed at the end."""
+    import subprocess
+    import sys
+    import time
+
+    import docker.errors
+
+    from tests.integration.swarm_support import ROOT, env_without_fcgikit, unique
+
+    prefix = unique("fcgikit-swarmtest-")
+    env = env_without_fcgikit()
+    done = subprocess.run([sys.executable, "-m", "fcgikit.cli", "build", "--image-prefix", prefix],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr
+    yield prefix
+    deadline = time.monotonic() + 60  # tasks of removed stacks may still be stopping: retry
+    while True:
+        left = [tag for image in engine.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
+        for tag in left:
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(tag, force=True)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+
+
 # -- the spawn manager (test_spawn*.py, test_fuzz.py) -------------------------------
 
 

@@ -16,7 +16,6 @@ import requests
 from fcgikit.testing import free_port
 from tests.integration.swarm_support import env_without_fcgikit, fcgikit, remove_stack, unique
 from tests.integration.test_stack_secrets import APP
-from tests.integration.test_swarm_single import image_prefix, swarm  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
 
@@ -42,7 +41,9 @@ def project_secrets(engine, project: str) -> list[str]:
     return sorted(s.name for s in engine.secrets.list(filters={"label": f"fcgikit.project={project}"}))
 
 
-def test_swarm_secrets_reach_the_app_and_never_what_fcgikit_or_docker_shows(engine, swarm, image_prefix, tmp_path):
+def test_swarm_secrets_reach_the_app_and_never_what_fcgikit_or_docker_shows(
+    engine, swarm, swarm_image_prefix, tmp_path
+):
     project, port = unique("ss"), free_port()
     password, token = f"pw-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
     (tmp_path / "app").mkdir()
@@ -63,7 +64,7 @@ services:
     replicas: 1
     secrets: [db_password, api_token]
 """)
-    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=image_prefix, SWARM_API_TOKEN=token)
+    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=swarm_image_prefix, SWARM_API_TOKEN=token)
     url = f"http://127.0.0.1:{port}/"
     try:
         dry = fcgikit(env, "up", "--dry-run", "-f", str(spec))

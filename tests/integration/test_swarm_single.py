@@ -5,16 +5,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-import docker  # noqa: E402
-import docker.errors  # noqa: E402
 import pytest  # noqa: E402
 
 from fcgikit.testing import free_port  # noqa: E402
@@ -22,7 +18,6 @@ from tests.integration.swarm_support import (  # noqa: E402
     KeepAliveLoad,
     env_without_fcgikit,
     fcgikit,
-    local_swarm,
     remove_stack,
     service_logs,
     stack_containers,
@@ -35,38 +30,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def swarm(engine):
-    with local_swarm(engine) as initialised:
-        yield initialised
-
-
-@pytest.fixture(scope="module")
-def image_prefix(engine):
-    """`fcgikit build` under a prefix of this module's own; its images are removed afterwards."""
-    prefix = unique("fcgikit-swarmtest-")
-    env = env_without_fcgikit()
-    done = subprocess.run([sys.executable, "-m", "fcgikit.cli", "build", "--image-prefix", prefix],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-    assert done.returncode == 0, done.stderr
-    yield prefix
-    import time
-
-    deadline = time.monotonic() + 60  # tasks of removed stacks may still be stopping: retry
-    while True:
-        left = [tag for image in engine.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
-        for tag in left:
-            with contextlib.suppress(docker.errors.APIError):
-                engine.images.remove(tag, force=True)
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-
-
-def test_compose_file_deploys_as_a_swarm_stack(engine, swarm, image_prefix, tmp_path):
+def test_compose_file_deploys_as_a_swarm_stack(engine, swarm, swarm_image_prefix, tmp_path):
     """The same compose.yaml `docker compose up` runs (test_stack.py) is a stack file: dnsrr
     services, nginx published in host mode, confined, with the memory limits."""
-    compose = (ROOT / "compose.yaml").read_text().replace("image: fcgikit/", f"image: {image_prefix}/")
+    compose = (ROOT / "compose.yaml").read_text().replace("image: fcgikit/", f"image: {swarm_image_prefix}/")
     (tmp_path / "compose.yaml").write_text(compose)
     stack, port = unique("cs"), free_port()
     env = dict(env_without_fcgikit(), FCGIKIT_PORT=str(port))
@@ -142,14 +109,14 @@ services:
 
 
 @pytest.fixture(scope="module")
-def deployment(engine, swarm, image_prefix, tmp_path_factory):
+def deployment(engine, swarm, swarm_image_prefix, tmp_path_factory):
     """One project up on the single-node swarm for the tests below; down afterwards."""
     directory = tmp_path_factory.mktemp("swarm-up")
     project, port = unique("sw"), free_port()
     app_dir = directory / "app"
     write_app(app_dir, APP.format(version="1"))
     spec = write_spec(directory, project, port, app_dir)
-    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=image_prefix)
+    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=swarm_image_prefix)
     info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir,
             "url": f"http://127.0.0.1:{port}/"}
     try:
