@@ -370,32 +370,42 @@ class ServerConnection:
 
     MAX_REFUSED = 16  # refused requests whose input may still arrive; past it, a broken peer
 
+    # The state of a connection between requests, as class attributes: a new
+    # connection (one per request without FCGI_KEEP_CONN) stores none of them
+    # until it changes them (see docs/bench.md, issue 16).
+    _reader: RecordReader | None = None  # made when a read is not one whole request
+    _limits = (1, 1)  # for GET_VALUES, which nginx never sends: encoded then
+    _roles: frozenset[int] = frozenset({FCGI_RESPONDER})
+    _params_limit = DEFAULT_PARAMS_LIMIT
+    # Records the protocol answered on its own (management, refusals; rare): the
+    # caller sends them (`take_output()`) when this is not empty.
+    output = b""
+    request_id: int | None = None  # the active request
+    keep_conn = False
+    _params: list[bytes] | None = None
+    _params_size = 0
+    _stdin_open = False
+    _data_open = False
+    # The shared empty frozenset until a request is refused: then a set of our own.
+    _refused: set[int] = _NONE_REFUSED  # type: ignore[assignment]
+    _aborted_id: int | None = None  # the last request ended by ABORT_REQUEST
+    # A role refused without FCGI_KEEP_CONN: after its END_REQUEST the
+    # application closes the connection (spec 3.5).
+    close_requested = False
+
     def __init__(
         self,
         max_conns: int = 1,
         max_reqs: int = 1,
-        roles: frozenset[int] = frozenset({FCGI_RESPONDER}),
+        roles: frozenset[int] | None = None,
         params_limit: int = DEFAULT_PARAMS_LIMIT,
     ) -> None:
-        self._reader: RecordReader | None = None  # made when a read is not one whole request
-        self._limits = (max_conns, max_reqs)  # for GET_VALUES, which nginx never sends: encoded then
-        self._roles = roles
-        self._params_limit = params_limit
-        # Records the protocol answered on its own (management, refusals; rare): the
-        # caller sends them (`take_output()`) when this is not empty.
-        self.output = b""
-        self.request_id: int | None = None  # the active request
-        self.keep_conn = False
-        self._params: list[bytes] | None = None
-        self._params_size = 0
-        self._stdin_open = False
-        self._data_open = False
-        # The shared empty frozenset until a request is refused: then a set of our own.
-        self._refused: set[int] = _NONE_REFUSED  # type: ignore[assignment]  # (no cast() call per connection)
-        self._aborted_id: int | None = None  # the last request ended by ABORT_REQUEST
-        # A role refused without FCGI_KEEP_CONN: after its END_REQUEST the
-        # application closes the connection (spec 3.5).
-        self.close_requested = False
+        if max_conns != 1 or max_reqs != 1:
+            self._limits = (max_conns, max_reqs)
+        if roles is not None:
+            self._roles = frozenset(roles)
+        if params_limit != DEFAULT_PARAMS_LIMIT:
+            self._params_limit = params_limit
 
     # incoming
 
