@@ -145,13 +145,27 @@ def decode_params_text(body: bytes) -> dict[str, str]:
 
     The same checks as decode_params, in one pass with one decode: this runs for
     every request, and it was the worker's largest cost per request. Nearly every
-    name and value is under 128 bytes (one-byte lengths): the loop reads both of
-    those lengths at once and leaves 4-byte lengths to _long_lengths.
+    name and value is under 128 bytes (one-byte lengths): a body with no byte
+    above 127 at all takes a loop that reads them without a test (nginx's usual
+    params; 65.2k instructions for bench.instructions' 22 params, 70.7k before);
+    any other reads both lengths at once and leaves 4-byte ones to _long_lengths.
     """
     text = body.decode("latin-1")  # latin-1 maps byte offsets 1:1 onto str offsets
     result = {}
     pos, end = 0, len(body)
     try:
+        if body.isascii():
+            # No byte above 127 (one C call): every length is a one-byte one, and
+            # the loop needs no test for the 4-byte form (nginx's usual params).
+            while pos < end:
+                start = pos + 2
+                middle = start + body[pos]
+                pos = middle + body[pos + 1]  # IndexError: the stream ends inside a length
+                result[text[start:middle]] = text[middle:pos]
+            if pos > end:
+                raise ProtocolError(f"name-value pair claims {middle - start}+{pos - middle} bytes, "
+                                    f"{end - start} left")
+            return result
         while pos < end:
             name_len = body[pos]
             value_len = body[pos + 1]  # IndexError: the stream ends inside a length
