@@ -67,6 +67,26 @@ def pool(module: str, flags: list[str], workdir: Path, name: str = "pool"):
         stop(process)
 
 
+@contextlib.contextmanager
+def serve_on_unix_socket(tmp_path: Path, *flags: str, app: str = TEST_APP):
+    """`python3 -m fcgikit.serve -n -s tmp_path/w.sock *flags app`: yields (socket path, log
+    path, process) once the socket exists; SIGTERM, then kill, afterwards (the exit status
+    is then the process's returncode)."""
+    path = tmp_path / "w.sock"
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen([sys.executable, "-m", "fcgikit.serve", "-n", "-s", str(path), *flags, app],
+                                   cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while not path.exists():
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.05)
+        yield str(path), log_path, process
+    finally:
+        stop(process)
+
+
 def stop(process: subprocess.Popen, timeout: float = 15) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

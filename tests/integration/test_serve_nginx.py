@@ -3,8 +3,6 @@
 import hashlib
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -12,7 +10,15 @@ import requests
 
 from fcgikit.testing.nginx import Nginx
 
-from .serve_support import REPO, TEST_APP, fastcgi_location, keepalive_upstream, load, serve_app, stop, summary
+from .serve_support import (
+    TEST_APP,
+    fastcgi_location,
+    keepalive_upstream,
+    load,
+    serve_app,
+    serve_on_unix_socket,
+    summary,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -166,17 +172,7 @@ def test_a_large_body_the_app_ignores_does_not_stall_the_response(served, nginx)
 
 
 def test_over_a_unix_socket(tmp_path):
-    path = tmp_path / "w.sock"
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fcgikit.serve", "-n", "-s", str(path), "-M", "0666", "-F", "2", TEST_APP],
-            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while not path.exists():
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
+    with serve_on_unix_socket(tmp_path, "-M", "0666", "-F", "2") as (path, log_path, process):
         location = ("location / { include fastcgi_params; fastcgi_pass unix:%s; fastcgi_keep_conn on; }" % path)
         with Nginx(location) as ngx:
             got = requests.get(ngx.url("/?via=unix"), headers={"X-Via": "unix"}, timeout=10)
@@ -186,8 +182,7 @@ def test_over_a_unix_socket(tmp_path):
             assert digest == hashlib.sha256(body).hexdigest()
             outcomes = load(ngx.url(""), total=300, parallel=20)
             assert all(o.ok for o in outcomes), summary(outcomes) + log_path.read_text() + ngx.error_log()
-    finally:
-        assert stop(process) == 0, log_path.read_text()
+    assert process.returncode == 0, log_path.read_text()
 
 
 def test_max_requests_recycles_children_under_keepalive_load_without_a_failed_request(tmp_path):

@@ -3,39 +3,17 @@ socket closes as soon as the response's end arrives, before END_REQUEST) is no
 failure: the worker says nothing. One that leaves with part of the body unsent is
 one, and the worker logs it."""
 
-import contextlib
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from fcgikit.fastcgi import ClientConnection, ResponseReceived
 from fcgikit.fastcgi.client import get_params
 
-from .serve_support import REPO, TEST_APP, stop
+from .serve_support import serve_on_unix_socket
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.contextmanager
-def serve_on_unix_socket(tmp_path: Path):
-    path = tmp_path / "w.sock"
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "fcgikit.serve", "-n", "-s", str(path), "-F", "1", TEST_APP],
-            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while not path.exists():
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield str(path), log_path
-    finally:
-        stop(process)
 
 
 def read_body_then_close(path: str, uri: str, body_size: int) -> bytes:
@@ -55,7 +33,7 @@ def read_body_then_close(path: str, uri: str, body_size: int) -> bytes:
 
 
 def test_a_peer_leaving_after_the_whole_body_is_not_warned_about(tmp_path):
-    with serve_on_unix_socket(tmp_path) as (path, log_path):
+    with serve_on_unix_socket(tmp_path, "-F", "1") as (path, log_path, _):
         for i in range(3):
             # The body is out (a block of its own); the response ends 0.3 s later.
             assert read_body_then_close(path, f"/parts?n=1&pause=0.3&i={i}", 7) == b"part 0\n"
@@ -67,7 +45,7 @@ def test_a_peer_leaving_after_the_whole_body_is_not_warned_about(tmp_path):
 
 
 def test_a_peer_leaving_with_part_of_the_body_unsent_is_warned_about(tmp_path):
-    with serve_on_unix_socket(tmp_path) as (path, log_path):
+    with serve_on_unix_socket(tmp_path, "-F", "1") as (path, log_path, _):
         # Two blocks 0.3 s apart: the client leaves after the first.
         assert read_body_then_close(path, "/parts?n=2&pause=0.3", 7) == b"part 0\n"
         deadline = time.monotonic() + 10
