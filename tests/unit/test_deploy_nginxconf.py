@@ -205,10 +205,13 @@ def test_a_php_program_gets_its_script_file_and_redirect_status_without_kept_con
     assert "fastcgi_keep_conn on;" not in root and "error_page" not in root
     names = [line.split()[1] for line in lines if line.startswith("fastcgi_param ")]
     assert len(names) == len(set(names))
-    # the CGI gateway's location is unchanged, and other programs keep their kept connections
+    # the CGI gateway's location is unchanged; any exec'd program (libfcgi's accept loop stays on
+    # a kept connection as php-cgi does) gets no kept connections, fcgikit's own worker does
     assert "fastcgi_keep_conn on;" in block(render_nginx_conf(php), "location /cgi-bin/ ")
     other = Services(workers=WorkersService(program=["/usr/bin/hello_fcgi"]))
-    assert "fastcgi_keep_conn on;" in block(render_nginx_conf(other), "location / ")
+    assert "fastcgi_keep_conn on;" not in block(render_nginx_conf(other), "location / ")
+    wsgi = Services(workers=WorkersService(app="hello_wsgi:app"))
+    assert "fastcgi_keep_conn on;" in block(render_nginx_conf(wsgi), "location / ")
     assert "SCRIPT_FILENAME" not in render_nginx_conf(other)
     plain = Services(workers=WorkersService(program=["x"], root="/var/www", index="start.cgi"))
     assert r"fastcgi_split_path_info ^(.+?\.cgi)(/.*)$;" in render_nginx_conf(plain)

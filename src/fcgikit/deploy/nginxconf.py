@@ -155,9 +155,12 @@ def render_server_conf(services: Services, *, cgi_root: str = CGI_ROOT, https: b
     tls_params = [("HTTPS", "$https")] if https else []
     root = workers.document_root()
     if root is None:
+        # Only fcgikit's own worker takes kept connections: an exec'd program (a libfcgi C
+        # program, like php-cgi) stays on a kept connection while it is idle (see _location).
         workers_location = _location("/", WORKERS_UPSTREAM, app_params() + tls_params, services.nginx.connect_timeout,
                                      workers.timeout, workers.timeout,
-                                     extra=[f"error_page 502 504 = {FALLBACK_LOCATION};"] if fallback else [])
+                                     extra=[f"error_page 502 504 = {FALLBACK_LOCATION};"] if fallback else [],
+                                     keep_conn=workers.program is None)
     else:
         workers_location = _location("/", WORKERS_UPSTREAM, script_params() + tls_params,
                                      services.nginx.connect_timeout, workers.timeout, workers.timeout,
