@@ -41,28 +41,17 @@ def engine():
 @pytest.fixture(scope="session")
 def image_prefix(engine):
     """A prefix no image has yet; every image under it is removed at the end of the session."""
-    import docker.errors
+    from tests.integration.stack_support import new_image_prefix
 
-    prefix = f"fcgikit-test-{uuid.uuid4().hex[:8]}"
-    yield prefix
-    for image in engine.images.list():
-        for tag in image.tags:
-            if tag.startswith(prefix + "/"):
-                with contextlib.suppress(docker.errors.APIError):
-                    engine.images.remove(tag, force=True)
+    yield from new_image_prefix(engine)
 
 
 @pytest.fixture(scope="session")
 def cli_env(image_prefix):
     """The environment `fcgikit` runs in: this session's images, no stray FCGIKIT_* of the caller."""
-    from tests.integration.stack_support import USER_APP
+    from tests.integration.stack_support import cli_environment
 
-    env = dict(os.environ, FCGIKIT_IMAGE_PREFIX=image_prefix, PYTHONUNBUFFERED="1")
-    for variable in ("FCGIKIT_PROJECT", "FCGIKIT_FILE", "FCGIKIT_APP"):
-        env.pop(variable, None)
-    if USER_APP:
-        env["FCGIKIT_APP"] = USER_APP  # up, scale and build serve the user's app
-    return env
+    return cli_environment(image_prefix)
 
 
 @pytest.fixture

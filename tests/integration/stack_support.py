@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # no reaper image can be pulled here
@@ -32,6 +34,28 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_SPEC = ROOT / "deploy" / "fcgikit.yaml"
 USER_APP = os.environ.get("FCGIKIT_TEST_APP")
 CLI_TIMEOUT = 600
+
+
+def new_image_prefix(engine) -> Iterator[str]:
+    """A prefix no image has yet; every image under it is removed when the generator ends
+    (the image_prefix fixtures)."""
+    prefix = f"fcgikit-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    for image in engine.images.list():
+        for tag in image.tags:
+            if tag.startswith(prefix + "/"):
+                with contextlib.suppress(docker.errors.APIError):
+                    engine.images.remove(tag, force=True)
+
+
+def cli_environment(image_prefix: str) -> dict[str, str]:
+    """The environment `fcgikit` runs in: these images, no stray FCGIKIT_* of the caller."""
+    env = dict(os.environ, FCGIKIT_IMAGE_PREFIX=image_prefix, PYTHONUNBUFFERED="1")
+    for variable in ("FCGIKIT_PROJECT", "FCGIKIT_FILE", "FCGIKIT_APP"):
+        env.pop(variable, None)
+    if USER_APP:
+        env["FCGIKIT_APP"] = USER_APP  # up, scale and build serve the user's app
+    return env
 
 
 def remove_project(engine, name: str) -> None:

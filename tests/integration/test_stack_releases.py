@@ -11,9 +11,32 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.stack_support import fcgikit, logs_on_failure, status, write_spec
+from tests.integration.stack_support import (
+    cli_environment,
+    fcgikit,
+    logs_on_failure,
+    new_image_prefix,
+    status,
+    write_spec,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+
+# A prefix of this module's own, not the session's (tests/conftest.py): `build --prune` here
+# removes every image under the prefix that no container, kept release or `latest` tag
+# holds; under the session's prefix it can take the other modules' images too (the example
+# worker image once `latest` names this module's app: later modules' `up` builds it again,
+# a built_images tag taken before this module is gone after it).
+@pytest.fixture(scope="module")
+def image_prefix(engine):
+    yield from new_image_prefix(engine)
+
+
+@pytest.fixture(scope="module")
+def cli_env(image_prefix):
+    return cli_environment(image_prefix)
+
 
 APP = '''\
 def app(environ, start_response):
