@@ -15,7 +15,7 @@ import pytest
 from tests.hosts.bed import TestBed
 from tests.integration.swarm_support import KeepAliveLoad, env_without_fcgikit, fcgikit, unique, wait_answering
 
-pytestmark = [pytest.mark.multihost, pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.extended, pytest.mark.multihost, pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {"h1": ["edge"], "h2": ["workers"], "h3": ["workers", "cgi"]}
