@@ -318,9 +318,10 @@ def prune_images(client: docker.DockerClient, names: ImageNames, keep: set[str])
     `keep`: the tags just built (and `latest` is kept too); an image any container was
     created from, running or not, stays. Returns the tags removed.
     """
-    # The image ID each container was created from, without looking the image up: a container
-    # whose image was removed meanwhile (force) must not fail the prune.
-    in_use = {c.attrs.get("Image") for c in client.containers.list(all=True)} - {None, ""}
+    # The image ID each container was created from, as the engine's list gives it (sparse: no
+    # inspect per container, which fails for a container another client removed meanwhile),
+    # without looking the image up (a container whose image was force-removed must not fail the prune).
+    in_use = {c.attrs.get("ImageID") for c in client.containers.list(all=True, sparse=True)} - {None, ""}
     removed = []
     for kind in ("fcgi-worker", "nginx"):
         for image in client.images.list(name=names.repository(kind)):
