@@ -81,33 +81,33 @@ class Connection:
     The loop only asks it what it is and tells it what to do; what a `Request`
     needs of it is `RequestChannel` (request.py)."""
 
-    __slots__ = ("sock", "fd", "addr", "proto", "events", "begun", "keep_conn", "request", "gone", "closed",
-                 "must_close", "aborted", "close_follows", "drain_deadline", "answered")
+    # The state of a connection between requests, as class attributes: a new
+    # connection (one per request without FCGI_KEEP_CONN) stores only what changes.
+    must_close = False  # after this request, whatever FCGI_KEEP_CONN says
+    begun = False  # a request has begun and not ended
+    keep_conn = False  # the begun request's FCGI_KEEP_CONN
+    request: Request | None = None  # the one being served
+    gone = False  # the peer went away while a request was being served
+    aborted = False  # ABORT_REQUEST for the request being served: its output is dropped
+    closed = False
+    # Set when the loop ends the request and closes the connection at once (`finish`):
+    # the answer may then wait for the FIN (MSG_MORE) and leave with it in one
+    # segment. Not when the program ends the request itself (FCGX_Finish) and works on.
+    close_follows = False
+    # Set when a request on a kept connection was answered before its input
+    # ended: the rest is skipped as it comes (see draining), until this time.
+    drain_deadline = 0.0
+    # Set while a request is ended with all of its output already sent: a peer
+    # leaving now loses only the end records (empty STDOUT/STDERR, END_REQUEST),
+    # as lighttpd does once the response's end has come. That is no failure.
+    answered = False
 
     def __init__(self, sock: _socket.socket, addr) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.addr = addr
-        self.must_close = False  # after this request, whatever FCGI_KEEP_CONN says
-        self.proto = ServerConnection(max_conns=MAX_CONNS, max_reqs=1)
+        self.proto = ServerConnection(MAX_CONNS)
         self.events: deque = deque()  # received, not yet taken by the request or the loop
-        self.begun = False  # a request has begun and not ended
-        self.keep_conn = False  # the begun request's FCGI_KEEP_CONN
-        self.request: Request | None = None  # the one being served
-        self.gone = False  # the peer went away while a request was being served
-        self.aborted = False  # ABORT_REQUEST for the request being served: its output is dropped
-        self.closed = False
-        # Set when the loop ends the request and closes the connection at once (`finish`):
-        # the answer may then wait for the FIN (MSG_MORE) and leave with it in one
-        # segment. Not when the program ends the request itself (FCGX_Finish) and works on.
-        self.close_follows = False
-        # Set when a request on a kept connection was answered before its input
-        # ended: the rest is skipped as it comes (see draining), until this time.
-        self.drain_deadline = 0.0
-        # Set while a request is ended with all of its output already sent: a peer
-        # leaving now loses only the end records (empty STDOUT/STDERR, END_REQUEST),
-        # as lighttpd does once the response's end has come. That is no failure.
-        self.answered = False
 
     @property
     def peer(self) -> str:
