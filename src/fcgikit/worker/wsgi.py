@@ -73,7 +73,11 @@ def build_environ(params: dict[str, str], wsgi_input, wsgi_errors) -> dict:
         for name, default in _REQUIRED_DEFAULTS:
             if not environ.get(name):
                 environ[name] = default
-    split_script_name(environ)
+    if "PATH_INFO" not in environ:  # split_script_name(), without a call for nginx's usual params
+        environ["PATH_INFO"] = environ.get("SCRIPT_NAME", "")
+        environ["SCRIPT_NAME"] = ""
+    elif environ.get("SCRIPT_NAME") == "/":
+        environ["SCRIPT_NAME"] = ""
     # nginx sends CONTENT_TYPE/CONTENT_LENGTH even when empty; PEP 3333 allows
     # them absent but not empty-and-meaningless for LENGTH. Caddy sends "-1" for
     # a chunked upload: a length that is not one is dropped too, and the app reads
@@ -91,7 +95,9 @@ def build_environ(params: dict[str, str], wsgi_input, wsgi_errors) -> dict:
         for name in _NOT_FROM_THE_CLIENT:
             environ.pop(name, None)
     environ.update(_WSGI_CONSTANTS)
-    environ["wsgi.url_scheme"] = url_scheme(environ)
+    # url_scheme(), without a call for what nginx sends for plain HTTP
+    environ["wsgi.url_scheme"] = "http" if environ.get("REQUEST_SCHEME") == "http" and not environ.get("HTTPS") \
+        else url_scheme(environ)
     environ["wsgi.input"] = wsgi_input
     environ["wsgi.errors"] = wsgi_errors
     return environ
