@@ -332,7 +332,8 @@ class Connection:
         try:
             if self.gone:
                 return
-            if request.stdin.at_eof and not (self.aborted or self.events) \
+            stdin = request.stdin  # stdin.at_eof, without a property call (this runs for every request)
+            if stdin._eof and stdin._pos >= len(stdin._buf) and not (self.aborted or self.events) \
                     and monotonic() - request.started < PEER_CHECK_AFTER:
                 # The usual case: the body was read (or there was none), and the
                 # app answered too soon for its client to have left (see _may_have_left).
