@@ -96,8 +96,9 @@ def build_environ(params: dict[str, str], wsgi_input, wsgi_errors) -> dict:
             environ.pop(name, None)
     environ.update(_WSGI_CONSTANTS)
     # url_scheme(), without a call for what nginx sends for plain HTTP
-    environ["wsgi.url_scheme"] = "http" if environ.get("REQUEST_SCHEME") == "http" and not environ.get("HTTPS") \
-        else url_scheme(environ)
+    environ["wsgi.url_scheme"] = (
+        "http" if environ.get("REQUEST_SCHEME") == "http" and not environ.get("HTTPS") else url_scheme(environ)
+    )
     environ["wsgi.input"] = wsgi_input
     environ["wsgi.errors"] = wsgi_errors
     return environ
