@@ -582,7 +582,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         problem = ""
         while time.monotonic() < deadline:
-            status, problem = _http_get(url)
+            status, problem = http_get(url)
             if status is not None and status < 500:
                 return
             time.sleep(0.3)
@@ -811,7 +811,8 @@ def local_port_free(port: int) -> bool:
     return True
 
 
-def _http_get(url: str) -> tuple[int | None, str]:
+def http_get(url: str) -> tuple[int | None, str]:
+    """One GET: (status or None, what to report). Used by the end-to-end checks of every engine."""
     # Over HTTPS the check asks whether the stack answers, not whether this machine trusts the
     # certificate's issuer (a development CA) or the name (an address here): not verified.
     context = ssl._create_unverified_context() if url.startswith("https:") else None

@@ -30,8 +30,6 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +44,7 @@ from . import secrets as sec
 from .errors import FcgikitError
 from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, SERVICE_ROLE
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
-from .operations import Stack, local_port_free
+from .operations import Stack, http_get, local_port_free
 from .spec import FASTCGI_PORT, NGINX_PORT, ContainerSettings, StackSpec, with_replicas
 
 Say = Callable[[str], None]
@@ -661,21 +659,11 @@ class SwarmStack:
 
     def _remove_unused_secrets(self, files: StackFiles) -> None:
         keep = {entry["name"] for entry in files.stack.get("secrets", {}).values()}
-        for secret in self.client.secrets.list(filters={"label": f"{LABEL_PROJECT}={self.project}"}):
-            if secret.name not in keep:
-                try:
-                    secret.remove()
-                except docker.errors.APIError:
-                    pass  # still used by a task on its way out; the next up removes it
+        _remove_all_but(keep, self.client.secrets.list(filters={"label": f"{LABEL_PROJECT}={self.project}"}))
 
     def _remove_unused_configs(self, files: StackFiles) -> None:
         keep = {config["name"] for config in files.stack["configs"].values()}
-        for config in self.client.configs.list(filters={"label": f"{STACK_LABEL}={self.project}"}):
-            if config.name not in keep:
-                try:
-                    config.remove()
-                except docker.errors.APIError:
-                    pass  # still used by a task on its way out; the next up removes it
+        _remove_all_but(keep, self.client.configs.list(filters={"label": f"{STACK_LABEL}={self.project}"}))
 
     def check_end_to_end(self, timeout: float = 30.0) -> None:
         url = self.url()
@@ -684,16 +672,9 @@ class SwarmStack:
         deadline = time.monotonic() + timeout
         problem = ""
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    response.read()
-                    return
-            except urllib.error.HTTPError as exc:
-                problem = f"HTTP {exc.code}"
-                if exc.code < 500:
-                    return
-            except (urllib.error.URLError, OSError) as exc:
-                problem = str(getattr(exc, "reason", exc))
+            status, problem = http_get(url)
+            if status is not None and status < 500:
+                return
             time.sleep(0.3)
         raise SwarmFailed(f"GET {url} through {self.project}_nginx failed: {problem}\n"
                           f"--- last 20 log lines of {self.project}_nginx ---\n"
@@ -819,3 +800,13 @@ def _epoch(timestamp: str) -> float:
 
 def _newer(update: dict, started: float) -> bool:
     return _epoch(update.get("CompletedAt") or update.get("StartedAt") or "") >= started - 1
+
+
+def _remove_all_but(keep: set[str], objects: Sequence) -> None:
+    """Remove the Swarm secrets or configs not named in keep."""
+    for obj in objects:
+        if obj.name not in keep:
+            try:
+                obj.remove()
+            except docker.errors.APIError:
+                pass  # still used by a task on its way out; the next up removes it
