@@ -135,4 +135,7 @@ def markdown_report(meta: dict, results: list[dict], ratio_rows: list[dict], mem
     trouble = problems(results)
     if trouble:
         lines += ["## Problems", ""] + [f"- {p}" for p in trouble] + [""]
+    handled = [f"- {r['name']}: {note}" for r in results for note in r.get("notes", [])]
+    if handled:
+        lines += ["## Notes (handled by the harness)", ""] + handled + [""]
     return "\n".join(lines)

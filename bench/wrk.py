@@ -7,6 +7,7 @@ wrk's own text summary rounds latencies and hides the error counters behind pros
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import asdict, dataclass
 
@@ -87,9 +88,51 @@ def wrk_command(url: str, script_path: str, *, connections: int, seconds: int,
             f"-d{max(1, int(seconds))}s", f"--timeout={timeout_s}s", "-s", script_path, url]
 
 
+class WrkHung(RuntimeError):
+    """wrk ran far past its duration and was killed; `diagnosis` is what /proc said of it."""
+
+    def __init__(self, cmd: list[str], waited_s: float, diagnosis: str) -> None:
+        super().__init__(f"{' '.join(cmd)} still running {waited_s:.0f} s after it started; killed. {diagnosis}")
+        self.diagnosis = diagnosis
+
+
+# wrk's --timeout: generous, fork-CGI at 64 connections on 2 cores is slow, not broken.
+REQUEST_TIMEOUT_S = 10
+# How long past its duration plus its timeout a wrk run may take before it is called hung.
+HANG_SLACK_S = 15
+
+
 def run_wrk(url: str, script_path: str, *, connections: int, seconds: int) -> WrkResult:
-    cmd = wrk_command(url, script_path, connections=connections, seconds=seconds)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr.strip()}")
-    return parse_wrk_output(done.stdout)
+    """One wrk run. wrk stops by itself after `seconds` plus at most its request timeout;
+    one still running well past that is stuck in wrk itself (a slow server only makes it
+    count timeouts), so it is killed and raised as WrkHung, with its threads' states."""
+    cmd = wrk_command(url, script_path, connections=connections, seconds=seconds, timeout_s=REQUEST_TIMEOUT_S)
+    limit = max(1, int(seconds)) + REQUEST_TIMEOUT_S + HANG_SLACK_S
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        diagnosis = thread_states(process.pid)
+        process.kill()
+        process.communicate()
+        raise WrkHung(cmd, limit, diagnosis) from None
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {process.returncode}: {stderr.strip()}")
+    return parse_wrk_output(stdout)
+
+
+def thread_states(pid: int) -> str:
+    """Each thread's state, CPU ticks and wait channel, from /proc: enough to tell a thread
+    spinning (R, ticks growing) from one asleep in the kernel (S and where)."""
+    rows = []
+    try:
+        for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+            base = f"/proc/{pid}/task/{tid}"
+            with open(f"{base}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"{base}/wchan") as f:
+                wchan = f.read().strip() or "-"
+            rows.append(f"thread {tid}: state {fields[0]}, utime {fields[11]}, stime {fields[12]} ticks, wchan {wchan}")
+    except OSError as exc:
+        rows.append(f"/proc unreadable: {exc}")
+    return "; ".join(rows)

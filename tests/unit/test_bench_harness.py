@@ -394,3 +394,54 @@ def test_built_stack_scenarios_and_their_targets():
     assert targets[("stack-php-fcgikit-hello", "stack-php-fpm-hello")] == 0.95
     assert targets[("stack-fcgikit-hello", "stack-fcgikit-static-hello")] == 0.95
     assert all(c.peer in names for c in COMPARISONS if c.ours in names)
+
+
+# -- wrk itself hanging (once in CI: a 1 s run still going after 61 s) --
+
+FAKE_WRK = """#!/bin/sh
+# Stands in for wrk: hangs while the marker file is absent (and creates it), answers afterwards.
+if [ ! -e "{marker}" ]; then : > "{marker}"; exec sleep 60; fi
+echo 'BENCH_RESULT {{"requests":5,"duration_us":1000000,"bytes":1,"connect_errors":0,"read_errors":0,\
+"write_errors":0,"timeouts":0,"non_2xx_3xx":0,"p50_us":1,"p90_us":1,"p99_us":1,"max_us":1,"mean_us":1.0}}'
+"""
+
+
+@pytest.fixture
+def hanging_wrk(tmp_path, monkeypatch):
+    """A `wrk` first on PATH that hangs on its first run only; hang detection after ~2 s."""
+    bin_dir, marker = tmp_path / "bin", tmp_path / "hung once"
+    bin_dir.mkdir()
+    fake = bin_dir / "wrk"
+    fake.write_text(FAKE_WRK.format(marker=marker))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setattr(wrk, "REQUEST_TIMEOUT_S", 1)
+    monkeypatch.setattr(wrk, "HANG_SLACK_S", 0)
+    return marker
+
+
+def test_a_hung_wrk_is_killed_and_said_with_its_threads_states(hanging_wrk, tmp_path):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(wrk.WrkHung, match=r"still running 2 s .* killed\. thread \d+: state S"):
+        wrk.run_wrk("http://127.0.0.1:1/", str(tmp_path / "s.lua"), connections=1, seconds=1)
+    assert time.monotonic() - started < 10  # not the fake's 60 s sleep
+    assert wrk.run_wrk("http://127.0.0.1:1/", str(tmp_path / "s.lua"), connections=1, seconds=1).requests == 5
+
+
+def test_a_round_whose_wrk_hung_is_run_again_and_noted_in_the_report(hanging_wrk, tmp_path):
+    from bench.runner import LiveScenario, ScenarioResult
+
+    scenario = SCENARIOS[0]
+    result = ScenarioResult(scenario.name, scenario.title, scenario.ours)
+    live = LiveScenario(scenario, "http://127.0.0.1:1/", tmp_path / "s.lua", result)
+    live.measure(16, 1)
+    assert [r.requests for r in live.rounds[16]] == [5]
+    assert len(result.notes) == 1 and "wrk hung at 16 connections" in result.notes[0]
+    live.finish()
+    row = dict(__import__("dataclasses").asdict(result), errors=result.errors)
+    assert report.problems([row]) == []  # handled: not a problem of the run
+    meta = {"mode": "quick", "started": "now", "seconds": 1, "machine": "m", "warmup_s": 0, "measure_s": 1,
+            "concurrencies": [16], "rounds": 1, "nginx": "x", "command": "bench"}
+    assert "wrk hung at 16 connections" in report.markdown_report(meta, [row], [], None)
