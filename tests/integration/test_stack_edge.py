@@ -287,6 +287,34 @@ def test_a_killed_worker_container_costs_no_request_and_no_second(engine, cli_en
                 seen = repr(exc)
             assert time.monotonic() < deadline, f"the restarted nginx does not serve the workers: {seen}"
             time.sleep(0.5)
+        check_a_worker_back_at_another_address_is_handed_to_nginx(engine, cli_env, project, spec)
+
+
+def check_a_worker_back_at_another_address_is_handed_to_nginx(engine, cli_env, project: str, spec: Path) -> None:
+    """An engine restart brings containers back at other IPs. nginx connects to addresses:
+    `up` must see that a kept worker's address changed and hand nginx the new one (it once
+    compared names only, and left nginx with the old address)."""
+    network = f"fcgikit-{project}"
+    worker = containers(engine, project, "workers")[0]
+    old_ip = worker.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    worker.stop(timeout=10)
+    # Another container takes the stopped worker's address, as after a restart of the engine.
+    filler = engine.containers.run(worker.image.id, entrypoint=["sleep"], command=["120"], detach=True,
+                                   network=network, name=f"{project}-filler")
+    try:
+        worker.start()
+        worker.reload()
+        new_ip = worker.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        assert new_ip != old_ip, "the restarted worker kept its address: the test proves nothing"
+        result = fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
+        assert "update backends of nginx" in result.stderr, result.stderr
+        [nginx] = containers(engine, project, "nginx")
+        listed = nginx.exec_run(["cat", "/run/fcgikit/backends"]).output.decode()
+        assert f"{new_ip}:9000 {worker.name}" in listed and f"{old_ip}:9000 {worker.name}" not in listed, listed
+        again = fcgikit(cli_env, "up", "-p", project, "-f", str(spec))
+        assert "update backends" not in again.stderr, again.stderr  # and now nothing to do
+    finally:
+        filler.remove(force=True)
 
 
 @example_app_only

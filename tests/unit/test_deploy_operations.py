@@ -75,7 +75,7 @@ def _edge_plans(old_port: int, new_port: int):
     first = plan_up(spec(old_port), "demo", [local_host()], images, Observed())
     found = tuple(
         RunningContainer(c.name, c.name, c.service, c.host, c.slot, c.image, c.config_hash,
-                         published={p: h for p, h in c.ports})
+                         published={p: h for p, h in c.ports}, addresses={"fcgikit-demo": f"ip-of-{c.name}"})
         for c in first.wanted
     )
     observed = Observed(found, frozenset({"local"}), first.nginx_conf, _listed(first))
@@ -162,7 +162,8 @@ def _listed(plan) -> str:
 
     pools = {}
     for pool, address, name in plan.backends:
-        pools.setdefault(pool, []).append((address, name))
+        host, _, port = address.rpartition(":")
+        pools.setdefault(pool, []).append((f"ip-of-{name}:{port}" if host == name else address, name))
     return render_backends(pools)
 
 

@@ -5,7 +5,7 @@ import shlex
 from collections import Counter
 
 from fcgikit.deploy.hosts import Host
-from fcgikit.deploy.model import RunningContainer
+from fcgikit.deploy.model import RunningContainer, network_name
 from fcgikit.deploy.nginxconf import render_backends
 from fcgikit.deploy.plan import (
     CheckEndToEnd,
@@ -35,19 +35,25 @@ def stack(workers=2, cgi=1, port=8080) -> StackSpec:
 
 
 def running(plan, **changes) -> Observed:
-    """What the hosts hold after `plan` ran (every wanted container running)."""
+    """What the hosts hold after `plan` ran (every wanted container running, at its IP)."""
+    ips = backend_ips(plan)
     containers = tuple(
-        RunningContainer(f"id-{c.name}", c.name, c.service, c.host, c.slot, c.image, c.config_hash, **changes)
+        RunningContainer(f"id-{c.name}", c.name, c.service, c.host, c.slot, c.image, c.config_hash,
+                         **{"addresses": {network_name(plan.project): ips.get(c.name, "172.18.0.99")}, **changes})
         for c in plan.wanted
     )
     return Observed(containers, frozenset(c.host for c in containers), plan.nginx_conf, backends_text(plan))
 
 
+def backend_ips(plan) -> dict[str, str]:
+    return {name: f"172.18.0.{n + 2}" for n, (_, _, name) in enumerate(plan.backends)}
+
+
 def backends_text(plan) -> str:
     """The list the running nginx holds once `plan` ran (addresses resolved to IPs)."""
-    pools = {}
-    for n, (pool, _, name) in enumerate(plan.backends):
-        pools.setdefault(pool, []).append((f"172.18.0.{n + 2}:9000", name))
+    pools, ips = {}, backend_ips(plan)
+    for pool, _, name in plan.backends:
+        pools.setdefault(pool, []).append((f"{ips[name]}:9000", name))
     return render_backends(pools)
 
 
@@ -282,3 +288,15 @@ def test_the_end_to_end_check_prints_the_edges_url():
         for c in running(picked).containers))
     scaled = plan_up(with_replicas(stack(port=0), "workers", 3), "demo", HOSTS, IMAGES, published)
     assert scaled.steps[-1].docker_command() == "curl -fsS http://127.0.0.1:32769/"
+
+
+def test_a_worker_back_at_another_ip_after_an_engine_restart_is_handed_to_nginx_and_nothing_else_changes():
+    import dataclasses
+
+    plan = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
+    observed = running(plan)
+    assert plan_up(stack(), "demo", HOSTS, IMAGES, observed).changes_nothing
+    moved = tuple(dataclasses.replace(c, addresses={network_name("demo"): "172.18.0.77"})
+                  if c.name == "demo-workers-2" else c for c in observed.containers)
+    again = plan_up(stack(), "demo", HOSTS, IMAGES, dataclasses.replace(observed, containers=moved))
+    assert kinds(again) == ["UpdateBackends", "CheckEndToEnd"]

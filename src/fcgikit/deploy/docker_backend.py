@@ -259,10 +259,12 @@ def describe_container(container: Container) -> RunningContainer:
     for key, bindings in (attrs.get("NetworkSettings", {}).get("Ports") or {}).items():
         if bindings:
             ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
+    networks = attrs.get("NetworkSettings", {}).get("Networks") or {}
     return RunningContainer.from_labels(
         container.id,
         container.name,
         container.labels,
+        addresses={net: ip for net, settings in networks.items() if (ip := (settings or {}).get("IPAddress"))},
         image=attrs.get("Config", {}).get("Image", ""),
         state=state.get("Status", "unknown"),
         health=(state.get("Health") or {}).get("Status", ""),

@@ -142,6 +142,7 @@ class RunningContainer:
     # written in again and nginx reloaded, not replaced
     secrets_renewed: bool = False
     app: str = ""  # workers: the app they serve (LABEL_APP)
+    addresses: dict[str, str] = field(default_factory=dict)  # network name -> its IP there, now
 
     @property
     def running(self) -> bool:

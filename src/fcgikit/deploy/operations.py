@@ -30,7 +30,7 @@ from .docker_backend import ContainerFailed, Engine, read_backends, read_nginx_c
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .logs import LogReader, LogRequest
-from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer, network_name
+from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer
 from .nginxconf import (
     BACKENDS_PATH, LOADED_PATH, SAVED_BACKENDS_PATH, backends_version, parse_backends, render_backends,
 )
@@ -107,7 +107,7 @@ class Stack:
             for c in found:
                 if c.service == "nginx" and c.running and nginx_conf is None:
                     nginx_conf = read_nginx_conf(engine, c.name)
-                    backends = _current_or_none(engine, read_backends(engine, c.name), network_name(self.project))
+                    backends = read_backends(engine, c.name)
         return Observed(tuple(containers), frozenset(networks), nginx_conf, backends)
 
     # --- images ---------------------------------------------------------------------------
@@ -663,23 +663,6 @@ class Stack:
         labels = [c.name for c in containers]
         readers = [functools.partial(self.engine(c.host).log_lines, c.name, c.name, request) for c in containers]
         return labels, readers
-
-def _current_or_none(engine: Engine, text: str | None, network: str) -> str | None:
-    """The running nginx's backends list, or None when a container it names by its address on
-    this host's network has another address now (restarted by hand or by the daemon: Docker
-    may give it a new one); the plan then writes the list again."""
-    pools = parse_backends(text)
-    if pools is None:
-        return None
-    for entries in pools.values():
-        for address, name in entries:
-            if not name:
-                continue
-            current = engine.address_on(name, network)
-            if current is not None and address.rpartition(":")[0] != current:
-                return None
-    return text
-
 
 def deployed_app(containers: Sequence[RunningContainer]) -> str | None:
     """The app the running workers serve (their LABEL_APP); the most common one while an

@@ -358,20 +358,28 @@ def _backends(wanted: list[ContainerSpec], hosts: dict[str, Host]) -> tuple[tupl
     return tuple((c.service, upstream_address(c, hosts[c.host]), c.name) for c in chosen)
 
 
-def _same_backends(observed: str | None, wanted: tuple[tuple[str, str, str], ...]) -> bool:
-    """Does the running nginx's list name the same containers in the same pools, at the same
-    addresses? A planned address that is a container name (one host: resolved to its IP when
-    the list is written) is compared by name only; a published `ip:port` (a remote host) is
-    compared too: a lost host's worker started again on another host keeps its name but not
-    its address, and nginx must be given the new one."""
-    running = parse_backends(observed)
+def _same_backends(observed: Observed, wanted: tuple[tuple[str, str, str], ...], network: str) -> bool:
+    """Does the running nginx's list name the same containers in the same pools, at the
+    addresses they have now? A planned address that is a container name (on the edge's own
+    host) is compared with that container's IP on the project network as the engine reports
+    it now: after an engine restart a container comes back with another IP, and nginx,
+    which connects to addresses, must be given it. A published `ip:port` (a remote host) is
+    compared as it is: a lost host's worker started again elsewhere keeps its name but not
+    its address."""
+    running = parse_backends(observed.backends)
     if running is None:
         return False
     listed = sorted((pool, name) for pool, entries in running.items() for _, name in entries)
     if listed != sorted((pool, name) for pool, _, name in wanted):
         return False
     at = {(pool, name): address for pool, entries in running.items() for address, name in entries}
-    return all(at.get((pool, name)) == address for pool, address, name in wanted if _is_ip_port(address))
+    ips = {c.name: c.addresses.get(network) for c in observed.containers if c.running}
+    for pool, address, name in wanted:
+        host, _, port = address.rpartition(":")
+        expected = f"{ips.get(name)}:{port}" if host == name else address
+        if (host == name or _is_ip_port(address)) and at.get((pool, name)) != expected:
+            return False
+    return True
 
 
 def _is_ip_port(address: str) -> bool:
@@ -421,7 +429,7 @@ def _order_up_steps(
     renew = [RenewSecrets(c.name, c.host, c.secrets) for c in kept_nginx if c.secrets_renewed]
     steps += renew
     edge = (new_nginx or kept_nginx)[0] if (new_nginx or kept_nginx) else None
-    update = edge is not None and (bool(new_nginx) or not _same_backends(observed.backends, backends))
+    update = edge is not None and (bool(new_nginx) or not _same_backends(observed, backends, network))
     if update:
         steps.append(UpdateBackends(edge.name, edge.host, network, backends))
     if edge is not None and (new_nginx or reload or renew or update or started_backends):
