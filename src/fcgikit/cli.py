@@ -35,7 +35,6 @@ from .deploy.tls import default_directory
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the status table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-_settings = {"verbose": False, "redact": lambda text: text}  # redact: secret values -> [secret NAME]
 DEFAULT_PROJECT = "fcgikit"
 
 
@@ -61,21 +60,33 @@ class FcgikitGroup(click.Group):
             err.print("[red]error:[/] interrupted")
             ctx.exit(130)
         except Exception as exc:  # unexpected: still one line, the traceback only with --verbose
-            hint = "" if _settings["verbose"] else " (--verbose shows the traceback)"
+            hint = "" if _verbose() else " (--verbose shows the traceback)"
             _print_error(f"{exc.__class__.__name__}: {exc}{hint}")
         ctx.exit(1)
 
 
 def _print_error(message: str) -> None:
-    first, _, rest = _settings["redact"](message).partition("\n")  # attached logs may show a secret
+    first, _, rest = _redact(message).partition("\n")  # attached logs may show a secret
     err.print(f"[red]error:[/] {escape(first)}")
     if rest:  # attached logs, after the one error line
         err.print(escape(rest), style="dim")
     _traceback_if_verbose()
 
 
+def _verbose() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context and context.meta.get("fcgikit.verbose"))
+
+
+def _redact(text: str) -> str:
+    """Secret values of the loaded stack file -> [secret NAME] (nothing loaded: the text as is)."""
+    context = click.get_current_context(silent=True)
+    redact = context.meta.get("fcgikit.redact") if context else None
+    return redact(text) if redact else text
+
+
 def _traceback_if_verbose() -> None:
-    if _settings["verbose"]:
+    if _verbose():
         err.print(escape(traceback.format_exc()), style="dim")
 
 
@@ -148,7 +159,7 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None,
         check_stack_app(spec, AppSource(str(spec_file), app))
     name = project or spec.project or DEFAULT_PROJECT
     _check_project(name)
-    _settings["redact"] = redactor_for(spec)
+    click.get_current_context().meta["fcgikit.redact"] = redactor_for(spec)
     progress = Progress()
 
     def say(text: str) -> None:
@@ -232,9 +243,10 @@ def finishing_progress(stack: Stack):
 @click.group(cls=FcgikitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="tracebacks on errors")
 @click.version_option(package_name="fcgikit")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Run FastCGI and CGI programs behind nginx, in containers."""
-    _settings["verbose"] = verbose or bool(os.environ.get("FCGIKIT_VERBOSE"))
+    ctx.meta["fcgikit.verbose"] = verbose or bool(os.environ.get("FCGIKIT_VERBOSE"))
 
 
 @cli.command()
@@ -464,7 +476,7 @@ def logs(services, follow, tail, since, timestamps, spec_file, project) -> None:
     stack = load_stack(spec_file, project, DEFAULT_PREFIX, DEFAULT_BASE)
     try:
         for line in stack.logs(services, request):
-            click.echo(_settings["redact"](line))
+            click.echo(_redact(line))
     except KeyboardInterrupt:  # how one stops following: not an error
         pass
 

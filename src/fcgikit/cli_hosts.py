@@ -17,13 +17,13 @@ from .deploy.multihost import open_remote_stack
 from .deploy.operations import Stack
 from .deploy.ssh import Fleet, HostUnreachable
 
-# Set by the options' callbacks, read when the stack is made (keeps the commands' signatures).
-_chosen: dict = {"hosts": None, "accept_new_host_keys": False}
 
 
-def _remember(ctx, param, value):
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    """Kept in this invocation's context (read when the stack is made; keeps the commands'
+    signatures): a second invocation in the same process starts from nothing."""
     if value is not None:
-        _chosen[param.name] = value
+        ctx.meta[f"fcgikit.{param.name}"] = value
     return value
 
 
@@ -40,14 +40,17 @@ def hosts_options(command):
 
 
 def chosen_hosts() -> Path | None:
-    return _chosen["hosts"]
+    """The --hosts of the command being run (None: the local engine)."""
+    return click.get_current_context().meta.get("fcgikit.hosts")
 
 
 def stack_for(stack_kwargs: dict) -> Stack:
     """The local stack, or the stack on the inventory's hosts when --hosts was given."""
-    if _chosen["hosts"] is None:
+    hosts = chosen_hosts()
+    if hosts is None:
         return Stack(**stack_kwargs)
-    return open_remote_stack(stack_kwargs, _chosen["hosts"], accept_new_host_keys=_chosen["accept_new_host_keys"])
+    accept_new = bool(click.get_current_context().meta.get("fcgikit.accept_new_host_keys"))
+    return open_remote_stack(stack_kwargs, hosts, accept_new_host_keys=accept_new)
 
 
 def host_lines(report: dict) -> list[str]:

@@ -138,3 +138,43 @@ def test_a_dry_run_lists_images_only_for_stacks_that_build_them():
             return ["build fk/fcgi-worker:abc here"]
 
     assert image_notes(Swarm()) == [] and image_notes(Local()) == ["build fk/fcgi-worker:abc here"]
+
+
+def test_choices_of_one_invocation_do_not_leak_into_the_next(tmp_path, monkeypatch):
+    """Two invocations in one process (as a test suite or a long-lived caller does): the
+    second, without --hosts, runs on the local engine, not on the first one's inventory."""
+    from fcgikit import cli_hosts
+
+    made = []
+
+    class FakeStack:
+        def __init__(self, where):
+            self.where = where
+
+        def status(self):
+            made.append(self.where)
+            return {"project": "demo", "url": None, "containers": []}
+
+    monkeypatch.setattr(cli_hosts, "Stack", lambda **kwargs: FakeStack("local"))
+    monkeypatch.setattr(cli_hosts, "open_remote_stack",
+                        lambda kwargs, hosts, accept_new_host_keys: FakeStack(f"{hosts.name} {accept_new_host_keys}"))
+    spec = write_spec(tmp_path, "services:\n  workers: {app: 'm:app'}\n")
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text("hosts: {}\n")
+    runner = CliRunner(env={"FCGIKIT_HOSTS": None})
+    first = runner.invoke(cli, ["status", "-f", spec, "--hosts", str(inventory), "--accept-new-host-keys"])
+    second = runner.invoke(cli, ["status", "-f", spec])
+    assert (first.exit_code, second.exit_code) == (0, 0), (first.output, second.output)
+    assert made == ["inv.yaml True", "local"]
+
+
+def test_verbose_and_secret_redaction_do_not_leak_into_the_next_invocation(tmp_path, monkeypatch):
+    def explode(*args, **kwargs):
+        raise RuntimeError("engine on fire")
+
+    monkeypatch.setattr(cli_module, "load_stack", explode)
+    spec = write_spec(tmp_path, "services:\n  workers: {app: 'm:app'}\n")
+    runner = CliRunner(env={"FCGIKIT_VERBOSE": None})
+    assert "Traceback" in runner.invoke(cli, ["--verbose", "status", "-f", spec]).stderr
+    quiet = runner.invoke(cli, ["status", "-f", spec])
+    assert quiet.stderr.splitlines() == ["error: RuntimeError: engine on fire (--verbose shows the traceback)"]
