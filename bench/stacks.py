@@ -68,9 +68,10 @@ PEER_COMMANDS.update({
 })
 PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi", "php-fcgikit": "php", "php-fpm": "php"}
 # Second edges in front of the fcgikit stack's worker container: a static upstream (the edge
-# before issue 18's Lua balancer), and the same with upstream keepalive 64 (as many idle
-# connections per nginx worker as the load's 64: what the stack's default of 16 costs).
-STATIC_EDGES = {"fcgikit-static": None, "fcgikit-static-ka64": 64}
+# before issue 18's Lua balancer) with the stack's own keepalive (64 since 2026-12-05), and the
+# same with keepalive 16 (the old default: what too few idle connections per nginx worker cost
+# at 64 concurrent requests).
+STATIC_EDGES = {"fcgikit-static": None, "fcgikit-static-ka16": 16}
 STACK_ORDER = ["fcgikit", *STATIC_EDGES, *PEER_COMMANDS]  # the fcgikit stack comes up first: the others use its images
 
 

@@ -383,11 +383,11 @@ def test_built_stack_scenarios_and_their_targets():
     from bench.scenarios import BUILT_STACK_SCENARIOS
 
     names = {s.name for s in BUILT_STACK_SCENARIOS}
-    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "fcgikit-static", "fcgikit-static-ka64",
+    assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "fcgikit-static", "fcgikit-static-ka16",
                                                                "php-fcgikit", "php-fpm"}
     assert [s.name for s in BUILT_STACK_SCENARIOS if s.ours] == [
         "stack-fcgikit-hello", "stack-fcgikit-post64k", "stack-fcgikit-1mib", "stack-fcgikit-static-hello",
-        "stack-fcgikit-static-ka64-hello", "stack-php-fcgikit-hello"]
+        "stack-fcgikit-static-ka16-hello", "stack-php-fcgikit-hello"]
     targets = {(c.ours, c.peer): c.target for c in COMPARISONS if c.ours in names}
     assert targets[("stack-fcgikit-hello", "stack-gunicorn-hello")] == 2.0
     assert targets[("stack-fcgikit-hello", "stack-uwsgi-hello")] == 1.2
