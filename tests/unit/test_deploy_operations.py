@@ -257,7 +257,7 @@ def test_the_remote_port_check_counts_listeners_from_the_kernels_tables():
         assert listeners(port) == "1\n"
 def test_the_docker_sdk_gets_the_confinement_of_the_spec():
     from fcgikit.deploy import commands
-    from fcgikit.deploy.docker_backend import confinement_options
+    from fcgikit.deploy.docker_args import confinement_arguments as confinement_options
     from fcgikit.deploy.spec import NginxService
 
     options = confinement_options(commands.nginx_container("p", "local", 1, "img", NginxService()))

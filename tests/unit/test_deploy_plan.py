@@ -203,7 +203,8 @@ def test_down_removes_nginx_first_and_networks_last():
 def test_steps_print_the_docker_commands_they_stand_for():
     plan = plan_up(stack(), "demo", HOSTS, IMAGES, Observed())
     commands = [step.docker_command() for step in plan.steps]
-    assert commands[0] == "docker network create --label fcgikit.project=demo --label fcgikit.host=local fcgikit-demo"
+    assert commands[0] == ("docker network create --driver bridge --label fcgikit.project=demo "
+                           "--label fcgikit.host=local fcgikit-demo")
     assert commands[1].startswith("docker run -d --name demo-workers-1 --network fcgikit-demo --restart unless-stopped "
                                   "--label fcgikit.project=demo")
     assert "python3 -m fcgikit.serve -n -a 0.0.0.0 -p 9000 -F 4" in commands[1]

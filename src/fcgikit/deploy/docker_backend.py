@@ -17,16 +17,12 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 from docker.models.containers import Container
-from docker.types import Mount
 
 from . import commands
 from .errors import FcgikitError
 from .hosts import Host
 from .logs import LogRequest
-from .model import (
-    CAP_DROP, LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, NGINX_PID_PATH, SECURITY_OPT, ContainerSpec,
-    RunningContainer, network_name,
-)
+from .model import LABEL_PROJECT, NGINX_CONF_PATH, NGINX_PID_PATH, ContainerSpec, RunningContainer
 from .nginxconf import BACKENDS_PATH
 
 LOG_TAIL = 40
@@ -69,9 +65,9 @@ class Engine:
 
     # --- networks ------------------------------------------------------------------------
 
-    def create_network(self, project: str) -> None:
-        labels = {LABEL_PROJECT: project, LABEL_HOST: self.host.name}
-        self.client.networks.create(network_name(project), driver="bridge", labels=labels)
+    def create_network(self, arguments: dict) -> None:
+        """`arguments`: docker_args.network_create_arguments()."""
+        self.client.networks.create(**arguments)
 
     def remove_network(self, project: str) -> None:
         for network in self.project_networks(project):
@@ -79,21 +75,10 @@ class Engine:
 
     # --- containers ----------------------------------------------------------------------
 
-    def start(self, spec: ContainerSpec, network: str, files: dict[str, str] | None = None) -> Container:
-        """Create, put `files` in (before anything runs), start."""
-        container = self.client.containers.create(
-            spec.image,
-            command=list(spec.command),
-            name=spec.name,
-            labels=spec.labels,
-            environment=dict(spec.env),
-            network=network,
-            ports={f"{port}/tcp": _binding(spec.bind_address, host_port) for port, host_port in spec.ports},
-            # Back after a crash of the manager, a daemon restart or a reboot, until fcgikit stops it.
-            restart_policy={"Name": "unless-stopped"},
-            detach=True,
-            **confinement_options(spec),
-        )
+    def start(self, spec: ContainerSpec, arguments: dict, files: dict[str, str] | None = None) -> Container:
+        """Create (`arguments`: docker_args.container_create_arguments(spec, ...), what a dry
+        run prints too), put `files` in (before anything runs), start."""
+        container = self.client.containers.create(**arguments)
         try:
             for directory, archive in _archives_of(files or {}):
                 container.put_archive(directory, archive)
@@ -237,21 +222,6 @@ class Engine:
         return ContainerFailed(f"{name} on {self.host.name} {what}\n--- last {LOG_TAIL} log lines of {name} ---\n{logs}")
 
 
-def confinement_options(spec: ContainerSpec) -> dict:
-    """The Docker SDK's create() arguments that confine a container (see model.Confinement)."""
-    c = spec.confinement
-    return {
-        "read_only": c.read_only,
-        "tmpfs": {path: options for path, options in c.tmpfs} or None,
-        "mounts": [Mount(target=path, source=None, type="volume") for path in c.volumes] or None,
-        "cap_drop": list(CAP_DROP),
-        "cap_add": list(c.cap_add) or None,
-        "security_opt": list(SECURITY_OPT),
-        "mem_limit": c.memory if c.memory != "0" else None,
-        "pids_limit": c.pids or None,
-    }
-
-
 def describe_container(container: Container) -> RunningContainer:
     attrs = container.attrs
     state = attrs.get("State", {})
@@ -316,10 +286,6 @@ def read_backends(engine: Engine, name: str) -> str | None:
 def _exit_description(container: Container) -> str:
     state = container.attrs.get("State", {})
     return f"status {container.status}, exit code {state.get('ExitCode')}"
-
-
-def _binding(address: str, host_port: int):
-    return (address, host_port or None) if address else (host_port or None)
 
 
 def _archives_of(files: dict[str, str]) -> list[tuple[str, bytes]]:

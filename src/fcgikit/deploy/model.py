@@ -56,19 +56,6 @@ class Confinement:
         return [self.read_only, [list(t) for t in self.tmpfs], list(self.volumes), list(self.cap_add),
                 self.memory, self.pids]
 
-    def docker_options(self) -> list[str]:
-        """The same as `docker run` options, for printed plans."""
-        options = ["--read-only"] if self.read_only else []
-        options += [f"--tmpfs {path}:{opts}" if opts else f"--tmpfs {path}" for path, opts in self.tmpfs]
-        options += [f"-v {path}" for path in self.volumes]
-        options += [f"--cap-drop {cap}" for cap in CAP_DROP] + [f"--cap-add {cap}" for cap in self.cap_add]
-        options += [f"--security-opt {opt}" for opt in SECURITY_OPT]
-        if self.memory != "0":
-            options.append(f"--memory {self.memory}")
-        if self.pids:
-            options.append(f"--pids-limit {self.pids}")
-        return options
-
 
 @dataclass(frozen=True)
 class ContainerSpec:

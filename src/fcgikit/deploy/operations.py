@@ -80,6 +80,8 @@ class Stack:
     _tags: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # the last image_tags()
     # The secrets' values read for the plan being made or run (never printed, never stored).
     _secret_values: dict[str, bytes] | None = field(default=None, init=False, repr=False)
+    # (host, name) of the containers the running plan started (removed again if it fails early).
+    _started: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     # Outdated nginx containers stopped by the running plan, until their replacement serves.
     _stopped_edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     _edge_backends: dict[tuple[str, str], str | None] = field(default_factory=dict, init=False, repr=False)
@@ -355,7 +357,7 @@ class Stack:
         A replaced nginx is only stopped until its successor answers; if the successor
         cannot start or answer, the old one is started again."""
         self.check_edge_ports(plan)
-        started: list[tuple[str, str]] = []
+        self._started = []
         self._stopped_edges = []
         self._edge_backends = {}
         nginx_touched = False
@@ -363,7 +365,7 @@ class Stack:
             for batch in _batches(plan.steps):
                 for step in batch:
                     self.say(step.describe())
-                self._run_batch(batch, started)
+                self._run_batch(batch)
                 nginx_touched = nginx_touched or any(_touches_nginx(step) for step in batch)
         except BaseException as exc:
             stopped = list(self._stopped_edges)
@@ -371,12 +373,12 @@ class Stack:
             problem = None
             if stopped:
                 try:
-                    restored = self._restore_edges(plan, started)
+                    restored = self._restore_edges(plan, self._started)
                     nginx_touched = False  # the old nginx serves with its old upstreams again
                 except Exception as error:  # say so with the original failure; leave the rest as it is
                     problem = error
             if not nginx_touched:
-                for host, name in reversed(started):
+                for host, name in reversed(self._started):
                     self.engine(host).stop_and_remove(name, timeout=5)
             if stopped and isinstance(exc, Exception):
                 first, _, rest = str(exc).partition("\n")
@@ -416,7 +418,7 @@ class Stack:
         host = next((h for h in self.hosts if h.name == host_name), None)
         return f"{host_name} ({host.address})" if host is not None else host_name
 
-    def _stop_edge(self, step: StopContainer) -> None:
+    def run_stop_container(self, step: StopContainer) -> None:
         c = step.container
         try:
             container = self.engine(c.host).container(c.name)
@@ -450,50 +452,42 @@ class Stack:
             restored.append((host, name))
         self._stopped_edges = []
         for host, name in restored:
-            self._check_end_to_end(CheckEndToEnd(host, name))  # "serves as before" must be true
+            self.run_check_end_to_end(CheckEndToEnd(host, name))  # "serves as before" must be true
         return restored
 
-    def _run_batch(self, batch: list, started: list[tuple[str, str]]) -> None:
+    def _run_batch(self, batch: list) -> None:
         if len(batch) == 1:
-            self._run(batch[0], started)
+            batch[0].run(self)
             return
         # Draining containers are independent of each other: stop them all at once.
         with ThreadPoolExecutor(max_workers=min(8, len(batch))) as pool:
-            for future in [pool.submit(self._run, step, started) for step in batch]:
+            for future in [pool.submit(step.run, self) for step in batch]:
                 future.result()
 
-    def _run(self, step, started: list[tuple[str, str]]) -> None:
-        if isinstance(step, CreateNetwork):
-            self.engine(step.host).create_network(step.project)
-        elif isinstance(step, StartContainer):
-            c = step.container
-            files = {NGINX_CONF_PATH: step.nginx_conf} if step.nginx_conf is not None else None
-            self.engine(c.host).start(c, step.network, files)
-            started.append((c.host, c.name))
-            if c.secrets:  # before anything waits for it or sends it a request
-                self.deliver_secrets(c.host, c.name, c.secrets)
-        elif isinstance(step, WaitAnswering):
-            self.engine(step.container.host).wait_answering(step.container.name, timeout=self.wait_timeout)
-        elif isinstance(step, ReloadNginx):
-            self._reload_nginx(step)
-        elif isinstance(step, RenewSecrets):
-            self._renew_secrets(step)
-        elif isinstance(step, UpdateBackends):
-            self._update_backends(step)
-        elif isinstance(step, CheckEndToEnd):
-            self._check_end_to_end(step)
-        elif isinstance(step, StopContainer):
-            self._stop_edge(step)
-        elif isinstance(step, RemoveContainer):
-            self.engine(step.container.host).stop_and_remove(step.container.name, step.stop_timeout)
-            if (step.container.host, step.container.name) in self._stopped_edges:
-                self._stopped_edges.remove((step.container.host, step.container.name))  # its successor serves
-        elif isinstance(step, RemoveNetwork):
-            self.engine(step.host).remove_network(self.project)
-        else:  # pragma: no cover - a new step type without an executor
-            raise TypeError(f"no executor for {step!r}")
+    # --- the steps (plan.StepRunner): each step calls the method that runs it ----------------
 
-    def _reload_nginx(self, step: ReloadNginx) -> None:
+    def run_create_network(self, step: CreateNetwork) -> None:
+        self.engine(step.host).create_network(step.arguments())
+
+    def run_start_container(self, step: StartContainer) -> None:
+        c = step.container
+        self.engine(c.host).start(c, step.arguments(), step.files())
+        self._started.append((c.host, c.name))
+        if c.secrets:  # before anything waits for it or sends it a request
+            self.deliver_secrets(c.host, c.name, c.secrets)
+
+    def run_wait_answering(self, step: WaitAnswering) -> None:
+        self.engine(step.container.host).wait_answering(step.container.name, timeout=self.wait_timeout)
+
+    def run_remove_container(self, step: RemoveContainer) -> None:
+        self.engine(step.container.host).stop_and_remove(step.container.name, step.stop_timeout)
+        if (step.container.host, step.container.name) in self._stopped_edges:
+            self._stopped_edges.remove((step.container.host, step.container.name))  # its successor serves
+
+    def run_remove_network(self, step: RemoveNetwork) -> None:
+        self.engine(step.host).remove_network(self.project)
+
+    def run_reload_nginx(self, step: ReloadNginx) -> None:
         engine = self.engine(step.host)
         old_workers = engine.nginx_workers(step.container)
         old_conf = engine.read_file(step.container, NGINX_CONF_PATH)
@@ -511,7 +505,7 @@ class Stack:
             self.say(f"nginx's previous workers are still finishing requests after {self.reload_timeout:.0f}s; "
                      "going on (draining containers finish their requests too)")
 
-    def _renew_secrets(self, step: RenewSecrets) -> None:
+    def run_renew_secrets(self, step: RenewSecrets) -> None:
         """New certificate files in, checked by `nginx -t`, then a reload. If nginx refuses
         them, the old files are not back (they are not kept): nginx keeps serving with the
         ones it loaded, and the error says so."""
@@ -526,7 +520,7 @@ class Stack:
         if not engine.wait_reloaded(step.container, old_workers, timeout=self.reload_timeout):
             self.say(f"nginx's previous workers are still finishing requests after {self.reload_timeout:.0f}s; going on")
 
-    def _update_backends(self, step: UpdateBackends) -> None:
+    def run_update_backends(self, step: UpdateBackends) -> None:
         """Write the list into the running nginx and wait until its worker processes serve it.
 
         Addresses by container name (the edge host's own network) become the container's IP:
@@ -575,7 +569,7 @@ class Stack:
         except ValueError:
             return f"{socket.gethostbyname(host)}:{port}"
 
-    def _check_end_to_end(self, step: CheckEndToEnd, timeout: float = 20.0) -> None:
+    def run_check_end_to_end(self, step: CheckEndToEnd, timeout: float = 20.0) -> None:
         url = self.url()
         if url is None:
             raise FcgikitError(f"{step.container} publishes no port")

@@ -15,10 +15,14 @@ import shlex
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from . import commands
+from .docker_args import (
+    container_create_arguments, container_files, docker_network_create_line, docker_run_line, network_create_arguments,
+)
 from .hosts import Host, hosts_with_role
-from .model import SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, network_name
+from .model import NGINX_CONF_PATH, SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, network_name
 from .nginxconf import BACKENDS_PATH, fallback_enabled, parse_backends, render_nginx_conf
 from .placement import publish_on_remote_host
 from .secrets import mounts_for
@@ -35,7 +39,26 @@ class Observed:
     backends: str | None = None  # the backends list inside it (nginxconf.BACKENDS_PATH)
 
 
-# The steps. Each says what it does, and the docker command that does the same by hand.
+class StepRunner(Protocol):
+    """What executes a plan's steps on the hosts (operations.Stack): one method per kind of
+    step, called by the step itself (`step.run(runner)`), so that a new kind of step cannot
+    be planned without a way to run it."""
+
+    def run_create_network(self, step: CreateNetwork) -> None: ...
+    def run_start_container(self, step: StartContainer) -> None: ...
+    def run_wait_answering(self, step: WaitAnswering) -> None: ...
+    def run_reload_nginx(self, step: ReloadNginx) -> None: ...
+    def run_renew_secrets(self, step: RenewSecrets) -> None: ...
+    def run_update_backends(self, step: UpdateBackends) -> None: ...
+    def run_check_end_to_end(self, step: CheckEndToEnd) -> None: ...
+    def run_stop_container(self, step: StopContainer) -> None: ...
+    def run_remove_container(self, step: RemoveContainer) -> None: ...
+    def run_remove_network(self, step: RemoveNetwork) -> None: ...
+
+
+# The steps. Each says what it does, the docker command that does the same by hand (rendered
+# from the arguments the engine is given, where the step makes a Docker call with options:
+# docker_args.py), and which method of the runner executes it.
 @dataclass(frozen=True)
 class CreateNetwork:
     host: str
@@ -45,8 +68,14 @@ class CreateNetwork:
     def describe(self) -> str:
         return f"create network {self.name} on {self.host}"
 
+    def arguments(self) -> dict:
+        return network_create_arguments(self.project, self.host)
+
     def docker_command(self) -> str:
-        return f"docker network create --label fcgikit.project={self.project} --label fcgikit.host={self.host} {self.name}"
+        return docker_network_create_line(self.arguments())
+
+    def run(self, runner: StepRunner) -> None:
+        runner.run_create_network(self)
 
 
 @dataclass(frozen=True)
@@ -60,16 +89,19 @@ class StartContainer:
         secrets = f", then write secret(s) {', '.join(n for n, _ in c.secrets)} into its /run/secrets" if c.secrets else ""
         return f"start {c.name} ({c.service}) on {c.host} from {c.image}{secrets}"
 
+    def arguments(self) -> dict:
+        """The Docker SDK's containers.create() arguments."""
+        return container_create_arguments(self.container, self.network)
+
+    def files(self) -> dict[str, str]:
+        """Written in after the container is created, before it starts."""
+        return container_files(self.nginx_conf)
+
     def docker_command(self) -> str:
-        c = self.container
-        labels = " ".join(f"--label {shlex.quote(f'{key}={value}')}" for key, value in c.labels.items())
-        env = " ".join(f"-e {shlex.quote(f'{key}={value}')}" for key, value in c.env)
-        bind = f"{c.bind_address}:" if c.bind_address else ""
-        ports = " ".join(f"-p {bind}{host_port or ''}:{port}".replace(" :", " ") for port, host_port in c.ports)
-        confinement = " ".join(c.confinement.docker_options())
-        options = " ".join(part for part in (labels, env, ports, confinement) if part)
-        return (f"docker run -d --name {c.name} --network {self.network} --restart unless-stopped {options} "
-                f"{c.image} {_shell(c.command)}")
+        return docker_run_line(self.arguments(), self.files())
+
+    def run(self, runner: StepRunner) -> None:
+        runner.run_start_container(self)
 
 
 @dataclass(frozen=True)
@@ -82,6 +114,9 @@ class WaitAnswering:
     def docker_command(self) -> str:
         return f"docker exec {self.container.name} {_shell(commands.probe_command())}"
 
+    def run(self, runner: StepRunner) -> None:
+        runner.run_wait_answering(self)
+
 
 @dataclass(frozen=True)
 class ReloadNginx:
@@ -93,9 +128,12 @@ class ReloadNginx:
         return f"write nginx.conf into {self.container} on {self.host} and reload nginx (no restart)"
 
     def docker_command(self) -> str:
-        steps = [f"docker cp nginx.conf {self.container}:/etc/nginx/nginx.conf"]
+        steps = [f"docker cp nginx.conf {self.container}:{NGINX_CONF_PATH}"]
         steps += [f"docker exec {self.container} {_shell(argv)}" for argv in commands.nginx_reload_commands()]
         return " && ".join(steps)
+
+    def run(self, runner: StepRunner) -> None:
+        runner.run_reload_nginx(self)
 
 
 @dataclass(frozen=True)
@@ -114,6 +152,9 @@ class RenewSecrets:
     def docker_command(self) -> str:
         reload = " && ".join(f"docker exec {self.container} {_shell(argv)}" for argv in commands.nginx_reload_commands())
         return f"docker exec {self.container} sh -c 'cat > /run/secrets/NAME' < NEW_FILE (each) && {reload}"
+
+    def run(self, runner: StepRunner) -> None:
+        runner.run_renew_secrets(self)
 
 
 @dataclass(frozen=True)
@@ -141,6 +182,9 @@ class UpdateBackends:
         return (f"printf '%s\\n' {' '.join(shlex.quote(line) for line in lines)} | docker exec -i {self.container} "
                 f"sh -c 'cat > {BACKENDS_PATH}.new && mv -f {BACKENDS_PATH}.new {BACKENDS_PATH}'")
 
+    def run(self, runner: StepRunner) -> None:
+        runner.run_update_backends(self)
+
     def pools(self) -> dict[str, list[tuple[str, str]]]:
         result: dict[str, list[tuple[str, str]]] = {}
         for pool, address, name in self.backends:
@@ -160,6 +204,9 @@ class CheckEndToEnd:
     def docker_command(self) -> str:
         return f"curl -fsS {self.url}"
 
+    def run(self, runner: StepRunner) -> None:
+        runner.run_check_end_to_end(self)
+
 
 @dataclass(frozen=True)
 class RemoveContainer:
@@ -172,7 +219,10 @@ class RemoveContainer:
         return f"drain and remove {c.name} ({c.service}) on {c.host}{why}"
 
     def docker_command(self) -> str:
-        return f"docker stop -t {self.stop_timeout} {self.container.name} && docker rm -v {self.container.name}"
+        return f"docker stop -t {self.stop_timeout} {self.container.name} && docker rm -f -v {self.container.name}"
+
+    def run(self, runner: StepRunner) -> None:
+        runner.run_remove_container(self)
 
 
 @dataclass(frozen=True)
@@ -190,6 +240,9 @@ class StopContainer:
     def docker_command(self) -> str:
         return f"docker stop -t {self.stop_timeout} {self.container.name}"
 
+    def run(self, runner: StepRunner) -> None:
+        runner.run_stop_container(self)
+
 
 @dataclass(frozen=True)
 class RemoveNetwork:
@@ -201,6 +254,9 @@ class RemoveNetwork:
 
     def docker_command(self) -> str:
         return f"docker network rm {self.name}"
+
+    def run(self, runner: StepRunner) -> None:
+        runner.run_remove_network(self)
 
 
 Step = (CreateNetwork | StartContainer | WaitAnswering | ReloadNginx | RenewSecrets | UpdateBackends | CheckEndToEnd
