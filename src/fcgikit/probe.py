@@ -14,6 +14,7 @@ import sys
 
 from .fastcgi import ProtocolError
 from .fastcgi.client import PROBE_PARAM, fcgi_request, get_params
+from .runtime.prctl import forbid_new_privileges
 
 
 def probe(address: str, uri: str = "/", timeout: float = 5.0) -> tuple[bool, str]:
@@ -37,6 +38,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     args = parser.parse_args(argv)
+    # A HEALTHCHECK runs this with `docker exec`, outside the task's process tree: on Swarm,
+    # where Docker 20.10 cannot give a service no-new-privileges, it sets the flag on itself.
+    forbid_new_privileges()
     ok, message = probe(args.address, args.uri, args.timeout)
     if not ok:
         print(f"probe: {message}", file=sys.stderr)

@@ -82,6 +82,10 @@ def test_confinement_and_limits_are_carried_over(spec):
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name
         assert [v["target"] for v in service["volumes"]] == [path for path, _ in confinement.tmpfs], name
         assert service["deploy"]["resources"]["limits"]["memory"] == confinement.memory, name
+        assert service["deploy"]["resources"]["limits"]["pids"] == confinement.pids > 0, name
+        assert service.get("cap_add", []) == list(confinement.cap_add), name
+        assert service["user"] in ("fcgikit", "www-data"), name
+    assert stack_file(spec, "demo", TAGS, port=8080).stack["version"] == "3.9"  # the first to take pids
     assert services["workers"]["stop_grace_period"] == f"{spec.services.workers.timeout + commands.DRAIN_MARGIN}s"
 
 

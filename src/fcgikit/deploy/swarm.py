@@ -59,6 +59,8 @@ UPDATE_MONITOR = "10s"  # a task that fails within this after it started fails t
 # A Swarm config holding the project's random key: the Docker secrets' names carry an HMAC of
 # their value under it (a new value, a new secret, a rolling update), never a plain digest.
 SECRET_KEY_LABEL = "fcgikit.secret-key"
+# The first stack file version whose schema takes deploy.resources.limits.pids (docker CLI 23+).
+STACK_FILE_VERSION = "3.9"
 
 
 def _quiet(_: str) -> None:
@@ -105,8 +107,18 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _confined(settings: ContainerSettings, tmpfs: Sequence[tuple[str, str]]) -> dict:
+# Named as the images' USER: a service runs as it even from an image that forgot it.
+WORKER_USER = "fcgikit"
+NGINX_USER = "www-data"
+
+
+def _confined(settings: ContainerSettings, tmpfs: Sequence[tuple[str, str]], user: str) -> dict:
+    """The local engine's confinement (commands.confinement) as a service: read-only root,
+    tmpfs, no capability but cap_add, a non-root user. The memory and pids limits are under
+    deploy.resources (_deploy); no-new-privileges, which a Swarm service of Docker 20.10 cannot
+    ask for, is set by the processes themselves (runtime/prctl.py, swarm_edge.sh)."""
     service = {
+        "user": user,
         "read_only": settings.read_only,
         # Swarm mounts a tmpfs with no uid option: it takes the mode of the directory it covers
         # (the images make those 1777 or world-writable as /tmp).
@@ -130,8 +142,13 @@ def _deploy(project: str, service: str, replicas: int, settings: ContainerSettin
                           "monitor": UPDATE_MONITOR},
         "rollback_config": {"parallelism": 1, "order": order},
     }
+    limits: dict = {}
     if settings.memory != "0":
-        deploy["resources"] = {"limits": {"memory": settings.memory}}
+        limits["memory"] = settings.memory
+    if settings.pids:  # Swarm API 1.41 (Docker 20.10); the stack file needs version 3.9 and docker CLI 23+
+        limits["pids"] = settings.pids
+    if limits:
+        deploy["resources"] = {"limits": limits}
     if placement:
         deploy["placement"] = {"constraints": list(placement)}
     return deploy
@@ -174,7 +191,7 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
         "environment": dict(sorted(workers.env.items())),
         "healthcheck": {"interval": HEALTH_INTERVAL},
         "stop_grace_period": _duration(workers.timeout + commands.DRAIN_MARGIN),
-        **_confined(workers.container, commands.WORKER_TMPFS),
+        **_confined(workers.container, commands.WORKER_TMPFS, WORKER_USER),
         "deploy": _deploy(project, "workers", workers.replicas, workers.container, order="start-first",
                           placement=[role_constraint("workers")] if placement else []),
     }
@@ -186,7 +203,7 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
             "environment": dict(sorted(cgi.env.items())),
             "healthcheck": {"interval": HEALTH_INTERVAL},
             "stop_grace_period": _duration(cgi.timeout + commands.DRAIN_MARGIN),
-            **_confined(cgi.container, commands.WORKER_TMPFS),
+            **_confined(cgi.container, commands.WORKER_TMPFS, WORKER_USER),
             "deploy": _deploy(project, "cgi", cgi.replicas, cgi.container, order="start-first",
                               placement=[role_constraint("cgi")] if placement else []),
         }
@@ -206,7 +223,7 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
             {"source": "edge_script", "target": EDGE_SCRIPT_TARGET, "mode": 0o555},
         ],
         "stop_grace_period": "10s",
-        **_confined(nginx.container, commands.NGINX_TMPFS),
+        **_confined(nginx.container, commands.NGINX_TMPFS, NGINX_USER),
         "deploy": _deploy(project, "nginx", 1, nginx.container, order="stop-first",
                           placement=[role_constraint("nginx")] if placement else []),
     }
@@ -217,7 +234,7 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
         definition += json.dumps([(secret_names or {}).get(item["source"], "") for item in service.get("secrets", [])])
         service["deploy"]["labels"][LABEL_CONFIG] = _short_hash(definition)
     stack = {
-        "version": "3.8",
+        "version": STACK_FILE_VERSION,
         "services": out,
         "configs": {
             "nginx_conf": {"name": conf_name, "file": "./nginx.conf"},

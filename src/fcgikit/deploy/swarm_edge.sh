@@ -16,6 +16,16 @@
 #   cgi 10.0.1.7:9000 10.0.1.7
 set -u
 
+# no-new-privileges, which a Swarm service of Docker 20.10 cannot ask for (it ignores
+# security_opt): this script, nginx and all they run may not gain privileges by execve
+# (setuid bits, file capabilities). setpriv is util-linux's, in every Debian image.
+if ! grep -q '^NoNewPrivs:[[:space:]]*1' /proc/self/status 2>/dev/null; then
+    if command -v setpriv >/dev/null 2>&1; then
+        exec setpriv --no-new-privs sh "$0" "$@"
+    fi
+    echo "fcgikit swarm edge: no setpriv in this image: nginx runs without no-new-privileges" >&2
+fi
+
 POOLS=${FCGIKIT_EDGE_POOLS:-workers}
 PORT=${FCGIKIT_EDGE_PORT:-9000}
 INTERVAL=${FCGIKIT_EDGE_INTERVAL:-1}

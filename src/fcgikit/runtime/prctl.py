@@ -11,6 +11,14 @@ start, its forked children inherit it (and set it again after they change
 user, since a uid change also resets it to /proc/sys/fs/suid_dumpable), and an
 exec'd program (a CGI script, php-cgi) starts dumpable, as it would anyway.
 No core dumps are written for a non-dumpable process.
+
+`forbid_new_privileges()`: PR_SET_NO_NEW_PRIVS 1, what Docker's `--security-opt
+no-new-privileges` sets on a container's first process: an execve() can no longer
+raise privileges (setuid and setgid bits, file capabilities are ignored). It is
+inherited by fork() and kept across execve(), and cannot be unset: each manager sets
+it on itself at start, so everything it runs has it, on every engine, including Docker
+Swarm services, which cannot ask for it (Docker 20.10 ignores `security_opt` there).
+A change of uid by setuid() (the managers' -u) is not an execve: it still works.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import sys
 
 PR_GET_DUMPABLE = 3  # <linux/prctl.h>
 PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
 
 _libc = None
 
@@ -56,4 +66,20 @@ def is_dumpable() -> bool | None:
     if not sys.platform.startswith("linux"):
         return None
     value = prctl(PR_GET_DUMPABLE)
+    return None if value is None or value < 0 else bool(value)
+
+
+def forbid_new_privileges() -> bool:
+    """PR_SET_NO_NEW_PRIVS 1 for this process and all it forks and executes (irreversible);
+    False where that is not possible (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return prctl(PR_SET_NO_NEW_PRIVS, 1) == 0
+
+
+def has_no_new_privileges() -> bool | None:
+    """Whether this process may not gain privileges by execve(); None where it cannot be read."""
+    if not sys.platform.startswith("linux"):
+        return None
+    value = prctl(PR_GET_NO_NEW_PRIVS)
     return None if value is None or value < 0 else bool(value)

@@ -1,0 +1,68 @@
+"""Every process manager (fcgikit.serve, fcgikit.spawn, fcgikit.cgi) sets no-new-privileges
+on itself at start (PR_SET_NO_NEW_PRIVS), so it holds on every engine, including Swarm
+services, which cannot ask Docker for it: the manager and everything it forks or executes
+report `NoNewPrivs: 1` in /proc/PID/status."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fcgikit.testing import free_port, wait_for_port
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(2) is Linux's")]
+
+APPS = Path(__file__).resolve().parents[2] / "apps"
+
+
+def no_new_privs(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NoNewPrivs:"):
+            return line.split()[1]
+    return "?"
+
+
+def children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def manager_argv(front_end: str, port: int) -> list[str]:
+    common = ["-n", "-a", "127.0.0.1", "-p", str(port)]
+    if front_end == "serve":
+        return [sys.executable, "-m", "fcgikit.serve", *common, "-F", "2", "--chdir", str(APPS), "hello_wsgi:app"]
+    if front_end == "spawn":
+        return [sys.executable, "-m", "fcgikit.spawn", *common, "-F", "1", "--",
+                sys.executable, str(APPS / "hello_accept.py")]
+    return [sys.executable, "-m", "fcgikit.cgi", *common, "-F", "1", "--root", str(APPS / "cgi-bin")]
+
+
+@pytest.mark.parametrize("front_end", ["serve", "spawn", "cgi"])
+def test_managers_and_their_children_cannot_gain_privileges(front_end, tmp_path):
+    port = free_port()
+    log_path = tmp_path / "manager.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(manager_argv(front_end, port), stdout=log, stderr=log, env=env,
+                                   start_new_session=True)
+    try:
+        wait_for_port("127.0.0.1", port, timeout=20, process=process)
+        deadline = time.monotonic() + 10
+        while not children(process.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        forked = children(process.pid)
+        assert forked, log_path.read_text()
+        assert no_new_privs(process.pid) == "1", log_path.read_text()
+        assert [no_new_privs(child) for child in forked] == ["1"] * len(forked)
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()

@@ -1,0 +1,139 @@
+"""`fcgikit up --engine swarm` on the local engine as a single-node swarm: what the other
+engines do that a swarm deployment must do as well (issues 12 and 14): the containers'
+confinement as Swarm services and tasks.
+
+One project (named hswarm...) deployed once for the module, taken down at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+import pytest  # noqa: E402
+
+from fcgikit.testing import free_port  # noqa: E402
+from tests.integration.swarm_support import (  # noqa: E402
+    env_without_fcgikit,
+    fcgikit,
+    remove_stack,
+    service_logs,
+    unique,
+    wait_answering,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICE_LABEL = "com.docker.swarm.service.name"
+
+APP = '''import os
+
+VERSION = "{version}"
+
+
+def app(environ, start_response):
+    body = f"version {{VERSION}} pid {{os.getpid()}}\\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def write_app(directory: Path, version: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "webapp.py").write_text(APP.format(version=version))
+
+
+def write_spec(directory: Path, project: str, port: int, app_dir: Path, extra_nginx: str = "") -> Path:
+    spec = directory / "fcgikit.yaml"
+    spec.write_text(f"""project: {project}
+engine: swarm
+services:
+  nginx:
+    port: {port}
+{extra_nginx}  workers:
+    app: webapp:app
+    path: {app_dir}
+    processes: 2
+    replicas: 2
+    max_requests: 0
+  cgi:
+    scripts: {ROOT / "apps" / "cgi-bin"}
+    processes: 1
+    replicas: 1
+""")
+    return spec
+
+
+@pytest.fixture(scope="module")
+def deployment(engine, swarm, swarm_image_prefix, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("hswarm")
+    project, port = unique("hswarm"), free_port()
+    app_dir = directory / "app"
+    write_app(app_dir, "1")
+    spec = write_spec(directory, project, port, app_dir)
+    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=swarm_image_prefix)
+    info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir, "dir": directory,
+            "url": f"http://127.0.0.1:{port}/", "prefix": swarm_image_prefix}
+    try:
+        up = fcgikit(env, "up", "-f", str(spec))
+        info["first_up"] = up
+        yield info
+    finally:
+        fcgikit(env, "down", "-f", str(spec), check=False)
+        remove_stack(engine, project)
+        from fcgikit.deploy.releases import LABEL_OF
+
+        for record in engine.containers.list(all=True, filters={"label": f"{LABEL_OF}={project}"}):
+            record.remove(force=True)
+
+
+def status_field(pid: int, field: str) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split()[1]
+    return "?"
+
+
+def test_services_and_their_tasks_are_confined_and_cannot_gain_privileges(engine, deployment):
+    """cap_drop ALL, read-only root, a non-root user, memory and pids limits on each service
+    and on its tasks' containers; no-new-privileges (which Docker 20.10 cannot set on a
+    service) on every process of every task, set by the processes themselves."""
+    project = deployment["project"]
+    answer = wait_answering(deployment["url"], timeout=30)
+    assert answer is not None and answer.status_code == 200, service_logs(project)
+    services = {s.name: s.attrs["Spec"] for s in engine.services.list(filters={"label": f"com.docker.stack.namespace={project}"})}
+    assert set(services) == {f"{project}_{name}" for name in ("workers", "cgi", "nginx")}
+    for name, spec in services.items():
+        container = spec["TaskTemplate"]["ContainerSpec"]
+        limits = spec["TaskTemplate"]["Resources"]["Limits"]
+        assert container["ReadOnly"] is True and container["CapabilityDrop"] == ["ALL"], name
+        assert container.get("User") in ("fcgikit", "www-data"), name
+        assert limits["MemoryBytes"] > 0 and limits["Pids"] > 0, (name, limits)
+        tasks = engine.containers.list(filters={"label": f"{SERVICE_LABEL}={name}"})
+        assert tasks, name
+        for task in tasks:
+            host = task.attrs["HostConfig"]
+            assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], task.name
+            assert host["PidsLimit"] == limits["Pids"] and host["Memory"] == limits["MemoryBytes"], task.name
+            # Inside the task: its first process (as `docker exec` shows it) ...
+            first = task.exec_run(["cat", "/proc/1/status"]).output.decode()
+            assert "NoNewPrivs:\t1" in first, (task.name, first)
+            assert "\nUid:\t0\t" not in first, (task.name, first)
+            # ... and every process it runs (its first process's descendants: not what `docker
+            # exec` starts beside them, such as the HEALTHCHECK), seen from the host.
+            init = task.attrs["State"]["Pid"]
+            if not Path(f"/proc/{init}").exists():
+                continue  # not this machine's pid namespace: /proc/1 above is what can be seen
+            rows = [tuple(map(int, row)) for row in task.top(ps_args="-eo pid,ppid")["Processes"]]
+            tree = {init}
+            for _ in rows:
+                tree |= {pid for pid, ppid in rows if ppid in tree}
+            assert len(tree) > 1, (task.name, rows)
+            for pid in tree:
+                assert status_field(pid, "NoNewPrivs") == "1", (task.name, pid, Path(f"/proc/{pid}/cmdline").read_bytes())
+                assert status_field(pid, "Uid") != "0", (task.name, pid)
+    print(f"swarm confinement: {len(services)} services checked, first up:\n{deployment['first_up'].stdout}")
