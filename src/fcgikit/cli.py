@@ -179,7 +179,8 @@ def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None,
             remote = stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
                                     progress=progress, app=app, **extra))
         return SwarmStack(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
-                          progress=progress, init_swarm=bool(meta.get("fcgikit.init_swarm")), remote=remote)
+                          progress=progress, init_swarm=bool(meta.get("fcgikit.init_swarm")), remote=remote,
+                          app=app, keep_releases=extra.get("keep_releases"))
     return stack_for(dict(spec=spec, project=name, names=ImageNames(image_prefix, base_image), say=say,
                           progress=progress, app=app, **extra))
 
@@ -256,6 +257,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
               help="then remove this prefix's older images that no container and no kept release uses")
 @click.option("--keep-releases", type=click.IntRange(min=1), envvar="FCGIKIT_KEEP_RELEASES", metavar="N",
               help="with --prune: keep the last N releases (and their images) [default: 5]")
+@engine_options
 def build(spec_file, project, image_prefix, base_image, app, prune, keep_releases) -> None:
     """Build the images (and the base, when missing); tags HASH and latest."""
     stack = load_stack(spec_file, project, image_prefix, base_image, app, check_app=True, keep_releases=keep_releases)
@@ -311,6 +313,7 @@ def print_tls_hint(stack: Stack) -> None:
 @cli.command()
 @stack_options
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@engine_options
 def releases(spec_file, project, image_prefix, base_image, as_json) -> None:
     """The releases recorded by `up` and `rollback`, oldest first; the current one marked."""
     stack = load_stack(spec_file, project, image_prefix, base_image)
@@ -338,6 +341,7 @@ def releases(spec_file, project, image_prefix, base_image, as_json) -> None:
 @click.argument("release", type=click.IntRange(min=1), required=False)
 @stack_options
 @dry_run_option
+@engine_options
 def rollback(release, spec_file, project, image_prefix, base_image, dry_run) -> None:
     """Return to RELEASE (default: the one before the current) without building and without
     failing a request: its images and its stack file, the same steps as `up`."""

@@ -137,3 +137,69 @@ def test_services_and_their_tasks_are_confined_and_cannot_gain_privileges(engine
                 assert status_field(pid, "NoNewPrivs") == "1", (task.name, pid, Path(f"/proc/{pid}/cmdline").read_bytes())
                 assert status_field(pid, "Uid") != "0", (task.name, pid)
     print(f"swarm confinement: {len(services)} services checked, first up:\n{deployment['first_up'].stdout}")
+
+
+def releases_of(env: dict, spec: str) -> list[dict]:
+    import json
+
+    return json.loads(fcgikit(env, "releases", "-f", spec, "--json").stdout)["releases"]
+
+
+def service_images(engine, project: str) -> dict[str, str]:
+    return {s.name.split("_", 1)[1]: s.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            for s in engine.services.list(filters={"label": f"com.docker.stack.namespace={project}"})}
+
+
+def test_up_records_releases_and_rollback_returns_to_one_without_building(engine, deployment):
+    """Every successful `up --engine swarm` records a release (its image tags and stack file);
+    `rollback` updates the services to a release's images, building nothing, under load with
+    no failed request; `build --prune` keeps every image a kept release names."""
+    import time
+
+    from tests.integration.swarm_support import KeepAliveLoad
+
+    env, spec, project, url = deployment["env"], str(deployment["spec"]), deployment["project"], deployment["url"]
+    fcgikit(env, "up", "-f", spec)  # release 1 (recorded by the fixture's up; this one changes nothing)
+    [first] = releases_of(env, spec)
+    assert first["release"] == 1 and first["current"], first
+    assert service_images(engine, project) == first["images"]
+
+    write_app(deployment["app_dir"], "2")
+    up = fcgikit(env, "up", "-f", spec)
+    assert "recorded release 2" in up.stdout, up.stdout + up.stderr
+    assert (wait_answering(url, timeout=30).text or "").startswith("version 2")
+    second = releases_of(env, spec)[-1]
+    assert second["images"]["workers"] != first["images"]["workers"]
+    assert service_images(engine, project) == second["images"]
+    assert "no change" in fcgikit(env, "up", "-f", spec).stdout
+    assert len(releases_of(env, spec)) == 2, "an up that changes nothing recorded a release"
+
+    dry = fcgikit(env, "rollback", "-f", spec, "--dry-run")
+    assert "rollback to release 1" in dry.stdout and "docker stack deploy" in dry.stdout, dry.stdout
+    assert service_images(engine, project) == second["images"], "--dry-run changed something"
+
+    with KeepAliveLoad(url) as load:
+        time.sleep(1)
+        started = time.monotonic()
+        back = fcgikit(env, "rollback", "-f", spec)
+        took = time.monotonic() - started
+        time.sleep(2)
+    print(f"swarm rollback 2->1 in {took:.1f}s under keep-alive load: {load.ok} answered, "
+          f"{len(load.failures)} failed")
+    assert "rolled back to release 1" in back.stdout and "recorded as release 3" in back.stdout, back.stdout
+    assert "built" not in back.stderr, back.stderr
+    assert service_images(engine, project) == first["images"]
+    assert load.failures == [], load.failures[:10]
+    assert "version 1" in load.versions
+    for _ in range(10):
+        assert (wait_answering(url, timeout=10).text or "").startswith("version 1")
+    rows = releases_of(env, spec)
+    assert [(r["release"], r["rollback_of"]) for r in rows] == [(1, None), (2, None), (3, 1)]
+    assert rows[-1]["current"] and rows[-1]["images"] == first["images"]
+    listed = fcgikit(env, "releases", "-f", spec).stdout
+    assert "rollback to 1" in listed, listed
+
+    pruned = fcgikit(env, "build", "-f", spec, "--prune")
+    assert "kept: the images of releases 1, 2, 3" in pruned.stdout, pruned.stdout
+    present = {tag for image in engine.images.list() for tag in image.tags}
+    assert {first["images"]["workers"], second["images"]["workers"], first["images"]["nginx"]} <= present

@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import docker
@@ -44,7 +44,8 @@ from . import secrets as sec
 from .errors import FcgikitError
 from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, SERVICE_ROLE
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
-from .operations import Stack, http_get, local_port_free
+from .operations import RollbackResult, Stack, http_get, local_port_free
+from .releases import Release, rollback_target
 from .spec import FASTCGI_PORT, NGINX_PORT, ContainerSettings, StackSpec, with_replicas
 
 Say = Callable[[str], None]
@@ -293,7 +294,7 @@ class SwarmResult:
     plan: SwarmPlan
     url: str | None
     changed: bool
-    release: None = None  # releases (`fcgikit releases`/`rollback`) are not recorded on a swarm yet
+    release: Release | None = None  # recorded by this run (None: the newest one already was this)
 
 
 # --- the stack on a swarm ----------------------------------------------------------------
@@ -318,7 +319,11 @@ class SwarmStack:
     # With an inventory (--hosts): the RemoteStack that builds here and ships to each host,
     # holds the deploy lock and reaches the primary edge host's engine, a swarm manager.
     remote: object | None = None
+    app: str | None = None  # --app as given, recorded with each release
+    keep_releases: int | None = None  # releases kept (None: FCGIKIT_KEEP_RELEASES, else 5)
     _client: docker.DockerClient | None = field(default=None, init=False, repr=False)
+    _tags: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # of the last plan_up
+    _images: Stack | None = field(default=None, init=False, repr=False)
     _secret_values: dict[str, bytes] | None = field(default=None, init=False, repr=False)
 
     # --- engine ------------------------------------------------------------------------------
@@ -346,10 +351,15 @@ class SwarmStack:
         return dict(os.environ, DOCKER_HOST=session._tunnel.base_url)
 
     def images(self) -> Stack:
-        """Image building as for `fcgikit up`: here, and shipped to each host lacking them."""
+        """Image building as for `fcgikit up`: here, and shipped to each host lacking them. It
+        keeps the release records too (releases.py), where the other engines keep them: on the
+        local engine, the manager here; on the primary edge host, the manager, with --hosts."""
         if self.remote is not None:
             return self.remote
-        return Stack(spec=self.spec, project=self.project, names=self.names, say=self.say, progress=self.progress)
+        if self._images is None:
+            self._images = Stack(spec=self.spec, project=self.project, names=self.names, say=self.say,
+                                 progress=self.progress, app=self.app, keep_releases=self.keep_releases)
+        return self._images
 
     def swarm_state(self) -> tuple[str, bool]:
         info = self.client.info().get("Swarm", {})
@@ -399,14 +409,18 @@ class SwarmStack:
 
         return free_port()
 
-    def plan_up(self, *, build: bool = True, spec: StackSpec | None = None) -> SwarmPlan:
+    def plan_up(self, *, build: bool = True, spec: StackSpec | None = None, tags: dict[str, str] | None = None,
+                dry_run: bool | None = None) -> SwarmPlan:
+        """`tags`: these images (a release's, for rollback) instead of building the sources'."""
         spec = spec or self.spec
+        dry_run = not build if dry_run is None else dry_run
         steps = self._swarm_steps()
-        tags = self.images().image_tags(build=build)
+        tags = dict(tags) if tags is not None else self.images().image_tags(build=build)
+        self._tags = tags
         services = self._services() if not steps else {}
         port = self._port(services)
         values = sec.read_values(spec)  # before anything changes: an unreadable source stops here
-        key = self._secret_key(create=build) if values else None  # --dry-run creates nothing
+        key = self._secret_key(create=not dry_run) if values else None  # --dry-run creates nothing
         names = {name: secret_version_name(self.project, name, value, key)
                  for name, value in values.items()} if key is not None else {}
         files = stack_file(spec, self.project, tags, port=port, placement=self.remote is not None,
@@ -502,7 +516,41 @@ class SwarmStack:
 
     def up(self) -> SwarmResult:
         with self._lock("up"):
-            return self.execute(self.plan_up(build=True))
+            result = self.execute(self.plan_up(build=True))
+            release = self.images().record_release(dict(self._tags), self.spec, self.app)
+            return replace(result, release=release)
+
+    # --- releases: recorded by up, returned to by rollback (releases.py, as the other engines) ----
+
+    def release_host(self) -> str:
+        return self.images().release_host()
+
+    def releases(self) -> list[Release]:
+        return self.images().releases()
+
+    def current_release(self) -> Release | None:
+        return self.images().current_release()
+
+    def plan_rollback(self, number: int | None = None, *, dry_run: bool = False) -> tuple[Release, SwarmPlan]:
+        """The release to return to and the stack file of its images and fcgikit.yaml: nothing is
+        built; its images must still be here (shipped again to nodes lacking them, --hosts)."""
+        target = rollback_target(self.releases(), number)
+        self.images().release_images_ready(target, dry_run=dry_run)
+        return target, self.plan_up(build=False, spec=target.stack_spec(), tags=dict(target.images), dry_run=dry_run)
+
+    def rollback(self, number: int | None = None) -> RollbackResult:
+        """The services updated to the release's images and definition, as `up` updates them
+        (start-first, gated by the HEALTHCHECK); recorded as a new release."""
+        with self._lock("rollback"):
+            target, plan = self.plan_rollback(number)
+            result = self.execute(plan)
+            release = self.images().record_release(dict(target.images), target.stack_spec(), target.app,
+                                                   rollback_of=target.number)
+            return RollbackResult(target, plan, result.url, changed=result.changed, release=release)
+
+    def prune(self, built: set[str], keep: int | None = None):
+        """`build --prune`: as the other engines, never an image a kept release names."""
+        return self.images().prune(built, keep if keep is not None else self.keep_releases)
 
     def scale(self, replicas: dict[str, int]) -> SwarmResult:
         with self._lock("scale"):
