@@ -29,6 +29,7 @@ from .deploy.logs import LogRequest, parse_since, parse_tail
 from .deploy.operations import Stack
 from .deploy.plan import Plan
 from .deploy.secrets import redactor_for
+from .deploy.services import SCALABLE, SHOWN
 from .deploy.spec import PROJECT_NAME, load_stack_spec, with_app, with_self_signed_tls
 from .deploy.tls import default_directory
 
@@ -423,8 +424,8 @@ def parse_assignment(assignment: str) -> tuple[str, int]:
     service, sep, count = assignment.partition("=")
     if not sep or not count.strip().isdigit():
         raise click.BadParameter(f'expected SERVICE=N (e.g. workers=4), got "{assignment}"', param_hint="SERVICE=N")
-    if service not in ("workers", "cgi"):
-        raise click.BadParameter(f'"{service}" cannot be scaled; scale workers or cgi', param_hint="SERVICE=N")
+    if service not in SCALABLE:
+        raise click.BadParameter(f'"{service}" cannot be scaled; scale {" or ".join(SCALABLE)}', param_hint="SERVICE=N")
     return service, int(count)
 
 
@@ -461,7 +462,7 @@ def status(spec_file, project, image_prefix, base_image, as_json) -> None:
 
 
 @cli.command()
-@click.argument("services", metavar="[SERVICE]...", nargs=-1, type=click.Choice(["nginx", "workers", "cgi"]))
+@click.argument("services", metavar="[SERVICE]...", nargs=-1, type=click.Choice(SHOWN))
 @click.option("-f", "--follow", is_flag=True, help="keep printing new lines, of every container on every host")
 @click.option("-n", "--tail", default="all", metavar="N", help="only the last N lines of each container")
 @click.option("--since", metavar="DURATION|TIME", help="only lines since 10m, 1h30m... ago, or since a time "

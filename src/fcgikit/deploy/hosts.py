@@ -12,10 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .services import ROLES
+
 if TYPE_CHECKING:
     import docker
 
-ALL_ROLES = frozenset({"edge", "workers", "cgi"})
+ALL_ROLES = frozenset(ROLES)
 
 
 def local_engine() -> docker.DockerClient:

@@ -28,6 +28,7 @@ import docker
 import docker.errors
 
 from .errors import FcgikitError
+from .services import IMAGE_KINDS
 
 Progress = Callable[[str], None]
 
@@ -323,7 +324,7 @@ def prune_images(client: docker.DockerClient, names: ImageNames, keep: set[str])
     # without looking the image up (a container whose image was force-removed must not fail the prune).
     in_use = {c.attrs.get("ImageID") for c in client.containers.list(all=True, sparse=True)} - {None, ""}
     removed = []
-    for kind in ("fcgi-worker", "nginx"):
+    for kind in IMAGE_KINDS:
         for image in client.images.list(name=names.repository(kind)):
             if image.id in in_use:
                 continue

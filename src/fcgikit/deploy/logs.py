@@ -22,8 +22,8 @@ from datetime import datetime
 
 from .errors import FcgikitError
 from .model import RunningContainer
+from .services import shown_rank
 
-SERVICE_ORDER = {"nginx": 0, "workers": 1, "cgi": 2}
 # Go durations as Docker takes them (`docker logs --since 1h30m`): hours, minutes, seconds.
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
 _SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
@@ -91,10 +91,10 @@ def select_containers(containers: Iterable[RunningContainer], services: Iterable
     wanted = set(services)
     chosen = [c for c in containers if not wanted or c.service in wanted]
     if not chosen:
-        what = " or ".join(f'"{name}"' for name in sorted(wanted, key=SERVICE_ORDER.get))
+        what = " or ".join(f'"{name}"' for name in sorted(wanted, key=shown_rank))
         raise FcgikitError(f"no {what} container in project {project}" if wanted else
                            f"project {project} has no containers (is it up?)")
-    return sorted(chosen, key=lambda c: (SERVICE_ORDER.get(c.service, 9), c.slot, c.host))
+    return sorted(chosen, key=lambda c: (shown_rank(c.service), c.slot, c.host))
 
 
 def host_logs_script(names: list[str], request: LogRequest) -> str:

@@ -19,8 +19,6 @@ LABEL_STOP_TIMEOUT = "fcgikit.stop-timeout"  # seconds a drain may take, for who
 LABEL_SECRETS = "fcgikit.secrets"  # the names of the secrets delivered into it (never values)
 LABEL_APP = "fcgikit.app"  # the WSGI app workers serve, as --app names it (DIR:MODULE:APP): `scale` keeps it
 
-SERVICES = ("workers", "cgi", "nginx")
-SERVICE_ROLE = {"workers": "workers", "cgi": "cgi", "nginx": "edge"}
 # In the container images:
 STATUS_FILE = "/tmp/fcgikit-status.json"
 NGINX_CONF_PATH = "/etc/nginx/nginx.conf"

@@ -32,18 +32,16 @@ from .lock import DeployLock
 from .logs import LogReader, LogRequest, host_logs_script, split_named_line
 from .operations import Stack, UpResult, _display_order, _status_row, edge_url
 from .plan import Observed, Plan
+from .services import EDGE, services_of_role
 from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
 from .ssh import Fleet, HostsFailed, on_each_host, require_all
 
 BUILD_HOST = "(local)"  # images are built by this machine's engine, then shipped
 
-# Which images each role's containers run (Stack.image_tags keys).
-ROLE_IMAGES = {"edge": ("nginx",), "workers": ("workers",), "cgi": ("cgi",)}
-
 
 def images_for_host(roles: frozenset[str], tags: dict[str, str]) -> list[str]:
     """The image tags a host with these roles runs, each once (pure)."""
-    wanted = [tags[service] for role in sorted(roles) for service in ROLE_IMAGES.get(role, ())]
+    wanted = [tags[service] for role in sorted(roles) for service in services_of_role(role)]
     return list(dict.fromkeys(wanted))
 
 
@@ -94,7 +92,7 @@ class RemoteStack(Stack):
             engine = self.engine(name)
             found = self.check_secrets(engine, engine.observe_containers(self.project))
             has_network = bool(engine.project_networks(self.project))
-            nginx = [c for c in found if c.service == "nginx" and c.running]
+            nginx = [c for c in found if c.service == EDGE and c.running]
             edge = (read_nginx_conf(engine, nginx[0].name), read_backends(engine, nginx[0].name)) if nginx else None
             return found, has_network, edge
 
@@ -258,7 +256,7 @@ class RemoteStack(Stack):
         def containers_on(name: str):
             engine = self.engine(name)
             found = sorted(engine.observe_containers(self.project), key=_display_order)
-            return [(c, engine.pool_status(c.name) if c.running and c.service != "nginx" else None) for c in found]
+            return [(c, engine.pool_status(c.name) if c.running and c.service != EDGE else None) for c in found]
 
         outcomes = on_each_host([host.name for host in self.hosts], containers_on)
         seen = [(outcome.host, c, pool) for outcome in outcomes if outcome.ok for c, pool in outcome.value]
@@ -277,7 +275,7 @@ class RemoteStack(Stack):
     def _edge_url(self, seen) -> str | None:
         addresses = {host.name: host.address for host in self.hosts}
         for host, c, _ in seen:
-            if c.service == "nginx" and c.running and NGINX_PORT in c.published:
+            if c.service == EDGE and c.running and NGINX_PORT in c.published:
                 return edge_url(addresses[host], c.published)
         return None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import docker.errors
 
-from . import commands, logs
+from . import commands, logs, services
 from . import secrets as sec
 from . import images as img
 from .commands import NGINX_PORT
@@ -34,6 +34,7 @@ from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer
 from .nginxconf import (
     BACKENDS_PATH, LOADED_PATH, SAVED_BACKENDS_PATH, backends_version, parse_backends, render_backends,
 )
+from .services import EDGE
 from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
 from .plan import (
     CheckEndToEnd,
@@ -107,7 +108,7 @@ class Stack:
             if engine.project_networks(self.project):
                 networks.add(host.name)
             for c in found:
-                if c.service == "nginx" and c.running and nginx_conf is None:
+                if c.service == EDGE and c.running and nginx_conf is None:
                     nginx_conf = read_nginx_conf(engine, c.name)
                     backends = read_backends(engine, c.name)
         return Observed(tuple(containers), frozenset(networks), nginx_conf, backends)
@@ -135,7 +136,7 @@ class Stack:
             tags = {kind: image.tag for kind, image in built.items()}
         else:
             tags = self._expected_tags()
-        self._tags = {"workers": tags["fcgi-worker"], "cgi": tags["fcgi-worker"], "nginx": tags["nginx"]}
+        self._tags = services.image_tags(tags)
         return dict(self._tags)
 
     def _expected_tags(self) -> dict[str, str]:
@@ -199,7 +200,7 @@ class Stack:
                     code, output = engine.exec(c.name, sec.check_command(c.secrets))
                 except docker.errors.APIError:
                     code, output = 1, ""
-                if code == 0 and c.service == "nginx" and not sec.delivered_match(output, c.secrets, values):
+                if code == 0 and c.service == EDGE and not sec.delivered_match(output, c.secrets, values):
                     c = replace(c, secrets_renewed=True)  # a new certificate: written in, nginx reloaded
                 elif code != 0 or not sec.delivered_match(output, c.secrets, values):
                     c = replace(c, secrets_current=False)
@@ -402,7 +403,7 @@ class Stack:
             for port in step.container.published.values()
         }
         for step in plan.steps:
-            if not (isinstance(step, StartContainer) and step.container.service == "nginx"):
+            if not (isinstance(step, StartContainer) and step.container.service == EDGE):
                 continue
             host = step.container.host
             for _, port in step.container.ports:
@@ -434,7 +435,7 @@ class Stack:
     def _restore_edges(self, plan: Plan, started: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The new nginx out, the stopped old one back; returns the old ones started again."""
         new_edges = {(s.container.host, s.container.name) for s in plan.steps
-                     if isinstance(s, StartContainer) and s.container.service == "nginx"}
+                     if isinstance(s, StartContainer) and s.container.service == EDGE}
         for host, name in started:
             if (host, name) in new_edges:
                 self.engine(host).stop_and_remove(name, timeout=5)  # frees the port it may hold
@@ -589,7 +590,7 @@ class Stack:
     def url(self) -> str | None:
         for host in self.hosts:
             for c in self.engine(host.name).observe_containers(self.project):
-                if c.service == "nginx" and c.running and NGINX_PORT in c.published:
+                if c.service == EDGE and c.running and NGINX_PORT in c.published:
                     return edge_url(host.address, c.published)
         return None
 
@@ -598,7 +599,7 @@ class Stack:
         for host in self.hosts:
             engine = self.engine(host.name)
             for c in sorted(engine.observe_containers(self.project), key=_display_order):
-                seen.append((host.name, c, engine.pool_status(c.name) if c.running and c.service != "nginx" else None))
+                seen.append((host.name, c, engine.pool_status(c.name) if c.running and c.service != EDGE else None))
         stale = self.stale_containers([c for _, c, _ in seen])
         rows = [_status_row(c, pool, stale=(c.host, c.name) in stale) for _, c, pool in seen]
         return {"project": self.project, "url": self.url(), "containers": rows}
@@ -606,7 +607,7 @@ class Stack:
     def stale_containers(self, containers: Sequence[RunningContainer]) -> set[tuple[str, str]]:
         """(host, name) of the FastCGI containers the running nginx no longer sends requests to
         (see find_stale), read from the backends list inside it (docker exec) and its time."""
-        edge = next((c for c in containers if c.service == "nginx" and c.running), None)
+        edge = next((c for c in containers if c.service == EDGE and c.running), None)
         if edge is None:
             return set()
         try:
@@ -676,7 +677,7 @@ def edge_url(address: str, published: dict[int, int]) -> str:
 def _batches(steps) -> list[list]:
     """Consecutive removals of FastCGI containers form one batch; every other step is alone."""
     def drains_backend(step) -> bool:
-        return isinstance(step, RemoveContainer) and step.container.service != "nginx"
+        return isinstance(step, RemoveContainer) and step.container.service != EDGE
 
     batches: list[list] = []
     for step in steps:
@@ -689,7 +690,7 @@ def _batches(steps) -> list[list]:
 
 def _touches_nginx(step) -> bool:
     return isinstance(step, (ReloadNginx, RenewSecrets, UpdateBackends)) or (
-        isinstance(step, StartContainer) and step.container.service == "nginx")
+        isinstance(step, StartContainer) and step.container.service == EDGE)
 
 
 @dataclass(frozen=True)
@@ -710,7 +711,7 @@ class RollbackResult:
 
 
 def _display_order(c: RunningContainer) -> tuple:
-    return ({"nginx": 0, "workers": 1, "cgi": 2}.get(c.service, 3), c.slot)
+    return (services.shown_rank(c.service), c.slot)
 
 
 def find_stale(
@@ -731,7 +732,7 @@ def find_stale(
         return set()
     stale = set()
     for c in containers:
-        if c.service not in ("workers", "cgi") or (written and c.created > written):
+        if c.service not in services.BACKENDS or (written and c.created > written):
             continue
         host = hosts.get(c.host)
         if c.published and host is not None:  # a remote worker host: nginx reaches its address

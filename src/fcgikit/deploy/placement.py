@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 
 from .hosts import Host, hosts_with_role
 from .model import ContainerSpec
+from .services import KINDS
 from .spec import FASTCGI_PORT
 
-# Published ports per service: base + slot. Slots stay well below 500 (at most 100
-# replicas, plus the ones being replaced), so workers and the CGI gateway never collide.
-PUBLISHED_PORT_BASE = {"workers": 9100, "cgi": 9600}
+# Published ports per service: base + slot (services.py). Slots stay well below 500 (at most
+# 100 replicas, plus the ones being replaced), so workers and the CGI gateway never collide.
 LOOPBACK = "127.0.0.1"
 MANAGER_MODULES = ("fcgikit.serve", "fcgikit.spawn", "fcgikit.cgi")
 
@@ -36,7 +36,10 @@ Factory = Callable[[str, int], ContainerSpec]
 
 
 def published_port(service: str, slot: int) -> int:
-    return PUBLISHED_PORT_BASE[service] + slot
+    base = KINDS[service].published_port_base
+    if base is None:
+        raise ValueError(f"{service} is not published on its host")
+    return base + slot
 
 
 def allowed_addresses(hosts: Sequence[Host]) -> list[str]:
@@ -79,6 +82,6 @@ def publish_on_remote_host(factories: dict[str, Factory], hosts: Sequence[Host])
         return make
 
     return {
-        service: remote_aware(factory) if service in PUBLISHED_PORT_BASE else factory
+        service: remote_aware(factory) if KINDS[service].published_port_base is not None else factory
         for service, factory in factories.items()
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -22,10 +22,10 @@ from .docker_args import (
     container_create_arguments, container_files, docker_network_create_line, docker_run_line, network_create_arguments,
 )
 from .hosts import Host, hosts_with_role
-from .model import NGINX_CONF_PATH, SERVICE_ROLE, SERVICES, ContainerSpec, RunningContainer, network_name
-from .nginxconf import BACKENDS_PATH, fallback_enabled, parse_backends, render_nginx_conf
+from .model import NGINX_CONF_PATH, ContainerSpec, RunningContainer, network_name
+from .nginxconf import BACKENDS_PATH, parse_backends, render_nginx_conf
 from .placement import publish_on_remote_host
-from .secrets import mounts_for
+from .services import EDGE, SERVICES, ContainerFactory, factories as service_factories, removed_rank
 from .spec import FASTCGI_PORT, NGINX_PORT, StackSpec
 
 
@@ -289,15 +289,15 @@ def plan_up(
     spec: StackSpec, project: str, hosts: Sequence[Host], images: dict[str, str], observed: Observed
 ) -> Plan:
     """Steps that make the hosts run what `spec` describes, reusing every container that is current."""
-    factories = publish_on_remote_host(_factories(spec, project, images), hosts)
+    factories = publish_on_remote_host(service_factories(spec, project, images), hosts)
     keep: list[RunningContainer] = []
     start: list[ContainerSpec] = []
     remove: list[RunningContainer] = []
-    for service in SERVICES:
-        found = [c for c in observed.containers if c.service == service]
-        if service in factories:
-            role_hosts = hosts_with_role(list(hosts), SERVICE_ROLE[service])
-            kept, started = _place(_wanted_count(spec, service), role_hosts, factories[service], found)
+    for kind in SERVICES:
+        found = [c for c in observed.containers if c.service == kind.name]
+        if kind.name in factories:
+            role_hosts = hosts_with_role(list(hosts), kind.role)
+            kept, started = _place(kind.replicas(spec), role_hosts, factories[kind.name], found)
         else:
             kept, started = [], []  # the service left the spec: its containers go
         keep += kept
@@ -326,10 +326,6 @@ def _with_edge_url(step: Step, keep: list[RunningContainer], start: list[Contain
     return replace(step, url=f"http://{address}:{port}/")
 
 
-def _wanted_count(spec: StackSpec, service: str) -> int:
-    return 1 if service == "nginx" else spec.replicas(service)
-
-
 def _stop_timeout(container: RunningContainer, factories: dict[str, ContainerFactory]) -> int:
     """How long a drain may take: the request timeout of the service's definition, else
     what the container was started with."""
@@ -340,30 +336,10 @@ def _stop_timeout(container: RunningContainer, factories: dict[str, ContainerFac
 def plan_down(project: str, observed: Observed) -> Plan:
     """Remove every container and network carrying the project's label: nginx first, so no
     request is sent to a worker being removed."""
-    order = {"nginx": 0, "cgi": 1, "workers": 2}
-    containers = sorted(observed.containers, key=lambda c: (order.get(c.service, 3), c.host, c.slot))
+    containers = sorted(observed.containers, key=lambda c: (removed_rank(c.service), c.host, c.slot))
     steps: list[Step] = [RemoveContainer(c, c.stop_timeout) for c in containers]
     steps += [RemoveNetwork(host, network_name(project)) for host in sorted(observed.networks)]
     return Plan(project, (), tuple(steps))
-
-
-ContainerFactory = Callable[[str, int], ContainerSpec]  # (host, slot) -> the container wanted there
-
-
-def _factories(spec: StackSpec, project: str, images: dict[str, str]) -> dict[str, ContainerFactory]:
-    services = spec.services
-    worker_secrets = mounts_for(spec, services.workers.secrets)
-    factories: dict[str, ContainerFactory] = {
-        "workers": lambda host, slot: commands.worker_container(project, host, slot, images["workers"], services.workers,
-                                                                worker_secrets)
-    }
-    if services.cgi is not None:
-        cgi_secrets = mounts_for(spec, services.cgi.secrets)
-        fallback_app = services.workers.app if fallback_enabled(services) else None
-        factories["cgi"] = lambda host, slot: commands.cgi_container(project, host, slot, images["cgi"], services.cgi,
-                                                                     cgi_secrets, fallback_app)
-    factories["nginx"] = lambda host, slot: commands.nginx_container(project, host, slot, images["nginx"], services.nginx)
-    return factories
 
 
 def _place(
@@ -410,7 +386,8 @@ def _free_slot(used: set[int]) -> int:
 
 def _backends(wanted: list[ContainerSpec], hosts: dict[str, Host]) -> tuple[tuple[str, str, str], ...]:
     """(pool, address, container name) of every FastCGI container nginx is to send to."""
-    chosen = sorted((c for c in wanted if c.service != "nginx"), key=lambda c: (c.service != "workers", c.host, c.slot))
+    pools = [kind.name for kind in SERVICES if kind.backend]  # the workers' pool first
+    chosen = sorted((c for c in wanted if c.service in pools), key=lambda c: (pools.index(c.service), c.host, c.slot))
     return tuple((c.service, upstream_address(c, hosts[c.host]), c.name) for c in chosen)
 
 
@@ -468,12 +445,12 @@ def _order_up_steps(
     network = network_name(project)
     used_hosts = sorted({c.host for c in start})
     steps: list[Step] = [CreateNetwork(h, network, project) for h in used_hosts if h not in observed.networks]
-    started_backends = [c for c in start if c.service != "nginx"]
+    started_backends = [c for c in start if c.service != EDGE]
     steps += [StartContainer(c, network) for c in started_backends]
     steps += [WaitAnswering(c) for c in started_backends]
-    new_nginx = [c for c in start if c.service == "nginx"]
-    kept_nginx = [c for c in keep if c.service == "nginx"]
-    old_nginx = [c for c in remove if c.service == "nginx"]
+    new_nginx = [c for c in start if c.service == EDGE]
+    kept_nginx = [c for c in keep if c.service == EDGE]
+    old_nginx = [c for c in remove if c.service == EDGE]
     # An outdated nginx must free its port before the new one can publish it: it is stopped,
     # and removed only once the new one has answered (else it is started again).
     steps += [StopContainer(c, drain[c.name]) for c in old_nginx]
@@ -491,7 +468,7 @@ def _order_up_steps(
     if edge is not None and (new_nginx or reload or renew or update or started_backends):
         steps.append(CheckEndToEnd(edge.host, edge.name))
     steps += [RemoveContainer(c, drain[c.name]) for c in old_nginx]
-    steps += [RemoveContainer(c, drain[c.name]) for c in remove if c.service != "nginx"]
+    steps += [RemoveContainer(c, drain[c.name]) for c in remove if c.service != EDGE]
     return steps
 
 

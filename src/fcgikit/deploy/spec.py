@@ -373,8 +373,9 @@ class StackSpec(_Strict):
         return value
 
     def replicas(self, service: str) -> int:
-        section = getattr(self.services, service)
-        return 0 if section is None else section.replicas if service != "nginx" else 1
+        from .services import KINDS  # the table builds containers from this module's types
+
+        return KINDS[service].replicas(self)
 
 
 def load_stack_spec(path: str | Path) -> StackSpec:
@@ -413,8 +414,10 @@ def incomplete_tls(spec: StackSpec) -> list[str]:
 
 def unknown_secret_references(spec: StackSpec) -> list[str]:
     """A service naming a secret the top-level `secrets:` does not define (pure)."""
+    from .services import BACKENDS  # the services that take secrets
+
     problems = []
-    for service in ("workers", "cgi"):
+    for service in BACKENDS:
         section = getattr(spec.services, service)
         for index, name in enumerate(section.secrets if section is not None else []):
             if name not in spec.secrets:
@@ -446,8 +449,10 @@ def resolve_paths(spec: StackSpec, base: Path) -> StackSpec:
 
 def with_replicas(spec: StackSpec, service: str, replicas: int) -> StackSpec:
     """The same spec with one service's replica count changed (what `fcgikit scale` asks for)."""
+    from .services import SCALABLE
+
     section = getattr(spec.services, service, None)
-    if service not in ("workers", "cgi") or section is None:
+    if service not in SCALABLE or section is None:
         raise ValueError(f'cannot scale "{service}": the stack has no such scalable service')
     services = spec.services.model_copy(update={service: section.model_copy(update={"replicas": replicas})})
     return spec.model_copy(update={"services": services})

@@ -42,7 +42,8 @@ from . import commands
 from . import images as img
 from . import secrets as sec
 from .errors import FcgikitError
-from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE, SERVICE_ROLE
+from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE
+from .services import SERVICE_ROLE
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
 from .operations import RollbackResult, Stack, http_get, local_port_free
 from .releases import Release, rollback_target

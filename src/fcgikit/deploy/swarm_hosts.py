@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from .errors import FcgikitError
 from .inventory import Inventory
+from .services import ROLES
 from .ssh import Fleet, HostSession, on_each_host, require_all
 
 SWARM_PORT = 2377
 ROLE_LABEL = "fcgikit.role."
-ROLES = ("edge", "workers", "cgi")
 
 Say = Callable[[str], None]
 
