@@ -18,7 +18,7 @@ import os
 import sys
 
 from .runtime.log import configure as configure_log
-from .runtime.prctl import forbid_new_privileges, make_non_dumpable
+from .runtime.prctl import forbid_new_privileges, make_non_dumpable, no_new_privileges_wanted
 from .worker import EXIT_APP_LOAD_ERROR, AppLoadError, load_app, serve, wsgi_handler
 from .worker.loop import listening_socket_on_fd0
 
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
     make_non_dumpable()  # the manager and its workers: /proc entries root-only (see runtime/prctl.py)
-    forbid_new_privileges()  # nothing it runs gains privileges by execve (no-new-privileges, on every engine)
+    if no_new_privileges_wanted(options.no_new_privileges):
+        forbid_new_privileges()  # nothing it runs gains privileges by execve (see runtime/prctl.py)
     directory = os.path.abspath(options.chdir) if options.chdir else None
     if options.fd0 or (options.socket_path is None and options.port is None and _fd0_listens()):
         configure_log(options.log_format)

@@ -1,7 +1,9 @@
 """Every process manager (fcgikit.serve, fcgikit.spawn, fcgikit.cgi) sets no-new-privileges
-on itself at start (PR_SET_NO_NEW_PRIVS), so it holds on every engine, including Swarm
-services, which cannot ask Docker for it: the manager and everything it forks or executes
-report `NoNewPrivs: 1` in /proc/PID/status."""
+on itself at start (PR_SET_NO_NEW_PRIVS) when asked (`--no-new-privileges`, or
+FCGIKIT_NO_NEW_PRIVILEGES=1, which the worker image sets), so it holds on every engine,
+including Swarm services, which cannot ask Docker for it: the manager and everything it forks
+or executes report `NoNewPrivs: 1` in /proc/PID/status. Not asked, a manager leaves it as it
+found it (a setuid helper such as sendmail keeps working, as under spawn-fcgi)."""
 
 from __future__ import annotations
 
@@ -42,14 +44,27 @@ def manager_argv(front_end: str, port: int) -> list[str]:
     return [sys.executable, "-m", "fcgikit.cgi", *common, "-F", "1", "--root", str(APPS / "cgi-bin")]
 
 
-@pytest.mark.parametrize("front_end", ["serve", "spawn", "cgi"])
-def test_managers_and_their_children_cannot_gain_privileges(front_end, tmp_path):
+def already_set() -> bool:
+    return no_new_privs(os.getpid()) == "1"  # the test runner itself may run with it (a container)
+
+
+@pytest.mark.parametrize("front_end, asked", [("serve", "flag"), ("spawn", "environment"), ("cgi", "flag"),
+                                              ("cgi", "environment"), ("spawn", "not asked")])
+def test_managers_and_their_children_cannot_gain_privileges(front_end, asked, tmp_path):
+    if asked == "not asked" and already_set():
+        pytest.skip("this test runner already has no-new-privileges: its children inherit it")
     port = free_port()
     log_path = tmp_path / "manager.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("FCGIKIT_NO_NEW_PRIVILEGES", None)
+    argv = manager_argv(front_end, port)
+    if asked == "flag":
+        argv.insert(argv.index("-n"), "--no-new-privileges")
+    elif asked == "environment":
+        env["FCGIKIT_NO_NEW_PRIVILEGES"] = "1"
+    expected = "0" if asked == "not asked" else "1"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(manager_argv(front_end, port), stdout=log, stderr=log, env=env,
-                                   start_new_session=True)
+        process = subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True)
     try:
         wait_for_port("127.0.0.1", port, timeout=20, process=process)
         deadline = time.monotonic() + 10
@@ -57,8 +72,8 @@ def test_managers_and_their_children_cannot_gain_privileges(front_end, tmp_path)
             time.sleep(0.1)
         forked = children(process.pid)
         assert forked, log_path.read_text()
-        assert no_new_privs(process.pid) == "1", log_path.read_text()
-        assert [no_new_privs(child) for child in forked] == ["1"] * len(forked)
+        assert no_new_privs(process.pid) == expected, log_path.read_text()
+        assert [no_new_privs(child) for child in forked] == [expected] * len(forked)
     finally:
         os.killpg(process.pid, 15)
         try:

@@ -14,7 +14,7 @@ import sys
 
 from ..runtime.log import write as write_log
 from ..runtime.orphans import become_subreaper
-from ..runtime.prctl import forbid_new_privileges, make_non_dumpable
+from ..runtime.prctl import forbid_new_privileges, make_non_dumpable, no_new_privileges_wanted
 from ..spawn import add_pool_arguments, run_manager
 from .fallback import FALLBACK_PARAM, make_fallback
 from .gateway import Gateway, make_config
@@ -175,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     # Before any fork: the manager and everything it forks (the gateway processes)
     # keep their /proc entries from the programs (see fcgikit/runtime/prctl.py).
     make_non_dumpable()
-    # No program the gateway runs gains privileges by execve: setuid bits and file
-    # capabilities are ignored (no-new-privileges, on every engine; see runtime/prctl.py).
-    forbid_new_privileges()
+    # Asked for (--no-new-privileges, or the image's FCGIKIT_NO_NEW_PRIVILEGES=1): no program
+    # the gateway runs gains privileges by execve (see runtime/prctl.py).
+    if no_new_privileges_wanted(options.no_new_privileges):
+        forbid_new_privileges()
     creator = os.getpid()
     try:
         return run_manager(options, make_child(Gateway(config, slots)))

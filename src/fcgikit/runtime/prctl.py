@@ -15,15 +15,20 @@ No core dumps are written for a non-dumpable process.
 `forbid_new_privileges()`: PR_SET_NO_NEW_PRIVS 1, what Docker's `--security-opt
 no-new-privileges` sets on a container's first process: an execve() can no longer
 raise privileges (setuid and setgid bits, file capabilities are ignored). It is
-inherited by fork() and kept across execve(), and cannot be unset: each manager sets
-it on itself at start, so everything it runs has it, on every engine, including Docker
-Swarm services, which cannot ask for it (Docker 20.10 ignores `security_opt` there).
+inherited by fork() and kept across execve(), and cannot be unset. A manager sets it on
+itself at start when asked (`--no-new-privileges`, or FCGIKIT_NO_NEW_PRIVILEGES=1 in its
+environment, which fcgikit's worker image sets), so everything it runs has it, on every
+engine, including Docker Swarm services, which cannot ask Docker for it (20.10 ignores
+`security_opt` there). It is not the default outside the image: a program that needs a
+setuid helper (PHP's mail() through sendmail, which Debian's exim and postfix make
+setuid or setgid) would fail in ways spawn-fcgi's users do not expect.
 A change of uid by setuid() (the managers' -u) is not an execve: it still works.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 PR_GET_DUMPABLE = 3  # <linux/prctl.h>
@@ -67,6 +72,15 @@ def is_dumpable() -> bool | None:
         return None
     value = prctl(PR_GET_DUMPABLE)
     return None if value is None or value < 0 else bool(value)
+
+
+NO_NEW_PRIVILEGES_VARIABLE = "FCGIKIT_NO_NEW_PRIVILEGES"
+
+
+def no_new_privileges_wanted(flag: bool | None, environ=None) -> bool:
+    """The managers' `--no-new-privileges`, or FCGIKIT_NO_NEW_PRIVILEGES=1 in the environment."""
+    environ = os.environ if environ is None else environ
+    return bool(flag) or environ.get(NO_NEW_PRIVILEGES_VARIABLE, "") == "1"
 
 
 def forbid_new_privileges() -> bool:

@@ -4,7 +4,7 @@
 import argparse
 import sys
 
-from ..runtime.prctl import forbid_new_privileges, make_non_dumpable
+from ..runtime.prctl import forbid_new_privileges, make_non_dumpable, no_new_privileges_wanted
 from .options import add_pool_arguments
 from .runner import EXIT_USAGE, run_manager
 
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     options = build_parser().parse_args(argv)
     make_non_dumpable()  # the manager's /proc entries root-only (see fcgikit/runtime/prctl.py)
-    forbid_new_privileges()  # the program it runs gains no privileges by execve (no-new-privileges)
+    if no_new_privileges_wanted(options.no_new_privileges):
+        forbid_new_privileges()  # the program it runs gains no privileges by execve
     return run_manager(options, options.program)
 
 

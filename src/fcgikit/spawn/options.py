@@ -176,6 +176,13 @@ def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
     )
     supervise.add_argument("--pool-name", metavar="NAME", help="pool name in the status report")
     supervise.add_argument(
+        "--no-new-privileges",
+        action="store_true",
+        default=None,
+        help="nothing the manager runs may gain privileges by execve: setuid bits and file "
+        "capabilities are ignored (FCGIKIT_NO_NEW_PRIVILEGES=1 does the same; fcgikit's image sets it)",
+    )
+    supervise.add_argument(
         "--log-format",
         choices=FORMATS,
         default=None,
