@@ -6,7 +6,8 @@ there is a race: its count swings by several thousand instructions from run to r
 more than most changes to the request path move it. This counts, under callgrind,
 one process that queues 50 hello requests, each on its own connection (as nginx
 without keep_conn), serves them with `RequestLoop` and the WSGI handler, and so on
-for 1,000 requests: every accept of a burst finds its connection, no run races
+for 1,000 requests (their REMOTE_PORT changing, as nginx's do: a new client port
+per connection): every accept of a burst finds its connection, no run races
 another, and the count repeats to within a few dozen instructions. The client's
 share (connect, send, receive) is in the count too, the same on both sides of an A/B.
 
@@ -42,7 +43,11 @@ def serve_requests(count: int) -> None:
 
     from .instructions import NGINX_LIKE_PARAMS
 
-    wire = ClientConnection().request(1, NGINX_LIKE_PARAMS, b"", keep_conn=False)
+    # REMOTE_PORT is the client's port, a new one on each connection nginx gets (wrk's
+    # 64 connections in the benchmark): the same 64 requests in both runs of a count.
+    wires = [ClientConnection().request(1, {**NGINX_LIKE_PARAMS, "REMOTE_PORT": str(40000 + port)}, b"",
+                                        keep_conn=False) for port in range(64)]
+    sent = 0
     listen = socket.socket()
     listen.bind(("127.0.0.1", 0))
     listen.listen(128)
@@ -50,10 +55,12 @@ def serve_requests(count: int) -> None:
     handler = wsgi_handler(app)
 
     def queue(n: int) -> list:
+        nonlocal sent
         clients = []
         for _ in range(n):
             client = socket.create_connection(address)
-            client.sendall(wire)
+            client.sendall(wires[sent % len(wires)])
+            sent += 1
             clients.append(client)
         return clients
 
@@ -73,8 +80,11 @@ def serve_requests(count: int) -> None:
 
 def count(requests: int, src: str | None, work: Path) -> int:
     out = work / f"cg.{requests}"
+    root = Path(__file__).parent.parent
+    # This tree's src/ unless told otherwise: not the fcgikit installed in site-packages,
+    # which may be another checkout's.
     env = dict(os.environ, PYTHONHASHSEED="0",
-               PYTHONPATH=os.pathsep.join(filter(None, [src, str(APPS_DIR), str(Path(__file__).parent.parent)])))
+               PYTHONPATH=os.pathsep.join([src or str(root / "src"), str(APPS_DIR), str(root)]))
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
            *real_program([sys.executable, "-m", "bench.inprocess", "--serve", str(requests)])]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
