@@ -69,15 +69,23 @@ services:
 
 
 @pytest.fixture(scope="module")
-def deployment(engine, swarm, swarm_image_prefix, tmp_path_factory):
+def deployment(engine, swarm, tmp_path_factory):
+    """Images under a prefix of this module's own: `build --prune` and `build`'s latest tags
+    (test_up_records_releases...) must not touch the images other modules share."""
+    import contextlib
+    import time
+
+    import docker.errors
+
     directory = tmp_path_factory.mktemp("hswarm")
     project, port = unique("hswarm"), free_port()
+    prefix = unique("fcgikit-hswarm-")
     app_dir = directory / "app"
     write_app(app_dir, "1")
     spec = write_spec(directory, project, port, app_dir)
-    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=swarm_image_prefix)
+    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=prefix)
     info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir, "dir": directory,
-            "url": f"http://127.0.0.1:{port}/", "prefix": swarm_image_prefix}
+            "url": f"http://127.0.0.1:{port}/", "prefix": prefix}
     try:
         up = fcgikit(env, "up", "-f", str(spec))
         info["first_up"] = up
@@ -89,6 +97,15 @@ def deployment(engine, swarm, swarm_image_prefix, tmp_path_factory):
 
         for record in engine.containers.list(all=True, filters={"label": f"{LABEL_OF}={project}"}):
             record.remove(force=True)
+        deadline = time.monotonic() + 60  # tasks of the removed stack may still be stopping: retry
+        while True:
+            left = [tag for image in engine.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
+            for tag in left:
+                with contextlib.suppress(docker.errors.APIError):
+                    engine.images.remove(tag, force=True)
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(2)
 
 
 def status_field(pid: int, field: str) -> str:
@@ -105,7 +122,8 @@ def test_services_and_their_tasks_are_confined_and_cannot_gain_privileges(engine
     project = deployment["project"]
     answer = wait_answering(deployment["url"], timeout=30)
     assert answer is not None and answer.status_code == 200, service_logs(project)
-    services = {s.name: s.attrs["Spec"] for s in engine.services.list(filters={"label": f"com.docker.stack.namespace={project}"})}
+    found = engine.services.list(filters={"label": f"com.docker.stack.namespace={project}"})
+    services = {s.name: s.attrs["Spec"] for s in found}
     assert set(services) == {f"{project}_{name}" for name in ("workers", "cgi", "nginx")}
     for name, spec in services.items():
         container = spec["TaskTemplate"]["ContainerSpec"]
@@ -134,7 +152,8 @@ def test_services_and_their_tasks_are_confined_and_cannot_gain_privileges(engine
                 tree |= {pid for pid, ppid in rows if ppid in tree}
             assert len(tree) > 1, (task.name, rows)
             for pid in tree:
-                assert status_field(pid, "NoNewPrivs") == "1", (task.name, pid, Path(f"/proc/{pid}/cmdline").read_bytes())
+                command = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert status_field(pid, "NoNewPrivs") == "1", (task.name, pid, command)
                 assert status_field(pid, "Uid") != "0", (task.name, pid)
     print(f"swarm confinement: {len(services)} services checked, first up:\n{deployment['first_up'].stdout}")
 
@@ -203,3 +222,85 @@ def test_up_records_releases_and_rollback_returns_to_one_without_building(engine
     assert "kept: the images of releases 1, 2, 3" in pruned.stdout, pruned.stdout
     present = {tag for image in engine.images.list() for tag in image.tags}
     assert {first["images"]["workers"], second["images"]["workers"], first["images"]["nginx"]} <= present
+
+
+def test_tls_self_signed_is_served_by_the_swarm_edge_with_its_key_as_a_docker_secret(engine, deployment, tmp_path):
+    """`up --tls self-signed` on a swarm: HTTPS on the TLS port (TLS 1.2+, the chain checked
+    against the development CA, HSTS), plain HTTP redirected, the certificate and key Docker
+    secrets mounted into nginx only; the key never in what fcgikit or Docker shows."""
+    import json
+    import shutil
+    import ssl
+    import time
+    import urllib.request
+    import warnings
+
+    import requests
+
+    project, port, url = deployment["project"], deployment["port"], deployment["url"]
+    tls_dir = tmp_path / "tls"
+    env = dict(deployment["env"], FCGIKIT_TLS_DIR=str(tls_dir))
+    tls_port = free_port()
+    spec = str(write_spec(deployment["dir"], project, port, deployment["app_dir"],
+                          extra_nginx=f"    tls: {{port: {tls_port}, hsts: 31536000}}\n"))
+    up = fcgikit(env, "up", "-f", spec, "--tls", "self-signed")
+    ca = tls_dir / project / "ca.pem"
+    assert f"https://127.0.0.1:{tls_port}/" in up.stdout and str(ca) in up.stdout, up.stdout + up.stderr
+
+    context = ssl.create_default_context(cafile=str(ca))  # the chain and the name are checked
+    https = f"https://localhost:{tls_port}/"
+    deadline, answer = time.monotonic() + 30, None
+    while time.monotonic() < deadline:
+        try:
+            answer = urllib.request.urlopen(https, context=context, timeout=5)
+            break
+        except OSError:
+            time.sleep(0.5)
+    assert answer is not None and answer.status == 200, service_logs(project)
+    assert answer.read().decode().startswith("version ")
+    assert answer.headers["Strict-Transport-Security"] == "max-age=31536000"
+    import socket
+
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        issuer = dict(item[0] for item in tls.getpeercert()["issuer"])
+        assert issuer["commonName"] == f"fcgikit development CA ({project})"
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(ca))
+    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with warnings.catch_warnings():  # TLSv1_1 is deprecated: named here to be refused
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ssl.SSLError):  # TLS 1.1 and older are refused (or never offered)
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw, \
+                old.wrap_socket(raw, server_hostname="localhost"):
+            pass
+    if shutil.which("curl"):
+        curl = subprocess.run(["curl", "-sS", "--cacert", str(ca), https], capture_output=True, text=True, timeout=30)
+        assert curl.returncode == 0 and curl.stdout.startswith("version "), curl.stderr
+
+    plain = requests.get(url, allow_redirects=False, timeout=10)
+    assert plain.status_code == 301 and plain.headers["Location"] == f"https://127.0.0.1:{tls_port}/", plain.headers
+
+    nginx = engine.services.get(f"{project}_nginx").attrs["Spec"]
+    mounted = {s["File"]["Name"]: s["SecretName"] for s in nginx["TaskTemplate"]["ContainerSpec"]["Secrets"]}
+    assert set(mounted) == {"tls.crt", "tls.key"}
+    assert all(s["File"]["UID"] == "33" and s["File"]["Mode"] == 0o400
+               for s in nginx["TaskTemplate"]["ContainerSpec"]["Secrets"])
+    for name in ("workers", "cgi"):
+        fastcgi = engine.services.get(f"{project}_{name}").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        assert not fastcgi.get("Secrets"), name
+    key = "".join((tls_dir / project / "key.pem").read_text().splitlines()[1:-1])
+    shown = [up.stdout, up.stderr]
+    shown.append(subprocess.run(["docker", "service", "inspect", f"{project}_nginx"], capture_output=True, text=True,
+                                timeout=30).stdout)
+    edges = engine.containers.list(filters={"label": f"{SERVICE_LABEL}={project}_nginx"})
+    shown.append(json.dumps([c.attrs for c in edges]))
+    shown.append(fcgikit(env, "status", "-f", spec).stdout)
+    shown.append(fcgikit(env, "logs", "nginx", "--file", spec, "--tail", "50").stdout)
+    shown.append(fcgikit(env, "up", "-f", spec, "--tls", "self-signed", "--dry-run").stdout)
+    assert not [text for text in shown if key[:40] in text]
+
+    again = fcgikit(env, "up", "-f", spec, "--tls", "self-signed")
+    assert "no change" in again.stdout, again.stdout + again.stderr

@@ -126,10 +126,22 @@ def test_engine_in_the_stack_file_is_checked(tmp_path):
     assert "engine" in result.output and "kubernetes" in result.output
 
 
-def test_what_swarm_does_not_deploy_yet_is_refused_naming_the_key(tmp_path):
-    spec_file = tmp_path / "fcgikit.yaml"
-    spec_file.write_text("engine: swarm\nservices:\n  nginx:\n    tls: {self_signed: true}\n"
-                         "  workers:\n    app: hello_wsgi:app\n")
-    result = CliRunner().invoke(cli, ["up", "--dry-run", "-f", str(spec_file)])
-    assert result.exit_code == 1
-    assert "services/nginx/tls: HTTPS is not deployed on a swarm yet" in result.output
+def test_tls_is_https_published_with_the_certificate_and_key_as_docker_secrets(spec):
+    from fcgikit.deploy.spec import with_self_signed_tls
+
+    tls = with_self_signed_tls(spec)
+    names = {"tls.crt": "demo_tls.crt_111", "tls.key": "demo_tls.key_222"}
+    files = stack_file(tls, "demo", TAGS, port=8080, secret_names=names)
+    nginx = files.stack["services"]["nginx"]
+    published = [(p["target"], p["published"], p["mode"]) for p in nginx["ports"]]
+    assert published == [(8080, 8080, "host"), (8443, 443, "host")]
+    assert [(s["source"], s["target"], s["uid"], s["mode"]) for s in nginx["secrets"]] == [
+        ("tls.crt", "tls.crt", "33", 0o400), ("tls.key", "tls.key", "33", 0o400)]
+    assert files.stack["secrets"] == {name: {"external": True, "name": value} for name, value in names.items()}
+    assert "listen 8443 ssl;" in files.files["nginx.conf"] and "/run/secrets/tls.key" in files.files["nginx.conf"]
+    assert "secrets" not in files.stack["services"]["workers"]
+    # A new certificate is a new Docker secret: nginx is updated, the others are not.
+    renewed = stack_file(tls, "demo", TAGS, port=8080, secret_names={**names, "tls.crt": "demo_tls.crt_333"})
+    assert renewed.hashes["nginx"] != files.hashes["nginx"] and renewed.hashes["workers"] == files.hashes["workers"]
+    plain = stack_file(spec, "demo", TAGS, port=8080)
+    assert "secrets" not in plain.stack and len(plain.stack["services"]["nginx"]["ports"]) == 1

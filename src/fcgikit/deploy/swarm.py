@@ -45,9 +45,10 @@ from .errors import FcgikitError
 from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE
 from .services import SERVICE_ROLE
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
-from .operations import RollbackResult, Stack, http_get, local_port_free
+from .operations import RollbackResult, Stack, edge_url, http_get, local_port_free
 from .releases import Release, rollback_target
-from .spec import FASTCGI_PORT, NGINX_PORT, ContainerSettings, StackSpec, with_replicas
+from .spec import FASTCGI_PORT, NGINX_PORT, NGINX_TLS_PORT, ContainerSettings, StackSpec, with_replicas
+from .tls import TLS_MOUNTS, read_cert_and_key
 
 Say = Callable[[str], None]
 
@@ -81,11 +82,14 @@ def swarm_nginx_conf(spec: StackSpec) -> str:
 
 
 def unsupported_on_swarm(spec: StackSpec) -> list[str]:
-    """What fcgikit.yaml asks for that `--engine swarm` does not deploy yet (pure)."""
-    problems = []
-    if spec.services.nginx.tls is not None:
-        problems.append("services/nginx/tls: HTTPS is not deployed on a swarm yet (use the docker engine)")
-    return problems
+    """What fcgikit.yaml asks for that `--engine swarm` does not deploy (pure): nothing now."""
+    return []
+
+
+def secret_names_used(spec: StackSpec) -> list[str]:
+    """The Docker secrets the stack file names: the services' secrets, and nginx's certificate
+    and key with `nginx.tls` (tls.crt, tls.key, mounted where the docker engine writes them)."""
+    return sec.used_names(spec) + ([name for name, _ in TLS_MOUNTS] if spec.services.nginx.tls is not None else [])
 
 
 def secret_version_name(project: str, name: str, value: bytes, key: bytes) -> str:
@@ -213,13 +217,16 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
     if "cgi" in out:
         _with_secrets(out["cgi"], sec.mounts_for(spec, services.cgi.secrets))
     nginx = services.nginx
+    ports = [{"target": NGINX_PORT, "published": port, "protocol": "tcp", "mode": "host"}]
+    if nginx.tls is not None:  # HTTPS: nginx.conf has its server; the certificate and key are Docker secrets
+        ports.append({"target": NGINX_TLS_PORT, "published": nginx.tls.port, "protocol": "tcp", "mode": "host"})
     out["nginx"] = {
         "image": tags["nginx"],
         "command": ["sh", EDGE_SCRIPT_TARGET],
         "environment": {"FCGIKIT_EDGE_POOLS": pools, "FCGIKIT_EDGE_PORT": str(FASTCGI_PORT)},
         # Published on the node's own port (no routing mesh): a second nginx task cannot hold
         # it at the same time, so nginx is replaced stop-first (a second or two without it).
-        "ports": [{"target": NGINX_PORT, "published": port, "protocol": "tcp", "mode": "host"}],
+        "ports": ports,
         "configs": [
             {"source": "nginx_conf", "target": "/etc/nginx/nginx.conf", "mode": 0o444},
             {"source": "edge_script", "target": EDGE_SCRIPT_TARGET, "mode": 0o555},
@@ -229,6 +236,10 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
         "deploy": _deploy(project, "nginx", 1, nginx.container, order="stop-first",
                           placement=[role_constraint("nginx")] if placement else []),
     }
+    if nginx.tls is not None:  # readable by nginx (www-data) only
+        uid = str(commands.NGINX_UID)
+        out["nginx"]["secrets"] = [{"source": name, "target": name, "uid": uid, "gid": uid, "mode": 0o400}
+                                   for name, _ in TLS_MOUNTS]
     for name, service in out.items():
         service["labels"] = {LABEL_PROJECT: project, LABEL_SERVICE: name}
         definition = json.dumps(service, sort_keys=True) + (conf + script if name == "nginx" else "")
@@ -243,7 +254,7 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
             "edge_script": {"name": script_name, "file": "./swarm-edge.sh"},
         },
     }
-    used = sec.used_names(spec)
+    used = secret_names_used(spec)
     if used:
         names = secret_names or {}
         stack["secrets"] = {name: {"external": True, "name": names.get(name, f"{project}_{name}_(new)")}
@@ -398,14 +409,15 @@ class SwarmStack:
 
     # --- planning ----------------------------------------------------------------------------
 
-    def _port(self, services: dict) -> int:
-        port = self.spec.services.nginx.port
+    def _port(self, services: dict, spec: StackSpec) -> int:
+        port = spec.services.nginx.port
         if port:
             return port
         nginx = services.get("nginx")  # 0: any free port, kept once chosen
         if nginx is not None:
             for published in nginx.attrs["Spec"].get("EndpointSpec", {}).get("Ports", []):
-                return published["PublishedPort"]
+                if published.get("TargetPort") == NGINX_PORT:
+                    return published["PublishedPort"]
         from ..testing import free_port
 
         return free_port()
@@ -419,8 +431,10 @@ class SwarmStack:
         tags = dict(tags) if tags is not None else self.images().image_tags(build=build)
         self._tags = tags
         services = self._services() if not steps else {}
-        port = self._port(services)
+        port = self._port(services, spec)
         values = sec.read_values(spec)  # before anything changes: an unreadable source stops here
+        if spec.services.nginx.tls is not None:  # the certificate and key (made now with self_signed)
+            values.update(read_cert_and_key(spec.services.nginx.tls, self.project, self._edge_addresses()))
         key = self._secret_key(create=not dry_run) if values else None  # --dry-run creates nothing
         names = {name: secret_version_name(self.project, name, value, key)
                  for name, value in values.items()} if key is not None else {}
@@ -432,8 +446,11 @@ class SwarmStack:
         if current == files.hashes and not steps:
             return SwarmPlan(self.project, replicas, (), files)
         if "nginx" not in services or current.get("nginx") != files.hashes["nginx"]:
-            if "nginx" not in services:
-                self._check_port(port)
+            published = {p.get("PublishedPort") for p in services["nginx"].attrs["Spec"].get("EndpointSpec", {})
+                         .get("Ports", [])} if "nginx" in services else set()
+            for wanted in [port] + ([spec.services.nginx.tls.port] if spec.services.nginx.tls is not None else []):
+                if wanted not in published:  # a port nginx holds already is not another program's
+                    self._check_port(wanted)
         path = self._stack_dir() / "stack.yaml"
         existing = {secret.name for secret in self.client.secrets.list()} if names else set()
         missing = sorted((name, version) for name, version in names.items() if version not in existing)
@@ -452,6 +469,12 @@ class SwarmStack:
             SwarmStep("check", f"check GET / on port {port} through nginx"),
         ]
         return SwarmPlan(self.project, replicas, tuple(steps), files)
+
+    def _edge_addresses(self) -> list[str]:
+        """With an inventory: the edge hosts' addresses, named in a development certificate."""
+        if self.remote is None:
+            return []
+        return [entry.address for entry in self.remote.inventory.hosts if "edge" in entry.roles]
 
     def _check_port(self, port: int) -> None:
         if self.remote is None:
@@ -754,7 +777,8 @@ class SwarmStack:
         if nginx is None:
             return None
         ports = nginx.attrs["Spec"].get("EndpointSpec", {}).get("Ports", [])
-        if not ports:
+        published = {p["TargetPort"]: p["PublishedPort"] for p in ports if p.get("PublishedPort")}
+        if NGINX_PORT not in published:
             return None
         address = "127.0.0.1"
         if self.remote is not None:
@@ -763,7 +787,7 @@ class SwarmStack:
                 return None
             node = self.client.nodes.get(running[0]["NodeID"])
             address = node.attrs.get("Status", {}).get("Addr") or address
-        return f"http://{address}:{ports[0]['PublishedPort']}/"
+        return edge_url(address, published)
 
     def status(self) -> dict:
         """Tasks per node: desired versus running, and why a task is not running."""
