@@ -325,3 +325,23 @@ def test_the_app_most_workers_serve_while_an_up_changes_it():
 
     assert deployed_app([worker(1, "a:app"), worker(2, "b:app"), worker(3, "b:app"), worker(4, "a:app", "exited")]) == "b:app"
     assert deployed_app([worker(1, "")]) is None
+
+
+def test_the_stack_over_ssh_says_only_what_differs_over_ssh():
+    """One Stack does observe / status / url / up / scale / down / rollback for every engine;
+    the SSH hosts' stack only supplies how hosts are reached, shipped to and locked."""
+    import ast
+    import inspect
+
+    from fcgikit.deploy import multihost
+    from fcgikit.deploy.multihost import RemoteStack
+
+    own = set(vars(RemoteStack))
+    shared = {"observe", "status", "url", "up", "scale", "down", "rollback", "plan_up", "plan_scale", "plan_down",
+              "plan_rollback", "image_tags", "release_images_ready", "_every_container", "execute"}
+    assert not own & shared
+    assert {"each_host", "every_host", "ship_images", "deploy_lock", "require_verified_hosts", "host_rows"} <= own
+    tree = ast.parse(inspect.getsource(multihost))
+    borrowed = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "operations"
+                for alias in node.names if alias.name.startswith("_")]
+    assert borrowed == []

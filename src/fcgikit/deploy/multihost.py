@@ -23,16 +23,14 @@ from dataclasses import dataclass, field
 import docker
 import docker.errors
 
-from .commands import NGINX_PORT
-from .docker_backend import Engine, read_backends, read_nginx_conf
+from .docker_backend import Engine
 from .errors import FcgikitError
 from .hosts import Host, local_host
 from .inventory import Inventory, load_inventory
 from .lock import DeployLock
 from .logs import LogReader, LogRequest, host_logs_script, split_named_line
-from .operations import Stack, UpResult, _display_order, _status_row, edge_url
-from .plan import Observed, Plan
-from .services import EDGE, services_of_role
+from .operations import Stack
+from .services import services_of_role
 from .ship import ShipReport, default_layer_digests, host_images, local_images, plan_shipment, ship
 from .ssh import Fleet, HostsFailed, on_each_host, require_all
 
@@ -85,31 +83,16 @@ class RemoteStack(Stack):
     def _build_host(self) -> str:
         return BUILD_HOST
 
-    def observe(self) -> Observed:
-        """What runs, looked at on every host at once; a host that fails is named with the rest."""
+    def each_host(self, work):
+        """At once on every host; a host that fails is reported with the others (ssh.on_each_host)."""
+        outcomes = on_each_host([host.name for host in self.hosts], work)
+        return ({outcome.host: outcome.value for outcome in outcomes if outcome.ok},
+                {outcome.host: outcome.error for outcome in outcomes if not outcome.ok})
 
-        def look(name: str):
-            engine = self.engine(name)
-            found = self.check_secrets(engine, engine.observe_containers(self.project))
-            has_network = bool(engine.project_networks(self.project))
-            nginx = [c for c in found if c.service == EDGE and c.running]
-            edge = (read_nginx_conf(engine, nginx[0].name), read_backends(engine, nginx[0].name)) if nginx else None
-            return found, has_network, edge
-
-        seen = require_all("looking at the hosts", on_each_host([host.name for host in self.hosts], look))
-        containers = [c for found, _, _ in seen.values() for c in found]
-        networks = frozenset(name for name, (_, has_network, _) in seen.items() if has_network)
-        edges = [edge for _, _, edge in seen.values() if edge is not None]
-        conf, backends = edges[0] if edges else (None, None)
-        return Observed(tuple(containers), networks, conf, backends)
+    def every_host(self, action: str, work):
+        return require_all(action, on_each_host([host.name for host in self.hosts], work))
 
     # --- images: built here, shipped there -------------------------------------------------
-
-    def image_tags(self, *, build: bool) -> dict[str, str]:
-        tags = super().image_tags(build=build)
-        if build:
-            self.ship_images(tags)
-        return tags
 
     def ship_images(self, tags: dict[str, str]) -> list[ShipReport]:
         local = self.engine(BUILD_HOST).client
@@ -159,19 +142,7 @@ class RemoteStack(Stack):
         share = f" of ~{expected / 1e6:.0f} MB" if expected else ""
         self.progress(f"ship {host}: {sent / 1e6:.0f} MB sent{share}")
 
-    # --- operations under the deploy lock ----------------------------------------------------
-
-    def plan_up(self, *, build: bool = True) -> Plan:
-        self.require_verified_hosts("up")
-        return super().plan_up(build=build)
-
-    def plan_scale(self, replicas: dict[str, int], *, build: bool = True) -> Plan:
-        self.require_verified_hosts("scale")
-        return super().plan_scale(replicas, build=build)
-
-    def plan_down(self) -> Plan:
-        self.require_verified_hosts("down")
-        return super().plan_down()
+    # --- up, scale, down and rollback: refused on an unverified host, under the deploy lock ---
 
     def require_verified_hosts(self, command: str) -> None:
         """Refuse to change anything while a host's key cannot be verified (who answers there
@@ -181,38 +152,13 @@ class RemoteStack(Stack):
             lines = [str(error).splitlines()[0] for error in rejected.values()]
             raise FcgikitError(f"{command} refused, nothing changed: {lines[0]}" + "".join(f"\n{line}" for line in lines[1:]))
 
-    def up(self) -> UpResult:
-        with self._lock("up"):
-            return super().up()
-
-    def scale(self, replicas: dict[str, int]) -> UpResult:
-        with self._lock("scale " + " ".join(f"{service}={count}" for service, count in replicas.items())):
-            return super().scale(replicas)
-
-    def down(self) -> Plan:
-        with self._lock("down"):
-            return super().down()
-
     # --- releases: on the primary edge host, where the deploy lock lives ----------------------
 
     def release_host(self) -> str:
         return self.inventory.primary.name
 
-    def plan_rollback(self, number: int | None = None, *, dry_run: bool = False):
-        self.require_verified_hosts("rollback")
-        return super().plan_rollback(number, dry_run=dry_run)
-
-    def release_images_ready(self, release, *, dry_run: bool) -> None:
-        """On this machine (where images are built), then shipped to each host lacking them."""
-        super().release_images_ready(release, dry_run=dry_run)
-        if not dry_run:
-            self.ship_images(dict(release.images))
-
-    def rollback(self, number: int | None = None):
-        with self._lock("rollback" + (f" {number}" if number is not None else "")):
-            return super().rollback(number)
-
-    def _lock(self, command: str) -> DeployLock:
+    def deploy_lock(self, command: str) -> DeployLock:
+        """On the primary host (lock.py), taken once every host is known to be who it says."""
         self.require_verified_hosts(command.split()[0])  # before the lock is even taken
         primary = self.inventory.primary.name
         if primary not in self.fleet.sessions:
@@ -222,12 +168,9 @@ class RemoteStack(Stack):
             )
         return DeployLock(self.fleet.session(primary), self.project, command)
 
-    # --- logs: one SSH session per host, however many containers it runs ---------------------
+    _lock = deploy_lock  # swarm.SwarmStack holds the lock of its RemoteStack under this name
 
-    def _every_container(self) -> list:
-        seen = require_all("looking at the hosts", on_each_host(
-            [host.name for host in self.hosts], lambda name: self.engine(name).observe_containers(self.project)))
-        return [c for found in seen.values() for c in found]
+    # --- logs: one SSH session per host, however many containers it runs ---------------------
 
     def log_sources(self, containers, request: LogRequest) -> tuple[list[str], list[LogReader]]:
         """One reader per host: a shell there runs `docker logs` for each of its containers."""
@@ -250,40 +193,12 @@ class RemoteStack(Stack):
 
     # --- reporting ---------------------------------------------------------------------------
 
-    def status(self) -> dict:
-        """Every host at once; a host whose engine fails is reported with the rest, not fatal."""
-
-        def containers_on(name: str):
-            engine = self.engine(name)
-            found = sorted(engine.observe_containers(self.project), key=_display_order)
-            return [(c, engine.pool_status(c.name) if c.running and c.service != EDGE else None) for c in found]
-
-        outcomes = on_each_host([host.name for host in self.hosts], containers_on)
-        seen = [(outcome.host, c, pool) for outcome in outcomes if outcome.ok for c, pool in outcome.value]
-        failed = {outcome.host: outcome.error for outcome in outcomes if not outcome.ok}
-        try:
-            stale = self.stale_containers([c for _, c, _ in seen])
-        except Exception:  # the edge host failing now is reported in its row; mark nothing
-            stale = set()
-        return {
-            "project": self.project,
-            "url": self._edge_url(seen),
-            "containers": [_status_row(c, pool, stale=(c.host, c.name) in stale) for _, c, pool in seen],
-            "hosts": self.host_rows(failed),
-        }
-
-    def _edge_url(self, seen) -> str | None:
-        addresses = {host.name: host.address for host in self.hosts}
-        for host, c, _ in seen:
-            if c.service == EDGE and c.running and NGINX_PORT in c.published:
-                return edge_url(addresses[host], c.published)
-        return None
-
-    def host_rows(self, engine_failures: dict | None = None) -> list[dict]:
-        engine_failures = engine_failures or {}
+    def host_rows(self, failures: dict | None = None) -> list[dict]:
+        """Every inventory host: unreachable over SSH, or its engine failed (`failures`), or fine."""
+        failures = failures or {}
         rows = []
         for entry in self.inventory.hosts:
-            problem = self.fleet.unreachable.get(entry.name) or engine_failures.get(entry.name)
+            problem = self.fleet.unreachable.get(entry.name) or failures.get(entry.name)
             rows.append({
                 "name": entry.name,
                 "address": entry.address,

@@ -6,6 +6,7 @@ and then either prints the plan (dry run) or executes its steps in order.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import ipaddress
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import docker.errors
 
@@ -56,6 +58,7 @@ from .spec import FASTCGI_PORT, NGINX_TLS_PORT, StackSpec, with_deployed_app, wi
 from .tls import read_cert_and_key
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 def _quiet(_: str) -> None:
@@ -97,21 +100,52 @@ class Stack:
             self._engines[host_name] = Engine.connect(host)
         return self._engines[host_name]
 
+    # What differs across the hosts' engines (the local one here; over SSH: multihost.RemoteStack
+    # overrides these): how every host is looked at, whether images are shipped, the deploy lock.
+
+    def each_host(self, work: Callable[[str], T]) -> tuple[dict[str, T], dict[str, BaseException]]:
+        """`work(host name)` on every host: (values by host, failures by host). The local
+        engine: one after the other, a failure raised as it is."""
+        return {host.name: work(host.name) for host in self.hosts}, {}
+
+    def every_host(self, action: str, work: Callable[[str], T]) -> dict[str, T]:
+        """`work(host name)` on every host, by host; any failure fails `action`."""
+        values, _ = self.each_host(work)
+        return values
+
+    def ship_images(self, tags: dict[str, str]) -> list:
+        """Put the images where the containers run (the local engine built them: nothing to do)."""
+        return []
+
+    def require_verified_hosts(self, command: str) -> None:
+        """Refuse `command` before anything is looked at when a host cannot be trusted (none here)."""
+
+    def deploy_lock(self, command: str) -> contextlib.AbstractContextManager:
+        """Held while `command` changes the stack (one engine: Docker serialises nothing for us,
+        but there is no one else to keep out but another fcgikit here: no lock, as before)."""
+        return contextlib.nullcontext()
+
+    def host_rows(self, failures: dict[str, BaseException]) -> list[dict] | None:
+        """For `status`: every host and whether it answered (None: the one local engine)."""
+        return None
+
     def observe(self) -> Observed:
-        containers: list[RunningContainer] = []
-        networks = set()
-        nginx_conf = backends = None
-        for host in self.hosts:
-            engine = self.engine(host.name)
+        """What runs, looked at on every host; a host that fails is named with the rest."""
+
+        def look(name: str):
+            engine = self.engine(name)
             found = self.check_secrets(engine, engine.observe_containers(self.project))
-            containers += found
-            if engine.project_networks(self.project):
-                networks.add(host.name)
-            for c in found:
-                if c.service == EDGE and c.running and nginx_conf is None:
-                    nginx_conf = read_nginx_conf(engine, c.name)
-                    backends = read_backends(engine, c.name)
-        return Observed(tuple(containers), frozenset(networks), nginx_conf, backends)
+            has_network = bool(engine.project_networks(self.project))
+            nginx = [c for c in found if c.service == EDGE and c.running]
+            edge = (read_nginx_conf(engine, nginx[0].name), read_backends(engine, nginx[0].name)) if nginx else None
+            return found, has_network, edge
+
+        seen = self.every_host("looking at the hosts", look)
+        containers = [c for found, _, _ in seen.values() for c in found]
+        networks = frozenset(name for name, (_, has_network, _) in seen.items() if has_network)
+        edges = [edge for _, _, edge in seen.values() if edge is not None]
+        conf, backends = edges[0] if edges else (None, None)
+        return Observed(tuple(containers), networks, conf, backends)
 
     # --- images ---------------------------------------------------------------------------
 
@@ -137,6 +171,8 @@ class Stack:
         else:
             tags = self._expected_tags()
         self._tags = services.image_tags(tags)
+        if build:
+            self.ship_images(dict(self._tags))
         return dict(self._tags)
 
     def _expected_tags(self) -> dict[str, str]:
@@ -172,6 +208,7 @@ class Stack:
     # --- operations -----------------------------------------------------------------------
 
     def plan_up(self, *, build: bool = True) -> Plan:
+        self.require_verified_hosts("up")
         self.read_secrets(self.spec)
         return plan_up(self.spec, self.project, self.hosts, self.image_tags(build=build), self.observe())
 
@@ -219,11 +256,12 @@ class Stack:
                 raise FcgikitError(f"cannot write {argv[-1]} into {name} on {host}: {output.strip()[:200]}")
 
     def up(self) -> UpResult:
-        plan = self.plan_up(build=True)
-        if not plan.changes_nothing:
-            self.execute(plan)
-        release = self.record_release(self._tags, self.spec, self.app)
-        return UpResult(plan, self.url(), changed=not plan.changes_nothing, release=release)
+        with self.deploy_lock("up"):
+            plan = self.plan_up(build=True)
+            if not plan.changes_nothing:
+                self.execute(plan)
+            release = self.record_release(self._tags, self.spec, self.app)
+            return UpResult(plan, self.url(), changed=not plan.changes_nothing, release=release)
 
     # --- releases: recorded by up, returned to by rollback (releases.py) ---------------------
 
@@ -253,6 +291,7 @@ class Stack:
     def plan_rollback(self, number: int | None = None, *, dry_run: bool = False) -> tuple[Release, Plan]:
         """The release to return to and the plan that does it, with the release's images and
         stack file (nothing is built; the images must still be there)."""
+        self.require_verified_hosts("rollback")
         target = rollback_target(self.releases(), number)
         spec = target.stack_spec()
         self.read_secrets(spec)
@@ -266,13 +305,17 @@ class Stack:
         if missing:
             raise FcgikitError(f"release {release.number}'s image {missing[0]} is no longer on this machine "
                                f"(removed by hand?); nothing changed")
+        if not dry_run:
+            self.ship_images(dict(release.images))
 
     def rollback(self, number: int | None = None) -> RollbackResult:
-        target, plan = self.plan_rollback(number)
-        if not plan.changes_nothing:
-            self.execute(plan)
-        release = self.record_release(dict(target.images), target.stack_spec(), target.app, rollback_of=target.number)
-        return RollbackResult(target, plan, self.url(), changed=not plan.changes_nothing, release=release)
+        with self.deploy_lock("rollback" + (f" {number}" if number is not None else "")):
+            target, plan = self.plan_rollback(number)
+            if not plan.changes_nothing:
+                self.execute(plan)
+            release = self.record_release(dict(target.images), target.stack_spec(), target.app,
+                                          rollback_of=target.number)
+            return RollbackResult(target, plan, self.url(), changed=not plan.changes_nothing, release=release)
 
     def prune(self, built: set[str], keep: int | None = None) -> tuple[list[Release], list[str]]:
         """Forget releases beyond the newest `keep`, then remove this prefix's images that
@@ -284,6 +327,7 @@ class Stack:
         return forgotten, img.prune_images(client, self.names, set(built) | kept)
 
     def plan_scale(self, replicas: dict[str, int], *, build: bool = True) -> Plan:
+        self.require_verified_hosts("scale")
         release = self.deployed_release()
         if release is not None:  # what runs, not what the sources are now: no build, no roll forward
             self.release_images_ready(release, dry_run=not build)
@@ -315,10 +359,11 @@ class Stack:
         return plan_up(scaled, self.project, self.hosts, tags, self.observe())
 
     def scale(self, replicas: dict[str, int]) -> UpResult:
-        plan = self.plan_scale(replicas)
-        if not plan.changes_nothing:
-            self.execute(plan)
-        return UpResult(plan, self.url(), changed=not plan.changes_nothing)
+        with self.deploy_lock("scale " + " ".join(f"{service}={count}" for service, count in replicas.items())):
+            plan = self.plan_scale(replicas)
+            if not plan.changes_nothing:
+                self.execute(plan)
+            return UpResult(plan, self.url(), changed=not plan.changes_nothing)
 
     def keep_deployed_app(self) -> str | None:
         """Before scaling: serve the app that runs, never another one. Without --app, the
@@ -343,12 +388,14 @@ class Stack:
         return deployed
 
     def plan_down(self) -> Plan:
+        self.require_verified_hosts("down")
         return plan_down(self.project, self.observe())
 
     def down(self) -> Plan:
-        plan = self.plan_down()
-        self.execute(plan)
-        return plan
+        with self.deploy_lock("down"):
+            plan = self.plan_down()
+            self.execute(plan)
+            return plan
 
     # --- executing a plan ------------------------------------------------------------------
 
@@ -588,21 +635,38 @@ class Stack:
     # --- reporting ---------------------------------------------------------------------------
 
     def url(self) -> str | None:
-        for host in self.hosts:
-            for c in self.engine(host.name).observe_containers(self.project):
-                if c.service == EDGE and c.running and NGINX_PORT in c.published:
-                    return edge_url(host.address, c.published)
+        return self._edge_url(self._every_container())
+
+    def _edge_url(self, containers: Sequence[RunningContainer]) -> str | None:
+        addresses = {host.name: host.address for host in self.hosts}
+        for c in containers:
+            if c.service == EDGE and c.running and NGINX_PORT in c.published:
+                return edge_url(addresses[c.host], c.published)
         return None
 
     def status(self) -> dict:
-        seen = []
-        for host in self.hosts:
-            engine = self.engine(host.name)
-            for c in sorted(engine.observe_containers(self.project), key=_display_order):
-                seen.append((host.name, c, engine.pool_status(c.name) if c.running and c.service != EDGE else None))
-        stale = self.stale_containers([c for _, c, _ in seen])
-        rows = [_status_row(c, pool, stale=(c.host, c.name) in stale) for _, c, pool in seen]
-        return {"project": self.project, "url": self.url(), "containers": rows}
+        """Every host at once; a host whose engine fails (over SSH) is reported with the rest."""
+
+        def containers_on(name: str):
+            engine = self.engine(name)
+            found = sorted(engine.observe_containers(self.project), key=_display_order)
+            return [(c, engine.pool_status(c.name) if c.running and c.service != EDGE else None) for c in found]
+
+        by_host, failed = self.each_host(containers_on)
+        seen = [(c, pool) for found in by_host.values() for c, pool in found]
+        try:
+            stale = self.stale_containers([c for c, _ in seen])
+        except Exception:  # the edge host failing now is reported in its row; mark nothing
+            stale = set()
+        report = {
+            "project": self.project,
+            "url": self._edge_url([c for c, _ in seen]),
+            "containers": [_status_row(c, pool, stale=(c.host, c.name) in stale) for c, pool in seen],
+        }
+        rows = self.host_rows(failed)
+        if rows is not None:
+            report["hosts"] = rows
+        return report
 
     def stale_containers(self, containers: Sequence[RunningContainer]) -> set[tuple[str, str]]:
         """(host, name) of the FastCGI containers the running nginx no longer sends requests to
@@ -650,7 +714,8 @@ class Stack:
         return readers
 
     def _every_container(self) -> list[RunningContainer]:
-        return [c for host in self.hosts for c in self.engine(host.name).observe_containers(self.project)]
+        found = self.every_host("looking at the hosts", lambda name: self.engine(name).observe_containers(self.project))
+        return [c for containers in found.values() for c in containers]
 
     def log_sources(self, containers: Sequence[RunningContainer], request: LogRequest) -> tuple[list[str], list[LogReader]]:
         """The label printed for each container, and the readers of their lines: on the local
