@@ -327,20 +327,22 @@ def test_the_app_most_workers_serve_while_an_up_changes_it():
     assert deployed_app([worker(1, "")]) is None
 
 
-def test_the_stack_over_ssh_says_only_what_differs_over_ssh():
+def test_one_stack_over_the_local_engine_or_the_ssh_hosts():
     """One Stack does observe / status / url / up / scale / down / rollback for every engine;
-    the SSH hosts' stack only supplies how hosts are reached, shipped to and locked."""
+    the SSH hosts (multihost.SshHosts) only supply how hosts are reached, shipped to and locked:
+    the same methods as the local engine, and no Stack of their own."""
     import ast
     import inspect
 
     from fcgikit.deploy import multihost
-    from fcgikit.deploy.multihost import RemoteStack
+    from fcgikit.deploy.operations import Engines, LocalEngine, Stack
 
-    own = set(vars(RemoteStack))
-    shared = {"observe", "status", "url", "up", "scale", "down", "rollback", "plan_up", "plan_scale", "plan_down",
-              "plan_rollback", "image_tags", "release_images_ready", "_every_container", "execute"}
-    assert not own & shared
-    assert {"each_host", "every_host", "ship_images", "deploy_lock", "require_verified_hosts", "host_rows"} <= own
+    wanted = {name for name in vars(Engines) if not name.startswith("_")} - {"hosts"}
+    for engines in (LocalEngine, multihost.SshHosts):
+        assert wanted <= set(vars(engines)), engines
+        assert not issubclass(engines, Stack)
+    assert not [value for value in vars(multihost).values() if isinstance(value, type) and issubclass(value, Stack)
+                and value is not Stack]
     tree = ast.parse(inspect.getsource(multihost))
     borrowed = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "operations"
                 for alias in node.names if alias.name.startswith("_")]

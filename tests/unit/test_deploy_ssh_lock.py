@@ -144,14 +144,15 @@ def test_a_changed_or_unknown_host_key_is_a_rejected_key_not_an_outage(tmp_path)
 
 
 def _remote_stack_with(unreachable: dict):
-    from fcgikit.deploy.multihost import RemoteStack
+    from fcgikit.deploy.multihost import SshHosts
+    from fcgikit.deploy.operations import Stack
     from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
     from fcgikit.deploy.ssh import Fleet
 
     fleet = Fleet([target(name="h1"), target(name="h2", address="10.0.0.2")])
     fleet.unreachable.update(unreachable)
     spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app")))
-    return RemoteStack(spec=spec, project="demo", hosts=[], fleet=fleet)
+    return Stack(spec=spec, project="demo", engines=SshHosts(hosts=[], inventory=None, fleet=fleet))
 
 
 def test_a_worker_host_whose_key_is_rejected_refuses_up_scale_and_down_before_anything_is_looked_at():
@@ -160,7 +161,7 @@ def test_a_worker_host_whose_key_is_rejected_refuses_up_scale_and_down_before_an
 
     stack = _remote_stack_with({"h2": HostKeyRejected("h2 (root@10.0.0.2): HOST KEY CHANGED (not the one in /kh); hint")})
     for command, plan in (("up", lambda: stack.plan_up(build=True)), ("scale", lambda: stack.plan_scale({"workers": 3})),
-                          ("down", stack.plan_down), ("up", lambda: stack._lock("up"))):
+                          ("down", stack.plan_down), ("up", lambda: stack.deploy_lock("up"))):
         with pytest.raises(FcgikitError) as refused:
             plan()  # no host engine exists in this stack: reaching one would fail differently
         assert str(refused.value) == (f"{command} refused, nothing changed: "

@@ -77,7 +77,8 @@ def _ports(ports: Mapping) -> list[str]:
     for port, binding in (ports or {}).items():
         address, host_port = binding if isinstance(binding, tuple) else ("", binding)
         published = f"{address}:{host_port or ''}" if address else str(host_port or "")
-        options.append(f"-p {published}:{port.removesuffix('/tcp')}" if published else f"-p {port.removesuffix('/tcp')}")
+        container_port = port.removesuffix("/tcp")
+        options.append(f"-p {published}:{container_port}" if published else f"-p {container_port}")
     return options
 
 

@@ -1,5 +1,5 @@
-"""The stack across the inventory's hosts: the same planning and Docker operations as on
-one host (operations.Stack), with each host's engine reached over SSH.
+"""The stack across the inventory's hosts: the same Stack as on one host (operations.Stack),
+over SshHosts, its engines: each host's engine reached over SSH.
 
 What changes against the local stack:
 - images are built on this machine and shipped to each host that lacks them (ship.py);
@@ -65,23 +65,37 @@ def inventory_hosts(inventory: Inventory, reachable: Callable[[str], bool], conn
 
 
 @dataclass
-class RemoteStack(Stack):
-    inventory: Inventory | None = None
-    fleet: Fleet | None = None
+class SshHosts:
+    """The inventory's hosts as a Stack's engines (operations.Engines): each host's engine
+    reached over SSH, every host looked at in parallel, images built here and shipped."""
+
+    hosts: list[Host]
+    inventory: Inventory | None
+    fleet: Fleet
     local_client: docker.DockerClient | None = None
     ship_reports: list[ShipReport] = field(default_factory=list)
 
-    # --- engines -------------------------------------------------------------------------
+    # --- engines: this machine's builds, the hosts' over SSH ------------------------------------
 
-    def engine(self, host_name: str) -> Engine:
+    def connect(self, host_name: str) -> Engine:
         if host_name == BUILD_HOST:
-            if BUILD_HOST not in self._engines:
-                self._engines[BUILD_HOST] = Engine(local_host(), self.local_client or docker.from_env())
-            return self._engines[BUILD_HOST]
-        return super().engine(host_name)
+            return Engine(local_host(), self._local())
+        host = next((h for h in self.hosts if h.name == host_name), None)
+        if host is None:
+            raise FcgikitError(f"no host named {host_name} in this deployment")
+        return Engine.connect(host)
 
-    def _build_host(self) -> str:
+    def _local(self) -> docker.DockerClient:
+        if self.local_client is None:
+            self.local_client = docker.from_env()
+        return self.local_client
+
+    def build_host(self) -> str:
         return BUILD_HOST
+
+    def release_host(self) -> str:
+        """The primary edge host, where the deploy lock lives."""
+        return self.inventory.primary.name
 
     def each_host(self, work):
         """At once on every host; a host that fails is reported with the others (ssh.on_each_host)."""
@@ -94,30 +108,32 @@ class RemoteStack(Stack):
 
     # --- images: built here, shipped there -------------------------------------------------
 
-    def ship_images(self, tags: dict[str, str]) -> list[ShipReport]:
-        local = self.engine(BUILD_HOST).client
+    def ship_images(self, tags: dict[str, str], say, progress) -> list[ShipReport]:
+        local = self._local()
         digests = default_layer_digests()  # shared by the hosts: each layer hashed once
+
+        def report_progress(host: str, sent: int, expected: int) -> None:
+            share = f" of ~{expected / 1e6:.0f} MB" if expected else ""
+            progress(f"ship {host}: {sent / 1e6:.0f} MB sent{share}")
 
         def ship_to(host: Host) -> ShipReport:
             session = self.fleet.session(host.name)
             wanted = local_images(local, images_for_host(host.roles, tags))
             shipment = plan_shipment(host.name, wanted, host_images(session.docker()))
-            return ship(session, local, shipment, self._ship_progress, digests)
+            return ship(session, local, shipment, report_progress, digests)
 
         by_name = {host.name: host for host in self.hosts}
         outcomes = on_each_host(by_name, lambda name: ship_to(by_name[name]))
         self.ship_reports = [outcome.value for outcome in outcomes if outcome.ok]
         for report in self.ship_reports:
-            self.say(str(report))
+            say(str(report))
         if any(not outcome.ok for outcome in outcomes):
             raise HostsFailed("shipping images", outcomes)
         return self.ship_reports
 
-    def image_notes(self) -> list[str]:
-        """For a dry run: what would be built here, and what each host would be sent."""
-        notes = super().image_notes()
-        tags = self.image_tags(build=False)
-        local = self.engine(BUILD_HOST).client
+    def shipping_notes(self, tags: dict[str, str]) -> list[str]:
+        """For a dry run: what each host would be sent."""
+        local = self._local()
         by_name = {host.name: host for host in self.hosts}
 
         def preview(name: str) -> str:
@@ -129,8 +145,8 @@ class RemoteStack(Stack):
             return shipment_note(host, shipment, unbuilt)
 
         outcomes = on_each_host(list(by_name), preview)
-        return notes + [outcome.value if outcome.ok else f"{outcome.host}: cannot tell what it lacks: {outcome.error}"
-                        for outcome in outcomes]
+        return [outcome.value if outcome.ok else f"{outcome.host}: cannot tell what it lacks: {outcome.error}"
+                for outcome in outcomes]
 
     def port_free(self, host_name: str, port: int) -> bool:
         """Whether anything listens on TCP `port` on the host (read from the kernel's socket
@@ -138,13 +154,9 @@ class RemoteStack(Stack):
         output = self.fleet.session(host_name).run(listening_command(port), timeout=30).stdout
         return output.strip() == "0"
 
-    def _ship_progress(self, host: str, sent: int, expected: int) -> None:
-        share = f" of ~{expected / 1e6:.0f} MB" if expected else ""
-        self.progress(f"ship {host}: {sent / 1e6:.0f} MB sent{share}")
-
     # --- up, scale, down and rollback: refused on an unverified host, under the deploy lock ---
 
-    def require_verified_hosts(self, command: str) -> None:
+    def require_verified(self, command: str) -> None:
         """Refuse to change anything while a host's key cannot be verified (who answers there
         may not be that host): leaving it out would rewrite nginx's upstream without it."""
         rejected = self.fleet.key_rejected
@@ -152,27 +164,20 @@ class RemoteStack(Stack):
             lines = [str(error).splitlines()[0] for error in rejected.values()]
             raise FcgikitError(f"{command} refused, nothing changed: {lines[0]}" + "".join(f"\n{line}" for line in lines[1:]))
 
-    # --- releases: on the primary edge host, where the deploy lock lives ----------------------
-
-    def release_host(self) -> str:
-        return self.inventory.primary.name
-
-    def deploy_lock(self, command: str) -> DeployLock:
+    def deploy_lock(self, project: str, command: str) -> DeployLock:
         """On the primary host (lock.py), taken once every host is known to be who it says."""
-        self.require_verified_hosts(command.split()[0])  # before the lock is even taken
+        self.require_verified(command.split()[0])  # before the lock is even taken
         primary = self.inventory.primary.name
         if primary not in self.fleet.sessions:
             raise FcgikitError(
                 f"the primary host {primary} holds the deploy lock and cannot be reached: "
                 f"{self.fleet.unreachable.get(primary)}"
             )
-        return DeployLock(self.fleet.session(primary), self.project, command)
-
-    _lock = deploy_lock  # swarm.SwarmStack holds the lock of its RemoteStack under this name
+        return DeployLock(self.fleet.session(primary), project, command)
 
     # --- logs: one SSH session per host, however many containers it runs ---------------------
 
-    def log_sources(self, containers, request: LogRequest) -> tuple[list[str], list[LogReader]]:
+    def log_sources(self, containers, request: LogRequest, engine=None) -> tuple[list[str], list[LogReader]]:
         """One reader per host: a shell there runs `docker logs` for each of its containers."""
         by_host: dict[str, list[str]] = {}
         for c in containers:
@@ -229,7 +234,7 @@ def shipment_note(host: Host, shipment, unbuilt: list[str]) -> str:
     return f"{where}: " + ("; ".join(parts) if parts else "has every image, nothing to send")
 
 
-def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: bool = False) -> RemoteStack:
+def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: bool = False) -> Stack:
     """Connect to every inventory host in parallel; unreachable ones are reported, not fatal."""
     inventory = load_inventory(hosts_file)
     fleet = Fleet(inventory.targets(), accept_new_host_keys=accept_new_host_keys)
@@ -244,4 +249,4 @@ def open_remote_stack(stack_kwargs: dict, hosts_file, *, accept_new_host_keys: b
     hosts = inventory_hosts(inventory, lambda name: name in fleet.sessions, lambda name: fleet.session(name).docker())
     if not hosts:
         raise HostsFailed("connecting", fleet.connect_outcomes)
-    return RemoteStack(hosts=hosts, inventory=inventory, fleet=fleet, **stack_kwargs)
+    return Stack(engines=SshHosts(hosts=hosts, inventory=inventory, fleet=fleet), **stack_kwargs)

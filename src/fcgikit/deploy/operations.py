@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import docker.errors
 
@@ -65,13 +65,89 @@ def _quiet(_: str) -> None:
     pass
 
 
+class Engines(Protocol):
+    """Where a stack's containers run and how they are reached: what differs between the local
+    engine (LocalEngine, below) and the inventory's hosts over SSH (multihost.SshHosts). The
+    Stack does everything else (observe, plan, run the steps, status, logs) the same way."""
+
+    hosts: list[Host]
+
+    def connect(self, host_name: str) -> Engine: ...
+    def build_host(self) -> str: ...  # whose engine builds the images
+    def release_host(self) -> str: ...  # where the release records live
+    def each_host(self, work: Callable[[str], T]) -> tuple[dict[str, T], dict[str, BaseException]]: ...
+    def every_host(self, action: str, work: Callable[[str], T]) -> dict[str, T]: ...
+    def ship_images(self, tags: dict[str, str], say: Say, progress: Say) -> list: ...
+    def shipping_notes(self, tags: dict[str, str]) -> list[str]: ...
+    def port_free(self, host_name: str, port: int) -> bool: ...
+    def require_verified(self, command: str) -> None: ...
+    def deploy_lock(self, project: str, command: str) -> contextlib.AbstractContextManager: ...
+    def host_rows(self, failures: dict[str, BaseException]) -> list[dict] | None: ...
+    def log_sources(self, containers: Sequence[RunningContainer], request: LogRequest,
+                    engine: Callable[[str], Engine]) -> tuple[list[str], list[LogReader]]: ...
+
+
+class LocalEngine:
+    """The engine of this machine (DOCKER_HOST, else the local socket): it builds the images
+    and runs every container; nothing is shipped, no host can be unverified, no lock."""
+
+    def __init__(self, hosts: Sequence[Host]):
+        self.hosts = list(hosts)
+
+    def connect(self, host_name: str) -> Engine:
+        host = next((h for h in self.hosts if h.name == host_name), None)
+        if host is None:
+            raise FcgikitError(f"no host named {host_name} in this deployment")
+        return Engine.connect(host)
+
+    def build_host(self) -> str:
+        return self.hosts[0].name
+
+    def release_host(self) -> str:
+        return self.hosts[0].name
+
+    def each_host(self, work: Callable[[str], T]) -> tuple[dict[str, T], dict[str, BaseException]]:
+        """`work(host name)` on every host, one after the other, a failure raised as it is."""
+        return {host.name: work(host.name) for host in self.hosts}, {}
+
+    def every_host(self, action: str, work: Callable[[str], T]) -> dict[str, T]:
+        return self.each_host(work)[0]
+
+    def ship_images(self, tags: dict[str, str], say: Say, progress: Say) -> list:
+        return []  # built where they run
+
+    def shipping_notes(self, tags: dict[str, str]) -> list[str]:
+        return []
+
+    def port_free(self, host_name: str, port: int) -> bool:
+        """Whether this machine can listen on `port`, as Docker will."""
+        return local_port_free(port)
+
+    def require_verified(self, command: str) -> None:
+        pass
+
+    def deploy_lock(self, project: str, command: str) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def host_rows(self, failures: dict[str, BaseException]) -> list[dict] | None:
+        return None  # `status` shows no host lines for the one local engine
+
+    def log_sources(self, containers: Sequence[RunningContainer], request: LogRequest,
+                    engine: Callable[[str], Engine]) -> tuple[list[str], list[LogReader]]:
+        """One stream per container, each labelled with its name."""
+        labels = [c.name for c in containers]
+        readers = [functools.partial(engine(c.host).log_lines, c.name, c.name, request) for c in containers]
+        return labels, readers
+
+
 @dataclass
 class Stack:
-    """One project's stack on its hosts (by default: the local engine)."""
+    """One project's stack on its hosts' engines (by default: the local engine)."""
 
     spec: StackSpec
     project: str
     hosts: Sequence[Host] = field(default_factory=lambda: [local_host()])
+    engines: Engines | None = None  # None: LocalEngine(hosts)
     names: img.ImageNames = field(default_factory=img.ImageNames)
     say: Say = _quiet  # one line per step done
     progress: Say = _quiet  # transient progress (builds)
@@ -90,44 +166,40 @@ class Stack:
     _stopped_edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     _edge_backends: dict[tuple[str, str], str | None] = field(default_factory=dict, init=False, repr=False)
 
-    # --- engines and observation ----------------------------------------------------------
+    def __post_init__(self) -> None:
+        if self.engines is None:
+            self.engines = LocalEngine(self.hosts)
+        self.hosts = self.engines.hosts
+
+    # --- the hosts' engines (self.engines) and observation ------------------------------------
 
     def engine(self, host_name: str) -> Engine:
         if host_name not in self._engines:
-            host = next((h for h in self.hosts if h.name == host_name), None)
-            if host is None:
-                raise FcgikitError(f"no host named {host_name} in this deployment")
-            self._engines[host_name] = Engine.connect(host)
+            self._engines[host_name] = self.engines.connect(host_name)
         return self._engines[host_name]
 
-    # What differs across the hosts' engines (the local one here; over SSH: multihost.RemoteStack
-    # overrides these): how every host is looked at, whether images are shipped, the deploy lock.
-
     def each_host(self, work: Callable[[str], T]) -> tuple[dict[str, T], dict[str, BaseException]]:
-        """`work(host name)` on every host: (values by host, failures by host). The local
-        engine: one after the other, a failure raised as it is."""
-        return {host.name: work(host.name) for host in self.hosts}, {}
+        """`work(host name)` on every host: (values by host, failures by host)."""
+        return self.engines.each_host(work)
 
     def every_host(self, action: str, work: Callable[[str], T]) -> dict[str, T]:
         """`work(host name)` on every host, by host; any failure fails `action`."""
-        values, _ = self.each_host(work)
-        return values
+        return self.engines.every_host(action, work)
 
     def ship_images(self, tags: dict[str, str]) -> list:
-        """Put the images where the containers run (the local engine built them: nothing to do)."""
-        return []
+        """Put the images on each host that runs them and lacks them (the build host has them)."""
+        return self.engines.ship_images(tags, self.say, self.progress)
 
     def require_verified_hosts(self, command: str) -> None:
-        """Refuse `command` before anything is looked at when a host cannot be trusted (none here)."""
+        """Refuse `command` before anything is looked at when a host cannot be trusted."""
+        self.engines.require_verified(command)
 
     def deploy_lock(self, command: str) -> contextlib.AbstractContextManager:
-        """Held while `command` changes the stack (one engine: Docker serialises nothing for us,
-        but there is no one else to keep out but another fcgikit here: no lock, as before)."""
-        return contextlib.nullcontext()
+        """Held while `command` changes the stack (over SSH: on the primary host)."""
+        return self.engines.deploy_lock(self.project, command)
 
-    def host_rows(self, failures: dict[str, BaseException]) -> list[dict] | None:
-        """For `status`: every host and whether it answered (None: the one local engine)."""
-        return None
+    def port_free(self, host_name: str, port: int) -> bool:
+        return self.engines.port_free(host_name, port)
 
     def observe(self) -> Observed:
         """What runs, looked at on every host; a host that fails is named with the rest."""
@@ -187,13 +259,17 @@ class Stack:
         return tags
 
     def image_notes(self) -> list[str]:
-        """For a dry run: the images `up` would build here first (the plan's steps start after)."""
+        """For a dry run: the images `up` would build here first, and send to each host lacking
+        them (the plan's steps start after)."""
         client = self.engine(self._build_host()).client
+        expected = self._expected_tags()
         if img.present_base(client, self.names) is None:
-            return [f"build the base {self.names.base} (pulled, else made with debootstrap: about a minute), "
-                    "then the images"]
-        tags = sorted(set(self._expected_tags().values()))
-        return [f"build {tag} here" for tag in tags if not img.image_exists(client, tag)]
+            built_here = [f"build the base {self.names.base} (pulled, else made with debootstrap: about a minute), "
+                          "then the images"]
+        else:
+            built_here = [f"build {tag} here" for tag in sorted(set(expected.values()))
+                          if not img.image_exists(client, tag)]
+        return built_here + self.engines.shipping_notes(services.image_tags(expected))
 
     def _contexts(self, root: Path) -> list[img.BuildContext]:
         cgi = self.spec.services.cgi
@@ -203,7 +279,7 @@ class Stack:
         return [worker, img.nginx_context(root)]
 
     def _build_host(self) -> str:
-        return self.hosts[0].name
+        return self.engines.build_host()
 
     # --- operations -----------------------------------------------------------------------
 
@@ -267,7 +343,7 @@ class Stack:
 
     def release_host(self) -> str:
         """Where the release records live: the one host (the primary edge host with --hosts)."""
-        return self.hosts[0].name
+        return self.engines.release_host()
 
     def release_store(self) -> ReleaseStore:
         return ReleaseStore(self.engine(self.release_host()).client, self.project)
@@ -457,10 +533,6 @@ class Stack:
                 if port and (host, port) not in freed and not self.port_free(host, port):
                     raise FcgikitError(f"port {port} on host {self._describe_host(host)} is in use by another "
                                        f"program; nothing changed (free it or choose another nginx port)")
-
-    def port_free(self, host_name: str, port: int) -> bool:
-        """Whether this machine (the local engine's host) can listen on `port`, as Docker will."""
-        return local_port_free(port)
 
     def _describe_host(self, host_name: str) -> str:
         host = next((h for h in self.hosts if h.name == host_name), None)
@@ -663,7 +735,7 @@ class Stack:
             "url": self._edge_url([c for c, _ in seen]),
             "containers": [_status_row(c, pool, stale=(c.host, c.name) in stale) for c, pool in seen],
         }
-        rows = self.host_rows(failed)
+        rows = self.engines.host_rows(failed)
         if rows is not None:
             report["hosts"] = rows
         return report
@@ -718,11 +790,8 @@ class Stack:
         return [c for containers in found.values() for c in containers]
 
     def log_sources(self, containers: Sequence[RunningContainer], request: LogRequest) -> tuple[list[str], list[LogReader]]:
-        """The label printed for each container, and the readers of their lines: on the local
-        engine, one stream per container."""
-        labels = [c.name for c in containers]
-        readers = [functools.partial(self.engine(c.host).log_lines, c.name, c.name, request) for c in containers]
-        return labels, readers
+        """The label printed for each container, and the readers of their lines."""
+        return self.engines.log_sources(containers, request, self.engine)
 
 def deployed_app(containers: Sequence[RunningContainer]) -> str | None:
     """The app the running workers serve (their LABEL_APP); the most common one while an

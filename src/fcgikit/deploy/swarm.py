@@ -328,7 +328,7 @@ class SwarmStack:
     init_swarm: bool = False  # the user's consent to `docker swarm init` on the local engine
     state_dir: Path | None = None  # where the stack file is written (default: ~/.local/state/fcgikit/swarm/PROJECT)
     converge_timeout: float = 180.0
-    # With an inventory (--hosts): the RemoteStack that builds here and ships to each host,
+    # With an inventory (--hosts): the Stack over SshHosts that builds here and ships to each host,
     # holds the deploy lock and reaches the primary edge host's engine, a swarm manager.
     remote: object | None = None
     app: str | None = None  # --app as given, recorded with each release
@@ -348,11 +348,11 @@ class SwarmStack:
 
     def _manager(self):
         """The primary edge host's SSH session (with an inventory)."""
-        primary = self.remote.inventory.primary.name
-        if primary not in self.remote.fleet.sessions:
+        primary = self.remote.engines.inventory.primary.name
+        if primary not in self.remote.engines.fleet.sessions:
             raise FcgikitError(f"the primary host {primary} (the swarm manager) cannot be reached: "
-                               f"{self.remote.fleet.unreachable.get(primary)}")
-        return self.remote.fleet.session(primary)
+                               f"{self.remote.engines.fleet.unreachable.get(primary)}")
+        return self.remote.engines.fleet.session(primary)
 
     def docker_env(self) -> dict[str, str] | None:
         """The docker CLI's environment: with an inventory, the manager's engine over SSH."""
@@ -387,7 +387,7 @@ class SwarmStack:
         if state != "inactive":
             raise FcgikitError(f"the local Docker engine's swarm is {state}; nothing changed")
         if self.remote is not None:
-            raise FcgikitError(f"{self.remote.inventory.primary.name} (the primary edge host) is not a swarm manager: "
+            raise FcgikitError(f"{self.remote.engines.inventory.primary.name} (the primary edge host) is not a swarm manager: "
                                "run `fcgikit hosts bootstrap --hosts FILE` first; nothing changed")
         if not self.init_swarm:
             raise FcgikitError("the local Docker engine is not in swarm mode: give --init-swarm to let fcgikit "
@@ -482,8 +482,8 @@ class SwarmStack:
                 raise FcgikitError(f"port {port} on this host is in use by another program; nothing changed "
                                    "(free it or choose another nginx port)")
             return
-        for entry in self.remote.inventory.hosts:
-            if "edge" in entry.roles and entry.name in self.remote.fleet.sessions and not self.remote.port_free(entry.name, port):
+        for entry in self.remote.engines.inventory.hosts:
+            if "edge" in entry.roles and entry.name in self.remote.engines.fleet.sessions and not self.remote.port_free(entry.name, port):
                 raise FcgikitError(f"port {port} on host {entry.name} ({entry.address}) is in use by another program; "
                                    "nothing changed (free it or choose another nginx port)")
 
@@ -588,7 +588,7 @@ class SwarmStack:
 
     def _lock(self, command: str):
         """With an inventory: the deploy lock on the primary host, as for `--hosts`."""
-        return self.remote._lock(command) if self.remote is not None else contextlib.nullcontext()
+        return self.remote.deploy_lock(command) if self.remote is not None else contextlib.nullcontext()
 
     def execute(self, plan: SwarmPlan) -> SwarmResult:
         if plan.changes_nothing:
