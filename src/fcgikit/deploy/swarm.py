@@ -43,7 +43,7 @@ from . import images as img
 from . import secrets as sec
 from .errors import FcgikitError
 from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE
-from .services import SERVICE_ROLE
+from .services import SERVICE_ROLE, shown_rank
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
 from .operations import RollbackResult, Stack, edge_url, http_get, local_port_free
 from .releases import Release, rollback_target
@@ -797,7 +797,7 @@ class SwarmStack:
                     "problem": "the local Docker engine is not in swarm mode"}
         nodes = {node.id: node.attrs["Description"]["Hostname"] for node in self.client.nodes.list()}
         rows, summary = [], []
-        for name, service in sorted(self._services().items(), key=lambda item: _order(item[0])):
+        for name, service in sorted(self._services().items(), key=lambda item: shown_rank(item[0])):
             spec = service.attrs["Spec"]
             desired = spec["Mode"].get("Replicated", {}).get("Replicas", 0)
             image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
@@ -823,7 +823,7 @@ class SwarmStack:
         """`docker service logs` of each service (every one when none is named), each line
         prefixed by its task and node; one after another, or all as they come with -f."""
         found = self._services()
-        names = list(services) or sorted(found, key=_order)
+        names = list(services) or sorted(found, key=shown_rank)
         missing = [name for name in names if name not in found]
         if missing:
             raise FcgikitError(f'no "{missing[0]}" service in stack {self.project}')
@@ -863,10 +863,6 @@ class SwarmStack:
             for process in processes:
                 process.kill()
                 process.wait()
-
-
-def _order(service: str) -> int:
-    return {"nginx": 0, "workers": 1, "cgi": 2}.get(service, 3)
 
 
 def _run(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
