@@ -347,3 +347,23 @@ def test_one_stack_over_the_local_engine_or_the_ssh_hosts():
     borrowed = [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "operations"
                 for alias in node.names if alias.name.startswith("_")]
     assert borrowed == []
+
+
+def test_the_swarm_engine_uses_only_what_the_stack_it_holds_has():
+    """SwarmStack.remote is a Stack (over SshHosts with an inventory): every `self.remote.X`
+    in swarm.py must be something a Stack has (the inventory and fleet are `remote.engines.X`)."""
+    import ast
+    import inspect
+
+    from fcgikit.deploy import swarm
+    from fcgikit.deploy.multihost import SshHosts
+    from fcgikit.deploy.operations import Stack
+
+    used = {node.attr for node in ast.walk(ast.parse(inspect.getsource(swarm)))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "remote" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"}
+    assert used and used <= set(dir(Stack)) | set(Stack.__dataclass_fields__)
+    engines_used = {node.attr for node in ast.walk(ast.parse(inspect.getsource(swarm)))
+                    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "engines"}
+    assert engines_used <= set(dir(SshHosts)) | set(SshHosts.__dataclass_fields__)

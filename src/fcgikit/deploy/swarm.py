@@ -474,7 +474,7 @@ class SwarmStack:
         """With an inventory: the edge hosts' addresses, named in a development certificate."""
         if self.remote is None:
             return []
-        return [entry.address for entry in self.remote.inventory.hosts if "edge" in entry.roles]
+        return [entry.address for entry in self.remote.engines.inventory.hosts if "edge" in entry.roles]
 
     def _check_port(self, port: int) -> None:
         if self.remote is None:
