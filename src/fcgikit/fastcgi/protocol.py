@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import struct
+import sys
 from dataclasses import dataclass
 from itertools import islice
 from operator import itemgetter
@@ -299,7 +300,9 @@ def _learn(body: bytes) -> None:
             name_len, value_len, start = _long_lengths(body, pos)
         middle = start + name_len
         stop = middle + value_len
-        key = text[start:middle]
+        # Interned: the names an app looks up (environ["PATH_INFO"]) are interned
+        # constants of its code, so each lookup finds the very same string object.
+        key = sys.intern(text[start:middle])
         if key in learned:
             return
         raw = body[pos:stop]
