@@ -3,6 +3,8 @@
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fcgikit.fastcgi.client import parse_cgi_response
 from fcgikit.worker.wsgi import (
@@ -414,3 +416,46 @@ def test_a_proxy_header_never_reaches_the_app_as_http_proxy():
     """httpoxy: many HTTP clients take HTTP_PROXY for their outbound proxy."""
     environ = build_environ({"HTTP_PROXY": "http://evil:1/", "HTTP_HOST": "h"}, None, None)
     assert "HTTP_PROXY" not in environ and environ["HTTP_HOST"] == "h"
+
+
+# --- build_environ against a plain reference ------------------------------------
+
+_ENVIRON_NAMES = ["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT",
+                  "SERVER_PROTOCOL", "CONTENT_LENGTH", "CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE",
+                  "HTTP_PROXY", "REQUEST_SCHEME", "HTTPS", "HTTP_HOST", "wsgi.version", "wsgi.url_scheme"]
+_ENVIRON_VALUES = ["", "/", "0", "12", "-1", "1.5", "GET", "http", "https", "HTTP", "on", "off", "/x", "\u00b2"]
+
+
+def reference_environ(params: dict, wsgi_input, wsgi_errors) -> dict:
+    """What build_environ does, written plainly: every step for every request."""
+    from fcgikit.worker.wsgi import _REQUIRED_DEFAULTS, _WSGI_CONSTANTS, split_script_name
+
+    environ = params
+    for name, default in _REQUIRED_DEFAULTS:
+        if not environ.get(name):
+            environ[name] = default
+    split_script_name(environ)
+    length = environ.get("CONTENT_LENGTH")
+    if length is not None and not length.isdecimal():
+        del environ["CONTENT_LENGTH"]
+    if environ.get("CONTENT_TYPE") == "":
+        del environ["CONTENT_TYPE"]
+    for name in ("HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_PROXY"):
+        environ.pop(name, None)
+    environ.update(_WSGI_CONSTANTS)
+    environ["wsgi.url_scheme"] = url_scheme(environ)
+    environ["wsgi.input"] = wsgi_input
+    environ["wsgi.errors"] = wsgi_errors
+    return environ
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_ENVIRON_NAMES), st.sampled_from(_ENVIRON_VALUES) | st.text(max_size=4)),
+                max_size=20))
+def test_build_environ_agrees_with_the_plain_reference_order_included(pairs):
+    params = dict(pairs)
+    expected = list(reference_environ(dict(params), "in", "err").items())
+    assert list(build_environ(dict(params), "in", "err").items()) == expected
+    nginx = dict(NGINX_PARAMS, **params)
+    assert list(build_environ(dict(nginx), "in", "err").items()) == list(reference_environ(dict(nginx), "in",
+                                                                                           "err").items())
