@@ -19,8 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_hosts import host_lines, hosts_options, stack_for
-from .cli_hosts import hosts_group
+from .cli_hosts import host_lines, hosts_group, hosts_options, stack_for
 from .cli_hosts import lock as lock_commands
 from .deploy.appcheck import AppSource, check_stack_app
 from .deploy.errors import ConfigError, FcgikitError
@@ -136,7 +135,8 @@ def app_option(command):
 
 
 def dry_run_option(command):
-    return click.option("--dry-run", is_flag=True, help="print the plan and the Docker operations; change nothing")(command)
+    dry_run = click.option("--dry-run", is_flag=True, help="print the plan and the Docker operations; change nothing")
+    return dry_run(command)
 
 
 def tls_option(command):
@@ -266,8 +266,9 @@ def build(spec_file, project, image_prefix, base_image, app, prune, keep_release
         built = stack.build(tag_latest=True)
     finally:
         finishing_progress(stack)
-    for kind, image in built.items():
-        out.print(f"{image.tag} ({'built' if image.built else 'already there'}; also {image.tag.split(':')[0]}:latest)")
+    for image in built.values():
+        state = "built" if image.built else "already there"
+        out.print(f"{image.tag} ({state}; also {image.tag.split(':')[0]}:latest)")
     if prune:
         forgotten, removed = stack.prune({image.tag for image in built.values()})
         for release in forgotten:

@@ -18,7 +18,6 @@ from .deploy.operations import Stack
 from .deploy.ssh import Fleet, HostUnreachable
 
 
-
 def _remember(ctx: click.Context, param: click.Parameter, value):
     """Kept in this invocation's context (read when the stack is made; keeps the commands'
     signatures): a second invocation in the same process starts from nothing."""

@@ -40,6 +40,10 @@ class AppSource:
         return "" if self.app_option else f"services/{key}: "
 
 
+# Statements that bind names at a module's top level (besides def, class and import).
+_BINDING_STATEMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)
+
+
 def check_stack_app(spec: StackSpec, source: AppSource, example_apps: Path | None = None) -> None:
     """Raise ConfigError with every problem found in the app and CGI directories."""
     example_apps = example_apps or source_root() / "apps"
@@ -48,7 +52,8 @@ def check_stack_app(spec: StackSpec, source: AppSource, example_apps: Path | Non
     if cgi is not None and cgi.scripts is not None and not cgi.scripts.is_dir():
         # --app never names the scripts: the stack file's key, beside what --app got wrong
         app_problems = [f"{source.where()}: {problem}" if source.app_option else problem for problem in problems]
-        raise ConfigError(source.spec_file, app_problems + [f"services/cgi/scripts: directory {cgi.scripts} does not exist"])
+        missing = f"services/cgi/scripts: directory {cgi.scripts} does not exist"
+        raise ConfigError(source.spec_file, [*app_problems, missing])
     if problems:
         raise ConfigError(source.where(), problems)
 
@@ -127,10 +132,11 @@ def top_level_names(tree: ast.Module) -> tuple[set[str], bool]:
             for alias in node.names:
                 unknowable = unknowable or alias.name == "*"
                 names.add(alias.asname or alias.name.split(".")[0])
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.With, ast.AsyncWith)):
+        elif isinstance(node, _BINDING_STATEMENTS):
             targets = node.targets if isinstance(node, ast.Assign) else [
                 getattr(node, "target", None)] + [item.optional_vars for item in getattr(node, "items", [])]
-            names |= {n.id for target in targets if target is not None for n in ast.walk(target) if isinstance(n, ast.Name)}
+            names |= {n.id for target in targets if target is not None
+                      for n in ast.walk(target) if isinstance(n, ast.Name)}
         if isinstance(node, (ast.If, ast.Try, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith)) or (
             sys.version_info >= (3, 11) and isinstance(node, getattr(ast, "TryStar", ()))
         ):
@@ -143,7 +149,9 @@ def top_level_names(tree: ast.Module) -> tuple[set[str], bool]:
 
 def _writes_globals(node: ast.AST) -> bool:
     """`globals()[...] = ...` or `globals().update(...)` at top level."""
-    return isinstance(node, ast.stmt) and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and any(
+    if not isinstance(node, ast.stmt) or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return False
+    return any(
         isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("globals", "setattr", "exec")
         for n in ast.walk(node)
     )

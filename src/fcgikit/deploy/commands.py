@@ -9,9 +9,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import secrets as sec
-from .tls import TLS_MOUNTS
 from .model import STATUS_FILE, Confinement, ContainerSpec
-from .spec import APP_DIR, FASTCGI_PORT, NGINX_PORT, NGINX_TLS_PORT, CgiService, ContainerSettings, NginxService, WorkersService
+from .spec import (
+    APP_DIR,
+    FASTCGI_PORT,
+    NGINX_PORT,
+    NGINX_TLS_PORT,
+    CgiService,
+    ContainerSettings,
+    NginxService,
+    WorkersService,
+)
+from .tls import TLS_MOUNTS
 
 # Where the images keep things (see images/fcgi-worker/Dockerfile).
 CGI_DIR = "/srv/cgi-bin"

@@ -11,8 +11,8 @@ import re
 import tarfile
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 
 import docker
 import docker.errors
@@ -219,7 +219,8 @@ class Engine:
 
     def _failure(self, name: str, what: str) -> ContainerFailed:
         logs = self.logs(name, tail=LOG_TAIL).rstrip() or "(no output)"
-        return ContainerFailed(f"{name} on {self.host.name} {what}\n--- last {LOG_TAIL} log lines of {name} ---\n{logs}")
+        return ContainerFailed(f"{name} on {self.host.name} {what}\n"
+                               f"--- last {LOG_TAIL} log lines of {name} ---\n{logs}")
 
 
 def describe_container(container: Container) -> RunningContainer:

@@ -193,7 +193,8 @@ def ensure_base(client: docker.DockerClient, names: ImageNames, progress: Progre
 def make_base(client: docker.DockerClient, tag: str, progress: Progress) -> None:
     """debootstrap bookworm (minbase + python3 + nginx-light) and `docker import` it as `tag`."""
     if shutil.which("debootstrap") is None:
-        raise BuildError("no base image can be pulled and debootstrap is missing: run ./setup.sh (apt install debootstrap)")
+        raise BuildError("no base image can be pulled and debootstrap is missing: "
+                         "run ./setup.sh (apt install debootstrap)")
     if os.geteuid() != 0:
         raise BuildError(f"no base image can be pulled, and making {tag} with debootstrap needs root: "
                          f"run `sudo fcgikit build --base {tag}` once (it is kept and reused)")

@@ -16,7 +16,7 @@ import shlex
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .errors import FcgikitError
 
@@ -57,8 +57,9 @@ class LockHolder:
 
     @classmethod
     def me(cls, command: str, now: float | None = None) -> LockHolder:
-        since = datetime.fromtimestamp(now if now is not None else time.time(), timezone.utc)
-        return cls(f"{getpass.getuser()}@{socket.gethostname()}", os.getpid(), command, since.isoformat(timespec="seconds"))
+        since = datetime.fromtimestamp(now if now is not None else time.time(), UTC)
+        who = f"{getpass.getuser()}@{socket.gethostname()}"
+        return cls(who, os.getpid(), command, since.isoformat(timespec="seconds"))
 
 
 def lock_dir(project: str) -> str:

@@ -85,7 +85,9 @@ def parse_tail(text: str) -> int | None:
     return int(value)
 
 
-def select_containers(containers: Iterable[RunningContainer], services: Iterable[str], project: str) -> list[RunningContainer]:
+def select_containers(
+    containers: Iterable[RunningContainer], services: Iterable[str], project: str
+) -> list[RunningContainer]:
     """The containers whose logs are shown, nginx first, then workers and cgi by slot;
     every service when none is named."""
     wanted = set(services)

@@ -162,7 +162,8 @@ class SshHosts:
         rejected = self.fleet.key_rejected
         if rejected:
             lines = [str(error).splitlines()[0] for error in rejected.values()]
-            raise FcgikitError(f"{command} refused, nothing changed: {lines[0]}" + "".join(f"\n{line}" for line in lines[1:]))
+            rest = "".join(f"\n{line}" for line in lines[1:])
+            raise FcgikitError(f"{command} refused, nothing changed: {lines[0]}{rest}")
 
     def deploy_lock(self, project: str, command: str) -> DeployLock:
         """On the primary host (lock.py), taken once every host is known to be who it says."""

@@ -25,8 +25,8 @@ from typing import Protocol, TypeVar
 import docker.errors
 
 from . import commands, logs, services
-from . import secrets as sec
 from . import images as img
+from . import secrets as sec
 from .commands import NGINX_PORT
 from .docker_backend import ContainerFailed, Engine, read_backends, read_nginx_conf
 from .errors import FcgikitError
@@ -34,19 +34,22 @@ from .hosts import Host, local_host
 from .logs import LogReader, LogRequest
 from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer
 from .nginxconf import (
-    BACKENDS_PATH, LOADED_PATH, SAVED_BACKENDS_PATH, backends_version, parse_backends, render_backends,
+    BACKENDS_PATH,
+    LOADED_PATH,
+    SAVED_BACKENDS_PATH,
+    backends_version,
+    parse_backends,
+    render_backends,
 )
-from .services import EDGE
-from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
 from .plan import (
     CheckEndToEnd,
     CreateNetwork,
     Observed,
     Plan,
     ReloadNginx,
-    RenewSecrets,
     RemoveContainer,
     RemoveNetwork,
+    RenewSecrets,
     StartContainer,
     StopContainer,
     UpdateBackends,
@@ -54,6 +57,8 @@ from .plan import (
     plan_down,
     plan_up,
 )
+from .releases import Release, ReleaseStore, images_of, keep_releases, rollback_target
+from .services import EDGE
 from .spec import FASTCGI_PORT, NGINX_TLS_PORT, StackSpec, with_deployed_app, with_replicas
 from .tls import read_cert_and_key
 
@@ -511,7 +516,8 @@ class Stack:
                     note = f"{first}; the previous nginx ({again}) was started again and serves as before"
                 else:
                     old = ", ".join(f"{name} on {host}" for host, name in stopped)
-                    note = f"{first}; the previous nginx ({old}) could not be brought back: {' '.join(str(problem).split())}"
+                    why = " ".join(str(problem).split())
+                    note = f"{first}; the previous nginx ({old}) could not be brought back: {why}"
                 raise FcgikitError(note + (f"\n{rest}" if rest else "")) from exc
             raise
 
@@ -638,7 +644,8 @@ class Stack:
                 raise FcgikitError(f"nginx refused the renewed files in {step.container} ({' '.join(argv)}): "
                                    f"{output.strip()[:300]}; it keeps serving with the ones it had loaded")
         if not engine.wait_reloaded(step.container, old_workers, timeout=self.reload_timeout):
-            self.say(f"nginx's previous workers are still finishing requests after {self.reload_timeout:.0f}s; going on")
+            self.say(f"nginx's previous workers are still finishing requests after "
+                     f"{self.reload_timeout:.0f}s; going on")
 
     def run_update_backends(self, step: UpdateBackends) -> None:
         """Write the list into the running nginx and wait until its worker processes serve it.
@@ -789,7 +796,9 @@ class Stack:
         found = self.every_host("looking at the hosts", lambda name: self.engine(name).observe_containers(self.project))
         return [c for containers in found.values() for c in containers]
 
-    def log_sources(self, containers: Sequence[RunningContainer], request: LogRequest) -> tuple[list[str], list[LogReader]]:
+    def log_sources(
+        self, containers: Sequence[RunningContainer], request: LogRequest
+    ) -> tuple[list[str], list[LogReader]]:
         """The label printed for each container, and the readers of their lines."""
         return self.engines.log_sources(containers, request, self.engine)
 

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from . import commands
 from .docker_args import (
-    container_create_arguments, container_files, docker_network_create_line, docker_run_line, network_create_arguments,
+    container_create_arguments,
+    container_files,
+    docker_network_create_line,
+    docker_run_line,
+    network_create_arguments,
 )
 from .hosts import Host, hosts_with_role
 from .model import NGINX_CONF_PATH, ContainerSpec, RunningContainer, network_name
 from .nginxconf import BACKENDS_PATH, parse_backends, render_nginx_conf
 from .placement import publish_on_remote_host
-from .services import EDGE, SERVICES, ContainerFactory, factories as service_factories, removed_rank
+from .services import EDGE, SERVICES, ContainerFactory, removed_rank
+from .services import factories as service_factories
 from .spec import FASTCGI_PORT, NGINX_PORT, StackSpec
 
 
@@ -86,7 +90,8 @@ class StartContainer:
 
     def describe(self) -> str:
         c = self.container
-        secrets = f", then write secret(s) {', '.join(n for n, _ in c.secrets)} into its /run/secrets" if c.secrets else ""
+        names = ", ".join(n for n, _ in c.secrets)
+        secrets = f", then write secret(s) {names} into its /run/secrets" if c.secrets else ""
         return f"start {c.name} ({c.service}) on {c.host} from {c.image}{secrets}"
 
     def arguments(self) -> dict:
@@ -150,7 +155,8 @@ class RenewSecrets:
         return f"write the renewed {names} into {self.container} on {self.host} and reload nginx (no restart)"
 
     def docker_command(self) -> str:
-        reload = " && ".join(f"docker exec {self.container} {_shell(argv)}" for argv in commands.nginx_reload_commands())
+        reload = " && ".join(f"docker exec {self.container} {_shell(argv)}"
+                             for argv in commands.nginx_reload_commands())
         return f"docker exec {self.container} sh -c 'cat > /run/secrets/NAME' < NEW_FILE (each) && {reload}"
 
     def run(self, runner: StepRunner) -> None:
@@ -178,7 +184,8 @@ class UpdateBackends:
     def docker_command(self) -> str:
         # IP_OF_NAME: the container's address on the network (docker inspect), or the
         # published host address for a remote host; V: any version token.
-        lines = ["version V"] + [f"{pool} {_ip_placeholder(address, name)} {name}" for pool, address, name in self.backends]
+        lines = ["version V"] + [f"{pool} {_ip_placeholder(address, name)} {name}"
+                                 for pool, address, name in self.backends]
         return (f"printf '%s\\n' {' '.join(shlex.quote(line) for line in lines)} | docker exec -i {self.container} "
                 f"sh -c 'cat > {BACKENDS_PATH}.new && mv -f {BACKENDS_PATH}.new {BACKENDS_PATH}'")
 

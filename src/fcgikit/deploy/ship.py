@@ -91,7 +91,7 @@ def layers_to_skip(images: Iterable[LocalImage], host_chains: frozenset[str]) ->
     needed: set[str] = set()
     present: set[str] = set()
     for image in images:
-        for diff_id, chain in zip(image.diff_ids, chain_ids(image.diff_ids)):
+        for diff_id, chain in zip(image.diff_ids, chain_ids(image.diff_ids), strict=True):
             (present if chain in host_chains else needed).add(diff_id)
     return frozenset(present - needed)
 

@@ -118,7 +118,7 @@ class ContainerSettings(_Strict):
     @classmethod
     def _capabilities(cls, value: list[str]) -> list[str]:
         names = [name.upper().removeprefix("CAP_") for name in value]
-        for given, name in zip(value, names):
+        for given, name in zip(value, names, strict=True):
             if not CAPABILITY.match(name):
                 raise ValueError(f'expected capability names such as NET_BIND_SERVICE, got "{given}"')
         return names
@@ -140,7 +140,8 @@ class NginxContainer(ContainerSettings):
 
 class WorkersContainer(ContainerSettings):
     memory: str = Field("512m", pattern=MEMORY_SIZE.pattern,
-                        json_schema_extra={"expected": 'a size such as "512m" or "1g" (at least 16m), or "0" for no limit'})
+                        json_schema_extra={"expected": 'a size such as "512m" or "1g" (at least 16m), '
+                                                       'or "0" for no limit'})
     pids: int = Field(256, ge=0, le=1_000_000, description="processes and threads (0: no limit)")
 
 
@@ -362,7 +363,8 @@ class StackSpec(_Strict):
     def _secret_names(cls, value: dict[str, Secret]) -> dict[str, Secret]:
         for name in value:
             if not SECRET_NAME.match(name):
-                raise ValueError(f'secret name "{name}": use letters, digits, "_", "-" and "." (a file name, at most 64)')
+                raise ValueError(f'secret name "{name}": use letters, digits, "_", "-" and "." '
+                                 "(a file name, at most 64)")
         return value
 
     @field_validator("project")

@@ -90,7 +90,7 @@ def ensure_self_signed(directory: Path, names: Iterable[str], project: str) -> t
     os.chmod(directory, 0o700)
     ca_path, ca_key_path = directory / "ca.pem", directory / "ca-key.pem"
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     soon = now + datetime.timedelta(days=7)
 
     def load_cert(path: Path):
@@ -121,7 +121,8 @@ def ensure_self_signed(directory: Path, names: Iterable[str], project: str) -> t
               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
               .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                            content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                           key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+                                           key_agreement=False, encipher_only=False, decipher_only=False),
+                             critical=True)
               .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
               .sign(ca_key, hashes.SHA256()))
         write(ca_key_path, pem_key(ca_key), private=True)
