@@ -83,7 +83,7 @@ def deployment(engine, swarm, tmp_path_factory):
     app_dir = directory / "app"
     write_app(app_dir, "1")
     spec = write_spec(directory, project, port, app_dir)
-    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=prefix)
+    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=prefix, FCGIKIT_TLS_DIR=str(directory / "tls"))
     info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir, "dir": directory,
             "url": f"http://127.0.0.1:{port}/", "prefix": prefix}
     try:
@@ -224,7 +224,7 @@ def test_up_records_releases_and_rollback_returns_to_one_without_building(engine
     assert {first["images"]["workers"], second["images"]["workers"], first["images"]["nginx"]} <= present
 
 
-def test_tls_self_signed_is_served_by_the_swarm_edge_with_its_key_as_a_docker_secret(engine, deployment, tmp_path):
+def test_tls_self_signed_is_served_by_the_swarm_edge_with_its_key_as_a_docker_secret(engine, deployment):
     """`up --tls self-signed` on a swarm: HTTPS on the TLS port (TLS 1.2+, the chain checked
     against the development CA, HSTS), plain HTTP redirected, the certificate and key Docker
     secrets mounted into nginx only; the key never in what fcgikit or Docker shows."""
@@ -238,8 +238,7 @@ def test_tls_self_signed_is_served_by_the_swarm_edge_with_its_key_as_a_docker_se
     import requests
 
     project, port, url = deployment["project"], deployment["port"], deployment["url"]
-    tls_dir = tmp_path / "tls"
-    env = dict(deployment["env"], FCGIKIT_TLS_DIR=str(tls_dir))
+    tls_dir, env = deployment["dir"] / "tls", deployment["env"]
     tls_port = free_port()
     spec = str(write_spec(deployment["dir"], project, port, deployment["app_dir"],
                           extra_nginx=f"    tls: {{port: {tls_port}, hsts: 31536000}}\n"))
@@ -304,3 +303,36 @@ def test_tls_self_signed_is_served_by_the_swarm_edge_with_its_key_as_a_docker_se
 
     again = fcgikit(env, "up", "-f", spec, "--tls", "self-signed")
     assert "no change" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_broken_version_is_rolled_back_by_swarm_and_records_no_release(engine, deployment):
+    """A version whose app cannot start (fails its HEALTHCHECK): Swarm rolls the update back,
+    `up` exits 1 naming the failing task with its last log lines, every service runs the old
+    version again (the others updated by the same deploy rolled back by fcgikit) and keeps
+    serving (over HTTPS when the test before left it so), and no release is recorded."""
+    import json
+    import ssl
+    import urllib.request
+
+    project, spec, env = deployment["project"], str(deployment["spec"]), deployment["env"]
+    tls = ["--tls", "self-signed"] if "tls:" in Path(spec).read_text() else []
+    before = releases_of(env, spec)
+    serving = service_images(engine, project)
+    (deployment["app_dir"] / "webapp.py").write_text(
+        "def app(environ, start_response):\n    pass\n\n\n"
+        "raise RuntimeError('this version cannot start: broken on purpose')\n")
+    broken = fcgikit(env, "up", "-f", spec, *tls, check=False)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    error = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "rolled back" in error[0] and f"{project}_workers." in error[0], broken.stderr
+    assert "broken on purpose" in broken.stderr, "the failing task's log lines are not attached"
+    # The cgi service runs the same image and became healthy with it (its gateway does not
+    # import the app): rolled back too, so that no service is left on the broken version.
+    assert f"also rolled back, so that no service runs the new version: {project}_cgi" in broken.stderr, broken.stderr
+    assert releases_of(env, spec) == before, "a failed up recorded a release"
+    assert service_images(engine, project) == serving
+    url = json.loads(fcgikit(env, "status", "-f", spec, "--json").stdout)["url"]
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
+    for _ in range(10):
+        with urllib.request.urlopen(url, context=context, timeout=10) as answer:
+            assert answer.status == 200 and answer.read().startswith(b"version ")

@@ -288,6 +288,8 @@ class SwarmPlan:
     replicas: dict[str, int]
     steps: tuple[SwarmStep, ...]
     files: StackFiles | None = None
+    # service -> the hash of its definition before this plan (the services deployed then)
+    previous: dict[str, str] = field(default_factory=dict)
 
     @property
     def changes_nothing(self) -> bool:
@@ -468,7 +470,7 @@ class SwarmStack:
                       "(rolled back if one fails)"),
             SwarmStep("check", f"check GET / on port {port} through nginx"),
         ]
-        return SwarmPlan(self.project, replicas, tuple(steps), files)
+        return SwarmPlan(self.project, replicas, tuple(steps), files, previous=current)
 
     def _edge_addresses(self) -> list[str]:
         """With an inventory: the edge hosts' addresses, named in a development certificate."""
@@ -612,7 +614,7 @@ class SwarmStack:
         elif step.action == "deploy":
             _run(step.argv, cwd=self._stack_dir(), env=self.docker_env())
         elif step.action == "converge":
-            self.wait_converged(plan.files.hashes if plan.files else None, started)
+            self.wait_converged(plan.files.hashes if plan.files else None, started, plan.previous)
         elif step.action == "check":
             self.check_end_to_end()
         elif step.action == "gone":
@@ -644,10 +646,12 @@ class SwarmStack:
         for name, content in files.files.items():
             (directory / name).write_text(content)
 
-    def wait_converged(self, hashes: dict[str, str] | None, started: float) -> None:
+    def wait_converged(self, hashes: dict[str, str] | None, started: float,
+                       previous: dict[str, str] | None = None) -> None:
         """Until every service runs its desired replicas of its current definition. A service
         whose update rolled back, or whose new tasks keep failing, fails `up` with the failing
-        task and its last log lines."""
+        task and its last log lines; the other services this deploy updated are rolled back
+        too (`previous`: their definitions before it), so the stack stays at one version."""
         deadline = time.monotonic() + self.converge_timeout
         while True:
             services = self._services()
@@ -656,6 +660,10 @@ class SwarmStack:
                 service.reload()
                 problem = self._service_problem(name, service, hashes, started)
                 if problem:
+                    undone = self._roll_back_others(name, services, hashes, previous or {})
+                    if undone:
+                        problem += ("\nalso rolled back, so that no service runs the new version: "
+                                    + ", ".join(undone))
                     raise SwarmFailed(problem)
                 if not self._converged(service):
                     pending.append(name)
@@ -665,6 +673,32 @@ class SwarmStack:
                 raise SwarmFailed(f"stack {self.project}: {', '.join(pending)} did not reach its replicas within "
                                   f"{self.converge_timeout:.0f}s\n" + self._failing_tasks_report(pending))
             time.sleep(0.5)
+
+    def _roll_back_others(self, failed: str, services: dict, hashes: dict[str, str] | None,
+                          previous: dict[str, str], timeout: float = 90.0) -> list[str]:
+        """`docker service rollback` of each other service this deploy changed (Swarm rolls
+        back only the one whose update failed: the cgi service, say, would keep the new image
+        while the workers went back), then wait until they run their previous definition."""
+        undone = []
+        for name, service in services.items():
+            if name == failed or hashes is None or name not in previous or previous[name] == hashes.get(name):
+                continue  # the failing one (Swarm's), one this deploy added, or one it did not change
+            service.reload()
+            if service.attrs["Spec"].get("Labels", {}).get(LABEL_CONFIG) != hashes.get(name):
+                continue  # not (or no longer) at the new definition
+            _run(["docker", "service", "rollback", "--detach", service.name], env=self.docker_env())
+            undone.append(name)
+        deadline = time.monotonic() + timeout
+        waiting = list(undone)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(0.5)
+            for name in list(waiting):
+                service = services[name]
+                service.reload()
+                if (service.attrs["Spec"].get("Labels", {}).get(LABEL_CONFIG) == previous[name]
+                        and self._converged(service)):
+                    waiting.remove(name)
+        return [services[name].name + (" (still rolling back)" if name in waiting else "") for name in undone]
 
     def _converged(self, service) -> bool:
         spec = service.attrs["Spec"]
