@@ -43,10 +43,10 @@ from . import images as img
 from . import secrets as sec
 from .errors import FcgikitError
 from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE
-from .services import SERVICE_ROLE, shown_rank
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
 from .operations import RollbackResult, Stack, edge_url, http_get, local_port_free
 from .releases import Release, rollback_target
+from .services import SERVICE_ROLE, shown_rank
 from .spec import FASTCGI_PORT, NGINX_PORT, NGINX_TLS_PORT, ContainerSettings, StackSpec, with_replicas
 from .tls import TLS_MOUNTS, read_cert_and_key
 
@@ -300,7 +300,8 @@ class SwarmPlan:
         return tuple(f"{service}.{n}" for service, count in self.replicas.items() for n in range(1, count + 1))
 
     def placements(self) -> dict[str, list[str]]:
-        return {service: [f"{count} task(s) of service {self.project}_{service}"] for service, count in self.replicas.items()}
+        return {service: [f"{count} task(s) of service {self.project}_{service}"]
+                for service, count in self.replicas.items()}
 
 
 @dataclass(frozen=True)
@@ -389,7 +390,8 @@ class SwarmStack:
         if state != "inactive":
             raise FcgikitError(f"the local Docker engine's swarm is {state}; nothing changed")
         if self.remote is not None:
-            raise FcgikitError(f"{self.remote.engines.inventory.primary.name} (the primary edge host) is not a swarm manager: "
+            primary = self.remote.engines.inventory.primary.name
+            raise FcgikitError(f"{primary} (the primary edge host) is not a swarm manager: "
                                "run `fcgikit hosts bootstrap --hosts FILE` first; nothing changed")
         if not self.init_swarm:
             raise FcgikitError("the local Docker engine is not in swarm mode: give --init-swarm to let fcgikit "
@@ -465,7 +467,8 @@ class SwarmStack:
         steps += [
             SwarmStep("write", f"write the stack file {path} (and nginx.conf, swarm-edge.sh beside it)"),
             SwarmStep("deploy", f"deploy stack {self.project}: " + ", ".join(f"{n} x{r}" for n, r in replicas.items()),
-                      ("docker", "stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(path), self.project)),
+                      ("docker", "stack", "deploy", "--prune", "--resolve-image", "never", "-c", str(path),
+                       self.project)),
             SwarmStep("converge", "wait until every service runs its replicas of the new definition "
                       "(rolled back if one fails)"),
             SwarmStep("check", f"check GET / on port {port} through nginx"),
@@ -485,7 +488,8 @@ class SwarmStack:
                                    "(free it or choose another nginx port)")
             return
         for entry in self.remote.engines.inventory.hosts:
-            if "edge" in entry.roles and entry.name in self.remote.engines.fleet.sessions and not self.remote.port_free(entry.name, port):
+            reachable = entry.name in self.remote.engines.fleet.sessions
+            if "edge" in entry.roles and reachable and not self.remote.port_free(entry.name, port):
                 raise FcgikitError(f"port {port} on host {entry.name} ({entry.address}) is in use by another program; "
                                    "nothing changed (free it or choose another nginx port)")
 
@@ -493,7 +497,8 @@ class SwarmStack:
         services = self._services()
         if any(service not in services for service in replicas):  # not deployed yet: an up with the new counts
             return self.plan_up(build=build, spec=self._scaled(replicas))
-        counts = {name: s.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 0) for name, s in services.items()}
+        counts = {name: s.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 0)
+                  for name, s in services.items()}
         changed = {service: count for service, count in replicas.items() if counts.get(service) != count}
         if not changed:
             return SwarmPlan(self.project, counts, ())
@@ -530,7 +535,8 @@ class SwarmStack:
         if state != "active" or not services:
             return SwarmPlan(self.project, {}, ())
         return SwarmPlan(self.project, {}, (
-            SwarmStep("remove", f"remove stack {self.project} (services {', '.join(sorted(services))}, its network and configs)",
+            SwarmStep("remove", f"remove stack {self.project} (services {', '.join(sorted(services))}, "
+                                "its network and configs)",
                       ("docker", "stack", "rm", self.project)),
             SwarmStep("gone", "wait until its containers and network are gone"),
         ))
@@ -633,7 +639,8 @@ class SwarmStack:
                 shutil.rmtree(self._stack_dir(), ignore_errors=True)
                 return
             time.sleep(0.5)
-        raise SwarmFailed(f"stack {self.project} removed, but its containers or network are still there after {timeout:.0f}s")
+        raise SwarmFailed(f"stack {self.project} removed, but its containers or network are still there "
+                          f"after {timeout:.0f}s")
 
     # --- writing, deploying, converging ----------------------------------------------------------------
 
@@ -743,7 +750,8 @@ class SwarmStack:
         status = task["Status"]
         reason = status.get("Err") or status.get("Message") or status["State"]
         logs = _task_logs(task["ID"], 20, self.docker_env())
-        return (f": task {name} {status['State']}: {reason}" + (f"\n--- last log lines of {name} ---\n{logs}" if logs else ""))
+        tail = f"\n--- last log lines of {name} ---\n{logs}" if logs else ""
+        return f": task {name} {status['State']}: {reason}{tail}"
 
     def _failing_tasks_report(self, names: Sequence[str]) -> str:
         services = self._services()
@@ -752,7 +760,8 @@ class SwarmStack:
             for task in services[name].tasks():
                 status = task["Status"]
                 if status["State"] != "running" and task["DesiredState"] == "running":
-                    lines.append(f"{self._task_name(task)}: {status['State']} {status.get('Err') or status.get('Message', '')}")
+                    why = status.get("Err") or status.get("Message", "")
+                    lines.append(f"{self._task_name(task)}: {status['State']} {why}")
         return "\n".join(lines)
 
     def _task_name(self, task: dict) -> str:
@@ -816,7 +825,8 @@ class SwarmStack:
             return None
         address = "127.0.0.1"
         if self.remote is not None:
-            running = [t for t in nginx.tasks(filters={"desired-state": "running"}) if t["Status"]["State"] == "running"]
+            running = [t for t in nginx.tasks(filters={"desired-state": "running"})
+                       if t["Status"]["State"] == "running"]
             if not running:
                 return None
             node = self.client.nodes.get(running[0]["NodeID"])

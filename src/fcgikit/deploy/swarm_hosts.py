@@ -65,7 +65,8 @@ def ensure_docker(session: HostSession, say: Say) -> str:
     missing = session.connection.run("command -v docker", hide=True, warn=True, timeout=30, in_stream=False)
     if missing.ok:  # installed, but its engine does not answer (stopped, or not ours to use)
         raise BootstrapError(f"{session.target}: docker is installed but its engine does not answer: "
-                             f"{(found.stderr or found.stdout).strip()} (start it, or add the user to the docker group)")
+                             f"{(found.stderr or found.stdout).strip()} "
+                             "(start it, or add the user to the docker group)")
     sudo = run(session, "id -u") != "0"
     say(f"{session.name}: installing docker.io (apt-get)")
     run(session, "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io",
@@ -75,7 +76,8 @@ def ensure_docker(session: HostSession, say: Say) -> str:
 
 
 def node_state(session: HostSession) -> NodeState:
-    text = run(session, "docker info --format '{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}'")
+    fields = "{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}"
+    text = run(session, f"docker info --format '{fields}'")
     state, _, rest = text.partition(" ")
     node_id, _, manager = rest.partition(" ")
     return NodeState(session.name, state, node_id.strip(), manager.strip() == "true")
@@ -98,7 +100,8 @@ def bootstrap(inventory: Inventory, fleet: Fleet, say: Say) -> list[str]:
         done.append(f"swarm initialised on {primary.name}")
         state = node_state(manager)
     elif state.state != "active" or not state.manager:
-        raise BootstrapError(f"{primary.name} (the primary edge host) is a swarm {('worker' if state.state == 'active' else state.state)}, "
+        kind = "worker" if state.state == "active" else state.state
+        raise BootstrapError(f"{primary.name} (the primary edge host) is a swarm {kind}, "
                              "not a manager: make it one, or `docker swarm leave` there, and run bootstrap again")
     members = _members(manager)
     token: str | None = None
@@ -121,12 +124,15 @@ def bootstrap(inventory: Inventory, fleet: Fleet, say: Say) -> list[str]:
             stdin=token + "\n")
         done.append(f"{entry.name} joined")
     members = _members(manager)
-    node_ids = require_all("reading the node IDs", on_each_host(names, lambda name: node_state(fleet.session(name)).node_id))
+    node_ids = require_all("reading the node IDs",
+                           on_each_host(names, lambda name: node_state(fleet.session(name)).node_id))
     for entry in inventory.hosts:
         node_id = node_ids[entry.name]
         labels = members.get(node_id, {})
-        add = [f"{ROLE_LABEL}{role}=true" for role in ROLES if role in entry.roles and labels.get(f"{ROLE_LABEL}{role}") != "true"]
-        remove = [f"{ROLE_LABEL}{role}" for role in ROLES if role not in entry.roles and f"{ROLE_LABEL}{role}" in labels]
+        add = [f"{ROLE_LABEL}{role}=true" for role in ROLES
+               if role in entry.roles and labels.get(f"{ROLE_LABEL}{role}") != "true"]
+        remove = [f"{ROLE_LABEL}{role}" for role in ROLES
+                  if role not in entry.roles and f"{ROLE_LABEL}{role}" in labels]
         if add or remove:
             options = " ".join([f"--label-add {label}" for label in add] + [f"--label-rm {label}" for label in remove])
             run(manager, f"docker node update {options} {node_id}")
