@@ -79,7 +79,6 @@ def app(environ, start_response):
     return [body]
 '''
 # Passes fcgikit's checks before the build (the module and its callable are there), fails on import.
-BROKEN_APP = "def app(environ, start_response):\n    pass\n\n\nraise RuntimeError('this version cannot start: broken on purpose')\n"
 
 
 def write_app(directory: Path, text: str) -> None:
@@ -192,7 +191,7 @@ def test_scale_under_keepalive_load(engine, deployment):
     assert '"running": 3' in report
 
 
-def test_a_rolling_update_under_load_then_a_broken_version_rolls_back(engine, deployment):
+def test_a_rolling_update_under_keepalive_load_fails_no_request(engine, deployment):
     env, spec, app_dir = deployment["env"], str(deployment["spec"]), deployment["app_dir"]
     fcgikit(env, "up", "-f", spec)
     import time
@@ -206,16 +205,8 @@ def test_a_rolling_update_under_load_then_a_broken_version_rolls_back(engine, de
     assert "version 2" in load.versions and load.failures == [], load.failures[:10]
     assert requests_get(deployment["url"]).startswith("version 2")
 
-    write_app(app_dir, BROKEN_APP)
-    started = time.monotonic()
-    broken = fcgikit(env, "up", "-f", spec, check=False)
-    print(f"broken version rolled back, up exited in {time.monotonic() - started:.1f}s")
-    assert broken.returncode == 1, broken.stdout + broken.stderr
-    error = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
-    assert len(error) == 1 and "rolled back" in error[0] and f"{deployment['project']}_workers." in error[0], broken.stderr
-    assert "broken on purpose" in broken.stderr, "the failing task's log lines are not attached"
-    for _ in range(20):  # the old version keeps serving
-        assert requests_get(deployment["url"]).startswith("version 2")
+    # A broken version (fails its healthcheck, rolled back, `up` exits 1 naming the task):
+    # test_swarm_ops.py, which also checks every service is back and no release recorded.
 
 
 def requests_get(url: str) -> str:
