@@ -62,7 +62,7 @@ UPDATE_MONITOR = "10s"  # a task that fails within this after it started fails t
 # A Swarm config holding the project's random key: the Docker secrets' names carry an HMAC of
 # their value under it (a new value, a new secret, a rolling update), never a plain digest.
 SECRET_KEY_LABEL = "fcgikit.secret-key"
-# The first stack file version whose schema takes deploy.resources.limits.pids (docker CLI 23+).
+# The first stack file version whose schema takes deploy.resources.limits.pids (docker CLI 20.10+).
 STACK_FILE_VERSION = "3.9"
 
 
@@ -151,7 +151,7 @@ def _deploy(project: str, service: str, replicas: int, settings: ContainerSettin
     limits: dict = {}
     if settings.memory != "0":
         limits["memory"] = settings.memory
-    if settings.pids:  # Swarm API 1.41 (Docker 20.10); the stack file needs version 3.9 and docker CLI 23+
+    if settings.pids:  # Swarm API 1.41 (Docker 20.10); the stack file needs version 3.9 (CLI 20.10+)
         limits["pids"] = settings.pids
     if limits:
         deploy["resources"] = {"limits": limits}
