@@ -108,8 +108,6 @@ def test_keepalive_16_in_front_of_2_children_never_stalls(tmp_path):
             # answer all 2,000 within the bound above; that is no stall, which is what this
             # checks. How connections spread over children under keep_conn is the benchmark's
             # to measure (serve-hello-keepconn runs 2 children).
-            pids = {o.body.split(b"pid=")[1] for o in outcomes}
-            assert 1 <= len(pids) <= 2, pids
 
 
 def test_a_100_mb_upload_streams_through_in_little_memory(served, nginx):
