@@ -10,7 +10,6 @@ it, so the unit tests load no Docker SDK through here.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 
@@ -93,11 +92,8 @@ def swarm_image_prefix(engine):
     """`fcgikit build` under a prefix of the swarm tests' own; its images are removed at the end."""
     import subprocess
     import sys
-    import time
 
-    import docker.errors
-
-    from tests.integration.swarm_support import ROOT, env_without_fcgikit, unique
+    from tests.integration.swarm_support import ROOT, env_without_fcgikit, remove_images, unique
 
     prefix = unique("fcgikit-swarmtest-")
     env = env_without_fcgikit()
@@ -105,15 +101,7 @@ def swarm_image_prefix(engine):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stderr
     yield prefix
-    deadline = time.monotonic() + 60  # tasks of removed stacks may still be stopping: retry
-    while True:
-        left = [tag for image in engine.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
-        for tag in left:
-            with contextlib.suppress(docker.errors.APIError):
-                engine.images.remove(tag, force=True)
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    remove_images(engine, prefix)
 
 
 # -- the spawn manager (test_spawn*.py, test_fuzz.py) -------------------------------

@@ -154,3 +154,35 @@ class KeepAliveLoad:
         self.stopping.set()
         for thread in self.threads:
             thread.join(timeout=15)
+
+
+# The swarm tests' app: says its version and pid (one file, webapp.py, callable `app`).
+VERSIONED_APP = '''import os
+
+VERSION = "{version}"
+
+
+def app(environ, start_response):
+    body = f"version {{VERSION}} pid {{os.getpid()}}\\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def write_app(directory: Path, version: str) -> None:
+    """webapp.py answering "version VERSION pid PID" in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "webapp.py").write_text(VERSIONED_APP.format(version=version))
+
+
+def remove_images(client: docker.DockerClient, prefix: str, timeout: float = 60) -> None:
+    """Every image tagged under `prefix`/; tasks of removed stacks may still be stopping: retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [tag for image in client.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
+        for tag in left:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(tag, force=True)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(2)

@@ -19,33 +19,18 @@ from fcgikit.testing import free_port  # noqa: E402
 from tests.integration.swarm_support import (  # noqa: E402
     env_without_fcgikit,
     fcgikit,
+    remove_images,
     remove_stack,
     service_logs,
     unique,
     wait_answering,
+    write_app,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_LABEL = "com.docker.swarm.service.name"
-
-APP = '''import os
-
-VERSION = "{version}"
-
-
-def app(environ, start_response):
-    body = f"version {{VERSION}} pid {{os.getpid()}}\\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-'''
-
-
-def write_app(directory: Path, version: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "webapp.py").write_text(APP.format(version=version))
-
 
 def write_spec(directory: Path, project: str, port: int, app_dir: Path, extra_nginx: str = "") -> Path:
     spec = directory / "fcgikit.yaml"
@@ -72,11 +57,6 @@ services:
 def deployment(engine, swarm, tmp_path_factory):
     """Images under a prefix of this module's own: `build --prune` and `build`'s latest tags
     (test_up_records_releases...) must not touch the images other modules share."""
-    import contextlib
-    import time
-
-    import docker.errors
-
     directory = tmp_path_factory.mktemp("hswarm")
     project, port = unique("hswarm"), free_port()
     prefix = unique("fcgikit-hswarm-")
@@ -97,15 +77,7 @@ def deployment(engine, swarm, tmp_path_factory):
 
         for record in engine.containers.list(all=True, filters={"label": f"{LABEL_OF}={project}"}):
             record.remove(force=True)
-        deadline = time.monotonic() + 60  # tasks of the removed stack may still be stopping: retry
-        while True:
-            left = [tag for image in engine.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
-            for tag in left:
-                with contextlib.suppress(docker.errors.APIError):
-                    engine.images.remove(tag, force=True)
-            if not left or time.monotonic() > deadline:
-                break
-            time.sleep(2)
+        remove_images(engine, prefix)
 
 
 def status_field(pid: int, field: str) -> str:

@@ -23,6 +23,7 @@ from tests.integration.swarm_support import (  # noqa: E402
     stack_containers,
     unique,
     wait_answering,
+    write_app,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
@@ -68,24 +69,6 @@ def spec_of(services: dict, stack: str, service: str) -> dict:
 
 # --- fcgikit up --engine swarm ------------------------------------------------------------------
 
-APP = '''import os
-
-VERSION = "{version}"
-
-
-def app(environ, start_response):
-    body = f"version {{VERSION}} pid {{os.getpid()}}\\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
-'''
-# Passes fcgikit's checks before the build (the module and its callable are there), fails on import.
-
-
-def write_app(directory: Path, text: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "webapp.py").write_text(text)
-
-
 def write_spec(directory: Path, project: str, port: int, app_dir: Path) -> Path:
     spec = directory / "fcgikit.yaml"
     spec.write_text(f"""project: {project}
@@ -113,7 +96,7 @@ def deployment(engine, swarm, swarm_image_prefix, tmp_path_factory):
     directory = tmp_path_factory.mktemp("swarm-up")
     project, port = unique("sw"), free_port()
     app_dir = directory / "app"
-    write_app(app_dir, APP.format(version="1"))
+    write_app(app_dir, "1")
     spec = write_spec(directory, project, port, app_dir)
     env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=swarm_image_prefix)
     info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir,
@@ -196,7 +179,7 @@ def test_a_rolling_update_under_keepalive_load_fails_no_request(engine, deployme
     fcgikit(env, "up", "-f", spec)
     import time
 
-    write_app(app_dir, APP.format(version="2"))
+    write_app(app_dir, "2")
     with KeepAliveLoad(deployment["url"]) as load:
         time.sleep(1)
         fcgikit(env, "up", "-f", spec)
