@@ -184,6 +184,11 @@ class RequestInput:
         pass
 
 
+# The stdin of every request without a body (nginx's GET): ended, nothing to read,
+# never anything to pull; reading, marking ended or discarding it changes nothing.
+NO_INPUT = RequestInput(None, ended=True)
+
+
 class RequestOutput:
     """FCGI_STDOUT or FCGI_STDERR: writes are batched, then sent as few records as possible."""
 
@@ -295,8 +300,8 @@ class Request(RequestBase):
         self.request_id = request_id
         self.params = params
         self.keep_conn = keep_conn
-        # A body-less request's stdin never reads the connection: no closure for it.
-        self.stdin = RequestInput(None if stdin_ended else lambda: conn.pull_stdin(request_id), stdin_ended)
+        # A body-less request's stdin never reads the connection: they all share one ended stream.
+        self.stdin = NO_INPUT if stdin_ended else RequestInput(lambda: conn.pull_stdin(request_id))
         self.stdout = RequestOutput(lambda chunks, size: conn.send_stream(FCGI_STDOUT, request_id, chunks, size))
         self._stderr: RequestOutput | None = None  # made on first use: few requests write to it
         self.finished = False
