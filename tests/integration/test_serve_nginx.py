@@ -3,11 +3,13 @@
 import hashlib
 import os
 import socket
+import threading
 import time
 
 import pytest
 import requests
 
+from fcgikit.fastcgi.client import fcgi_request, get_params
 from fcgikit.testing.nginx import Nginx
 
 from .serve_support import (
@@ -108,6 +110,41 @@ def test_keepalive_16_in_front_of_2_children_never_stalls(tmp_path):
             # answer all 2,000 within the bound above; that is no stall, which is what this
             # checks. How connections spread over children under keep_conn is the benchmark's
             # to measure (serve-hello-keepconn runs 2 children).
+
+
+def pids_in(outcomes) -> set[str]:
+    return {o.body.split(b"pid=")[1].strip().decode() for o in outcomes}
+
+
+def test_kept_connections_one_child_took_all_of_end_up_served_by_both_children(tmp_path):
+    """Which child holds a kept connection is decided once, when it accepts. nginx opens
+    16 while one child is busy (a request straight to the port that sleeps), so the
+    other takes all 16; before the children evened out the connections they hold,
+    every later request on them went to that one child while the other sat idle."""
+    with serve_app(tmp_path, children=2) as served:
+        upstream = keepalive_upstream("workers", served.port, keepalive=64)  # nginx closes none of the 16
+        with Nginx(fastcgi_location(served.port, upstream="workers"), upstream) as ngx:
+            slept = []
+            sleeper = threading.Thread(target=lambda: slept.append(
+                fcgi_request(served.address, get_params("/sleep?s=6"), timeout=30)))
+            sleeper.start()
+            try:
+                served.wait_for_log("sleep 6 started", timeout=20)
+                # 16 at once, each 50 ms in the app: nginx opens 16 connections, all to the child awake.
+                opening = load(ngx.url(""), total=16, parallel=16, path_for=lambda i: "/sleep?s=0.05",
+                               check=lambda i, status, body: status == 200)
+            finally:
+                sleeper.join(30)
+            assert all(o.ok for o in opening), summary(opening) + context(served, ngx)
+            assert slept and slept[0].http()[0] == 200
+            seen: set[str] = set()
+            for _ in range(50):  # 4,000 requests at most: nginx recycles a connection after 1,000 only
+                outcomes = load(ngx.url(""), total=80, parallel=8)  # 8 at a time: on the 16 nginx holds
+                assert all(o.ok for o in outcomes), summary(outcomes) + context(served, ngx)
+                seen |= pids_in(outcomes)
+                if len(seen) > 1:
+                    break
+            assert len(seen) > 1, f"every request on the kept connections went to child {seen}" + context(served, ngx)
 
 
 def test_a_100_mb_upload_streams_through_in_little_memory(served, nginx):

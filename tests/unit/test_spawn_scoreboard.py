@@ -128,3 +128,16 @@ def test_a_writer_killed_half_way_leaves_a_stale_record_not_a_torn_one():
     assert again.index == slot.index and again.snapshot().requests == 0
     again.request_started("GET", "/after")
     assert again.snapshot().uri == "/after"
+
+
+def test_the_connections_each_child_holds_add_up_over_the_slots_in_use():
+    board = Scoreboard(slots=4)
+    first, second, third = board.claim(), board.claim(), board.claim()
+    first.set_connections(10)
+    second.set_connections(3)
+    assert first.pool_connections() == (13, 3) and third.pool_connections() == (13, 3)
+    first.request_started("GET", "/" + "a" * 1000)  # the longest URI stops short of the count
+    assert first.connections() == 10
+    board.release(second)  # a child gone: its connections with it
+    assert first.pool_connections() == (10, 2)
+    assert board.claim().connections() == 0

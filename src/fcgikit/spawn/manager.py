@@ -29,7 +29,7 @@ from .policy import (
     jittered_max_requests,
     respawn_delay,
 )
-from .scoreboard import SLOT_BUSY, Scoreboard, Slot
+from .scoreboard import SLOT_BUSY, Scoreboard, Slot, SlotSnapshot
 from .sockets import bound_description, remove_unix_socket
 
 log = logging.getLogger("fcgikit.spawn")
@@ -82,6 +82,13 @@ def round_robin_shares(items: list, takers: int, turn: int) -> list[list]:
     for n, item in enumerate(items):
         shares[(n + turn) % takers].append(item)
     return shares
+
+
+SPREAD_BUSY_LIMIT = 0.1  # a child on one request for longer gets no connections from another's surplus
+
+
+def stuck(snapshot: SlotSnapshot, now: float) -> bool:
+    return snapshot.state == SLOT_BUSY and now - snapshot.request_started > SPREAD_BUSY_LIMIT
 
 
 class Manager:
@@ -506,6 +513,9 @@ class Manager:
         by shutting our side, which tells it nothing more is coming its way."""
         try:
             for handed, last in drain(child.handoff):
+                if not last and child.takes_connections:
+                    self.spread(handed, child)
+                    continue
                 self.hold(handed)
                 if last and not child.said_last:
                     child.said_last = True
@@ -543,6 +553,30 @@ class Manager:
         for child, share in zip(takers, round_robin_shares(held, len(takers), self.handoff_turn), strict=True):
             if share and not self.send_connections_to(child, share):
                 self.held.extend(share)  # tried again on the next pass
+
+    def spread(self, handed: list[tuple[int, object]], source: ChildRecord) -> None:
+        """A live child's surplus of kept connections (worker/loop.py,
+        RequestLoop._spread_connections): each to the other child of the newest
+        generation that holds fewest, by the counts the children publish. Not to
+        one stuck in a long request: what nginx sends on them would wait for it; with
+        no other taker they go back to the child that sent them."""
+        now = time.monotonic()
+        takers = [c for c in self.children.values() if c.takes_connections and c is not source]
+        newest = max((c.generation for c in takers), default=None)
+        takers = [c for c in takers if c.generation == newest and not stuck(c.slot.snapshot(), now)]
+        if not takers:
+            if not self.send_connections_to(source, handed):
+                self.hold(handed)
+            return
+        counts = [c.slot.connections() for c in takers]
+        shares: list[list[tuple[int, object]]] = [[] for _ in takers]
+        for item in handed:
+            fewest = counts.index(min(counts))
+            shares[fewest].append(item)
+            counts[fewest] += 1
+        for child, share in zip(takers, shares, strict=True):
+            if share and not self.send_connections_to(child, share):
+                self.hold(share)
 
     def send_connections_to(self, child: ChildRecord, share: list[tuple[int, object]]) -> bool:
         try:

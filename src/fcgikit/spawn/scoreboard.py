@@ -43,6 +43,13 @@ assert 8 + _AFTER_SEQ.size == _RECORD.size
 # filling it in, so a reader could see a sequence of 0 (even: "stable") in the
 # middle of any write, and accept the record being written.
 assert SLOT_SIZE % 8 == 0
+# How many connections the child holds, in the 4 bytes after the record: outside the
+# seqlock, one aligned 32-bit word written and read whole (through a memoryview), so
+# a reader sees the old count or the new one. Children compare theirs with the pool's
+# once a second (worker/loop.py, RequestLoop._spread_connections).
+_CONNS_AT = SLOT_SIZE - 4
+assert _CONNS_AT >= _RECORD.size
+_STATE_WORD = _STATE_AT // 4  # the state, as a 32-bit word of the slot
 
 # snapshot(): tries before giving up on a clean copy; after SPIN_ATTEMPTS it
 # yields the CPU between tries, as a writer on the same CPU must run to finish.
@@ -93,6 +100,8 @@ class Slot:
         self._offset = index * SLOT_SIZE
         self._seqs = memoryview(memory).cast("Q")  # every slot's sequence number, one word each
         self._seq_at = self._offset // 8
+        self._words = memoryview(memory).cast("I")
+        self._conns_at = (self._offset + _CONNS_AT) // 4
 
     def _fields(self) -> list:
         return list(_RECORD.unpack_from(self._memory, self._offset))
@@ -112,6 +121,7 @@ class Slot:
         seqs, at = self._seqs, self._seq_at
         seqs[at] += seqs[at] & 1
         self._store([0, pid, state, 0, 0.0, now, 0, b"", b""])
+        self._words[self._conns_at] = 0
         self._last_clean = SlotSnapshot(pid, state, 0, 0.0, now, 0, "", "")
 
     def attach(self, pid: int) -> None:
@@ -150,6 +160,21 @@ class Slot:
         fields[5] = time.monotonic()
         fields[6] += 1
         self._store(fields)
+
+    def set_connections(self, count: int) -> None:
+        self._words[self._conns_at] = min(count, 0xFFFFFFFF)
+
+    def connections(self) -> int:
+        return self._words[self._conns_at]
+
+    def pool_connections(self) -> tuple[int, int]:
+        """(connections, children) over every slot in use: what each child says it
+        holds, as of its last word (the children's own, not the manager's, view)."""
+        per_slot = SLOT_SIZE // 4
+        states = self._words[_STATE_WORD::per_slot]
+        counts = self._words[_CONNS_AT // 4 :: per_slot]
+        children = len(states) - states.tolist().count(SLOT_FREE)
+        return sum(counts.tolist()), children
 
     def snapshot(self, attempts: int = SNAPSHOT_ATTEMPTS) -> SlotSnapshot:
         """A consistent copy of the record (the seqlock's read side).
@@ -190,6 +215,12 @@ class NullSlot:
 
     def heartbeat(self) -> None:
         pass
+
+    def set_connections(self, count: int) -> None:
+        pass
+
+    def pool_connections(self) -> tuple[int, int]:
+        return 0, 1
 
 
 class Scoreboard:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..fastcgi import ProtocolError
-from ..runtime.handoff import drain, send_connections
+from ..runtime.handoff import MAX_FDS_PER_MESSAGE, drain, send_connections
 from ..runtime.log import Log
 from .cgi_request import serve_one_cgi_request, started_as_cgi
 from .connection import IO_TIMEOUT, MAX_CONNS, ClientGone, Connection, PeerClosed, describe_peer, set_io_timeouts
@@ -45,6 +45,9 @@ ACCEPT_BURST = 8
 # How long a child on its way out waits for the rest of an answered request's input.
 EXIT_DRAIN_WAIT = 1.0
 HANDOFF_GOODBYE_TIMEOUT = 5.0  # a retiring child waits this long for the manager's last word
+# A child passes kept connections on when it holds more than its share of the pool's
+# by more than this many plus an eighth (see _spread_connections).
+SPREAD_SLACK = 1
 
 
 class StopNow(BaseException):
@@ -326,6 +329,41 @@ class RequestLoop:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_INTERVAL
             self.slot.heartbeat()
+            if self.handoff is not None:
+                self._spread_connections()
+
+    def _spread_connections(self) -> None:
+        """Which child holds a kept connection is decided once, by the accept race,
+        and the child already running wins it: when nginx opens its connections in
+        a burst of cheap requests, one child can take them all, and later, when the
+        requests get heavy, it works alone on one core. Once a second each child
+        says how many connections it holds (the scoreboard) and compares with the
+        pool's; one holding more than its share (plus slack) passes the surplus,
+        most recently used first, to the manager, which gives them to the children
+        holding fewest (runtime/handoff.py, as when a child retires). No cost per
+        request: the heartbeat's, when the loop waits."""
+        slot, conns = self.slot, self.conns
+        held = len(conns)
+        slot.set_connections(held)
+        if self.stopping:
+            return
+        total, children = slot.pool_connections()
+        if children < 2:
+            return
+        share = -(-total // children)
+        if held <= share + SPREAD_SLACK + share // 8:
+            return
+        surplus = [conn for conn in reversed(conns.values()) if conn.is_idle()]
+        del surplus[min(held - share, MAX_FDS_PER_MESSAGE) :]
+        if not surplus:
+            return
+        try:  # one message: passed whole or not at all
+            send_connections(self.handoff, [(conn.fd, conn.addr) for conn in surplus])
+        except OSError:
+            return  # the manager's queue is full, or it is gone: they stay here
+        for conn in surplus:
+            self._close(conn)
+        slot.set_connections(len(conns))
 
     # --- connections -------------------------------------------------------------
 
@@ -399,6 +437,8 @@ class RequestLoop:
             for handed, _ in drain(self.handoff):
                 for fd, addr in handed:
                     self._adopt(fd, addr)
+            if self.slot is not None:
+                self.slot.set_connections(len(self.conns))  # before the pool's next comparison
         except EOFError:
             self._poller.unregister(self.handoff.fileno())
         except OSError as exc:
