@@ -50,6 +50,7 @@ def worker_command(workers: WorkersService) -> list[str]:
     flags = pool_flags(workers.processes, workers.timeout, workers.max_requests, kill_margin=KILL_MARGIN)
     if workers.program:
         return ["python3", "-m", "fcgikit.spawn", *flags, "--", *workers.program]
+    assert workers.app is not None  # WorkersService has exactly one of app and program
     return ["python3", "-m", "fcgikit.serve", *flags, workers.app]
 
 

@@ -8,7 +8,8 @@ the renderer does not know is an error, so what runs and what is printed cannot 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .model import CAP_DROP, LABEL_HOST, LABEL_PROJECT, NGINX_CONF_PATH, SECURITY_OPT, ContainerSpec, network_name
 
@@ -63,16 +64,19 @@ def _binding(address: str, host_port: int):
 
 # --- rendered as docker command lines -------------------------------------------------------
 
+# The options one create() argument renders to; its value's type depends on the argument.
+_Render = Callable[[Any], list[str]]
 
-def _each(flag: str, render: Callable = str) -> Callable[[object], list[str]]:
+
+def _each(flag: str, render: Callable[[Any], str] = str) -> Callable[[Iterable | None], list[str]]:
     return lambda values: [f"{flag} {shlex.quote(render(value))}" for value in values or ()]
 
 
-def _pairs(flag: str) -> Callable[[Mapping], list[str]]:
+def _pairs(flag: str) -> Callable[[Mapping | None], list[str]]:
     return lambda mapping: [f"{flag} {shlex.quote(f'{key}={value}')}" for key, value in (mapping or {}).items()]
 
 
-def _ports(ports: Mapping) -> list[str]:
+def _ports(ports: Mapping | None) -> list[str]:
     options = []
     for port, binding in (ports or {}).items():
         address, host_port = binding if isinstance(binding, tuple) else ("", binding)
@@ -82,7 +86,7 @@ def _ports(ports: Mapping) -> list[str]:
     return options
 
 
-def _tmpfs(tmpfs: Mapping) -> list[str]:
+def _tmpfs(tmpfs: Mapping | None) -> list[str]:
     return [f"--tmpfs {path}:{options}" if options else f"--tmpfs {path}" for path, options in (tmpfs or {}).items()]
 
 
@@ -95,7 +99,7 @@ def _switch(flag: str) -> Callable[[object], list[str]]:
 
 
 # Every create() argument, in the order its options are printed ("image" and "command" end the line).
-_RUN_OPTIONS: dict[str, Callable[[object], list[str]]] = {
+_RUN_OPTIONS: dict[str, _Render] = {
     "detach": _switch("-d"),
     "name": _single("--name"),
     "network": _single("--network"),

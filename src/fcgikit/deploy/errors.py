@@ -23,6 +23,7 @@ from typing import Any
 import annotated_types
 import pydantic
 import yaml
+from pydantic_core import ErrorDetails
 
 
 class FcgikitError(Exception):
@@ -70,13 +71,13 @@ def format_validation_errors(exc: pydantic.ValidationError, model: type[pydantic
     return [format_validation_error(error, model) for error in exc.errors()]
 
 
-def format_validation_error(error: dict, model: type[pydantic.BaseModel]) -> str:
+def format_validation_error(error: ErrorDetails, model: type[pydantic.BaseModel]) -> str:
     loc = tuple(error["loc"])
     path = "/".join(str(part) for part in loc) or "(top level)"
     return f"{path}: {_describe_problem(error, model, loc)}"
 
 
-def _describe_problem(error: dict, model: type[pydantic.BaseModel], loc: tuple) -> str:
+def _describe_problem(error: ErrorDetails, model: type[pydantic.BaseModel], loc: tuple) -> str:
     kind = error["type"]
     got = _show_value(error.get("input"))
     if kind == "missing":

@@ -135,6 +135,7 @@ class RunningContainer:
 
     @classmethod
     def from_labels(cls, id: str, name: str, labels: dict[str, str], **observed) -> RunningContainer:
+        secrets = (item.partition("=") for item in labels.get(LABEL_SECRETS, "").split(",") if item)
         return cls(
             id=id,
             name=name,
@@ -144,7 +145,7 @@ class RunningContainer:
             image=observed.pop("image", ""),
             config_hash=labels.get(LABEL_CONFIG, ""),
             stop_timeout=int(labels.get(LABEL_STOP_TIMEOUT, "10") or 10),
-            secrets=tuple(tuple(item.partition("=")[::2]) for item in labels.get(LABEL_SECRETS, "").split(",") if item),
+            secrets=tuple((name, variable) for name, _, variable in secrets),
             app=labels.get(LABEL_APP, ""),
             **observed,
         )

@@ -32,7 +32,7 @@ import base64
 import hashlib
 import os
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import FcgikitError
 from .spec import StackSpec
@@ -91,9 +91,10 @@ def mounts_from_label(value: str) -> tuple[Mount, ...]:
 
 
 def read_values(spec: StackSpec, names: Iterable[str] | None = None,
-                environ: dict[str, str] | None = None) -> dict[str, bytes]:
+                environ: Mapping[str, str] | None = None) -> dict[str, bytes]:
     """name -> value of the secrets named (default: every one used by a service)."""
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
     wanted = used_names(spec) if names is None else list(dict.fromkeys(names))
     values = {}
     for name in wanted:
@@ -106,6 +107,7 @@ def read_values(spec: StackSpec, names: Iterable[str] | None = None,
                                    "this machine; nothing changed")
             value = environ[secret.from_env].encode()
         else:
+            assert secret.from_file is not None  # Secret allows exactly one of from_env and from_file
             try:
                 value = secret.from_file.read_bytes()
             except OSError as exc:

@@ -28,6 +28,7 @@ def _workers(spec: StackSpec, project: str, image: str) -> ContainerFactory:
 
 def _cgi(spec: StackSpec, project: str, image: str) -> ContainerFactory:
     cgi = spec.services.cgi
+    assert cgi is not None  # called for the services the stack has (factories())
     mounts = mounts_for(spec, cgi.secrets)
     fallback_app = spec.services.workers.app if fallback_enabled(spec.services) else None
     return lambda host, slot: commands.cgi_container(project, host, slot, image, cgi, mounts, fallback_app)

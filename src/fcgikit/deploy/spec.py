@@ -179,6 +179,13 @@ class TlsSettings(_Strict):
         """A certificate is named (or made): else only `--tls self-signed` can complete it."""
         return self.self_signed or self.cert is not None
 
+    @property
+    def files(self) -> tuple[Path, Path] | None:
+        """The user's certificate and key (the validator above allows both or neither)."""
+        if self.cert is None or self.key is None:
+            return None
+        return self.cert, self.key
+
 
 # Idle upstream connections each nginx worker process keeps (`keepalive N;`, one cache per
 # upstream and nginx worker, shared by every backend address the Lua balancer picks). Below
@@ -437,9 +444,10 @@ def resolve_paths(spec: StackSpec, base: Path) -> StackSpec:
     if cgi is not None and cgi.scripts is not None and not cgi.scripts.is_absolute():
         cgi = cgi.model_copy(update={"scripts": (base / cgi.scripts).resolve()})
     nginx = spec.services.nginx
-    if nginx.tls is not None and nginx.tls.cert is not None:
+    if nginx.tls is not None and nginx.tls.files is not None:
+        cert, key = nginx.tls.files
         nginx = nginx.model_copy(update={"tls": nginx.tls.model_copy(update={
-            "cert": (base / nginx.tls.cert).resolve(), "key": (base / nginx.tls.key).resolve()})})
+            "cert": (base / cert).resolve(), "key": (base / key).resolve()})})
     services = spec.services.model_copy(update={"workers": workers, "cgi": cgi, "nginx": nginx})
     secrets = {
         name: secret.model_copy(update={"from_file": (base / secret.from_file).resolve()})
@@ -481,6 +489,7 @@ def with_app(spec: StackSpec, app: str) -> StackSpec:
     where, _, name = app.partition(":")
     path = Path(where).expanduser().resolve()
     workers = spec.services.workers
+    target: str | None
     if path.is_file() and path.suffix == ".py":
         target = f"{path.stem}:{name or 'app'}"
         path = path.parent

@@ -109,9 +109,11 @@ def ensure_self_signed(directory: Path, names: Iterable[str], project: str) -> t
 
     ca = load_cert(ca_path)
     try:
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+        loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     except (OSError, ValueError):
-        ca_key = None
+        loaded = None
+    # The CA key is one this function made (EC P-256): any other is made anew, with its CA.
+    ca_key = loaded if isinstance(loaded, ec.EllipticCurvePrivateKey) else None
     if ca is None or ca_key is None or ca.not_valid_after_utc < soon:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"fcgikit development CA ({project})")])
@@ -136,7 +138,7 @@ def ensure_self_signed(directory: Path, names: Iterable[str], project: str) -> t
             return cert_path, key_path, ca_path
 
     key = ec.generate_private_key(ec.SECP256R1())
-    alt = []
+    alt: list[x509.GeneralName] = []
     for name in names:
         try:
             alt.append(x509.IPAddress(ipaddress.ip_address(name)))
@@ -166,13 +168,13 @@ def _names_of(cert, x509) -> list[str]:
 
 def read_cert_and_key(tls: TlsSettings, project: str, addresses: Iterable[str] = ()) -> dict[str, bytes]:
     """The two values nginx gets (as the secrets tls.crt and tls.key)."""
-    if not tls.complete:
-        raise FcgikitError('services/nginx/tls: set "cert" and "key", or "self_signed: true" '
-                           "(or give `--tls self-signed`)")
     if tls.self_signed:
         cert, key, _ = ensure_self_signed(default_directory(project), default_names(addresses), project)
+    elif tls.files is not None:
+        cert, key = tls.files
     else:
-        cert, key = tls.cert, tls.key
+        raise FcgikitError('services/nginx/tls: set "cert" and "key", or "self_signed: true" '
+                           "(or give `--tls self-signed`)")
     values = {}
     for secret, path, what in ((CERT_SECRET, cert, "cert"), (KEY_SECRET, key, "key")):
         try:
