@@ -21,6 +21,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def _read(path: Path) -> tuple[int, bytes]:
     return (0o755 if executable else 0o644), path.read_bytes()
 
 
-def _tree(directory: Path, prefix: str, skip_top: set[str] = frozenset()) -> dict[str, tuple[int, bytes]]:
+def _tree(directory: Path, prefix: str, skip_top: AbstractSet[str] = frozenset()) -> dict[str, tuple[int, bytes]]:
     """Every file under `directory` (caches left out), except top-level entries named in skip_top."""
     files = {}
     for path in sorted(directory.rglob("*")):
@@ -213,6 +214,7 @@ def make_base(client: docker.DockerClient, tag: str, progress: Progress) -> None
 def _run_debootstrap(rootfs: Path, progress: Progress) -> None:
     argv = ["debootstrap", "--variant=minbase", "--include=python3,nginx-light", "bookworm", str(rootfs), DEBIAN_MIRROR]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None  # stdout=PIPE
     tail: list[str] = []
     done = 0
     for line in process.stdout:
@@ -240,6 +242,7 @@ def _trim_rootfs(rootfs: Path) -> None:
 def _import_rootfs(client: docker.DockerClient, rootfs: Path, tag: str) -> None:
     repository, _, version = tag.rpartition(":")
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
+    assert tar.stdout is not None  # stdout=PIPE
     try:
         client.api.import_image_from_stream(tar.stdout, repository=repository, tag=version)
     finally:

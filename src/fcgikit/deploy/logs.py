@@ -53,7 +53,10 @@ class Since:
     epoch: float | None = None
 
     def as_epoch(self, now: float) -> float:
-        return now - self.seconds_ago if self.seconds_ago is not None else self.epoch
+        if self.seconds_ago is not None:
+            return now - self.seconds_ago
+        assert self.epoch is not None  # parse_since gives one of the two
+        return self.epoch
 
     def docker_value(self) -> str:
         """The value for `docker logs --since` on a host (Go duration or Unix time)."""
@@ -188,7 +191,7 @@ def merge_followed(sources: list[LogReader], discover: Callable[[], list[LogRead
         finally:
             lines.put(done)
 
-    def watch() -> None:
+    def watch(discover: Callable[[], list[LogReader]]) -> None:
         said = ""
         while True:
             time.sleep(interval)
@@ -207,7 +210,7 @@ def merge_followed(sources: list[LogReader], discover: Callable[[], list[LogRead
     for source in sources:
         threading.Thread(target=pump, args=(source,), daemon=True).start()
     if discover is not None:
-        threading.Thread(target=watch, daemon=True).start()
+        threading.Thread(target=watch, args=(discover,), daemon=True).start()
     running = len(sources)
     while running or discover is not None:
         item = lines.get()

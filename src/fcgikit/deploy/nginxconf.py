@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ..fastcgi.nginx_params import app_params, cgi_params, script_params
 from ..fastcgi.nginx_params import render as render_params
@@ -244,7 +244,7 @@ def _milliseconds(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
-def render_backends(backends: dict[str, Sequence[tuple[str, str]]]) -> str:
+def render_backends(backends: Mapping[str, Sequence[tuple[str, str]]]) -> str:
     """The list fcgikit writes to BACKENDS_PATH: pool -> [(ip:port, name)], with a version
     (a hash of the entries) that nginx echoes in LOADED_PATH once it serves them."""
     lines = [f"{pool} {address} {name}".rstrip() for pool in sorted(backends) for address, name in backends[pool]]

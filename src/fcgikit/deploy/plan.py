@@ -469,9 +469,10 @@ def _order_up_steps(
     renew = [RenewSecrets(c.name, c.host, c.secrets) for c in kept_nginx if c.secrets_renewed]
     steps += renew
     edge = (new_nginx or kept_nginx)[0] if (new_nginx or kept_nginx) else None
-    update = edge is not None and (bool(new_nginx) or not _same_backends(observed, backends, network))
-    if update:
+    update = False
+    if edge is not None and (new_nginx or not _same_backends(observed, backends, network)):
         steps.append(UpdateBackends(edge.name, edge.host, network, backends))
+        update = True
     if edge is not None and (new_nginx or reload or renew or update or started_backends):
         steps.append(CheckEndToEnd(edge.host, edge.name))
     steps += [RemoveContainer(c, drain[c.name]) for c in old_nginx]

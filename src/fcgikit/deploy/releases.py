@@ -16,6 +16,7 @@ The choices (which release to go back to, which ones to forget) are pure functio
 
 from __future__ import annotations
 
+import builtins
 import getpass
 import hashlib
 import json
@@ -230,7 +231,7 @@ class ReleaseStore:
             except docker.errors.NotFound:
                 pass
 
-    def trim(self, keep: int) -> list[Release]:
+    def trim(self, keep: int) -> builtins.list[Release]:  # `list` here is the method above
         gone = releases_to_forget(self.list(), keep)
         self.forget(gone)
         return gone

@@ -238,7 +238,8 @@ def copy_without_layers(
     hashed, then sent or left out. Returns how many layers were left out.
     """
     digests = digests or LayerDigests()
-    source = tarfile.open(fileobj=_ChunkReader(chunks), mode="r|")
+    # typeshed's tarfile wants a file object with write, seek and tell too; stream mode "r|" only reads.
+    source = tarfile.open(fileobj=_ChunkReader(chunks), mode="r|")  # type: ignore[call-overload]
     target = tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT)
     skipped = 0
     for member in source:
@@ -321,11 +322,12 @@ def ship(
             lambda sent: progress and progress(shipment.host, sent, expected), digests,
         )
         report.sent = refs
-    remote = session.docker() if shipment.tag else None
-    for image_id, ref in shipment.tag:
-        repository, _, tag = ref.rpartition(":")
-        remote.api.tag(image_id, repository, tag)
-        report.tagged.append(ref)
+    if shipment.tag:
+        remote = session.docker()
+        for image_id, ref in shipment.tag:
+            repository, _, tag = ref.rpartition(":")
+            remote.api.tag(image_id, repository, tag)
+            report.tagged.append(ref)
     report.seconds = time.monotonic() - began
     return report
 
