@@ -14,7 +14,7 @@ from fcgikit.deploy import commands
 from fcgikit.deploy.docker_args import docker_run_line
 from fcgikit.deploy.docker_backend import Engine
 from fcgikit.deploy.hosts import Host
-from fcgikit.deploy.operations import Stack
+from fcgikit.deploy.operations import LocalEngine, Stack
 from fcgikit.deploy.plan import (
     CheckEndToEnd, CreateNetwork, Observed, ReloadNginx, RemoveContainer, RemoveNetwork, RenewSecrets, StartContainer,
     Step, StopContainer, UpdateBackends, WaitAnswering, plan_down, plan_up,
@@ -92,7 +92,7 @@ def steps_of_every_kind() -> list[Step]:
 
 def run_recorded(step) -> list:
     client = FakeClient()
-    stack = Stack(spec=spec_with_everything(), project="demo", hosts=HOSTS, reload_timeout=0.01)
+    stack = Stack(spec=spec_with_everything(), project="demo", engines=LocalEngine(HOSTS), reload_timeout=0.01)
     for host in HOSTS:
         stack._engines[host.name] = Engine(host, client)
     stack._secret_values = {"tls_cert": b"pem"}

@@ -144,6 +144,7 @@ def test_a_changed_or_unknown_host_key_is_a_rejected_key_not_an_outage(tmp_path)
 
 
 def _remote_stack_with(unreachable: dict):
+    from fcgikit.deploy.inventory import HostEntry, Inventory
     from fcgikit.deploy.multihost import SshHosts
     from fcgikit.deploy.operations import Stack
     from fcgikit.deploy.spec import NginxService, Services, StackSpec, WorkersService
@@ -151,8 +152,10 @@ def _remote_stack_with(unreachable: dict):
 
     fleet = Fleet([target(name="h1"), target(name="h2", address="10.0.0.2")])
     fleet.unreachable.update(unreachable)
+    inventory = Inventory(hosts=[HostEntry(name="h1", address="10.0.0.1", roles=["edge"]),
+                                 HostEntry(name="h2", address="10.0.0.2", roles=["workers"])])
     spec = StackSpec(services=Services(nginx=NginxService(port=8080), workers=WorkersService(app="a:app")))
-    return Stack(spec=spec, project="demo", engines=SshHosts(hosts=[], inventory=None, fleet=fleet))
+    return Stack(spec=spec, project="demo", engines=SshHosts(hosts=[], inventory=inventory, fleet=fleet))
 
 
 def test_a_worker_host_whose_key_is_rejected_refuses_up_scale_and_down_before_anything_is_looked_at():

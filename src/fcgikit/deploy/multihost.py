@@ -70,7 +70,7 @@ class SshHosts:
     reached over SSH, every host looked at in parallel, images built here and shipped."""
 
     hosts: list[Host]
-    inventory: Inventory | None
+    inventory: Inventory
     fleet: Fleet
     local_client: docker.DockerClient | None = None
     ship_reports: list[ShipReport] = field(default_factory=list)
@@ -184,7 +184,9 @@ class SshHosts:
         for c in containers:
             by_host.setdefault(c.host, []).append(c.name)
         labels = [f"{c.name}@{c.host}" for c in containers]
-        readers = [functools.partial(self._host_log_lines, host, names, request) for host, names in by_host.items()]
+        readers: list[LogReader] = [
+            functools.partial(self._host_log_lines, host, names, request) for host, names in by_host.items()
+        ]
         return labels, readers
 
     def _host_log_lines(self, host: str, names: list[str], request: LogRequest):

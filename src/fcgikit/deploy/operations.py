@@ -31,7 +31,7 @@ from .commands import NGINX_PORT
 from .docker_backend import ContainerFailed, Engine, read_backends, read_nginx_conf
 from .errors import FcgikitError
 from .hosts import Host, local_host
-from .logs import LogReader, LogRequest
+from .logs import LineFormat, LogReader, LogRequest
 from .model import LABEL_SECRETS, NGINX_CONF_PATH, RunningContainer
 from .nginxconf import (
     BACKENDS_PATH,
@@ -141,7 +141,9 @@ class LocalEngine:
                     engine: Callable[[str], Engine]) -> tuple[list[str], list[LogReader]]:
         """One stream per container, each labelled with its name."""
         labels = [c.name for c in containers]
-        readers = [functools.partial(engine(c.host).log_lines, c.name, c.name, request) for c in containers]
+        readers: list[LogReader] = [
+            functools.partial(engine(c.host).log_lines, c.name, c.name, request) for c in containers
+        ]
         return labels, readers
 
 
@@ -151,8 +153,8 @@ class Stack:
 
     spec: StackSpec
     project: str
-    hosts: Sequence[Host] = field(default_factory=lambda: [local_host()])
-    engines: Engines | None = None  # None: LocalEngine(hosts)
+    engines: Engines = field(default_factory=lambda: LocalEngine([local_host()]))
+    hosts: list[Host] = field(init=False)  # the engines' hosts
     names: img.ImageNames = field(default_factory=img.ImageNames)
     say: Say = _quiet  # one line per step done
     progress: Say = _quiet  # transient progress (builds)
@@ -172,8 +174,6 @@ class Stack:
     _edge_backends: dict[tuple[str, str], str | None] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.engines is None:
-            self.engines = LocalEngine(self.hosts)
         self.hosts = self.engines.hosts
 
     # --- the hosts' engines (self.engines) and observation ------------------------------------
@@ -779,7 +779,7 @@ class Stack:
         yield from map(line_format, logs.merge_by_time(logs.group_by_label(read)))
 
     def _log_sources_started_since(self, known: list[RunningContainer], services: Sequence[str], request: LogRequest,
-                                   line_format: logs.LineFormat) -> list[LogReader]:
+                                   line_format: LineFormat) -> list[LogReader]:
         """While following: the readers of the containers started since (each from its first
         line), remembered in `known`."""
         seen = {(c.host, c.name, c.id) for c in known}
