@@ -245,10 +245,15 @@ class HostSession:
     def transport(self) -> paramiko.Transport:
         return self.connection.transport
 
+    def tunnel(self) -> DockerTunnel:
+        """The local socket forwarding to this host's engine (DOCKER_HOST for the docker CLI)."""
+        if self._tunnel is None:
+            self._tunnel = DockerTunnel(self.transport, self.name)
+        return self._tunnel
+
     def docker(self, timeout: int = 60) -> docker.DockerClient:
         if self._docker is None:
-            self._tunnel = DockerTunnel(self.transport, self.name)
-            self._docker = docker_client_over(self._tunnel, timeout)
+            self._docker = docker_client_over(self.tunnel(), timeout)
         return self._docker
 
     def run(self, command: str, *, timeout: float | None = 60) -> fabric.Result:
@@ -343,7 +348,7 @@ class Fleet:
         """Open every host; those that fail are remembered as unreachable, not raised."""
         outcomes = self.connect_outcomes = on_each_host(self.targets, self._open)
         for outcome in outcomes:
-            if outcome.ok:
+            if outcome.error is None:
                 self.sessions[outcome.host] = outcome.value
             else:
                 self.unreachable[outcome.host] = outcome.error

@@ -43,11 +43,13 @@ from . import images as img
 from . import secrets as sec
 from .errors import FcgikitError
 from .model import LABEL_CONFIG, LABEL_PROJECT, LABEL_SERVICE
+from .multihost import SshHosts
 from .nginxconf import BACKENDS_PATH, fallback_enabled, render_nginx_conf
-from .operations import RollbackResult, Stack, edge_url, http_get, local_port_free
+from .operations import Stack, edge_url, http_get, local_port_free
 from .releases import Release, rollback_target
 from .services import SERVICE_ROLE, shown_rank
 from .spec import FASTCGI_PORT, NGINX_PORT, NGINX_TLS_PORT, ContainerSettings, StackSpec, with_replicas
+from .ssh import HostSession
 from .tls import TLS_MOUNTS, read_cert_and_key
 
 Say = Callable[[str], None]
@@ -214,7 +216,7 @@ def stack_file(spec: StackSpec, project: str, tags: dict[str, str], *, port: int
                               placement=[role_constraint("cgi")] if placement else []),
         }
     _with_secrets(out["workers"], sec.mounts_for(spec, workers.secrets))
-    if "cgi" in out:
+    if services.cgi is not None:
         _with_secrets(out["cgi"], sec.mounts_for(spec, services.cgi.secrets))
     nginx = services.nginx
     ports = [{"target": NGINX_PORT, "published": port, "protocol": "tcp", "mode": "host"}]
@@ -312,6 +314,15 @@ class SwarmResult:
     release: Release | None = None  # recorded by this run (None: the newest one already was this)
 
 
+@dataclass(frozen=True)
+class SwarmRollbackResult:
+    target: Release
+    plan: SwarmPlan
+    url: str | None
+    changed: bool
+    release: Release | None = None
+
+
 # --- the stack on a swarm ----------------------------------------------------------------
 
 
@@ -333,7 +344,7 @@ class SwarmStack:
     converge_timeout: float = 180.0
     # With an inventory (--hosts): the Stack over SshHosts that builds here and ships to each host,
     # holds the deploy lock and reaches the primary edge host's engine, a swarm manager.
-    remote: object | None = None
+    remote: Stack | None = None
     app: str | None = None  # --app as given, recorded with each release
     keep_releases: int | None = None  # releases kept (None: FCGIKIT_KEEP_RELEASES, else 5)
     _client: docker.DockerClient | None = field(default=None, init=False, repr=False)
@@ -349,21 +360,27 @@ class SwarmStack:
             self._client = self._manager().docker() if self.remote is not None else docker.from_env()
         return self._client
 
-    def _manager(self):
+    def _hosts(self) -> SshHosts:
+        """With an inventory: the hosts the remote Stack reaches over SSH (its engines)."""
+        engines = self.remote.engines if self.remote is not None else None
+        if not isinstance(engines, SshHosts):
+            raise TypeError("SwarmStack.remote is a Stack over multihost.SshHosts (open_remote_stack)")
+        return engines
+
+    def _manager(self) -> HostSession:
         """The primary edge host's SSH session (with an inventory)."""
-        primary = self.remote.engines.inventory.primary.name
-        if primary not in self.remote.engines.fleet.sessions:
+        hosts = self._hosts()
+        primary = hosts.inventory.primary.name
+        if primary not in hosts.fleet.sessions:
             raise FcgikitError(f"the primary host {primary} (the swarm manager) cannot be reached: "
-                               f"{self.remote.engines.fleet.unreachable.get(primary)}")
-        return self.remote.engines.fleet.session(primary)
+                               f"{hosts.fleet.unreachable.get(primary)}")
+        return hosts.fleet.session(primary)
 
     def docker_env(self) -> dict[str, str] | None:
         """The docker CLI's environment: with an inventory, the manager's engine over SSH."""
         if self.remote is None:
             return None
-        session = self._manager()
-        session.docker()  # opens the tunnel
-        return dict(os.environ, DOCKER_HOST=session._tunnel.base_url)
+        return dict(os.environ, DOCKER_HOST=self._manager().tunnel().base_url)
 
     def images(self) -> Stack:
         """Image building as for `fcgikit up`: here, and shipped to each host lacking them. It
@@ -390,7 +407,7 @@ class SwarmStack:
         if state != "inactive":
             raise FcgikitError(f"the local Docker engine's swarm is {state}; nothing changed")
         if self.remote is not None:
-            primary = self.remote.engines.inventory.primary.name
+            primary = self._hosts().inventory.primary.name
             raise FcgikitError(f"{primary} (the primary edge host) is not a swarm manager: "
                                "run `fcgikit hosts bootstrap --hosts FILE` first; nothing changed")
         if not self.init_swarm:
@@ -479,7 +496,7 @@ class SwarmStack:
         """With an inventory: the edge hosts' addresses, named in a development certificate."""
         if self.remote is None:
             return []
-        return [entry.address for entry in self.remote.engines.inventory.hosts if "edge" in entry.roles]
+        return [entry.address for entry in self._hosts().inventory.hosts if "edge" in entry.roles]
 
     def _check_port(self, port: int) -> None:
         if self.remote is None:
@@ -487,8 +504,9 @@ class SwarmStack:
                 raise FcgikitError(f"port {port} on this host is in use by another program; nothing changed "
                                    "(free it or choose another nginx port)")
             return
-        for entry in self.remote.engines.inventory.hosts:
-            reachable = entry.name in self.remote.engines.fleet.sessions
+        hosts = self._hosts()
+        for entry in hosts.inventory.hosts:
+            reachable = entry.name in hosts.fleet.sessions
             if "edge" in entry.roles and reachable and not self.remote.port_free(entry.name, port):
                 raise FcgikitError(f"port {port} on host {entry.name} ({entry.address}) is in use by another program; "
                                    "nothing changed (free it or choose another nginx port)")
@@ -570,7 +588,7 @@ class SwarmStack:
         self.images().release_images_ready(target, dry_run=dry_run)
         return target, self.plan_up(build=False, spec=target.stack_spec(), tags=dict(target.images), dry_run=dry_run)
 
-    def rollback(self, number: int | None = None) -> RollbackResult:
+    def rollback(self, number: int | None = None) -> SwarmRollbackResult:
         """The services updated to the release's images and definition, as `up` updates them
         (start-first, gated by the HEALTHCHECK); recorded as a new release."""
         with self._lock("rollback"):
@@ -578,7 +596,7 @@ class SwarmStack:
             result = self.execute(plan)
             release = self.images().record_release(dict(target.images), target.stack_spec(), target.app,
                                                    rollback_of=target.number)
-            return RollbackResult(target, plan, result.url, changed=result.changed, release=release)
+            return SwarmRollbackResult(target, plan, result.url, changed=result.changed, release=release)
 
     def prune(self, built: set[str], keep: int | None = None):
         """`build --prune`: as the other engines, never an image a kept release names."""
@@ -613,10 +631,12 @@ class SwarmStack:
     def run(self, step: SwarmStep, plan: SwarmPlan, started: float) -> None:
         if step.action in ("init", "scale", "remove"):
             _run(step.argv, env=self.docker_env())
-        elif step.action == "secrets":
-            self._create_secrets(plan.files)
-        elif step.action == "write":
-            self._write(plan.files)
+        elif step.action in ("secrets", "write"):
+            assert plan.files is not None  # plan_up's steps, with its files
+            if step.action == "secrets":
+                self._create_secrets(plan.files)
+            else:
+                self._write(plan.files)
         elif step.action == "deploy":
             _run(step.argv, cwd=self._stack_dir(), env=self.docker_env())
         elif step.action == "converge":
@@ -887,6 +907,7 @@ class SwarmStack:
         try:
             if not request.follow:
                 for process in processes:
+                    assert process.stdout is not None  # stdout=PIPE
                     for line in process.stdout:
                         yield line.rstrip("\n")
                 return
