@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -31,6 +33,11 @@ from .deploy.secrets import redactor_for
 from .deploy.services import SCALABLE, SHOWN
 from .deploy.spec import PROJECT_NAME, load_stack_spec, with_app, with_self_signed_tls
 from .deploy.tls import default_directory
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from .deploy.swarm import SwarmPlan, SwarmStack
 
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the status table.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -146,7 +153,7 @@ def tls_option(command):
 
 
 def load_stack(spec_file, project, image_prefix, base_image, app=None, tls=None, *, check_app: bool = False,
-               **extra) -> Stack:
+               **extra) -> Stack | SwarmStack:
     spec_file = spec_file or default_spec_file()
     spec = load_stack_spec(spec_file)
     if tls == "self-signed":
@@ -207,7 +214,7 @@ class Progress:
     def __init__(self, interval: float = 5.0):
         self.interval = interval
         self.last: dict[str, float] = {}
-        self.status = None
+        self.status: Status | None = None
 
     def __call__(self, text: str) -> None:
         if err.is_terminal:
@@ -233,7 +240,7 @@ def _shorten(text: str, width: int = 110) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def finishing_progress(stack: Stack):
+def finishing_progress(stack: Stack | SwarmStack) -> None:
     """Stop the live progress line before printing results."""
     if isinstance(stack.progress, Progress):
         stack.progress.stop()
@@ -305,7 +312,7 @@ def up(spec_file, project, image_prefix, base_image, app, tls, dry_run) -> None:
     print_tls_hint(stack)
 
 
-def print_tls_hint(stack: Stack) -> None:
+def print_tls_hint(stack: Stack | SwarmStack) -> None:
     tls = stack.spec.services.nginx.tls
     if tls is not None and tls.self_signed:
         ca = default_directory(stack.project) / "ca.pem"
@@ -519,7 +526,7 @@ def image_notes(stack) -> list[str]:
     return notes() if notes is not None else []
 
 
-def print_plan(plan: Plan, notes: list[str] = ()) -> None:
+def print_plan(plan: Plan | SwarmPlan, notes: Sequence[str] = ()) -> None:
     out.print(f"[bold]plan for project {plan.project}[/] (dry run, nothing changed)")
     for service, names in plan.placements().items():
         out.print(f"  {service}: {', '.join(names)}")
