@@ -100,23 +100,28 @@ class Process:
         return fcgi_request(self.socket, params, stdin=stdin, timeout=timeout)
 
     def stop(self) -> None:
-        """SIGTERM to the whole process group (fcgiwrap's preforked children outlive
-        their parent otherwise), then SIGKILL to whatever is left of it."""
-        if self.process is None:
-            return
-        signal_group(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        signal_group(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        """The whole process group (fcgiwrap's preforked children outlive their parent otherwise)."""
+        if self.process is not None:
+            stop_group(self.process)
 
     def __enter__(self) -> "Process":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Stop a process started with start_new_session (a manager, a gateway, a front end) and
+    its whole group: SIGTERM to the group, up to `timeout` seconds for the leader to exit,
+    then SIGKILL to whatever is left of the group (children that outlived it, or it)."""
+    signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    signal_group(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def signal_group(pgid: int, signum: int) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from fcgikit.testing import free_port, wait_for_port
 
+from .cgi_support import stop_group
 
 SEARCH_PATH = ("/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin")
 
@@ -108,13 +108,7 @@ class FrontEnd:
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None:
             return
-        _signal_group(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        _signal_group(self.process.pid, signal.SIGKILL)  # children that outlived it, or it
-        self.process.wait()
+        stop_group(self.process, timeout)
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -123,13 +117,6 @@ class FrontEnd:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)  # started with start_new_session: the group is ours alone
-    except ProcessLookupError:
-        pass
 
 
 APACHE_MODULES = "/usr/lib/apache2/modules"

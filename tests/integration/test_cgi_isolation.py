@@ -23,7 +23,7 @@ import pytest
 from fcgikit.fastcgi.client import fcgi_request
 from fcgikit.testing import free_port, wait_for_port
 
-from .cgi_support import Process, params_for, wait_for_unix_socket
+from .cgi_support import Process, params_for, stop_group, wait_for_unix_socket
 
 pytestmark = pytest.mark.integration
 
@@ -187,9 +187,4 @@ def test_serve_and_spawn_managers_are_not_readable_by_their_uid(tree, front_end)
         if front_end == "serve":   # the Python workers too (spawn's exec'd program is the app's own)
             assert all(lines[child] == "Permission denied" for child in children), lines
     finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        stop_group(process)

@@ -17,6 +17,8 @@ import pytest
 
 from fcgikit.testing import free_port, wait_for_port
 
+from .cgi_support import stop_group
+
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(2) is Linux's")]
 
@@ -75,9 +77,4 @@ def test_managers_and_their_children_cannot_gain_privileges(front_end, asked, tm
         assert no_new_privs(process.pid) == expected, log_path.read_text()
         assert [no_new_privs(child) for child in forked] == [expected] * len(forked)
     finally:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+        stop_group(process)
