@@ -30,6 +30,7 @@ import yaml  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
 from fcgikit.deploy.model import LABEL_PROJECT, NGINX_PID_PATH  # noqa: E402
+from fcgikit.deploy.spec import memory_bytes  # noqa: E402
 from tests.integration.stack_support import (  # noqa: E402
     ROOT,
     USER_APP,
@@ -334,11 +335,15 @@ def test_compose_file_runs_the_built_stack(engine, cli_env, built_images, tmp_pa
         # Confined as `fcgikit up` confines its containers, and nginx healthy by its HEALTHCHECK.
         started = engine.containers.list(filters={"label": f"com.docker.compose.project={name}"})
         assert len(started) == 4  # deploy.replicas: 2 workers, as deploy/fcgikit.yaml
+        limits = yaml.safe_load((ROOT / "compose.override.yaml").read_text())["services"]
         for container in started:
             host = container.attrs["HostConfig"]
             assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"], container.name
             assert host["SecurityOpt"] == ["no-new-privileges"], container.name
-            assert host["Memory"] > 0 and host["PidsLimit"] > 0, container.name
+            # The limits of compose.override.yaml (test_deploy_compose: those of `fcgikit up`).
+            wanted = limits[container.labels["com.docker.compose.service"]]
+            assert (host["Memory"], host["PidsLimit"]) == (
+                memory_bytes(wanted["mem_limit"]), wanted["pids_limit"]), container.name
             assert [m for m in host["Mounts"] if m["Type"] == "tmpfs"], container.name
         [nginx] = [c for c in started if c.labels.get("com.docker.compose.service") == "nginx"]
         deadline = time.monotonic() + 60
