@@ -78,6 +78,25 @@ def test_the_development_certificate_chains_to_its_ca_and_is_kept_while_it_cover
     assert "IP Address:10.0.0.7" in text and "DNS:localhost" in text
 
 
+@pytest.mark.parametrize("foreign", ["ed25519", "another EC key"])
+def test_a_ca_key_that_is_not_the_cas_own_makes_a_new_ca(tmp_path, foreign):
+    """ca-key.pem replaced (another type, or a key that is not ca.pem's): the next certificate
+    is signed by a new CA it verifies against, not by that key (an Ed25519 key failed the
+    signing with ValueError; another EC key made a certificate that no longer chained)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    _, _, ca = tlsmod.ensure_self_signed(tmp_path, ["localhost"], "demo")
+    first_ca = ca.read_bytes()
+    other = ed25519.Ed25519PrivateKey.generate() if foreign == "ed25519" else ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ca-key.pem").write_bytes(other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    cert, _, ca = tlsmod.ensure_self_signed(tmp_path, ["localhost", "10.0.0.7"], "demo")  # a name more: re-signed
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(ca), str(cert)], capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    assert ca.read_bytes() != first_ca
+
+
 def test_a_renewed_certificate_reloads_the_running_nginx_instead_of_replacing_it():
     from dataclasses import replace as copy
 

@@ -112,9 +112,10 @@ def ensure_self_signed(directory: Path, names: Iterable[str], project: str) -> t
         loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
     except (OSError, ValueError):
         loaded = None
-    # The CA key is one this function made (EC P-256): any other is made anew, with its CA.
+    # The CA key is the one this function made for ca.pem (EC P-256): another key (another type,
+    # or not ca.pem's) would sign certificates that fail, so the CA is made anew with its key.
     ca_key = loaded if isinstance(loaded, ec.EllipticCurvePrivateKey) else None
-    if ca is None or ca_key is None or ca.not_valid_after_utc < soon:
+    if ca is None or ca_key is None or ca_key.public_key() != ca.public_key() or ca.not_valid_after_utc < soon:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"fcgikit development CA ({project})")])
         ca = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
