@@ -108,8 +108,8 @@ def test_keepalive_16_in_front_of_2_children_never_stalls(tmp_path):
             # Which children served is the accept race's: since the request path got cheaper
             # (session 8) one child has been seen to take every connection nginx opened and
             # answer all 2,000 within the bound above; that is no stall, which is what this
-            # checks. How connections spread over children under keep_conn is the benchmark's
-            # to measure (serve-hello-keepconn runs 2 children).
+            # checks. The children now even out the connections they hold, once a second, but
+            # this load may end before that: that both end up serving is the next test's.
 
 
 def pids_in(outcomes) -> set[str]:
