@@ -325,6 +325,9 @@ STACK_UWSGI = Server("uWSGI stack (nginx uwsgi_pass + uWSGI)", ours=False, proto
 # fcgikit's nginx config with the PHP params.
 STACK_PHP_FCGIKIT = Server("PHP stack (nginx + fcgikit.spawn -- php-cgi)", ours=True, stack="php-fcgikit")
 STACK_PHP_FPM = Server("PHP stack (nginx + php-fpm, pm = static)", ours=False, stack="php-fpm")
+# php-cgi forking its own children under one slot (PHP_FCGI_CHILDREN): they share its memory.
+STACK_PHP_FCGIKIT_CHILDREN = Server("PHP stack (nginx + PHP_FCGI_CHILDREN=2 fcgikit.spawn -F 1 -- php-cgi)", ours=True,
+                                    stack="php-fcgikit-children")
 BUILT_STACK_SCENARIOS = [
     *(Scenario(f"stack-{server.stack}-{name}", f"{server.name}, {what}", server, workload, quick_brief=True)
       for server in (STACK_FCGIKIT, STACK_GUNICORN, STACK_UWSGI)
@@ -335,7 +338,7 @@ BUILT_STACK_SCENARIOS = [
     Scenario("stack-fcgikit-static-ka16-hello", f"{STACK_FCGIKIT_STATIC_KA16.name}, WSGI hello",
              STACK_FCGIKIT_STATIC_KA16, HELLO, quick_brief=True),
     *(Scenario(f"stack-{server.stack}-hello", f"{server.name}, PHP hello", server, PHP_HELLO, quick_brief=True)
-      for server in (STACK_PHP_FCGIKIT, STACK_PHP_FPM)),
+      for server in (STACK_PHP_FCGIKIT, STACK_PHP_FPM, STACK_PHP_FCGIKIT_CHILDREN)),
 ]
 
 
@@ -399,6 +402,10 @@ COMPARISONS = [
                "fcgikit stack, static upstream vs uWSGI stack"),
     Comparison("stack-php-fcgikit-hello", "stack-php-fpm-hello", 0.95,
                "PHP stack: fcgikit.spawn + php-cgi vs php-fpm static"),
+    Comparison("stack-php-fcgikit-children-hello", "stack-php-fpm-hello", None,
+               "PHP stack: php-cgi's own PHP_FCGI_CHILDREN under one slot vs php-fpm static"),
+    Comparison("stack-php-fcgikit-children-hello", "stack-php-fcgikit-hello", None,
+               "PHP stack: php-cgi's own PHP_FCGI_CHILDREN (shared memory) vs one php-cgi per slot"),
 ]
 
 # The memory target: one fcgikit.serve child with the hello app stays under this RSS.

@@ -9,7 +9,9 @@ Docker network of its own, all from the same base image (fcgikit/base:bookworm):
 - gunicorn: `gunicorn --workers PROCESSES` (sync workers) behind `proxy_pass`;
 - uwsgi: `uwsgi --socket --processes PROCESSES` behind `uwsgi_pass` (its own protocol);
 - php-fcgikit: `python3 -m fcgikit.spawn -F PROCESSES -- php-cgi`, and php-fpm: `php-fpm -F` with
-  `pm = static`, PROCESSES children: the same script (bench/apps/www/php/hello.php) behind
+  `pm = static`, PROCESSES children (and php-fcgikit-children: `PHP_FCGI_CHILDREN=PROCESSES
+  fcgikit.spawn -F 1 -- php-cgi`, php-cgi forking its own children): the same script
+  (bench/apps/www/php/hello.php) behind
   fcgikit's nginx config with the PHP params (SCRIPT_FILENAME, REDIRECT_STATUS), without
   keep_conn (a PHP process serves one connection at a time).
   (`fcgikit up` itself cannot run php-cgi yet: its nginx config sends a `program` no
@@ -65,8 +67,15 @@ PEER_COMMANDS.update({
     "php-fcgikit": ["python3", "-m", "fcgikit.spawn", "-n", "-a", "0.0.0.0", "-p", str(APP_PORT),
                     "-F", str(PROCESSES), "--", "php-cgi"],
     "php-fpm": ["php-fpm", "-F", "-O", "-y", "/etc/bench-php-fpm.conf"],
+    # One php-cgi under one slot, forking PROCESSES children of its own (PHP_FCGI_CHILDREN, as
+    # spawn-fcgi -C sets it): the children share the memory php-cgi set up before forking (its
+    # opcache, its tables), as php-fpm's children share the master's; one php-cgi per slot
+    # shares none. Informative: what that sharing is worth (docs/bench.md, issue 16, session 9).
+    "php-fcgikit-children": ["env", f"PHP_FCGI_CHILDREN={PROCESSES}", "python3", "-m", "fcgikit.spawn", "-n", "-a",
+                             "0.0.0.0", "-p", str(APP_PORT), "-F", "1", "--", "php-cgi"],
 })
-PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi", "php-fcgikit": "php", "php-fpm": "php"}
+PEER_PROTOCOLS = {"gunicorn": "http", "uwsgi": "uwsgi", "php-fcgikit": "php", "php-fpm": "php",
+                  "php-fcgikit-children": "php"}
 # Second edges in front of the fcgikit stack's worker container: a static upstream (the edge
 # before issue 18's Lua balancer) with the stack's own keepalive (64 since 2026-12-05), and the
 # same with keepalive 16 (the old default: what too few idle connections per nginx worker cost

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.bench, pytest.mark.docker, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 HELLOS = ["stack-fcgikit-hello", "stack-fcgikit-static-hello", "stack-gunicorn-hello", "stack-uwsgi-hello", "stack-php-fcgikit-hello",
-          "stack-php-fpm-hello"]
+          "stack-php-fpm-hello", "stack-php-fcgikit-children-hello"]
 
 
 def docker_lines(*args: str) -> list[str]:

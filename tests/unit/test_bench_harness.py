@@ -384,14 +384,15 @@ def test_built_stack_scenarios_and_their_targets():
 
     names = {s.name for s in BUILT_STACK_SCENARIOS}
     assert {s.server.stack for s in BUILT_STACK_SCENARIOS} == {"fcgikit", "gunicorn", "uwsgi", "fcgikit-static", "fcgikit-static-ka16",
-                                                               "php-fcgikit", "php-fpm"}
+                                                               "php-fcgikit", "php-fpm", "php-fcgikit-children"}
     assert [s.name for s in BUILT_STACK_SCENARIOS if s.ours] == [
         "stack-fcgikit-hello", "stack-fcgikit-post64k", "stack-fcgikit-1mib", "stack-fcgikit-static-hello",
-        "stack-fcgikit-static-ka16-hello", "stack-php-fcgikit-hello"]
+        "stack-fcgikit-static-ka16-hello", "stack-php-fcgikit-hello", "stack-php-fcgikit-children-hello"]
     targets = {(c.ours, c.peer): c.target for c in COMPARISONS if c.ours in names}
     assert targets[("stack-fcgikit-hello", "stack-gunicorn-hello")] == 2.0
     assert targets[("stack-fcgikit-hello", "stack-uwsgi-hello")] == 1.2
     assert targets[("stack-php-fcgikit-hello", "stack-php-fpm-hello")] == 0.95
+    assert targets[("stack-php-fcgikit-children-hello", "stack-php-fpm-hello")] is None
     assert targets[("stack-fcgikit-hello", "stack-fcgikit-static-hello")] == 0.95
     assert all(c.peer in names for c in COMPARISONS if c.ours in names)
 
