@@ -12,14 +12,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import report
-from .runner import (FULL, QUICK, LiveScenario, ScenarioResult, Settings, measure_all, start_built_stack_scenario,
-                     start_scenario, start_stack_scenario, stop_all)
-from .scenarios import (BENCH_DIR, BUILT_STACK_SCENARIOS, SCENARIOS, STACK_BASELINE_PREFIX, STACK_SCENARIOS, Paths,
-                        Scenario, baseline, select, stack_baseline)
+from .runner import (
+    FULL,
+    QUICK,
+    LiveScenario,
+    ScenarioResult,
+    Settings,
+    measure_all,
+    start_built_stack_scenario,
+    start_scenario,
+    start_stack_scenario,
+    stop_all,
+)
+from .scenarios import (
+    BENCH_DIR,
+    BUILT_STACK_SCENARIOS,
+    SCENARIOS,
+    STACK_BASELINE_PREFIX,
+    STACK_SCENARIOS,
+    Paths,
+    Scenario,
+    baseline,
+    select,
+    stack_baseline,
+)
 from .servers import become_subreaper
 
 
@@ -252,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
         scenarios += baseline_scenarios
     settings = settings_from(args)
     become_subreaper()
-    started, clock = datetime.now(timezone.utc), time.monotonic()
+    started, clock = datetime.now(UTC), time.monotonic()
     mode = "stacks" if built_stacks else "containers" if args.containers else ("quick" if args.quick else "full")
     meta = {"mode": mode,
             "started": started.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_description(),
-            "nginx": nginx_version(), "versions": peer_versions(), "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
+            "nginx": nginx_version(), "versions": peer_versions(),
+            "command": shlex.join(["python3", "-m", "bench", *(argv or sys.argv[1:])]),
             "warmup_s": settings.warmup_s, "measure_s": settings.measure_s, "rounds": settings.rounds,
             "concurrencies": list(settings.concurrencies)}
     results = run_all(scenarios, args, settings)

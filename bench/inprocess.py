@@ -36,10 +36,11 @@ def serve_requests(count: int) -> None:
     """The measured program: `count` hello requests, BATCH connections queued at a time."""
     import socket
 
+    from hello_wsgi import app
+
     from fcgikit.fastcgi.client import ClientConnection
     from fcgikit.worker import wsgi_handler
     from fcgikit.worker.loop import RequestLoop
-    from hello_wsgi import app
 
     from .instructions import NGINX_LIKE_PARAMS
 

@@ -24,7 +24,8 @@ def results_table(results: list[dict]) -> str:
     for r in results:
         ours = "yes" if r["ours"] else ""
         if r["status"] != "ok":
-            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} | | | | | | | | |")
+            rows.append(f"| {r['name']} | {ours} | | {r['status'].upper()}: {first_line(r['reason'])} "
+                        "| | | | | | | | |")
             continue
         for run in r["runs"]:
             rows.append(f"| {r['name']} | {ours} | {run['connections']} | {run['requests_per_s']:.0f} "

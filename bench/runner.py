@@ -227,7 +227,8 @@ class LiveScenario:
         result = self.result
         result.runs = [combine_rounds(c, rounds) for c, rounds in self.rounds.items()]
         for run in result.runs:
-            if (self.server or self.ngx or self.stack) and run["requests"] and not self.scenario.server.forks_per_request:
+            measured = self.server or self.ngx or self.stack
+            if measured and run["requests"] and not self.scenario.server.forks_per_request:
                 run["cpu_ms_per_request"] = round(1000 * self.cpu_seconds[run["connections"]] / run["requests"], 3)
             if ((self.server and self.ngx) or self.stack) and run["requests"]:
                 run["nginx_cpu_ms_per_request"] = round(
@@ -285,8 +286,8 @@ def start_built_stack_scenario(scenario: Scenario, stack, paths: Paths) -> LiveS
     try:
         check_answer(url, scenario.workload)
     except RuntimeError as exc:
-        raise RuntimeError(f"{exc}\n--- nginx log:\n{stack.edge_log()[-2000:]}\n--- app log:\n{stack.app_log()[-2000:]}") \
-            from None
+        raise RuntimeError(f"{exc}\n--- nginx log:\n{stack.edge_log()[-2000:]}"
+                           f"\n--- app log:\n{stack.app_log()[-2000:]}") from None
     return LiveScenario(scenario, url, paths.work_dir / f"{scenario.name}.lua", result, stack=stack)
 
 

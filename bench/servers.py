@@ -44,7 +44,7 @@ class RunningServer:
         self.process: subprocess.Popen | None = None
         self._orphans: set[int] = set()
 
-    def start(self, timeout: float = 20.0) -> "RunningServer":
+    def start(self, timeout: float = 20.0) -> RunningServer:
         if self.server.needs_c_hello:
             compile_c_hello(self.paths)
         self.paths.pidfile(self.port).unlink(missing_ok=True)

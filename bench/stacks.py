@@ -366,7 +366,8 @@ class Stacks:
         network, _, address = docker("inspect", "-f",
                                      "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}\n{{end}}",
                                      worker).strip().splitlines()[0].partition(" ")
-        edge, url = self.start_edge(name, network, nginx_image, static_edge_conf(fcgikit_conf, f"{address}:{APP_PORT}", STATIC_EDGES[name]))
+        edge_conf = static_edge_conf(fcgikit_conf, f"{address}:{APP_PORT}", STATIC_EDGES[name])
+        edge, url = self.start_edge(name, network, nginx_image, edge_conf)
         stack = Stack(name, url, list(fcgikit.app_containers), edge)
         stack.refresh_pids()
         return stack

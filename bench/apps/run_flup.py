@@ -6,7 +6,6 @@ minSpare = maxSpare = maxChildren = PROCESSES pins the pool at exactly that many
 import sys
 
 from flup.server.fcgi_fork import WSGIServer
-
 from hello_wsgi import app
 
 
