@@ -1,5 +1,6 @@
 """The app checked before anything is built: directory, module, stdlib shadowing, callable."""
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,6 @@ import pytest
 from fcgikit.deploy.appcheck import AppSource, check_stack_app, top_level_names
 from fcgikit.deploy.errors import ConfigError
 from fcgikit.deploy.spec import load_stack_spec, with_app
-
-import ast
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "fcgikit.yaml"
 WSGI = 'def application(environ, start_response):\n    start_response("200 OK", [])\n    return [b"x"]\n'

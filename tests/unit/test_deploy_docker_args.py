@@ -10,14 +10,25 @@ import tarfile
 import docker.errors
 import pytest
 
-from fcgikit.deploy import commands
 from fcgikit.deploy.docker_args import docker_run_line
 from fcgikit.deploy.docker_backend import Engine
 from fcgikit.deploy.hosts import Host
 from fcgikit.deploy.operations import LocalEngine, Stack
 from fcgikit.deploy.plan import (
-    CheckEndToEnd, CreateNetwork, Observed, ReloadNginx, RemoveContainer, RemoveNetwork, RenewSecrets, StartContainer,
-    Step, StopContainer, UpdateBackends, WaitAnswering, plan_down, plan_up,
+    CheckEndToEnd,
+    CreateNetwork,
+    Observed,
+    ReloadNginx,
+    RemoveContainer,
+    RemoveNetwork,
+    RenewSecrets,
+    StartContainer,
+    Step,
+    StopContainer,
+    UpdateBackends,
+    WaitAnswering,
+    plan_down,
+    plan_up,
 )
 from fcgikit.deploy.spec import CgiService, NginxService, Services, StackSpec, WorkersService
 

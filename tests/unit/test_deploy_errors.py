@@ -2,7 +2,6 @@
 
 from typing import Literal
 
-import pydantic
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 

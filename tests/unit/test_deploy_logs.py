@@ -4,14 +4,22 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from fcgikit.deploy.errors import FcgikitError
 from fcgikit.deploy.logs import (
-    LineFormat, LogRequest, group_by_label, host_logs_script, merge_by_time, merge_followed, parse_since, parse_tail,
-    select_containers, split_named_line,
+    LineFormat,
+    LogRequest,
+    group_by_label,
+    host_logs_script,
+    merge_by_time,
+    merge_followed,
+    parse_since,
+    parse_tail,
+    select_containers,
+    split_named_line,
 )
 from fcgikit.deploy.model import RunningContainer
 
@@ -25,7 +33,7 @@ def test_since_durations_are_handed_to_docker_as_given_and_counted_back_from_now
 
 def test_since_times_are_absolute():
     since = parse_since("2026-12-05T20:00:00Z")
-    assert since.epoch == datetime(2026, 12, 5, 20, tzinfo=timezone.utc).timestamp()
+    assert since.epoch == datetime(2026, 12, 5, 20, tzinfo=UTC).timestamp()
     assert since.as_epoch(0.0) == since.epoch and since.docker_value() == f"{since.epoch:.3f}"
     assert parse_since("2026-12-05").epoch == datetime(2026, 12, 5).timestamp()  # local time, as Docker
 

@@ -5,13 +5,13 @@ import io
 
 from rich.console import Console
 
-from fcgikit.deploy.hosts import Host
-from fcgikit.deploy.multihost import images_for_host, inventory_hosts
 from fcgikit.deploy.errors import validate_config
+from fcgikit.deploy.hosts import Host
 from fcgikit.deploy.inventory import Inventory
-from fcgikit.deploy.placement import allowed_addresses, published_port, with_allow_list
 from fcgikit.deploy.model import RunningContainer
+from fcgikit.deploy.multihost import images_for_host, inventory_hosts
 from fcgikit.deploy.nginxconf import render_backends
+from fcgikit.deploy.placement import allowed_addresses, published_port, with_allow_list
 from fcgikit.deploy.plan import Observed, StartContainer, UpdateBackends, plan_up
 from fcgikit.deploy.spec import StackSpec
 

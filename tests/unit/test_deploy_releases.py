@@ -8,7 +8,14 @@ import pytest
 
 from fcgikit.deploy.errors import FcgikitError
 from fcgikit.deploy.releases import (
-    LABEL_SPEC, Release, content_identity, images_of, keep_releases, releases_to_forget, rollback_target, spec_data,
+    LABEL_SPEC,
+    Release,
+    content_identity,
+    images_of,
+    keep_releases,
+    releases_to_forget,
+    rollback_target,
+    spec_data,
 )
 from fcgikit.deploy.spec import StackSpec
 

@@ -11,8 +11,8 @@ import pytest
 
 from fcgikit.deploy import secrets as sec
 from fcgikit.deploy.errors import ConfigError, FcgikitError
-from fcgikit.deploy.plan import Observed, plan_up
 from fcgikit.deploy.hosts import local_host
+from fcgikit.deploy.plan import Observed, plan_up
 from fcgikit.deploy.spec import StackSpec, load_stack_spec
 
 IMAGES = {"workers": "p/fcgi-worker:1", "cgi": "p/fcgi-worker:1", "nginx": "p/nginx:1"}

@@ -96,7 +96,10 @@ def test_lock_commands_take_it_atomically_and_record_the_holder(tmp_path):
     holder = LockHolder("ci@runner", 4242, "up", "2026-01-01T00:00:00+00:00")
     command = acquire_command("demo", holder)
     assert "mkdir .fcgikit/locks/demo" in command  # no -p: it must fail when held
-    run = lambda cmd: subprocess.run(["sh", "-c", cmd], cwd=tmp_path, capture_output=True, text=True)
+
+    def run(cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", cmd], cwd=tmp_path, capture_output=True, text=True)
+
     assert run(command).returncode == 0
     assert run(acquire_command("demo", holder)).returncode != 0
     assert LockHolder.from_text((tmp_path / ".fcgikit/locks/demo/holder").read_text()) == holder

@@ -58,7 +58,8 @@ def test_a_tls_section_needs_a_certificate_unless_the_command_line_makes_one():
     with pytest.raises(ValueError, match="also the HTTP port"):
         spec(self_signed=True, port=8080)
     with pytest.raises(FcgikitError, match="not a PEM private key"):
-        import tempfile, pathlib
+        import pathlib
+        import tempfile
         with tempfile.TemporaryDirectory() as d:
             cert, key = pathlib.Path(d, "c.pem"), pathlib.Path(d, "k.pem")
             cert.write_text("-----BEGIN CERTIFICATE-----\nx\n"), key.write_text("not a key")

@@ -37,7 +37,7 @@ def test_any_cut_gives_the_records_of_the_whole_stream(seed):
     for _ in range(300):
         stream = random_stream(rng)
         cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randint(0, 8)))) if len(stream) > 1 else []
-        parts = [stream[i:j] for i, j in zip([0] + cuts, cuts + [len(stream)])]
+        parts = [stream[i:j] for i, j in zip([0] + cuts, cuts + [len(stream)], strict=True)]
         reader, got, failed = RecordReader(), [], False
         try:
             for part in parts:

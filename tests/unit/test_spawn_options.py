@@ -6,8 +6,14 @@ import signal
 import pytest
 
 from fcgikit.spawn.__main__ import build_parser
-from fcgikit.spawn.options import (DEFAULT_BACKLOG, OptionsError, add_pool_arguments,
-                                   resolve_identity, resolve_program, validate_pool_options)
+from fcgikit.spawn.options import (
+    DEFAULT_BACKLOG,
+    OptionsError,
+    add_pool_arguments,
+    resolve_identity,
+    resolve_program,
+    validate_pool_options,
+)
 
 
 def parse(*argv):

@@ -5,9 +5,18 @@ import signal
 
 import pytest
 
-from fcgikit.spawn.policy import (BACKOFF_MAX, EXIT_APP_LOAD_ERROR, IDLE_SILENCE_MIN, BootFailures,
-                                  SpawnRate, describe_exit, exit_code, hung_reason,
-                                  jittered_max_requests, respawn_delay)
+from fcgikit.spawn.policy import (
+    BACKOFF_MAX,
+    EXIT_APP_LOAD_ERROR,
+    IDLE_SILENCE_MIN,
+    BootFailures,
+    SpawnRate,
+    describe_exit,
+    exit_code,
+    hung_reason,
+    jittered_max_requests,
+    respawn_delay,
+)
 
 
 def test_backoff_doubles_from_a_tenth_of_a_second_and_is_capped():

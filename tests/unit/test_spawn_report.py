@@ -3,8 +3,15 @@
 import json
 import socket
 
-from fcgikit.spawn.report import (PoolCounters, build_status, child_status, format_status,
-                                  listen_queue, read_status, write_status)
+from fcgikit.spawn.report import (
+    PoolCounters,
+    build_status,
+    child_status,
+    format_status,
+    listen_queue,
+    read_status,
+    write_status,
+)
 from fcgikit.spawn.scoreboard import SLOT_BUSY, SLOT_IDLE, SlotSnapshot
 
 DOCUMENTED_FIELDS = {

@@ -4,8 +4,7 @@ import os
 import signal
 import time
 
-from fcgikit.spawn.scoreboard import (SLOT_BUSY, SLOT_FREE, SLOT_IDLE, URI_MAX, NullSlot,
-                                      Scoreboard)
+from fcgikit.spawn.scoreboard import SLOT_BUSY, SLOT_FREE, SLOT_IDLE, URI_MAX, NullSlot, Scoreboard
 
 
 def test_a_request_is_seen_while_it_runs_and_counted_after():

@@ -48,7 +48,7 @@ def test_clients_leaving_mid_body_do_not_end_the_accept_loop(capfd):
         for n in range(leaving):
             sock = socket.create_connection(listener.getsockname(), timeout=10)
             sock.sendall(cut_post())
-            wait_until(lambda: len(started) > n or errors)  # the program is reading the body: now leave
+            wait_until(lambda n=n: len(started) > n or errors)  # the program is reading the body: now leave
             if n % 2:  # half close with a reset, half with a FIN
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             sock.close()

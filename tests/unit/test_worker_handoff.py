@@ -6,9 +6,15 @@ import socket
 import pytest
 
 from fcgikit.fastcgi import FCGI_BEGIN_REQUEST, FCGI_RESPONDER, encode_record
+from fcgikit.runtime.handoff import (
+    MAX_FDS_PER_MESSAGE,
+    batches,
+    decode_batch,
+    encode_batch,
+    receive_connections,
+    send_connections,
+)
 from fcgikit.worker.connection import Connection
-from fcgikit.runtime.handoff import (MAX_FDS_PER_MESSAGE, batches, decode_batch, encode_batch, receive_connections,
-                                    send_connections)
 
 
 def test_peer_addresses_and_last_survive_the_round_trip():
