@@ -121,7 +121,7 @@ class TestBed:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self, timeout: float = 180.0) -> "TestBed":
+    def start(self, timeout: float = 180.0) -> TestBed:
         began = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.image = ensure_host_image(self.client)
@@ -137,7 +137,7 @@ class TestBed:
     def stop(self) -> None:
         remove_bed(self.client, self.bed_id, remove_directory=self.own_workdir)
 
-    def __enter__(self) -> "TestBed":
+    def __enter__(self) -> TestBed:
         try:
             return self.start()
         except BaseException:
@@ -189,7 +189,7 @@ class TestBed:
 
     def _create_network(self) -> None:
         """A subnet of our own choosing: only then can a cut-off host get its address back."""
-        for attempt in range(20):
+        for _ in range(20):
             subnet = f"10.213.{random.randrange(256)}.0/24"
             ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
             try:

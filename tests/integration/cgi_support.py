@@ -78,7 +78,7 @@ class Process:
         self.process: subprocess.Popen | None = None
         self.pass_fds: tuple[int, ...] = ()  # descriptors the gateway inherits, as from a careless parent
 
-    def start(self) -> "Process":
+    def start(self) -> Process:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=log, start_new_session=True,
                                             pass_fds=self.pass_fds)
@@ -104,7 +104,7 @@ class Process:
         if self.process is not None:
             stop_group(self.process)
 
-    def __enter__(self) -> "Process":
+    def __enter__(self) -> Process:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -74,7 +74,7 @@ class FrontEnd:
     def error_log(self) -> str:
         return ""
 
-    def start(self, timeout: float = 20.0) -> "FrontEnd":
+    def start(self, timeout: float = 20.0) -> FrontEnd:
         self.argv()  # first: a missing binary skips before anything is made
         # Its own world-readable directory (pytest's tmp_path is private to its
         # user): Apache's workers run as nobody under root.
@@ -112,7 +112,7 @@ class FrontEnd:
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "FrontEnd":
+    def __enter__(self) -> FrontEnd:
         return self.start()
 
     def __exit__(self, *exc) -> None:

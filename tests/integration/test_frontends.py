@@ -23,8 +23,7 @@ import requests
 
 from .cgi_support import docroot_with_scripts
 from .frontends_support import Apache, Caddy, Lighttpd, php_cgi, read
-from .serve_support import pool
-from .serve_support import REPO, load, summary
+from .serve_support import REPO, load, pool, summary
 
 pytestmark = pytest.mark.integration
 

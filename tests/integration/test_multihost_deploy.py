@@ -274,8 +274,8 @@ def test_a_new_nginx_port_another_program_holds_on_the_edge_host_is_refused_befo
     h1 = deployment.host("h1")
     port = 18000 + int(deployment.bed.bed_id, 16) % 1000
     holder = ("import os, socket, time\n"
-              "s = socket.socket(); s.bind(('0.0.0.0', %d)); s.listen()\n"
-              "open('/tmp/port-holder.pid', 'w').write(str(os.getpid())); time.sleep(600)\n" % port)
+              f"s = socket.socket(); s.bind(('0.0.0.0', {port:d})); s.listen()\n"
+              "open('/tmp/port-holder.pid', 'w').write(str(os.getpid())); time.sleep(600)\n")
     deployment.bed.client.containers.get(h1.container).exec_run(["python3", "-c", holder], detach=True)
     deadline = time.monotonic() + 10
     while "holder" not in deployment.bed.exec(h1, "test -s /tmp/port-holder.pid && echo holder || true"):
@@ -386,7 +386,7 @@ def edge_marks(deployment, since: float) -> dict[str, float]:
         match = re.search(r"fcgikit edge: backend (\S+) down \(", text)
         if match and match.group(1) not in marks:
             whole, _, fraction = stamp.rstrip("Z").partition(".")  # RFC 3339, nanoseconds, zeros cut
-            moment = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
+            moment = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.UTC)
             marks[match.group(1)] = moment.timestamp() + float("0." + (fraction or "0"))
     return marks
 

@@ -440,7 +440,9 @@ def test_serve_honours_fcgi_web_server_addrs_from_the_environment(tmp_path, allo
             except ConnectionResetError:
                 body, end = b"", None
         assert (end is not None) == served, log_path.read_text()
-        if not served:
+        if served:
+            assert b"\r\n\r\nn=1 " in body, body  # the app's answer, not only an END_REQUEST
+        else:
             time.sleep(0.2)
             assert "refused, not in FCGI_WEB_SERVER_ADDRS" in log_path.read_text()
     finally:

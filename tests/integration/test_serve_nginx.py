@@ -212,7 +212,7 @@ def test_a_large_body_the_app_ignores_does_not_stall_the_response(served, nginx)
 
 def test_over_a_unix_socket(tmp_path):
     with serve_on_unix_socket(tmp_path, "-M", "0666", "-F", "2") as (path, log_path, process):
-        location = ("location / { include fastcgi_params; fastcgi_pass unix:%s; fastcgi_keep_conn on; }" % path)
+        location = f"location / {{ include fastcgi_params; fastcgi_pass unix:{path}; fastcgi_keep_conn on; }}"
         with Nginx(location) as ngx:
             got = requests.get(ngx.url("/?via=unix"), headers={"X-Via": "unix"}, timeout=10)
             assert got.status_code == 200 and "QUERY_STRING=via=unix" in got.text, log_path.read_text()

@@ -93,7 +93,7 @@ def test_up_serves_app_and_cgi_through_nginx_and_second_up_changes_nothing(
 def test_build_again_builds_nothing_and_tags_carry_the_content_hash(cli_env, built_images, tmp_path):
     again = fcgikit(cli_env, "build", "-f", str(write_spec(tmp_path)))
     assert "(already there" in again.stdout and "(built" not in again.stdout, again.stdout
-    for kind, tag in built_images.items():
+    for tag in built_images.values():
         assert f"{tag} (already there" in again.stdout
         assert len(tag.rsplit(":", 1)[1]) == 12
 

@@ -27,14 +27,14 @@ for name in os.listdir('/proc'):
         continue
     total += 1
     try:
-        if b'%s' in open(f'/proc/{name}/environ', 'rb').read():
+        if b'@SECRET@' in open(f'/proc/{name}/environ', 'rb').read():
             found.append(name)
     except PermissionError:
         refused.append(name)
     except OSError:
         pass
 print('found', found, 'refused', len(refused), 'of', total)
-""" % SECRET
+""".replace("@SECRET@", SECRET)
 
 
 @pytest.mark.parametrize("front_end", ["cgi", "serve"])
