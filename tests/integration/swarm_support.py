@@ -116,12 +116,13 @@ class KeepAliveLoad:
     """GETs over kept-alive connections (one requests.Session per thread) until stopped;
     every failure is counted with what it was."""
 
-    def __init__(self, url: str, threads: int = 4):
+    def __init__(self, url: str, threads: int = 4, timeout: float = 30):
         import threading
 
-        self.url, self.stopping, self.lock = url, threading.Event(), threading.Lock()
+        self.url, self.timeout, self.stopping, self.lock = url, timeout, threading.Event(), threading.Lock()
         self.ok, self.failures, self.versions, self.slowest = 0, [], set(), 0.0
         self.failure_times: list[float] = []  # time.monotonic() at which each failed request began
+        self.answers: list[tuple[float, str]] = []  # (time.monotonic() at which it began, version) of each 200
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
@@ -131,12 +132,13 @@ class KeepAliveLoad:
             while not self.stopping.is_set():
                 began = time.monotonic()
                 try:
-                    answer = session.get(self.url, timeout=30)
+                    answer = session.get(self.url, timeout=self.timeout)
                     self.slowest = max(self.slowest, time.monotonic() - began)
                     with self.lock:
                         if answer.status_code == 200:
                             self.ok += 1
                             self.versions.add(answer.text.split(" pid")[0])
+                            self.answers.append((began, answer.text.split(" pid")[0]))
                         else:
                             self.failures.append(f"HTTP {answer.status_code}: {answer.text[:80]!r}")
                             self.failure_times.append(began)

@@ -7,6 +7,7 @@ This machine's engine is not put in swarm mode here: the bed's hosts form the sw
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -140,13 +141,88 @@ def test_scale_and_a_rolling_update_under_keepalive_load_fail_no_request(deploym
     assert answered == {"Hello from fcgikit", "Hello again from fcgikit"}, load.versions
 
 
+def releases_of(env: dict, spec: str) -> list[dict]:
+    return json.loads(fcgikit(env, "releases", "-f", spec, "--json").stdout)["releases"]
+
+
+def service_images(bed, project: str) -> dict[str, str]:
+    """What the manager's services run: service -> image."""
+    manager = bed_hosts(bed)["h1"]
+    names = bed.exec(manager, f"docker service ls -q --filter label=com.docker.stack.namespace={project}").split()
+    shown = bed.exec(manager, "docker service inspect --format "
+                              "'{{.Spec.Name}} {{.Spec.TaskTemplate.ContainerSpec.Image}}' " + " ".join(names))
+    return {name.split("_", 1)[1]: image for name, image in (line.split() for line in shown.splitlines())}
+
+
+ASK_THE_APP = ("from fcgikit.fastcgi.client import fcgi_request, get_params; "
+               "print(fcgi_request('127.0.0.1:9000', get_params('/')).http()[2].decode().strip())")
+
+
+def replica_answers(bed, project: str) -> list[tuple[str, str, str]]:
+    """Each running workers task asked directly (FastCGI on its own loopback, in its container on
+    its node): (node, image, answer), so no replica hides behind the edge's balancer."""
+    hosts = bed_hosts(bed)
+    tasks = bed.exec(hosts["h1"], f"docker service ps {project}_workers --no-trunc --filter desired-state=running "
+                                  "--format '{{.ID}} {{.Node}} {{.Image}} {{.CurrentState}}'")
+    answers = []
+    for line in tasks.splitlines():
+        task, node, image, state = line.split(maxsplit=3)
+        assert state.startswith("Running"), line
+        container = bed.exec(hosts[node], f"docker ps -q --filter label=com.docker.swarm.task.id={task}").strip()
+        asked = bed.exec(hosts[node], f"docker exec {container} python3 -c {shlex.quote(ASK_THE_APP)}")
+        answers.append((node, image, asked.strip()))
+    return answers
+
+
+def test_rollback_across_hosts_under_keepalive_load_brings_version_1_back_on_every_replica(deployment):
+    """`rollback --engine swarm --hosts`: the releases live on the manager (h1); release 1's worker
+    image, still on h2 and h3, runs again on every replica, start-first, no request failing."""
+    env, spec, bed, project = deployment["env"], deployment["spec"], deployment["bed"], deployment["project"]
+    url = f"http://{bed_hosts(bed)['h1'].address}:8080/"
+    rows = releases_of(env, spec)
+    assert [(r["release"], r["rollback_of"]) for r in rows] == [(1, None), (2, None)], rows
+    first, second = rows
+    assert first["images"]["workers"] != second["images"]["workers"]
+    before = replica_answers(bed, project)
+    assert len(before) == 2 and all(answer.startswith("Hello again from fcgikit") for _, _, answer in before), before
+
+    with KeepAliveLoad(url) as load:
+        time.sleep(1)
+        started = time.monotonic()
+        back = fcgikit(env, "rollback", "-f", spec, timeout=240)
+        done = time.monotonic()
+        time.sleep(2)
+    print(f"swarm rollback 2->1 across 3 bed hosts in {done - started:.1f}s under keep-alive load: "
+          f"{load.ok} answered, {len(load.failures)} failed")
+    assert "rolled back to release 1" in back.stdout and "recorded as release 3" in back.stdout, back.stdout
+    assert "built" not in back.stderr, back.stderr
+    assert load.failures == [], load.failures[:10]
+    seen = {version.split(" (pid")[0] for _, version in load.answers}
+    assert seen == {"Hello from fcgikit", "Hello again from fcgikit"}, seen
+    after = {version.split(" (pid")[0] for began, version in load.answers if began > done}
+    assert after == {"Hello from fcgikit"}, after
+
+    assert service_images(bed, project) == first["images"]
+    replicas = replica_answers(bed, project)
+    print(f"replicas after the rollback: {replicas}")
+    assert len(replicas) == 2 and {node for node, _, _ in replicas} <= {"h2", "h3"}, replicas
+    assert all(image == first["images"]["workers"] and answer.startswith("Hello from fcgikit")
+               for _, image, answer in replicas), replicas
+    rows = releases_of(env, spec)
+    assert [(r["release"], r["rollback_of"]) for r in rows] == [(1, None), (2, None), (3, 1)], rows
+    assert rows[-1]["current"] and rows[-1]["images"] == first["images"]
+
+
 def test_a_worker_host_cut_off_loses_no_request_and_swarm_restores_the_replicas(deployment):
     env, spec, bed = deployment["env"], deployment["spec"], deployment["bed"]
     hosts = bed_hosts(bed)
     url = f"http://{hosts['h1'].address}:8080/"
     fcgikit(env, "scale", "workers=4", "-f", spec)
     cut = None
-    with KeepAliveLoad(url) as load:
+    # The clients wait longer than nginx's request timeout (30 s, the spec's default): a request
+    # nginx gives up on ends as its 504, not as the client's own timeout at the same moment (with
+    # both at 30 s, a run saw 4 ReadTimeouts at 30.0 s where another saw 4 504s).
+    with KeepAliveLoad(url, timeout=40) as load:
         time.sleep(1)
         bed.cut_off(hosts["h2"])
         cut = time.monotonic()
@@ -159,7 +235,9 @@ def test_a_worker_host_cut_off_loses_no_request_and_swarm_restores_the_replicas(
                 restored = time.monotonic() - cut
                 break
             time.sleep(2)
-        time.sleep(2)
+        # Until every request sent to h2 before the cut has ended (nginx's 504 at 30 s), so that
+        # each is counted below (the load's threads are joined 15 s each at most).
+        time.sleep(max(2.0, cut + 32 - time.monotonic()))
     try:
         print(f"worker host cut off: 4 workers running on h3 again after {restored}s; "
               f"{load.ok} answered, {len(load.failures)} failed, slowest {load.slowest:.1f}s")
