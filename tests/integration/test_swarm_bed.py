@@ -16,7 +16,8 @@ import pytest
 from tests.hosts.bed import TestBed
 from tests.integration.swarm_support import KeepAliveLoad, env_without_fcgikit, fcgikit, unique, wait_answering
 
-pytestmark = [pytest.mark.extended, pytest.mark.multihost, pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.extended, pytest.mark.multihost, pytest.mark.docker, pytest.mark.swarm,
+              pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = {"h1": ["edge"], "h2": ["workers"], "h3": ["workers", "cgi"]}
@@ -98,7 +99,8 @@ def test_up_ships_the_images_and_places_tasks_by_role(deployment):
     assert wait_answering(f"http://{edge.address}:8080/cgi-bin/hello.sh", timeout=10).status_code == 200
     # Each host holds exactly the images its roles run, shipped from here (no registry).
     worker_tag, nginx_tag = sorted(deployment["tags"], key=lambda tag: "nginx" in tag)
-    for host, wanted, unwanted in (("h1", nginx_tag, worker_tag), ("h2", worker_tag, nginx_tag), ("h3", worker_tag, nginx_tag)):
+    for host, wanted, unwanted in (("h1", nginx_tag, worker_tag), ("h2", worker_tag, nginx_tag),
+                                   ("h3", worker_tag, nginx_tag)):
         images = bed.exec(bed_hosts(bed)[host], "docker images --format '{{.Repository}}:{{.Tag}}'")
         assert wanted in images and unwanted not in images, (host, images)
     report = json.loads(fcgikit(env, "status", "-f", spec, "--json").stdout)
@@ -247,7 +249,7 @@ def test_a_worker_host_cut_off_loses_no_request_and_swarm_restores_the_replicas(
         # is not replayed (docs/stack.md, "Timeouts and retries"): it ends as nginx's 504 at the
         # request timeout, one per client connection at most. Once the edge's probes have marked
         # h2's tasks down (about 1 s), nothing fails.
-        late = [what for began, what in zip(load.failure_times, load.failures) if began > cut + 2]
+        late = [what for began, what in zip(load.failure_times, load.failures, strict=True) if began > cut + 2]
         assert load.ok > 50 and late == [], late[:5]
         assert all("504" in what for what in load.failures), load.failures[:5]
         assert len(load.failures) <= len(load.threads), load.failures
