@@ -145,3 +145,67 @@ def test_tls_is_https_published_with_the_certificate_and_key_as_docker_secrets(s
     assert renewed.hashes["nginx"] != files.hashes["nginx"] and renewed.hashes["workers"] == files.hashes["workers"]
     plain = stack_file(spec, "demo", TAGS, port=8080)
     assert "secrets" not in plain.stack and len(plain.stack["services"]["nginx"]["ports"]) == 1
+
+
+class _RolledBackEarlier:
+    """A service whose last update was rolled back an hour ago, running its replica now."""
+
+    name = "p_cgi"
+    attrs = {
+        "Spec": {"Mode": {"Replicated": {"Replicas": 1}}, "TaskTemplate": {"ContainerSpec": {"Image": "p/w:1"}},
+                 "Labels": {}},
+        "UpdateStatus": {"State": "rollback_completed", "Message": "rollback completed",
+                         "StartedAt": "2026-01-01T10:00:00.0Z", "CompletedAt": "2026-01-01T10:00:30.0Z"},
+    }
+
+    def reload(self):
+        pass
+
+    def tasks(self, filters=None):
+        running = {"Status": {"State": "running", "Timestamp": "2026-01-01T10:00:30.0Z"},
+                   "Spec": {"ContainerSpec": {"Image": "p/w:1"}}}
+        failed = {"Status": {"State": "failed", "Timestamp": "2026-01-01T10:00:10.0Z", "Err": "unhealthy"},
+                  "Spec": {"ContainerSpec": {"Image": "p/w:2"}}}
+        return [running] if filters else [running, failed, failed, failed]
+
+
+def test_an_update_rolled_back_before_this_command_does_not_fail_it(spec, monkeypatch):
+    """A failed `up` leaves the service's rollback in its UpdateStatus until its next update; a
+    later `up` or `scale` converging is not that failure (only what happened since it began is)."""
+    from fcgikit.deploy.swarm import SwarmPlan, SwarmStack, SwarmStep
+
+    stack = SwarmStack(spec, "p")
+    monkeypatch.setattr(SwarmStack, "_services", lambda self: {"cgi": _RolledBackEarlier()})
+    plan = SwarmPlan("p", {"cgi": 1}, (SwarmStep("converge", "wait until they run them"),))
+    assert stack.execute(plan).changed
+
+
+class _Deployed:
+    def __init__(self, name: str, definition: dict):
+        self.name = name
+        self.attrs = {"Spec": {"Labels": definition["deploy"]["labels"],
+                               "Mode": {"Replicated": {"Replicas": definition["deploy"]["replicas"]}}}}
+
+
+def test_up_after_a_scale_goes_back_to_the_files_replicas(spec, monkeypatch, tmp_path):
+    """`scale` changes a service's replicas, not its definition (its hash label): the next `up`
+    deploys the file's replicas again, as `scale` says; an up with nothing scaled changes nothing."""
+    from fcgikit.deploy.swarm import SwarmStack
+
+    class Images:
+        def image_tags(self, build=True):
+            return dict(TAGS)
+
+    files = stack_file(spec, "demo", TAGS, port=8080)
+    deployed = {name: _Deployed(f"demo_{name}", definition) for name, definition in files.stack["services"].items()}
+    stack = SwarmStack(spec, "demo", state_dir=tmp_path)
+    monkeypatch.setattr(SwarmStack, "images", lambda self: Images())
+    monkeypatch.setattr(SwarmStack, "_swarm_steps", lambda self: [])
+    monkeypatch.setattr(SwarmStack, "_services", lambda self: deployed)
+    monkeypatch.setattr(SwarmStack, "_port", lambda self, services, spec: 8080)
+    assert stack.plan_up(build=False).changes_nothing
+    wanted = files.stack["services"]["workers"]["deploy"]["replicas"]
+    deployed["workers"].attrs["Spec"]["Mode"]["Replicated"]["Replicas"] = wanted + 3  # fcgikit scale workers=N
+    plan = stack.plan_up(build=False)
+    assert [step.action for step in plan.steps] == ["write", "deploy", "converge", "check"]
+    assert plan.replicas["workers"] == wanted

@@ -464,7 +464,11 @@ class SwarmStack:
         self._secret_values = values
         replicas = {name: s["deploy"]["replicas"] for name, s in files.stack["services"].items()}
         current = {name: s.attrs["Spec"]["Labels"].get(LABEL_CONFIG) for name, s in services.items()}
-        if current == files.hashes and not steps:
+        # `scale` (docker service scale) changes the replicas, not the definition's hash: up goes
+        # back to the file's replicas.
+        deployed = {name: s.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas")
+                    for name, s in services.items()}
+        if current == files.hashes and deployed == replicas and not steps:
             return SwarmPlan(self.project, replicas, (), files)
         if "nginx" not in services or current.get("nginx") != files.hashes["nginx"]:
             published = {p.get("PublishedPort") for p in services["nginx"].attrs["Spec"].get("EndpointSpec", {})
@@ -619,7 +623,7 @@ class SwarmStack:
     def execute(self, plan: SwarmPlan) -> SwarmResult:
         if plan.changes_nothing:
             return SwarmResult(plan, self.url(), changed=False)
-        started = time.monotonic()
+        started = time.time()  # compared with Docker's timestamps (epoch seconds), not a monotonic clock
         for step in plan.steps:
             self.say(step.describe())
             self.run(step, plan, started)
