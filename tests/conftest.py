@@ -74,17 +74,45 @@ def built_images(engine, cli_env, image_prefix, tmp_path_factory):
     return {tag.split("/")[1].split(":")[0]: tag for tag in tags}
 
 
-# -- Docker Swarm on the local engine (test_swarm_single.py, test_swarm_secrets.py) --
+# -- Docker Swarm on the local engine (test_swarm_ops.py, test_swarm_secrets.py, test_swarm_single.py)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def swarm(engine):
-    """The local engine in swarm mode for one test module (swarm_support.local_swarm); yields
-    whether it initialised the swarm (and will leave it)."""
-    from tests.integration.swarm_support import local_swarm
+    """The local engine in swarm mode (swarm_support.local_swarm); whether it initialised the
+    swarm (and will leave it). Kept for the tests that follow while they need it too."""
+    from tests.integration.swarm_support import SHARED
 
-    with local_swarm(engine) as initialised:
-        yield initialised
+    return SHARED.swarm(engine)
+
+
+@pytest.fixture
+def swarm_deployment(engine, swarm, tmp_path_factory):
+    """The project test_swarm_ops.py and test_swarm_single.py share (swarm_support.SharedSwarm):
+    up on the local swarm, deployed once for all of them."""
+    from tests.integration.swarm_support import SHARED
+
+    return SHARED.deployment(engine, lambda: tmp_path_factory.mktemp("swarm-deployment"))
+
+
+def _close_shared_swarm() -> None:
+    import sys
+
+    support = sys.modules.get("tests.integration.swarm_support")
+    if support is not None:
+        support.SHARED.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test in a row that uses the swarm: its project down, swarm mode left
+    (and the lock other sessions wait on released), before the tests that follow run."""
+    if "swarm" in item.fixturenames and (nextitem is None or "swarm" not in nextitem.fixturenames):
+        _close_shared_swarm()
+
+
+def pytest_sessionfinish(session):
+    _close_shared_swarm()  # a run stopped early (-x, Ctrl-C) closes it here
 
 
 @pytest.fixture(scope="session")

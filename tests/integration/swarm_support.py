@@ -6,6 +6,12 @@ One engine serves every test session on this machine, so:
   in swarm mode before (`docker swarm leave --force` removes only swarm services and
   networks; containers started by docker-compose or `docker run` are untouched, and swarm
   mode does not change how they run).
+
+SHARED keeps the swarm mode (and the lock) and one `fcgikit up --engine swarm` project from
+the first test that asks for them to the last one in a row that does (conftest.py closes it
+when the next test needs no swarm): test_swarm_ops.py and test_swarm_single.py deploy that
+one project once instead of one each, the stack's first deploy and its `down` being the
+slow part (tens of seconds each).
 """
 
 from __future__ import annotations
@@ -17,13 +23,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
 import requests
+
+from fcgikit.testing import free_port
 
 SWARM_LOCK = "/tmp/fcgikit-swarm-tests.lock"
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,14 +185,111 @@ def write_app(directory: Path, version: str) -> None:
     (directory / "webapp.py").write_text(VERSIONED_APP.format(version=version))
 
 
+def image_tags(client: docker.DockerClient) -> set[str]:
+    """Every image tag on the engine. The low-level list: the high-level one inspects each image,
+    which fails (ImageNotFound) when another session removes one meanwhile."""
+    return {tag for image in client.api.images() for tag in image.get("RepoTags") or ()}
+
+
 def remove_images(client: docker.DockerClient, prefix: str, timeout: float = 60) -> None:
     """Every image tagged under `prefix`/; tasks of removed stacks may still be stopping: retried."""
     deadline = time.monotonic() + timeout
     while True:
-        left = [tag for image in client.images.list() for tag in image.tags if tag.startswith(prefix + "/")]
+        left = [tag for tag in image_tags(client) if tag.startswith(prefix + "/")]
         for tag in left:
             with contextlib.suppress(docker.errors.APIError):
                 client.images.remove(tag, force=True)
         if not left or time.monotonic() > deadline:
             break
         time.sleep(2)
+
+
+def write_spec(directory: Path, project: str, port: int, app_dir: Path, extra_nginx: str = "",
+               name: str = "fcgikit.yaml") -> Path:
+    """The deployment tests' fcgikit.yaml: 2 workers of 2 processes (the versioned app in
+    `app_dir`), 1 cgi; `extra_nginx`: more lines of the nginx service (indented 4)."""
+    spec = directory / name
+    spec.write_text(f"""project: {project}
+engine: swarm
+services:
+  nginx:
+    port: {port}
+{extra_nginx}  workers:
+    app: webapp:app
+    path: {app_dir}
+    processes: 2
+    replicas: 2
+    max_requests: 0
+  cgi:
+    scripts: {ROOT / "apps" / "cgi-bin"}
+    processes: 1
+    replicas: 1
+""")
+    return spec
+
+
+class SharedSwarm:
+    """The local engine in swarm mode (local_swarm, its lock held) and one project deployed
+    on it with `fcgikit up --engine swarm`, shared by the tests that ask for them (conftest's
+    `swarm` and `swarm_deployment`); close() undoes both.
+
+    The project: write_spec's stack, the app (write_app) version "1" at first, images under
+    a prefix of its own (`build --prune` and `build`'s latest tags in test_swarm_ops.py must
+    not touch the images other tests use), TLS files in its own directory. A test that
+    changes it puts it back before it ends (scale: `up` again; TLS: `up` without; a broken
+    app: the app it replaced); one that takes it down (`down`) leaves it to be deployed again
+    for the next test that asks for it. The app's version is whatever the last test left.
+    """
+
+    def __init__(self) -> None:
+        self._exit = contextlib.ExitStack()
+        self._initialised: bool | None = None
+        self._info: dict | None = None
+
+    def swarm(self, client: docker.DockerClient) -> bool:
+        """Swarm mode on (taking the lock first); whether it was initialised for these tests."""
+        if self._initialised is None:
+            self._initialised = self._exit.enter_context(local_swarm(client))
+        return self._initialised
+
+    def deployment(self, client: docker.DockerClient, directory: Callable[[], Path]) -> dict:
+        """The project, up (deployed again if a test took it down); swarm() first."""
+        assert self._initialised is not None, "swarm() first"
+        if self._info is None:
+            where = directory()
+            project, port = unique("sw"), free_port()
+            prefix = unique("fcgikit-swarmdep-")
+            app_dir = where / "app"
+            write_app(app_dir, "1")
+            spec = write_spec(where, project, port, app_dir)
+            env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=prefix, FCGIKIT_TLS_DIR=str(where / "tls"))
+            self._info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir,
+                          "dir": where, "url": f"http://127.0.0.1:{port}/", "prefix": prefix}
+            self._exit.callback(self._remove, client, self._info)
+        info = self._info
+        if not client.services.list(filters={"label": f"com.docker.stack.namespace={info['project']}"}):
+            started = time.monotonic()
+            info["first_up"] = fcgikit(info["env"], "up", "-f", str(info["spec"]))
+            info["first_up_seconds"] = time.monotonic() - started
+        return info
+
+    @staticmethod
+    def _remove(client: docker.DockerClient, info: dict) -> None:
+        from fcgikit.deploy.releases import LABEL_OF
+
+        fcgikit(info["env"], "down", "-f", str(info["spec"]), check=False)
+        remove_stack(client, info["project"])
+        for record in client.api.containers(all=True, filters={"label": f"{LABEL_OF}={info['project']}"}):
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(record["Id"], force=True)
+        remove_images(client, info["prefix"])
+
+    def close(self) -> None:
+        """Take the project down and leave swarm mode (if it was entered for these tests)."""
+        try:
+            self._exit.close()
+        finally:
+            self._exit, self._initialised, self._info = contextlib.ExitStack(), None, None
+
+
+SHARED = SharedSwarm()

@@ -2,7 +2,8 @@
 engines do that a swarm deployment must do as well (issues 12 and 14): the containers'
 confinement as Swarm services and tasks.
 
-One project (named hswarm...) deployed once for the module, taken down at the end.
+The project is the one test_swarm_single.py uses too, deployed once (conftest's
+swarm_deployment), under an image prefix of its own.
 """
 
 from __future__ import annotations
@@ -17,67 +18,26 @@ import pytest  # noqa: E402
 
 from fcgikit.testing import free_port  # noqa: E402
 from tests.integration.swarm_support import (  # noqa: E402
-    env_without_fcgikit,
+    KeepAliveLoad,
     fcgikit,
-    remove_images,
-    remove_stack,
+    image_tags,
     service_logs,
     unique,
     wait_answering,
     write_app,
+    write_spec,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVICE_LABEL = "com.docker.swarm.service.name"
 
-def write_spec(directory: Path, project: str, port: int, app_dir: Path, extra_nginx: str = "") -> Path:
-    spec = directory / "fcgikit.yaml"
-    spec.write_text(f"""project: {project}
-engine: swarm
-services:
-  nginx:
-    port: {port}
-{extra_nginx}  workers:
-    app: webapp:app
-    path: {app_dir}
-    processes: 2
-    replicas: 2
-    max_requests: 0
-  cgi:
-    scripts: {ROOT / "apps" / "cgi-bin"}
-    processes: 1
-    replicas: 1
-""")
-    return spec
 
-
-@pytest.fixture(scope="module")
-def deployment(engine, swarm, tmp_path_factory):
-    """Images under a prefix of this module's own: `build --prune` and `build`'s latest tags
-    (test_up_records_releases...) must not touch the images other modules share."""
-    directory = tmp_path_factory.mktemp("hswarm")
-    project, port = unique("hswarm"), free_port()
-    prefix = unique("fcgikit-hswarm-")
-    app_dir = directory / "app"
-    write_app(app_dir, "1")
-    spec = write_spec(directory, project, port, app_dir)
-    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=prefix, FCGIKIT_TLS_DIR=str(directory / "tls"))
-    info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir, "dir": directory,
-            "url": f"http://127.0.0.1:{port}/", "prefix": prefix}
-    try:
-        up = fcgikit(env, "up", "-f", str(spec))
-        info["first_up"] = up
-        yield info
-    finally:
-        fcgikit(env, "down", "-f", str(spec), check=False)
-        remove_stack(engine, project)
-        from fcgikit.deploy.releases import LABEL_OF
-
-        for record in engine.containers.list(all=True, filters={"label": f"{LABEL_OF}={project}"}):
-            record.remove(force=True)
-        remove_images(engine, prefix)
+@pytest.fixture
+def deployment(swarm_deployment):
+    """The project test_swarm_single.py deploys too (swarm_support.SharedSwarm, conftest.py):
+    each test here begins from it as `up -f spec` leaves it and puts back what it changes."""
+    return swarm_deployment
 
 
 def status_field(pid: int, field: str) -> str:
@@ -127,7 +87,7 @@ def test_services_and_their_tasks_are_confined_and_cannot_gain_privileges(engine
                 command = Path(f"/proc/{pid}/cmdline").read_bytes()
                 assert status_field(pid, "NoNewPrivs") == "1", (task.name, pid, command)
                 assert status_field(pid, "Uid") != "0", (task.name, pid)
-    print(f"swarm confinement: {len(services)} services checked, first up:\n{deployment['first_up'].stdout}")
+    print(f"swarm confinement: {len(services)} services checked")
 
 
 def releases_of(env: dict, spec: str) -> list[dict]:
@@ -142,31 +102,44 @@ def service_images(engine, project: str) -> dict[str, str]:
 
 
 def test_up_records_releases_and_rollback_returns_to_one_without_building(engine, deployment):
-    """Every successful `up --engine swarm` records a release (its image tags and stack file);
+    """Every successful `up --engine swarm` records a release (its image tags and stack file),
+    its rolling update (a changed app directory) failing no request under keep-alive load;
     `rollback` updates the services to a release's images, building nothing, under load with
-    no failed request; `build --prune` keeps every image a kept release names."""
+    no failed request; `build --prune` keeps every image a kept release names.
+
+    Release numbers are counted from the newest one when the test begins (N below): the
+    project is shared, and whatever ran before recorded its own."""
     import time
 
-    from tests.integration.swarm_support import KeepAliveLoad
-
     env, spec, project, url = deployment["env"], str(deployment["spec"]), deployment["project"], deployment["url"]
-    fcgikit(env, "up", "-f", spec)  # release 1 (recorded by the fixture's up; this one changes nothing)
-    [first] = releases_of(env, spec)
-    assert first["release"] == 1 and first["current"], first
+    fcgikit(env, "up", "-f", spec)  # release N: what runs (recorded by an earlier up; an up changing nothing)
+    before = releases_of(env, spec)
+    first = before[-1]
+    n = first["release"]
+    assert first["current"] and first["rollback_of"] is None, first
     assert service_images(engine, project) == first["images"]
+    old = (wait_answering(url, timeout=30).text or "").split(" pid")[0]
+    assert old.startswith("version "), old
 
-    write_app(deployment["app_dir"], "2")
-    up = fcgikit(env, "up", "-f", spec)
-    assert "recorded release 2" in up.stdout, up.stdout + up.stderr
-    assert (wait_answering(url, timeout=30).text or "").startswith("version 2")
+    new = unique("v")
+    write_app(deployment["app_dir"], new)
+    with KeepAliveLoad(url) as load:
+        time.sleep(1)
+        up = fcgikit(env, "up", "-f", spec)
+        time.sleep(2)
+    print(f"rolling update {old} -> {new} under keep-alive load: {load.ok} answered, {len(load.failures)} failed")
+    assert f"recorded release {n + 1}" in up.stdout, up.stdout + up.stderr
+    assert f"version {new}" in load.versions and load.failures == [], load.failures[:10]
+    assert (wait_answering(url, timeout=30).text or "").startswith(f"version {new} ")
     second = releases_of(env, spec)[-1]
+    assert second["release"] == n + 1
     assert second["images"]["workers"] != first["images"]["workers"]
     assert service_images(engine, project) == second["images"]
     assert "no change" in fcgikit(env, "up", "-f", spec).stdout
-    assert len(releases_of(env, spec)) == 2, "an up that changes nothing recorded a release"
+    assert releases_of(env, spec)[-1]["release"] == n + 1, "an up that changes nothing recorded a release"
 
     dry = fcgikit(env, "rollback", "-f", spec, "--dry-run")
-    assert "rollback to release 1" in dry.stdout and "docker stack deploy" in dry.stdout, dry.stdout
+    assert f"rollback to release {n}" in dry.stdout and "docker stack deploy" in dry.stdout, dry.stdout
     assert service_images(engine, project) == second["images"], "--dry-run changed something"
 
     with KeepAliveLoad(url) as load:
@@ -175,31 +148,54 @@ def test_up_records_releases_and_rollback_returns_to_one_without_building(engine
         back = fcgikit(env, "rollback", "-f", spec)
         took = time.monotonic() - started
         time.sleep(2)
-    print(f"swarm rollback 2->1 in {took:.1f}s under keep-alive load: {load.ok} answered, "
+    print(f"swarm rollback {n + 1}->{n} in {took:.1f}s under keep-alive load: {load.ok} answered, "
           f"{len(load.failures)} failed")
-    assert "rolled back to release 1" in back.stdout and "recorded as release 3" in back.stdout, back.stdout
+    assert f"rolled back to release {n}" in back.stdout and f"recorded as release {n + 2}" in back.stdout, back.stdout
     assert "built" not in back.stderr, back.stderr
     assert service_images(engine, project) == first["images"]
     assert load.failures == [], load.failures[:10]
-    assert "version 1" in load.versions
+    assert old in load.versions
     for _ in range(10):
-        assert (wait_answering(url, timeout=10).text or "").startswith("version 1")
+        assert (wait_answering(url, timeout=10).text or "").startswith(f"{old} ")
     rows = releases_of(env, spec)
-    assert [(r["release"], r["rollback_of"]) for r in rows] == [(1, None), (2, None), (3, 1)]
+    assert [(r["release"], r["rollback_of"]) for r in rows[-3:]] == [(n, None), (n + 1, None), (n + 2, n)]
     assert rows[-1]["current"] and rows[-1]["images"] == first["images"]
     listed = fcgikit(env, "releases", "-f", spec).stdout
-    assert "rollback to 1" in listed, listed
+    assert f"rollback to {n}" in listed, listed
 
     pruned = fcgikit(env, "build", "-f", spec, "--prune")
-    assert "kept: the images of releases 1, 2, 3" in pruned.stdout, pruned.stdout
-    present = {tag for image in engine.images.list() for tag in image.tags}
+    kept = [line for line in pruned.stdout.splitlines() if "(kept: the images of releases " in line]
+    assert len(kept) == 1, pruned.stdout
+    numbers = kept[0].split("(kept: the images of releases ")[1].split(")")[0].split(", ")
+    assert {str(n), str(n + 1), str(n + 2)} <= set(numbers), pruned.stdout
+    present = image_tags(engine)
     assert {first["images"]["workers"], second["images"]["workers"], first["images"]["nginx"]} <= present
+    # The app directory holds `new`, the services run `old` again: put the app back (the next
+    # `up` would deploy `new` otherwise).
+    write_app(deployment["app_dir"], old.removeprefix("version "))
+    assert "no change" in fcgikit(env, "up", "-f", spec).stdout
 
 
 def test_tls_self_signed_is_served_by_the_swarm_edge_with_its_key_as_a_docker_secret(engine, deployment):
     """`up --tls self-signed` on a swarm: HTTPS on the TLS port (TLS 1.2+, the chain checked
     against the development CA, HSTS), plain HTTP redirected, the certificate and key Docker
-    secrets mounted into nginx only; the key never in what fcgikit or Docker shows."""
+    secrets mounted into nginx only; the key never in what fcgikit or Docker shows. Then
+    `up` with the stack file without TLS puts the deployment back: plain HTTP again."""
+    project, port, url = deployment["project"], deployment["port"], deployment["url"]
+    env = deployment["env"]
+    tls_port = free_port()
+    spec = str(write_spec(deployment["dir"], project, port, deployment["app_dir"], name="fcgikit-tls.yaml",
+                          extra_nginx=f"    tls: {{port: {tls_port}, hsts: 31536000}}\n"))
+    try:
+        check_tls(engine, deployment, spec, tls_port)
+    finally:
+        plain = fcgikit(env, "up", "-f", str(deployment["spec"]), check=False)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    answer = wait_answering(url, timeout=30)
+    assert answer is not None and answer.status_code == 200 and not answer.history, "HTTP not back"
+
+
+def check_tls(engine, deployment: dict, spec: str, tls_port: int) -> None:
     import json
     import shutil
     import ssl
@@ -209,11 +205,8 @@ def test_tls_self_signed_is_served_by_the_swarm_edge_with_its_key_as_a_docker_se
 
     import requests
 
-    project, port, url = deployment["project"], deployment["port"], deployment["url"]
+    project, url = deployment["project"], deployment["url"]
     tls_dir, env = deployment["dir"] / "tls", deployment["env"]
-    tls_port = free_port()
-    spec = str(write_spec(deployment["dir"], project, port, deployment["app_dir"],
-                          extra_nginx=f"    tls: {{port: {tls_port}, hsts: 31536000}}\n"))
     up = fcgikit(env, "up", "-f", spec, "--tls", "self-signed")
     ca = tls_dir / project / "ca.pem"
     assert f"https://127.0.0.1:{tls_port}/" in up.stdout and str(ca) in up.stdout, up.stdout + up.stderr
@@ -281,19 +274,24 @@ def test_a_broken_version_is_rolled_back_by_swarm_and_records_no_release(engine,
     """A version whose app cannot start (fails its HEALTHCHECK): Swarm rolls the update back,
     `up` exits 1 naming the failing task with its last log lines, every service runs the old
     version again (the others updated by the same deploy rolled back by fcgikit) and keeps
-    serving (over HTTPS when the test before left it so), and no release is recorded."""
+    serving, and no release is recorded. The app that runs is put back in its directory."""
     import json
     import ssl
     import urllib.request
 
     project, spec, env = deployment["project"], str(deployment["spec"]), deployment["env"]
-    tls = ["--tls", "self-signed"] if "tls:" in Path(spec).read_text() else []
+    fcgikit(env, "up", "-f", spec)
     before = releases_of(env, spec)
     serving = service_images(engine, project)
-    (deployment["app_dir"] / "webapp.py").write_text(
+    webapp = deployment["app_dir"] / "webapp.py"
+    working = webapp.read_text()
+    webapp.write_text(
         "def app(environ, start_response):\n    pass\n\n\n"
         "raise RuntimeError('this version cannot start: broken on purpose')\n")
-    broken = fcgikit(env, "up", "-f", spec, *tls, check=False)
+    try:
+        broken = fcgikit(env, "up", "-f", spec, check=False)
+    finally:
+        webapp.write_text(working)
     assert broken.returncode == 1, broken.stdout + broken.stderr
     error = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "rolled back" in error[0] and f"{project}_workers." in error[0], broken.stderr
@@ -308,3 +306,8 @@ def test_a_broken_version_is_rolled_back_by_swarm_and_records_no_release(engine,
     for _ in range(10):
         with urllib.request.urlopen(url, context=context, timeout=10) as answer:
             assert answer.status == 200 and answer.read().startswith(b"version ")
+    # The rollback Swarm and fcgikit did stays in the services' update status: the next command
+    # that waits for them to converge must not take it for a failure of its own.
+    scaled = fcgikit(env, "scale", "cgi=2", "-f", spec, check=False)
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    assert "no change" not in fcgikit(env, "up", "-f", spec).stdout  # back to the stack file's 1 cgi

@@ -23,7 +23,6 @@ from tests.integration.swarm_support import (  # noqa: E402
     stack_containers,
     unique,
     wait_answering,
-    write_app,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
@@ -69,61 +68,27 @@ def spec_of(services: dict, stack: str, service: str) -> dict:
 
 # --- fcgikit up --engine swarm ------------------------------------------------------------------
 
-def write_spec(directory: Path, project: str, port: int, app_dir: Path) -> Path:
-    spec = directory / "fcgikit.yaml"
-    spec.write_text(f"""project: {project}
-engine: swarm
-services:
-  nginx:
-    port: {port}
-  workers:
-    app: webapp:app
-    path: {app_dir}
-    processes: 2
-    replicas: 2
-    max_requests: 0
-  cgi:
-    scripts: {ROOT / "apps" / "cgi-bin"}
-    processes: 1
-    replicas: 1
-""")
-    return spec
-
-
-@pytest.fixture(scope="module")
-def deployment(engine, swarm, swarm_image_prefix, tmp_path_factory):
-    """One project up on the single-node swarm for the tests below; down afterwards."""
-    directory = tmp_path_factory.mktemp("swarm-up")
-    project, port = unique("sw"), free_port()
-    app_dir = directory / "app"
-    write_app(app_dir, "1")
-    spec = write_spec(directory, project, port, app_dir)
-    env = dict(env_without_fcgikit(), FCGIKIT_IMAGE_PREFIX=swarm_image_prefix)
-    info = {"project": project, "port": port, "spec": spec, "env": env, "app_dir": app_dir,
-            "url": f"http://127.0.0.1:{port}/"}
-    try:
-        yield info
-    finally:
-        fcgikit(env, "down", "-f", str(spec), check=False)
-        remove_stack(engine, project)
+@pytest.fixture
+def deployment(swarm_deployment):
+    """The project test_swarm_ops.py uses too (swarm_support.SharedSwarm, conftest.py),
+    deployed once: each test here begins with `up -f spec` (the stack file as written)."""
+    return swarm_deployment
 
 
 def test_up_serves_through_nginx_and_a_rerun_changes_nothing(engine, deployment):
     env, spec = deployment["env"], str(deployment["spec"])
     import time
 
-    started = time.monotonic()
     up = fcgikit(env, "up", "-f", spec)
-    first = time.monotonic() - started
-    assert deployment["url"] in up.stdout
+    assert deployment["url"] in up.stdout and deployment["url"] in deployment["first_up"].stdout
     answer = wait_answering(deployment["url"], timeout=10)
-    assert answer is not None and answer.text.startswith("version 1"), service_logs(deployment["project"])
+    assert answer is not None and answer.text.startswith("version "), service_logs(deployment["project"])
     cgi = wait_answering(deployment["url"] + "cgi-bin/hello.sh", timeout=10)
     assert cgi is not None and cgi.status_code == 200
     started = time.monotonic()
     again = fcgikit(env, "up", "-f", spec)
     rerun = time.monotonic() - started
-    print(f"swarm up: first {first:.1f}s (images already built), rerun {rerun:.1f}s")
+    print(f"swarm up: first {deployment['first_up_seconds']:.1f}s, rerun {rerun:.1f}s")
     # The target is under 3 s (about 1.5 s on an idle machine); others' load shares these 2 cores.
     assert "no change" in again.stdout and rerun < 5, again.stdout + again.stderr
     import json
@@ -172,32 +137,12 @@ def test_scale_under_keepalive_load(engine, deployment):
     assert load.failures == [], load.failures[:10]
     report = fcgikit(env, "status", "-f", spec, "--json").stdout
     assert '"running": 3' in report
+    fcgikit(env, "up", "-f", spec)  # back to the stack file's 2 workers
 
 
-def test_a_rolling_update_under_keepalive_load_fails_no_request(engine, deployment):
-    env, spec, app_dir = deployment["env"], str(deployment["spec"]), deployment["app_dir"]
-    fcgikit(env, "up", "-f", spec)
-    import time
-
-    write_app(app_dir, "2")
-    with KeepAliveLoad(deployment["url"]) as load:
-        time.sleep(1)
-        fcgikit(env, "up", "-f", spec)
-        time.sleep(2)
-    print(f"rolling update 1->2 under keep-alive load: {load.ok} answered, {len(load.failures)} failed")
-    assert "version 2" in load.versions and load.failures == [], load.failures[:10]
-    assert requests_get(deployment["url"]).startswith("version 2")
-
-    # A broken version (fails its healthcheck, rolled back, `up` exits 1 naming the task):
-    # test_swarm_ops.py, which also checks every service is back and no release recorded.
-
-
-def requests_get(url: str) -> str:
-    import requests
-
-    answer = requests.get(url, timeout=10)
-    assert answer.status_code == 200, answer.text
-    return answer.text
+# A rolling update of the app under keep-alive load failing no request: test_swarm_ops.py's
+# release test (its `up` of a new version). A broken version (fails its healthcheck, rolled
+# back, `up` exits 1 naming the task): test_swarm_ops.py too.
 
 
 def test_down_removes_the_stack(engine, deployment):
