@@ -88,6 +88,15 @@ def remove_stack(client: docker.DockerClient, stack: str, timeout: float = 60) -
         time.sleep(0.5)
 
 
+def remove_release_records(client: docker.DockerClient, project: str) -> None:
+    """The project's release records (containers never started): `down` keeps them, by design."""
+    from fcgikit.deploy.releases import LABEL_OF
+
+    for record in client.api.containers(all=True, filters={"label": f"{LABEL_OF}={project}"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(record["Id"], force=True)
+
+
 def wait_answering(url: str, timeout: float = 90) -> requests.Response | None:
     answer = None
     deadline = time.monotonic() + timeout
@@ -275,13 +284,9 @@ class SharedSwarm:
 
     @staticmethod
     def _remove(client: docker.DockerClient, info: dict) -> None:
-        from fcgikit.deploy.releases import LABEL_OF
-
         fcgikit(info["env"], "down", "-f", str(info["spec"]), check=False)
         remove_stack(client, info["project"])
-        for record in client.api.containers(all=True, filters={"label": f"{LABEL_OF}={info['project']}"}):
-            with contextlib.suppress(docker.errors.NotFound):
-                client.api.remove_container(record["Id"], force=True)
+        remove_release_records(client, info["project"])
         remove_images(client, info["prefix"])
 
     def close(self) -> None:
