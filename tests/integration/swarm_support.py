@@ -32,6 +32,7 @@ import pytest
 import requests
 
 from fcgikit.testing import free_port
+from tests.integration.stack_support import remove_project
 
 SWARM_LOCK = "/tmp/fcgikit-swarm-tests.lock"
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,15 +87,6 @@ def remove_stack(client: docker.DockerClient, stack: str, timeout: float = 60) -
         if not left and not networks:
             return
         time.sleep(0.5)
-
-
-def remove_release_records(client: docker.DockerClient, project: str) -> None:
-    """The project's release records (containers never started): `down` keeps them, by design."""
-    from fcgikit.deploy.releases import LABEL_OF
-
-    for record in client.api.containers(all=True, filters={"label": f"{LABEL_OF}={project}"}):
-        with contextlib.suppress(docker.errors.NotFound):
-            client.api.remove_container(record["Id"], force=True)
 
 
 def wait_answering(url: str, timeout: float = 90) -> requests.Response | None:
@@ -286,7 +278,7 @@ class SharedSwarm:
     def _remove(client: docker.DockerClient, info: dict) -> None:
         fcgikit(info["env"], "down", "-f", str(info["spec"]), check=False)
         remove_stack(client, info["project"])
-        remove_release_records(client, info["project"])
+        remove_project(client, info["project"])  # its release records: `down` keeps them
         remove_images(client, info["prefix"])
 
     def close(self) -> None:

@@ -14,7 +14,8 @@ import pytest
 import requests
 
 from fcgikit.testing import free_port
-from tests.integration.swarm_support import env_without_fcgikit, fcgikit, remove_release_records, remove_stack, unique
+from tests.integration.stack_support import remove_project
+from tests.integration.swarm_support import env_without_fcgikit, fcgikit, remove_stack, unique
 from tests.integration.test_stack_secrets import APP
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.timeout(900)]
@@ -98,7 +99,7 @@ services:
     finally:
         fcgikit(env, "down", "-f", str(spec), check=False)
         remove_stack(engine, project)
-        remove_release_records(engine, project)
+        remove_project(engine, project)  # its release record: `down` keeps it
     deadline = time.monotonic() + 30
     while project_secrets(engine, project) and time.monotonic() < deadline:
         time.sleep(1)
