@@ -85,3 +85,39 @@ def cpu_seconds(pid: int) -> float:
 
 def tree_cpu_seconds(roots: set[int], parents: dict[int, int] | None = None) -> float:
     return sum(cpu_seconds(pid) for pid in process_tree(roots, parent_map() if parents is None else parents))
+
+
+@dataclass(frozen=True)
+class Conntrack:
+    """The host's connection-tracking table (netfilter), which Docker's bridges and NAT keep
+    on: every TCP connection has an entry until two minutes after it closes (TIME_WAIT), and
+    when the table is full the kernel drops new connections' first packets, so a connect
+    times out. The scenarios without keep-alive open thousands of connections a second."""
+
+    count: int
+    limit: int  # net.netfilter.nf_conntrack_max
+    drops: int  # packets dropped because the table was full, since boot (all CPUs)
+
+
+CONNTRACK_DIR = "/proc/sys/net/netfilter"
+CONNTRACK_STAT = "/proc/net/stat/nf_conntrack"  # a header line, then one line of hex counters per CPU
+
+
+def conntrack() -> Conntrack | None:
+    """The table now, or None where netfilter's connection tracking is not loaded."""
+    try:
+        with open(f"{CONNTRACK_DIR}/nf_conntrack_count", "rb") as f:
+            count = int(f.read())
+        with open(f"{CONNTRACK_DIR}/nf_conntrack_max", "rb") as f:
+            limit = int(f.read())
+    except (OSError, ValueError):
+        return None
+    drops = 0
+    try:
+        with open(CONNTRACK_STAT) as f:
+            header, *cpus = f.read().split("\n")
+        column = header.split().index("drop")
+        drops = sum(int(row.split()[column], 16) for row in cpus if row.strip())
+    except (OSError, ValueError, IndexError):
+        pass
+    return Conntrack(count, limit, drops)

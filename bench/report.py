@@ -114,7 +114,8 @@ def problems(results: list[dict]) -> list[str]:
         if r["status"] != "ok":
             found.append(f"{r['name']}: {r['status']}: {first_line(r['reason'])}")
         elif r["errors"]:
-            found.append(f"{r['name']}: {r['errors']} errors (failed requests or nginx error-log lines)")
+            found.append(f"{r['name']}: {r['errors']} errors (failed requests or nginx error-log lines)"
+                         + "".join(f"; {note}" for note in r.get("notes", [])))
     return found
 
 

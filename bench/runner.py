@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import wrk
 from .nginxconf import render_http_conf, render_server_conf
-from .procfs import MemoryPeak, parent_map, process_tree, rss_bytes, tree_cpu_seconds
+from .procfs import MemoryPeak, conntrack, parent_map, process_tree, rss_bytes, tree_cpu_seconds
 from .scenarios import HOST, Paths, Scenario, Workload
 from .servers import RunningServer
 
@@ -40,6 +40,10 @@ class Settings:
 
 ROUND_CAP_S = 2
 RETRY_S = 5  # a round that got no answer at all is run again this long
+# Before a wrk run, a host connection-tracking table fuller than CONNTRACK_BUSY of its size is
+# waited for (up to CONNTRACK_WAIT_S: a closed connection's entry goes 120 s after it closed)
+# until it is down to CONNTRACK_ROOM: the next run's connects would otherwise time out.
+CONNTRACK_BUSY, CONNTRACK_ROOM, CONNTRACK_WAIT_S = 0.75, 0.5, 130
 
 FULL = Settings(warmup_s=1, round_s=1, rounds=4)
 QUICK = Settings(warmup_s=1, round_s=1, rounds=1, quick=True)
@@ -158,15 +162,30 @@ class LiveScenario:
     def load(self, connections: int, seconds: int) -> wrk.WrkResult:
         """One wrk run. wrk itself has hung, rarely (once in CI, past its 1 s duration for
         a minute, while every other scenario of the run measured cleanly): such a run is
-        reported in the result's notes and run once more; a second hang fails the scenario."""
+        reported in the result's notes and run once more; a second hang fails the scenario.
+
+        A run in which the host's connection-tracking table overflowed (its failed requests
+        are the kernel's doing, not the server's) says so in the result's notes."""
+        wait_for_conntrack_room(self.scenario.name)
+        before = conntrack()
         try:
             return wrk.run_wrk(self.url, str(self.script), connections=connections, seconds=seconds)
         except wrk.WrkHung as hung:
-            note = f"wrk hung at {connections} connections and was run again: {hung}"
-            print(f"bench: note: {self.scenario.name}: {note}", file=sys.stderr, flush=True)
-            self.result.notes.append(note)
+            self.note(f"wrk hung at {connections} connections and was run again: {hung}")
             self.wait_idle()
             return wrk.run_wrk(self.url, str(self.script), connections=connections, seconds=seconds)
+        finally:
+            after = conntrack()
+            if before and after and after.drops > before.drops:
+                self.note(f"the host's connection-tracking table was full during the run at {connections} "
+                          f"connections: the kernel dropped {after.drops - before.drops} packets of new "
+                          f"connections, whose connects time out (nginx: 'upstream timed out ... while "
+                          f"connecting'); it holds {after.count} of net.netfilter.nf_conntrack_max = "
+                          f"{after.limit} entries: raise that (setup.sh sets 1048576)")
+
+    def note(self, note: str) -> None:
+        print(f"bench: note: {self.scenario.name}: {note}", file=sys.stderr, flush=True)
+        self.result.notes.append(note)
 
     def warm_up(self, connections: int, seconds: int) -> None:
         self.warm_requests_per_s = self.load(connections, seconds).requests_per_s
@@ -242,6 +261,22 @@ class LiveScenario:
             result.nginx_errors = stack_error_lines(self.stack.edge_log(), self.scenario.workload)[:20]
         if self.server and not self.server.alive():
             result.fail(f"{self.scenario.server.name} died under load:\n{self.server.log_tail()}")
+
+
+def wait_for_conntrack_room(name: str, limit_s: float = CONNTRACK_WAIT_S) -> None:
+    """Waits, up to `limit_s`, while the host's connection-tracking table is fuller than
+    CONNTRACK_BUSY of its size: the scenarios without keep-alive open thousands of
+    connections a second, and each keeps its entry for two minutes after it closed."""
+    table = conntrack()
+    if table is None or table.count <= CONNTRACK_BUSY * table.limit:
+        return
+    print(f"bench: {name}: the host's connection-tracking table holds {table.count} of {table.limit} entries "
+          f"(net.netfilter.nf_conntrack_max); waiting up to {limit_s:.0f} s for closed connections' entries "
+          f"to expire", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + limit_s
+    while table and table.count > CONNTRACK_ROOM * table.limit and time.monotonic() < deadline:
+        time.sleep(1)
+        table = conntrack()
 
 
 def start_scenario(scenario: Scenario, paths: Paths) -> LiveScenario:

@@ -446,3 +446,59 @@ def test_a_round_whose_wrk_hung_is_run_again_and_noted_in_the_report(hanging_wrk
     meta = {"mode": "quick", "started": "now", "seconds": 1, "machine": "m", "warmup_s": 0, "measure_s": 1,
             "concurrencies": [16], "rounds": 1, "nginx": "x", "command": "bench"}
     assert "wrk hung at 16 connections" in report.markdown_report(meta, [row], [], None)
+
+
+# -- the host's connection-tracking table (a CI run's php-fpm round failed with connects timing out) --
+
+STAT_HEADER = ("entries  clashres found new invalid ignore delete chainlength insert insert_failed drop "
+               "early_drop icmp_error  expect_new expect_create expect_delete search_restart")
+
+
+def test_conntrack_reads_the_table_and_sums_the_drops_of_every_cpu(tmp_path, monkeypatch):
+    from bench import procfs
+
+    (tmp_path / "nf_conntrack_count").write_text("199594\n")
+    (tmp_path / "nf_conntrack_max").write_text("262144\n")
+    stat = tmp_path / "stat"
+    stat.write_text(f"{STAT_HEADER}\n" + "".join(
+        f"00030bea  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 {drop} "
+        "00000000 00000000  00000000 00000000 00000000 00000000\n" for drop in ("00000042", "0000001f")))
+    monkeypatch.setattr(procfs, "CONNTRACK_DIR", str(tmp_path))
+    monkeypatch.setattr(procfs, "CONNTRACK_STAT", str(stat))
+    assert procfs.conntrack() == procfs.Conntrack(count=199594, limit=262144, drops=0x42 + 0x1F)
+    monkeypatch.setattr(procfs, "CONNTRACK_DIR", str(tmp_path / "absent"))
+    assert procfs.conntrack() is None  # no netfilter connection tracking on this host
+
+
+def test_a_run_during_which_the_host_dropped_connections_says_why_in_notes_and_problems(hanging_wrk, tmp_path,
+                                                                                        monkeypatch):
+    from bench import runner
+    from bench.procfs import Conntrack
+
+    hanging_wrk.write_text("")  # the fake wrk answers at once
+    tables = iter([Conntrack(100, 1000, 7), Conntrack(100, 1000, 7), Conntrack(1000, 1000, 19)])
+    monkeypatch.setattr(runner, "conntrack", lambda: next(tables))
+    scenario = SCENARIOS[0]
+    result = runner.ScenarioResult(scenario.name, scenario.title, scenario.ours)
+    live = runner.LiveScenario(scenario, "http://127.0.0.1:1/", tmp_path / "s.lua", result)
+    live.measure(64, 1)
+    assert len(result.notes) == 1
+    assert "connection-tracking table was full during the run at 64 connections" in result.notes[0]
+    assert "dropped 12 packets" in result.notes[0] and "nf_conntrack_max = 1000" in result.notes[0]
+    live.finish()
+    row = dict(__import__("dataclasses").asdict(result), errors=3)  # as the failed requests would count
+    assert "dropped 12 packets" in report.problems([row])[0]
+
+
+@pytest.mark.parametrize("counts, sleeps", [([700], 0), ([800, 700, 600, 500], 3), ([800] * 10, 5)])
+def test_a_full_table_is_waited_for_until_half_empty_or_the_limit(monkeypatch, counts, sleeps):
+    from bench import runner
+    from bench.procfs import Conntrack
+
+    tables = iter([Conntrack(count, 1000, 0) for count in counts])
+    monkeypatch.setattr(runner, "conntrack", lambda: next(tables))
+    clock = [0.0]
+    monkeypatch.setattr(runner.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    runner.wait_for_conntrack_room("x", limit_s=5)
+    assert clock[0] == sleeps
