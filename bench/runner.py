@@ -179,9 +179,9 @@ class LiveScenario:
             if before and after and after.drops > before.drops:
                 self.note(f"the host's connection-tracking table was full during the run at {connections} "
                           f"connections: the kernel dropped {after.drops - before.drops} packets of new "
-                          f"connections, whose connects time out (nginx: 'upstream timed out ... while "
-                          f"connecting'); it holds {after.count} of net.netfilter.nf_conntrack_max = "
-                          f"{after.limit} entries: raise that (setup.sh sets 1048576)")
+                          f"connections, which wait a second for the kernel to send them again or time out "
+                          f"(nginx: 'upstream timed out ... while connecting'); it holds {after.count} of "
+                          f"net.netfilter.nf_conntrack_max = {after.limit} entries: raise that (setup.sh sets 1048576)")
 
     def note(self, note: str) -> None:
         print(f"bench: note: {self.scenario.name}: {note}", file=sys.stderr, flush=True)
