@@ -1,4 +1,5 @@
-"""Peak memory of a server's process tree, sampled from /proc while the load runs.
+"""Peak memory and CPU time of a server's process tree, sampled from /proc while the load
+runs; and the host's connection-tracking table, which the load fills.
 
 A server is a set of root pids (the process we started, plus any it reported, such as
 spawn-fcgi's children, which it orphans) and every descendant of them, including short

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import wrk
 from .nginxconf import render_http_conf, render_server_conf
-from .procfs import MemoryPeak, conntrack, parent_map, process_tree, rss_bytes, tree_cpu_seconds
+from .procfs import Conntrack, MemoryPeak, conntrack, parent_map, process_tree, rss_bytes, tree_cpu_seconds
 from .scenarios import HOST, Paths, Scenario, Workload
 from .servers import RunningServer
 
@@ -166,8 +166,7 @@ class LiveScenario:
 
         A run in which the host's connection-tracking table overflowed (its failed requests
         are the kernel's doing, not the server's) says so in the result's notes."""
-        wait_for_conntrack_room(self.scenario.name)
-        before = conntrack()
+        before = wait_for_conntrack_room(self.scenario.name)
         try:
             return wrk.run_wrk(self.url, str(self.script), connections=connections, seconds=seconds)
         except wrk.WrkHung as hung:
@@ -263,13 +262,14 @@ class LiveScenario:
             result.fail(f"{self.scenario.server.name} died under load:\n{self.server.log_tail()}")
 
 
-def wait_for_conntrack_room(name: str, limit_s: float = CONNTRACK_WAIT_S) -> None:
+def wait_for_conntrack_room(name: str, limit_s: float = CONNTRACK_WAIT_S) -> Conntrack | None:
     """Waits, up to `limit_s`, while the host's connection-tracking table is fuller than
     CONNTRACK_BUSY of its size: the scenarios without keep-alive open thousands of
-    connections a second, and each keeps its entry for two minutes after it closed."""
+    connections a second, and each keeps its entry for two minutes after it closed.
+    Returns the table as last read (None without connection tracking)."""
     table = conntrack()
     if table is None or table.count <= CONNTRACK_BUSY * table.limit:
-        return
+        return table
     print(f"bench: {name}: the host's connection-tracking table holds {table.count} of {table.limit} entries "
           f"(net.netfilter.nf_conntrack_max); waiting up to {limit_s:.0f} s for closed connections' entries "
           f"to expire", file=sys.stderr, flush=True)
@@ -277,6 +277,7 @@ def wait_for_conntrack_room(name: str, limit_s: float = CONNTRACK_WAIT_S) -> Non
     while table and table.count > CONNTRACK_ROOM * table.limit and time.monotonic() < deadline:
         time.sleep(1)
         table = conntrack()
+    return table
 
 
 def start_scenario(scenario: Scenario, paths: Paths) -> LiveScenario:

@@ -476,7 +476,7 @@ def test_a_run_during_which_the_host_dropped_connections_says_why_in_notes_and_p
     from bench.procfs import Conntrack
 
     hanging_wrk.write_text("")  # the fake wrk answers at once
-    tables = iter([Conntrack(100, 1000, 7), Conntrack(100, 1000, 7), Conntrack(1000, 1000, 19)])
+    tables = iter([Conntrack(100, 1000, 7), Conntrack(1000, 1000, 19)])  # before and after the run
     monkeypatch.setattr(runner, "conntrack", lambda: next(tables))
     scenario = SCENARIOS[0]
     result = runner.ScenarioResult(scenario.name, scenario.title, scenario.ours)
